@@ -1,1 +1,34 @@
-//! frostnet
+//! # frostnet
+//!
+//! Deep learning in Rust built around Keras's central idea: a model's weights are of two kinds.
+//! *Trainable* weights are updated by backpropagation; *non-trainable* ones never are — the weights
+//! of frozen layers, BatchNormalization's moving statistics, a fixed filter. frostnet keeps that
+//! split exact to Keras 3 (counts, summaries, semantics) and makes it cheap: a frozen prefix of a
+//! network costs a forward pass and nothing else.
+//!
+//! ```
+//! use frostnet::{Sequential, layers::{Input, Dense, BatchNormalization, Layer, LayerOptions}};
+//! let mut model = Sequential::new();
+//! model.add(Input::new(&[100]))?;
+//! model.add(Dense::new(10))?;
+//! model.add(BatchNormalization::new())?;
+//! let trainable: usize = model.trainable_weights().iter().map(|w| w.len()).sum();
+//! let frozen: usize = model.non_trainable_weights().iter().map(|w| w.len()).sum();
+//! assert_eq!((trainable, frozen), (1030, 20)); // BN's moving mean and variance never train
+//! # Ok::<(), frostnet::Error>(())
+//! ```
+//!
+//! Layout: `tensor/` (the NHWC engine on `gemm`), `layers/`, `models/`, `training/`,
+//! `applications/`, `datasets/`.
+
+pub mod error;
+pub mod layers;
+pub mod models;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use layers::{Layer, Mode, Shape};
+pub use models::{Functional, Model, Sequential, SummaryOptions, SummaryStyle};
+pub use tensor::Tensor;
+pub mod io;
+pub mod seed;

@@ -1,0 +1,288 @@
+//! Layers: every layer has the same shape — a config (Keras field names), `build` from the input
+//! shape, `forward`, `backward`, and the weights it owns.
+//!
+//! One file per layer family, as in Keras (`layers/core/dense.py` ...).
+
+mod activation;
+mod batch_normalization;
+mod conv2d;
+mod dense;
+mod dropout;
+mod input;
+pub(crate) mod naming;
+mod reshaping;
+mod weight;
+
+pub use activation::{Activation, ActivationFn};
+pub use batch_normalization::BatchNormalization;
+pub use conv2d::Conv2D;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use input::{Input, InputLayer};
+pub use naming::clear_session;
+pub use reshaping::Flatten;
+pub use weight::{Weight, WeightKind};
+
+use crate::error::{fmt_batch_shape, Error, Result};
+use crate::models::Model;
+use crate::tensor::Tensor;
+use rand::rngs::SmallRng;
+
+/// A per-sample shape (the batch axis excluded); `None` is an axis of unknown size, printed as
+/// Keras prints it (`(None, None, None, 3)`).
+pub type Shape = Vec<Option<usize>>;
+
+/// Turns concrete dims into a [`Shape`].
+pub fn shape_of(dims: &[usize]) -> Shape {
+    dims.iter().map(|&d| Some(d)).collect()
+}
+
+/// Whether a layer computes as in training or as in inference. Separate from `trainable`:
+/// Dropout depends on the mode only; BatchNormalization uses batch statistics only when the mode is
+/// `Train` *and* the layer is trainable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Infer,
+}
+
+/// What a forward call needs besides its inputs.
+pub struct ForwardCtx {
+    pub mode: Mode,
+    /// Whether this call will be followed by `backward`, so the layer must keep what it needs.
+    /// False for a frozen prefix: it costs a forward pass and nothing else.
+    pub keep: bool,
+    /// Per input, whether a gradient will be asked for it (nested models plan with it).
+    pub input_needs_grad: Vec<bool>,
+    pub rng: SmallRng,
+}
+
+impl ForwardCtx {
+    /// An inference context (no backward will follow).
+    pub fn infer() -> ForwardCtx {
+        ForwardCtx {
+            mode: Mode::Infer,
+            keep: false,
+            input_needs_grad: Vec::new(),
+            rng: crate::tensor::random::rng(Some(0)),
+        }
+    }
+}
+
+/// State every layer shares.
+#[derive(Clone, Debug)]
+pub struct LayerBase {
+    pub(crate) name: String,
+    pub(crate) trainable: bool,
+    pub(crate) weights: Vec<Weight>,
+    /// Keras's `input_shape=` argument, for the first layer of a Sequential.
+    pub(crate) input_shape: Option<Shape>,
+    pub(crate) built: bool,
+}
+
+impl LayerBase {
+    /// A base with the next default name for `class`.
+    pub fn new(class: &str) -> LayerBase {
+        LayerBase {
+            name: naming::unique_name(&naming::snake_case(class)),
+            trainable: true,
+            weights: Vec::new(),
+            input_shape: None,
+            built: false,
+        }
+    }
+
+    /// Adds a weight whose flag follows the layer's current `trainable`.
+    pub(crate) fn add_weight(&mut self, name: &str, value: Tensor, kind: WeightKind) {
+        let w = Weight::new(name, value, kind, self.trainable);
+        self.weights.push(w);
+    }
+
+    /// The weight at `i`'s value (layers know their own weight order).
+    pub(crate) fn w(&self, i: usize) -> &Tensor {
+        self.weights[i].value()
+    }
+
+    /// Whether weight `i` wants a gradient now.
+    pub(crate) fn wants_grad(&self, i: usize) -> bool {
+        self.weights.get(i).is_some_and(|w| w.is_trainable())
+    }
+
+    pub(crate) fn set_grad(&mut self, i: usize, g: Tensor) {
+        self.weights[i].grad = Some(g);
+    }
+}
+
+/// The interface every layer implements. Custom layers implement it too; the crate's
+/// [`gradient_check`](crate::testing::gradient_check) verifies any layer's `backward`.
+pub trait Layer: Send + Sync {
+    fn base(&self) -> &LayerBase;
+    fn base_mut(&mut self) -> &mut LayerBase;
+    /// Keras's class name (`"Dense"`), shown in summaries and saved configs.
+    fn class_name(&self) -> &str;
+
+    /// Checks the input shapes, creates the weights on the first call, and returns the output shape.
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape>;
+
+    /// Computes the output. Keeps what `backward` needs when `ctx.keep`.
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor>;
+
+    /// Given the gradient of the loss with respect to the output, stores gradients for the layer's
+    /// trainable weights (and only those) and returns the input gradients asked for in `need_dx`.
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>>;
+
+    /// The layer's configuration with Keras's field names.
+    fn config(&self) -> serde_json::Value;
+
+    /// Drops anything kept for backward.
+    fn clear_cache(&mut self) {}
+
+    fn name(&self) -> &str {
+        &self.base().name
+    }
+    fn is_trainable(&self) -> bool {
+        self.base().trainable
+    }
+    /// Sets `trainable` on the layer and its weights (and, for models, recursively), as Keras 3.
+    fn set_trainable(&mut self, trainable: bool) {
+        let b = self.base_mut();
+        b.trainable = trainable;
+        b.weights.iter_mut().for_each(|w| w.set_flag(trainable));
+    }
+    /// All weights, in Keras's order.
+    fn weights(&self) -> Vec<&Weight> {
+        self.base().weights.iter().collect()
+    }
+    fn weights_mut(&mut self) -> Vec<&mut Weight> {
+        self.base_mut().weights.iter_mut().collect()
+    }
+    /// Keras 3's rule: a layer whose own flag is off reports no trainable weights.
+    fn trainable_weights(&self) -> Vec<&Weight> {
+        if !self.is_trainable() {
+            return Vec::new();
+        }
+        self.weights().into_iter().filter(|w| w.is_trainable()).collect()
+    }
+    /// Keras 3's rule: a frozen layer reports all its weights as non-trainable.
+    fn non_trainable_weights(&self) -> Vec<&Weight> {
+        if !self.is_trainable() {
+            return self.weights();
+        }
+        self.weights().into_iter().filter(|w| !w.is_trainable()).collect()
+    }
+    fn count_params(&self) -> usize {
+        self.weights().iter().map(|w| w.len()).sum()
+    }
+    fn is_built(&self) -> bool {
+        self.base().built
+    }
+    /// The `input_shape` given at construction, if any.
+    fn declared_input_shape(&self) -> Option<&Shape> {
+        self.base().input_shape.as_ref()
+    }
+    /// `Some` for models used as layers.
+    fn as_model(&self) -> Option<&Model> {
+        None
+    }
+    fn as_model_mut(&mut self) -> Option<&mut Model> {
+        None
+    }
+
+    /// Current weight values, in Keras's `get_weights()` order.
+    fn get_weights(&self) -> Vec<Tensor> {
+        self.weights().iter().map(|w| w.value().clone()).collect()
+    }
+    /// Sets all weights from arrays in Keras's order; checks count and every shape first, so a
+    /// failed call changes nothing.
+    fn set_weights(&mut self, values: Vec<Tensor>) -> Result<()> {
+        let name = self.name().to_string();
+        let mut ws = self.weights_mut();
+        if ws.len() != values.len() {
+            return Err(Error::WeightCount {
+                target: format!("layer '{name}'"),
+                expected: ws.len(),
+                got: values.len(),
+            });
+        }
+        for (w, v) in ws.iter().zip(&values) {
+            if w.shape() != v.shape() {
+                return Err(Error::WeightShape {
+                    weight: format!("{name}/{}", w.name()),
+                    expected: crate::error::fmt_dims(w.shape()),
+                    got: crate::error::fmt_dims(v.shape()),
+                });
+            }
+        }
+        for (w, v) in ws.iter_mut().zip(values) {
+            w.assign(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keras-style construction options shared by every layer: `.named()`, `.trainable()`,
+/// `.input_shape()`.
+pub trait LayerOptions: Layer + Sized {
+    /// Gives the layer an explicit name instead of the next default one.
+    fn named(mut self, name: &str) -> Self {
+        self.base_mut().name = name.to_string();
+        self
+    }
+    /// `trainable=False` at construction: the weights are created frozen.
+    fn trainable(mut self, trainable: bool) -> Self {
+        self.set_trainable(trainable);
+        self
+    }
+    /// Keras's `input_shape=` argument (the batch axis excluded).
+    fn input_shape(mut self, shape: &[usize]) -> Self {
+        self.base_mut().input_shape = Some(shape_of(shape));
+        self
+    }
+}
+
+impl<L: Layer + Sized> LayerOptions for L {}
+
+/// Checks the number of inputs a layer got.
+pub(crate) fn expect_inputs<'a>(layer: &str, inputs: &'a [Shape], n: usize) -> Result<&'a [Shape]> {
+    if inputs.len() != n {
+        return Err(Error::InvalidConfig(format!(
+            "layer '{layer}' expects {n} input(s), got {}",
+            inputs.len()
+        )));
+    }
+    Ok(inputs)
+}
+
+/// The error for an input of the wrong shape.
+pub(crate) fn incompatible(layer: &str, expected: impl Into<String>, got: &Shape) -> Error {
+    Error::IncompatibleShape {
+        layer: layer.to_string(),
+        expected: expected.into(),
+        got: fmt_batch_shape(got),
+    }
+}
+
+/// Checks at run time that a tensor matches the shape the layer was built for.
+pub(crate) fn check_runtime_shape(layer: &str, built: &Shape, t: &Tensor) -> Result<()> {
+    let dims = &t.shape()[1.min(t.shape().len())..];
+    let ok = t.shape().len() == built.len() + 1
+        && built.iter().zip(dims).all(|(b, d)| b.is_none_or(|b| b == *d));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::IncompatibleShape {
+            layer: layer.to_string(),
+            expected: fmt_batch_shape(built),
+            got: crate::error::fmt_dims(t.shape()),
+        })
+    }
+}
+
+/// A cache slot: what a layer kept from forward for backward.
+pub(crate) fn take_cache<T>(slot: &mut Option<T>, layer: &str) -> Result<T> {
+    slot.take().ok_or_else(|| {
+        Error::State(format!(
+            "layer '{layer}': backward called without a forward pass that kept its inputs"
+        ))
+    })
+}

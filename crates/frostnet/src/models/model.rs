@@ -1,0 +1,475 @@
+//! `Model`: a DAG of layer nodes, its executor, and the backward plan.
+
+use crate::error::{fmt_batch_shape, Error, Result};
+use crate::layers::{ForwardCtx, Layer, LayerBase, Mode, Shape, Weight};
+use crate::tensor::Tensor;
+use rand::rngs::SmallRng;
+
+/// One layer applied once in the graph.
+pub(crate) struct Node {
+    pub(crate) layer: Box<dyn Layer>,
+    /// Indices of the nodes whose outputs feed this one, in argument order.
+    pub(crate) inbound: Vec<usize>,
+    pub(crate) output_shape: Shape,
+}
+
+/// Whether a model was made as a chain (`Sequential`) or as a graph (`Functional`). It changes the
+/// class name, whether `layers()` lists the input layer, and the summary's columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    Sequential,
+    Functional,
+}
+
+/// What the summary says about a built optimizer (Keras 3 adds an "Optimizer params" line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OptimizerFootprint {
+    pub(crate) params: usize,
+    pub(crate) bytes: usize,
+}
+
+/// A neural network: layers wired as a directed acyclic graph. Build one with
+/// [`Sequential`](crate::Sequential) or [`Functional`](crate::Functional).
+///
+/// A model is itself a [`Layer`], so models nest; `set_trainable` on a model reaches every layer
+/// inside it, and a child re-enabled afterwards trains again (Keras 3's rule).
+pub struct Model {
+    pub(crate) base: LayerBase,
+    pub(crate) kind: ModelKind,
+    /// In Keras's layer order, which is a topological order.
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) inputs: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
+    pub(crate) optimizer: Option<OptimizerFootprint>,
+    /// Per node: whether the last forward pass planned a backward pass through it.
+    plan: Vec<bool>,
+    /// Names of the layers that ran backward in the last backward pass, in order.
+    pub(crate) backward_profile: Vec<String>,
+}
+
+impl Model {
+    pub(crate) fn from_parts(
+        name: String,
+        kind: ModelKind,
+        nodes: Vec<Node>,
+        inputs: Vec<usize>,
+        outputs: Vec<usize>,
+    ) -> Model {
+        let mut base = LayerBase::new("Model");
+        base.name = name;
+        base.built = true;
+        Model {
+            base,
+            kind,
+            plan: vec![false; nodes.len()],
+            nodes,
+            inputs,
+            outputs,
+            optimizer: None,
+            backward_profile: Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    /// The index of the first node `layers()` lists: a Sequential hides its input layer.
+    fn first_listed(&self) -> usize {
+        match self.kind {
+            ModelKind::Sequential => self.inputs.len(),
+            ModelKind::Functional => 0,
+        }
+    }
+
+    /// The model's layers in Keras's order (`model.layers`): a Functional model lists its
+    /// `InputLayer`s, a Sequential model does not.
+    pub fn layers(&self) -> Vec<&dyn Layer> {
+        self.nodes[self.first_listed()..].iter().map(|n| n.layer.as_ref()).collect()
+    }
+
+    /// Number of entries in [`layers`](Self::layers).
+    pub fn len(&self) -> usize {
+        self.nodes.len() - self.first_listed()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `model.layers[index]`.
+    pub fn layer(&self, index: usize) -> Result<&dyn Layer> {
+        let i = self.node_index(index)?;
+        Ok(self.nodes[i].layer.as_ref())
+    }
+    /// `model.layers[index]`, to change it (e.g. `set_trainable`).
+    pub fn layer_mut(&mut self, index: usize) -> Result<&mut dyn Layer> {
+        let i = self.node_index(index)?;
+        Ok(self.nodes[i].layer.as_mut())
+    }
+
+    fn node_index(&self, index: usize) -> Result<usize> {
+        if index >= self.len() {
+            return Err(Error::LayerIndex {
+                model: self.base.name.clone(),
+                index,
+                len: self.len(),
+            });
+        }
+        Ok(index + self.first_listed())
+    }
+
+    fn find(&self, name: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.layer.name() == name)
+            .ok_or_else(|| Error::UnknownLayer {
+                model: self.base.name.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    /// The layer called `name`.
+    pub fn get_layer(&self, name: &str) -> Result<&dyn Layer> {
+        Ok(self.nodes[self.find(name)?].layer.as_ref())
+    }
+    pub fn get_layer_mut(&mut self, name: &str) -> Result<&mut dyn Layer> {
+        let i = self.find(name)?;
+        Ok(self.nodes[i].layer.as_mut())
+    }
+
+    /// Freezes (`false`) or unfreezes the layers `layers()[range]`, the classic fine-tuning recipe
+    /// (`for layer in model.layers[:249]: layer.trainable = False`).
+    pub fn set_trainable_range(&mut self, range: std::ops::Range<usize>, trainable: bool) -> Result<()> {
+        if range.end > self.len() {
+            return Err(Error::LayerIndex {
+                model: self.base.name.clone(),
+                index: range.end,
+                len: self.len(),
+            });
+        }
+        let first = self.first_listed();
+        for n in &mut self.nodes[first + range.start..first + range.end] {
+            n.layer.set_trainable(trainable);
+        }
+        Ok(())
+    }
+
+    /// Per-sample input shapes.
+    pub fn input_shapes(&self) -> Vec<Shape> {
+        self.inputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect()
+    }
+    /// Per-sample output shapes.
+    pub fn output_shapes(&self) -> Vec<Shape> {
+        self.outputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect()
+    }
+
+    /// Output shape of a listed layer, as the summary prints it.
+    pub(crate) fn node_output_shape(&self, node: usize) -> &Shape {
+        &self.nodes[node].output_shape
+    }
+
+    /// Names of the layers that computed anything in the last backward pass, in execution order
+    /// (nested models' layers included). A frozen prefix never appears.
+    pub fn last_backward_profile(&self) -> &[String] {
+        &self.backward_profile
+    }
+
+    /// Checks a batch of inputs against the model's input shapes.
+    fn check_inputs(&self, xs: &[&Tensor]) -> Result<()> {
+        if xs.len() != self.inputs.len() {
+            return Err(Error::InvalidConfig(format!(
+                "model '{}' has {} input(s), got {}",
+                self.base.name,
+                self.inputs.len(),
+                xs.len()
+            )));
+        }
+        for (&i, x) in self.inputs.iter().zip(xs) {
+            let want = &self.nodes[i].output_shape;
+            let dims = x.shape();
+            let ok = dims.len() == want.len() + 1
+                && want.iter().zip(&dims[1..]).all(|(w, d)| w.is_none_or(|w| w == *d));
+            if !ok {
+                return Err(Error::IncompatibleShape {
+                    layer: self.nodes[i].layer.name().to_string(),
+                    expected: fmt_batch_shape(want),
+                    got: crate::error::fmt_dims(dims),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the graph. With `keep`, plans a backward pass: a node keeps its activations only if
+    /// some node at or upstream of it has trainable weights (or an input that needs a gradient),
+    /// so a frozen prefix runs forward only and keeps nothing.
+    pub(crate) fn run_forward(
+        &mut self,
+        xs: &[&Tensor],
+        mode: Mode,
+        keep: bool,
+        input_needs_grad: &[bool],
+        rng: &mut SmallRng,
+    ) -> Result<Vec<Tensor>> {
+        self.check_inputs(xs)?;
+        let n = self.nodes.len();
+        let mut plan = vec![false; n];
+        for i in 0..n {
+            let node = &self.nodes[i];
+            plan[i] = keep
+                && (match self.inputs.iter().position(|&k| k == i) {
+                    Some(k) => input_needs_grad.get(k).copied().unwrap_or(false),
+                    None => false,
+                } || (node.layer.weights().iter().any(|w| w.is_trainable()))
+                    || node.inbound.iter().any(|&j| plan[j]));
+        }
+        // Consumers left per node, so activations are freed as soon as nobody needs them.
+        let mut remaining = vec![0usize; n];
+        for node in &self.nodes {
+            for &j in &node.inbound {
+                remaining[j] += 1;
+            }
+        }
+        for &o in &self.outputs {
+            remaining[o] += 1;
+        }
+        let mut values: Vec<Option<Tensor>> = vec![None; n];
+        for (k, &i) in self.inputs.iter().enumerate() {
+            values[i] = Some(xs[k].clone());
+        }
+        for i in 0..n {
+            if self.inputs.contains(&i) {
+                continue;
+            }
+            let inbound = self.nodes[i].inbound.clone();
+            let mut ctx = ForwardCtx {
+                mode,
+                keep: plan[i],
+                input_needs_grad: inbound.iter().map(|&j| plan[j]).collect(),
+                rng: rand::SeedableRng::seed_from_u64(rand::Rng::random(rng)),
+            };
+            let y = {
+                let args: Vec<&Tensor> = inbound
+                    .iter()
+                    .map(|&j| values[j].as_ref().expect("topological order"))
+                    .collect();
+                self.nodes[i].layer.forward(&args, &mut ctx)?
+            };
+            for &j in &inbound {
+                remaining[j] -= 1;
+                if remaining[j] == 0 {
+                    values[j] = None;
+                }
+            }
+            values[i] = Some(y);
+        }
+        self.plan = plan;
+        Ok(self
+            .outputs
+            .iter()
+            .map(|&o| values[o].clone().expect("outputs are kept"))
+            .collect())
+    }
+
+    /// Backpropagates output gradients through the nodes planned by the last `run_forward`.
+    /// Returns the gradient for each model input that needed one.
+    pub(crate) fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
+        let n = self.nodes.len();
+        let mut acc: Vec<Option<Tensor>> = vec![None; n];
+        for (&o, g) in self.outputs.iter().zip(grads) {
+            accumulate(&mut acc[o], g);
+        }
+        self.backward_profile.clear();
+        for i in (0..n).rev() {
+            if !self.plan[i] || self.inputs.contains(&i) {
+                continue;
+            }
+            let Some(g) = acc[i].take() else { continue };
+            let inbound = self.nodes[i].inbound.clone();
+            let need: Vec<bool> = inbound.iter().map(|&j| self.plan[j]).collect();
+            let node = &mut self.nodes[i];
+            let dxs = node.layer.backward(&g, &need)?;
+            match node.layer.as_model() {
+                Some(m) => self.backward_profile.extend(m.backward_profile.iter().cloned()),
+                None => self.backward_profile.push(node.layer.name().to_string()),
+            }
+            for (&j, dx) in inbound.iter().zip(dxs) {
+                if let Some(dx) = dx {
+                    if self.plan[j] {
+                        accumulate(&mut acc[j], dx);
+                    }
+                }
+            }
+        }
+        Ok(self.inputs.iter().map(|&i| acc[i].take()).collect())
+    }
+
+    /// Drops every activation kept for backward.
+    pub(crate) fn clear_caches(&mut self) {
+        for n in &mut self.nodes {
+            n.layer.clear_cache();
+        }
+    }
+
+    /// Runs the model on one batch in inference mode.
+    pub fn call(&mut self, x: &Tensor) -> Result<Tensor> {
+        let mut rng = crate::tensor::random::rng(Some(0));
+        let mut out = self.run_forward(&[x], Mode::Infer, false, &[], &mut rng)?;
+        Ok(out.remove(0))
+    }
+
+    /// Predicts in batches of `batch_size` (inference mode: Dropout off, BN on moving statistics).
+    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        if batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
+        }
+        if x.shape().is_empty() || x.batch() == 0 {
+            return Err(Error::Data("predict got an empty data set".into()));
+        }
+        let mut parts = Vec::new();
+        let n = x.batch();
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch_size).min(n);
+            parts.push(self.call(&x.slice_batch(start, end))?);
+            start = end;
+        }
+        Tensor::concat_batch(&parts)
+    }
+
+    /// Sets every weight from arrays in Keras's `get_weights()` order.
+    pub fn set_weights(&mut self, values: Vec<Tensor>) -> Result<()> {
+        Layer::set_weights(self, values)
+    }
+    /// All weight values in Keras's `get_weights()` order.
+    pub fn get_weights(&self) -> Vec<Tensor> {
+        Layer::get_weights(self)
+    }
+
+    /// Every weight with its Keras 3 path (`dense/kernel`; nested: `base/conv/kernel`).
+    pub fn named_weights(&self) -> Vec<(String, &Weight)> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            match n.layer.as_model() {
+                Some(m) => out.extend(
+                    m.named_weights()
+                        .into_iter()
+                        .map(|(p, w)| (format!("{}/{p}", m.name()), w)),
+                ),
+                None => out.extend(
+                    n.layer
+                        .weights()
+                        .into_iter()
+                        .map(|w| (format!("{}/{}", n.layer.name(), w.name()), w)),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Returns, for each listed layer, the names of the layers feeding it.
+    pub(crate) fn inbound_names(&self, node: usize) -> Vec<&str> {
+        self.nodes[node]
+            .inbound
+            .iter()
+            .map(|&j| self.nodes[j].layer.name())
+            .collect()
+    }
+
+    pub(crate) fn listed_nodes(&self) -> std::ops::Range<usize> {
+        self.first_listed()..self.nodes.len()
+    }
+}
+
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) {
+    match slot {
+        Some(acc) => acc.add_assign(&g),
+        None => *slot = Some(g),
+    }
+}
+
+impl Layer for Model {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        match self.kind {
+            ModelKind::Sequential => "Sequential",
+            ModelKind::Functional => "Functional",
+        }
+    }
+
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let want = self.input_shapes();
+        if inputs.len() != want.len() {
+            return Err(Error::InvalidConfig(format!(
+                "model '{}' has {} input(s), got {}",
+                self.base.name,
+                want.len(),
+                inputs.len()
+            )));
+        }
+        for (w, g) in want.iter().zip(inputs) {
+            let ok = w.len() == g.len() && w.iter().zip(g).all(|(a, b)| a.is_none() || a == b);
+            if !ok {
+                return Err(Error::IncompatibleShape {
+                    layer: self.base.name.clone(),
+                    expected: fmt_batch_shape(w),
+                    got: fmt_batch_shape(g),
+                });
+            }
+        }
+        let outs = self.output_shapes();
+        if outs.len() != 1 {
+            return Err(Error::InvalidConfig(format!(
+                "model '{}' has {} outputs; only single-output models can be used as layers",
+                self.base.name,
+                outs.len()
+            )));
+        }
+        Ok(outs[0].clone())
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let need = ctx.input_needs_grad.clone();
+        let mut out = self.run_forward(inputs, ctx.mode, ctx.keep, &need, &mut ctx.rng)?;
+        Ok(out.remove(0))
+    }
+
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        self.run_backward(vec![grad.clone()])
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({"name": self.base.name, "trainable": self.base.trainable})
+    }
+
+    fn clear_cache(&mut self) {
+        self.clear_caches();
+    }
+
+    /// Keras 3: sets the flag on the model, its weights and, recursively, every layer inside.
+    fn set_trainable(&mut self, trainable: bool) {
+        self.base.trainable = trainable;
+        for n in &mut self.nodes {
+            n.layer.set_trainable(trainable);
+        }
+    }
+
+    fn weights(&self) -> Vec<&Weight> {
+        self.nodes.iter().flat_map(|n| n.layer.weights()).collect()
+    }
+    fn weights_mut(&mut self) -> Vec<&mut Weight> {
+        self.nodes.iter_mut().flat_map(|n| n.layer.weights_mut()).collect()
+    }
+
+    fn as_model(&self) -> Option<&Model> {
+        Some(self)
+    }
+    fn as_model_mut(&mut self) -> Option<&mut Model> {
+        Some(self)
+    }
+}

@@ -1,0 +1,390 @@
+//! `summary()`: Keras 3's table (and the classic Keras 2 one, in `summary_classic.rs`), byte for
+//! byte.
+//!
+//! Keras 3 draws its table with `rich`; this file reproduces the parts of rich's layout that the
+//! summary uses: fixed column widths shrunk evenly to fit the table width, word wrapping with
+//! ellipsis for words that do not fit, and left/right/center justification.
+
+use super::model::{Model, ModelKind};
+use crate::layers::Layer;
+
+/// Which table to print.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SummaryStyle {
+    /// Keras 3 (`keras.Model.summary()`).
+    #[default]
+    Keras3,
+    /// tf-keras / Keras 2, the underscored table.
+    Classic,
+}
+
+/// Options for [`Model::summary_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SummaryOptions {
+    /// Adds the "Trainable" column (`summary(show_trainable=True)`).
+    pub show_trainable: bool,
+    pub style: SummaryStyle,
+}
+
+/// One row of the summary, independent of the style.
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) class: String,
+    pub(crate) output_shape: String,
+    pub(crate) is_input: bool,
+    pub(crate) params: usize,
+    pub(crate) connected_to: Vec<String>,
+    pub(crate) has_weights: bool,
+    pub(crate) trainable: bool,
+}
+
+/// Parameter counts as both styles print them.
+pub(crate) struct Counts {
+    pub(crate) trainable: usize,
+    pub(crate) non_trainable: usize,
+}
+
+impl Model {
+    /// The Keras 3 summary, exactly as Keras prints it.
+    pub fn summary(&self) -> String {
+        self.summary_with(&SummaryOptions::default())
+    }
+
+    /// The summary in a chosen style, optionally with the "Trainable" column.
+    pub fn summary_with(&self, opts: &SummaryOptions) -> String {
+        match opts.style {
+            SummaryStyle::Keras3 => self.keras3_summary(opts.show_trainable),
+            SummaryStyle::Classic => super::summary_classic::render(self, opts.show_trainable),
+        }
+    }
+
+    pub(crate) fn summary_rows(&self) -> Vec<Row> {
+        self.listed_nodes()
+            .map(|i| {
+                let layer = self.nodes[i].layer.as_ref();
+                Row {
+                    name: layer.name().to_string(),
+                    class: layer.class_name().to_string(),
+                    output_shape: crate::error::fmt_batch_shape(self.node_output_shape(i)),
+                    is_input: layer.class_name() == "InputLayer",
+                    params: layer.count_params(),
+                    connected_to: self.inbound_names(i).iter().map(|n| format!("{n}[0][0]")).collect(),
+                    has_weights: !layer.weights().is_empty(),
+                    trainable: layer.is_trainable(),
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            trainable: self.trainable_weights().iter().map(|w| w.len()).sum(),
+            non_trainable: self.non_trainable_weights().iter().map(|w| w.len()).sum(),
+        }
+    }
+
+    /// Keras prints a graph as a plain list when every depth holds one node with at most one
+    /// input: a chain.
+    pub(crate) fn is_sequential_like(&self) -> bool {
+        self.kind == ModelKind::Sequential
+            || (self.inputs.len() == 1
+                && self.outputs.len() == 1
+                && self.nodes.iter().all(|n| n.inbound.len() <= 1)
+                && (1..self.nodes.len()).all(|i| self.nodes[i].inbound == [i - 1]))
+    }
+
+    fn keras3_summary(&self, show_trainable: bool) -> String {
+        let sequential_like = self.is_sequential_like();
+        let (mut line_length, mut positions, mut header, mut justify): (usize, Vec<f64>, Vec<&str>, Vec<Justify>) =
+            if sequential_like {
+                (88, vec![0.45, 0.80, 1.0], vec!["Layer (type)", "Output Shape", "Param #"], vec![
+                    Justify::Left,
+                    Justify::Left,
+                    Justify::Right,
+                ])
+            } else {
+                (
+                    108,
+                    vec![0.3, 0.56, 0.74, 1.0],
+                    vec!["Layer (type)", "Output Shape", "Param #", "Connected to"],
+                    vec![Justify::Left, Justify::Left, Justify::Right, Justify::Left],
+                )
+            };
+        if show_trainable {
+            line_length += 12;
+            positions = positions.iter().map(|p| p * 0.90).chain([1.0]).collect();
+            header.push("Trainable");
+            justify.push(Justify::Center);
+        }
+        let mut widths = Vec::new();
+        let mut current = 0usize;
+        for p in &positions {
+            let w = (p * line_length as f64) as usize - current;
+            widths.push(w + 2); // rich adds one space of padding on each side
+            current += w;
+        }
+        let widths = shrink_evenly(widths, line_length - (header.len() + 1));
+
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for r in self.summary_rows() {
+            let mut cells = vec![
+                format!("{} ({})", r.name, r.class),
+                r.output_shape,
+                fmt_thousands(r.params),
+            ];
+            if !sequential_like {
+                cells.push(if r.connected_to.is_empty() { "-".into() } else { r.connected_to.join(", ") });
+            }
+            if show_trainable {
+                cells.push(match (r.has_weights, r.trainable) {
+                    (false, _) => "-".into(),
+                    (true, true) => "Y".into(),
+                    (true, false) => "N".into(),
+                });
+            }
+            rows.push(cells);
+        }
+
+        let mut out = format!("Model: \"{}\"\n", self.name());
+        let rule = |l: char, fill: char, mid: char, r: char| {
+            let mut s = String::new();
+            s.push(l);
+            for (i, w) in widths.iter().enumerate() {
+                s.extend(std::iter::repeat_n(fill, *w));
+                s.push(if i + 1 == widths.len() { r } else { mid });
+            }
+            s.push('\n');
+            s
+        };
+        let header_cells: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+        out += &rule('┏', '━', '┳', '┓');
+        out += &render_row(&header_cells, &widths, &justify, '┃');
+        out += &rule('┡', '━', '╇', '┩');
+        for (i, cells) in rows.iter().enumerate() {
+            if i > 0 {
+                out += &rule('├', '─', '┼', '┤');
+            }
+            out += &render_row(cells, &widths, &justify, '│');
+        }
+        out += &rule('└', '─', '┴', '┘');
+
+        let c = self.counts();
+        let opt = self.optimizer.unwrap_or_default();
+        let total = c.trainable + c.non_trainable + opt.params;
+        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt.bytes;
+        out += &format!(" Total params: {} ({})\n", fmt_thousands(total), readable_size(total_bytes as f64, "B"));
+        out += &format!(
+            " Trainable params: {} ({})\n",
+            fmt_thousands(c.trainable),
+            readable_size((c.trainable * 4) as f64, "B")
+        );
+        out += &format!(
+            " Non-trainable params: {} ({})\n",
+            fmt_thousands(c.non_trainable),
+            readable_size((c.non_trainable * 4) as f64, "B")
+        );
+        if self.optimizer.is_some() {
+            out += &format!(
+                " Optimizer params: {} ({})\n",
+                fmt_thousands(opt.params),
+                readable_size(opt.bytes as f64, "B")
+            );
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Justify {
+    Left,
+    Right,
+    Center,
+}
+
+/// rich's last-resort fit: take the excess off every column in turn, `round(excess_left /
+/// columns_left)` each (Python rounds half to even).
+fn shrink_evenly(widths: Vec<usize>, max_width: usize) -> Vec<usize> {
+    let total: usize = widths.iter().sum();
+    if total <= max_width {
+        return widths;
+    }
+    let mut remaining = (total - max_width) as f64;
+    let mut ratio_left = widths.len() as f64;
+    widths
+        .iter()
+        .map(|&w| {
+            let cut = ((remaining / ratio_left).round_ties_even()).min(w as f64);
+            remaining -= cut;
+            ratio_left -= 1.0;
+            w - cut as usize
+        })
+        .collect()
+}
+
+/// One table row: every cell wrapped to its column, padded with a space each side.
+fn render_row(cells: &[String], widths: &[usize], justify: &[Justify], border: char) -> String {
+    let wrapped: Vec<Vec<String>> = cells
+        .iter()
+        .zip(widths)
+        .zip(justify)
+        .map(|((c, &w), &j)| wrap_cell(c, w - 2, j))
+        .collect();
+    let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
+    let mut out = String::new();
+    for line in 0..height {
+        out.push(border);
+        for (col, lines) in wrapped.iter().enumerate() {
+            let inner = widths[col] - 2;
+            let text = lines.get(line).cloned().unwrap_or_else(|| " ".repeat(inner));
+            out.push(' ');
+            out += &text;
+            out.push(' ');
+            out.push(border);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// rich's word wrap without folding: a word that does not fit the rest of a line starts a new
+/// line; a word longer than a whole line stays whole and is cut with an ellipsis.
+fn wrap_cell(text: &str, width: usize, justify: Justify) -> Vec<String> {
+    // Words are `\s*\S+\s*`: leading spaces (first word only) and trailing spaces included.
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    while pos < text.len() {
+        let start = pos;
+        while pos < text.len() && bytes[pos] == b' ' {
+            pos += 1;
+        }
+        while pos < text.len() && bytes[pos] != b' ' {
+            pos += 1;
+        }
+        while pos < text.len() && bytes[pos] == b' ' {
+            pos += 1;
+        }
+        words.push((start, &text[start..pos]));
+    }
+    let mut breaks = Vec::new();
+    let mut offset = 0usize;
+    for &(start, word) in &words {
+        let word_len = char_len(word.trim_end());
+        let remaining = width as isize - offset as isize;
+        if remaining >= word_len as isize {
+            offset += char_len(word);
+        } else if word_len > width {
+            if start > 0 {
+                breaks.push(start);
+            }
+            offset = char_len(word);
+        } else if offset > 0 && start > 0 {
+            breaks.push(start);
+            offset = char_len(word);
+        }
+    }
+    let mut lines = Vec::new();
+    let mut prev = 0;
+    for b in breaks.into_iter().chain([text.len()]) {
+        lines.push(text[prev..b].to_string());
+        prev = b;
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines.into_iter().map(|l| justify_line(&l, width, justify)).collect()
+}
+
+/// Cuts to `width` with an ellipsis when too long.
+fn truncate(line: &str, width: usize) -> String {
+    if char_len(line) <= width {
+        line.to_string()
+    } else {
+        let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn justify_line(line: &str, width: usize, justify: Justify) -> String {
+    match justify {
+        Justify::Left => {
+            // rich drops trailing spaces past the width, then pads.
+            let t = truncate(line.trim_end(), width);
+            let pad = width - char_len(&t);
+            t + &" ".repeat(pad)
+        }
+        Justify::Right => {
+            let t = truncate(line.trim_end(), width);
+            " ".repeat(width - char_len(&t)) + &t
+        }
+        Justify::Center => {
+            let t = truncate(line.trim_end(), width);
+            let excess = width - char_len(&t);
+            let left = excess / 2;
+            " ".repeat(left) + &t + &" ".repeat(excess - left)
+        }
+    }
+}
+
+/// `1234567` -> `"1,234,567"` (Python's `{:,}`).
+pub(crate) fn fmt_thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Keras's readable byte size: `4.10 KB`; the byte unit is `B` in Keras 3 and `Byte` in tf-keras.
+pub(crate) fn readable_size(mut bytes: f64, byte_unit: &str) -> String {
+    let units = [byte_unit, "KB", "MB", "GB", "TB", "PB"];
+    for unit in units {
+        if bytes / 1024.0 < 1.0 {
+            return format!("{bytes:.2} {unit}");
+        }
+        bytes /= 1024.0;
+    }
+    format!("{bytes:.2} PB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinks_like_rich() {
+        // 88 columns, positions .45/.80/1.0 -> 39/31/18 (+2 padding) shrunk to fit 84.
+        assert_eq!(shrink_evenly(vec![41, 33, 20], 84), vec![38, 29, 17]);
+        assert_eq!(shrink_evenly(vec![42, 34, 20, 12], 95), vec![39, 31, 16, 9]);
+    }
+
+    #[test]
+    fn wraps_like_rich() {
+        assert_eq!(
+            wrap_cell("batch_normalization (BatchNormalization)", 36, Justify::Left),
+            vec![format!("{:36}", "batch_normalization"), format!("{:36}", "(BatchNormalization)")]
+        );
+        assert_eq!(
+            wrap_cell("batch_normalization_10[0][0]", 26, Justify::Left),
+            vec!["batch_normalization_10[0]…".to_string()]
+        );
+        assert_eq!(wrap_cell("Trainable", 7, Justify::Center), vec!["Traina…".to_string()]);
+    }
+
+    #[test]
+    fn numbers_and_sizes() {
+        assert_eq!(fmt_thousands(23851784), "23,851,784");
+        assert_eq!(fmt_thousands(0), "0");
+        assert_eq!(readable_size(4200.0, "B"), "4.10 KB");
+        assert_eq!(readable_size(160.0, "Byte"), "160.00 Byte");
+    }
+}

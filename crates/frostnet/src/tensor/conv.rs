@@ -1,0 +1,332 @@
+//! 2-D convolution over NHWC tensors by im2col + gemm, with TensorFlow's padding rules.
+//!
+//! The kernel layout is Keras's HWIO `(kh, kw, in, out)`, which flattened row-major is exactly the
+//! `(kh*kw*in) x out` matrix that multiplies an im2col matrix whose columns run `(kh, kw, c)`. So
+//! Keras kernels are used as stored. A 1x1, stride-1 convolution needs no im2col at all: NHWC input
+//! already is the `(n*h*w) x c` matrix.
+
+use super::matmul::{matmul, Transpose};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Keras's padding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    #[default]
+    Valid,
+    Same,
+}
+
+impl Padding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+}
+
+/// Output length along one axis (TensorFlow's rule).
+pub fn conv_output_len(input: usize, kernel: usize, stride: usize, padding: Padding) -> Option<usize> {
+    match padding {
+        Padding::Same => Some(input.div_ceil(stride)),
+        Padding::Valid => (input >= kernel).then(|| (input - kernel) / stride + 1),
+    }
+}
+
+/// Padding before one axis for `same`: TensorFlow puts the odd pixel *after*, so the padding is
+/// asymmetric for even kernels or strided convolutions.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> usize {
+    let out = input.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(input);
+    total / 2
+}
+
+/// Everything needed to index one convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Conv2dGeometry {
+    /// Geometry for an NHWC input; `None` if the window does not fit (`valid` on a small input).
+    pub fn new(
+        input: &[usize],
+        kernel: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Option<Conv2dGeometry> {
+        let [n, h, w, c] = *input else { return None };
+        let oh = conv_output_len(h, kernel.0, strides.0, padding)?;
+        let ow = conv_output_len(w, kernel.1, strides.1, padding)?;
+        let (pad_top, pad_left) = match padding {
+            Padding::Valid => (0, 0),
+            Padding::Same => (
+                same_padding(h, kernel.0, strides.0),
+                same_padding(w, kernel.1, strides.1),
+            ),
+        };
+        Some(Conv2dGeometry {
+            n,
+            h,
+            w,
+            c,
+            kh: kernel.0,
+            kw: kernel.1,
+            sh: strides.0,
+            sw: strides.1,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+        })
+    }
+
+    /// Columns of the im2col matrix.
+    pub fn patch_len(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    /// Whether the convolution is a plain matmul over the NHWC input.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1
+    }
+
+    /// Input row/column for output position `o` and kernel offset `k`, or `None` in the padding.
+    #[inline]
+    pub fn in_row(&self, o: usize, k: usize) -> Option<usize> {
+        (o * self.sh + k).checked_sub(self.pad_top).filter(|&r| r < self.h)
+    }
+    #[inline]
+    pub fn in_col(&self, o: usize, k: usize) -> Option<usize> {
+        (o * self.sw + k).checked_sub(self.pad_left).filter(|&c| c < self.w)
+    }
+
+    /// How many images to process at once so the im2col buffer stays near 16 MiB.
+    fn chunk_images(&self) -> usize {
+        let per_image = self.oh * self.ow * self.patch_len() * 4;
+        (16 << 20) / per_image.max(1)
+    }
+}
+
+/// Fills `col` ((images*oh*ow) x patch_len) with the patches of `images` starting at `first`.
+fn im2col(x: &[f32], g: &Conv2dGeometry, first: usize, images: usize, col: &mut [f32]) {
+    let plen = g.patch_len();
+    let img_len = g.h * g.w * g.c;
+    col[..images * g.oh * g.ow * plen]
+        .par_chunks_mut(g.ow * plen)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let img = first + row / g.oh;
+            let oy = row % g.oh;
+            let src = &x[img * img_len..(img + 1) * img_len];
+            for ox in 0..g.ow {
+                let patch = &mut out[ox * plen..(ox + 1) * plen];
+                for ky in 0..g.kh {
+                    let seg = &mut patch[ky * g.kw * g.c..(ky + 1) * g.kw * g.c];
+                    let Some(iy) = g.in_row(oy, ky) else {
+                        seg.fill(0.0);
+                        continue;
+                    };
+                    for kx in 0..g.kw {
+                        let dst = &mut seg[kx * g.c..(kx + 1) * g.c];
+                        match g.in_col(ox, kx) {
+                            Some(ix) => {
+                                let o = (iy * g.w + ix) * g.c;
+                                dst.copy_from_slice(&src[o..o + g.c]);
+                            }
+                            None => dst.fill(0.0),
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Scatters `col` gradients back into `dx` for images starting at `first` (adds).
+fn col2im(dcol: &[f32], g: &Conv2dGeometry, first: usize, images: usize, dx: &mut [f32]) {
+    let plen = g.patch_len();
+    let img_len = g.h * g.w * g.c;
+    dx[first * img_len..(first + images) * img_len]
+        .par_chunks_mut(img_len)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            for oy in 0..g.oh {
+                for ky in 0..g.kh {
+                    let Some(iy) = g.in_row(oy, ky) else { continue };
+                    for ox in 0..g.ow {
+                        let row = (i * g.oh + oy) * g.ow + ox;
+                        let patch = &dcol[row * plen..(row + 1) * plen];
+                        for kx in 0..g.kw {
+                            let Some(ix) = g.in_col(ox, kx) else { continue };
+                            let o = (iy * g.w + ix) * g.c;
+                            let s = (ky * g.kw + kx) * g.c;
+                            for (d, v) in dst[o..o + g.c].iter_mut().zip(&patch[s..s + g.c]) {
+                                *d += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs. Returns NHWC output data.
+pub fn conv2d_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: usize) -> Vec<f32> {
+    let rows_per_img = g.oh * g.ow;
+    let mut out = vec![0.0f32; g.n * rows_per_img * filters];
+    let plen = g.patch_len();
+    if g.is_pointwise() {
+        matmul(x, Transpose::No, kernel, Transpose::No, &mut out, g.n * rows_per_img, plen, filters, false);
+        return out;
+    }
+    let chunk = g.chunk_images().clamp(1, g.n.max(1));
+    let mut col = vec![0.0f32; chunk * rows_per_img * plen];
+    let mut first = 0;
+    while first < g.n {
+        let imgs = chunk.min(g.n - first);
+        im2col(x, g, first, imgs, &mut col);
+        let m = imgs * rows_per_img;
+        matmul(
+            &col,
+            Transpose::No,
+            kernel,
+            Transpose::No,
+            &mut out[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters],
+            m,
+            plen,
+            filters,
+            false,
+        );
+        first += imgs;
+    }
+    out
+}
+
+/// Backward convolution. Adds the kernel gradient into `dkernel` when given, and returns the input
+/// gradient when `need_dx`. `x` is the forward input; im2col is recomputed rather than stored, so a
+/// training step keeps only the layer inputs alive.
+pub fn conv2d_backward(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    dy: &[f32],
+    dkernel: Option<&mut [f32]>,
+    need_dx: bool,
+) -> Option<Vec<f32>> {
+    let rows_per_img = g.oh * g.ow;
+    let plen = g.patch_len();
+    let mut dx = need_dx.then(|| vec![0.0f32; g.n * g.h * g.w * g.c]);
+    if g.is_pointwise() {
+        if let Some(dk) = dkernel {
+            matmul(x, Transpose::Yes, dy, Transpose::No, dk, plen, g.n * rows_per_img, filters, true);
+        }
+        if let Some(dx) = dx.as_mut() {
+            matmul(dy, Transpose::No, kernel, Transpose::Yes, dx, g.n * rows_per_img, filters, plen, false);
+        }
+        return dx;
+    }
+    let chunk = g.chunk_images().clamp(1, g.n.max(1));
+    let mut col = vec![0.0f32; chunk * rows_per_img * plen];
+    let mut dkernel = dkernel;
+    let mut first = 0;
+    while first < g.n {
+        let imgs = chunk.min(g.n - first);
+        let m = imgs * rows_per_img;
+        let dy_chunk = &dy[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters];
+        if let Some(dk) = dkernel.as_deref_mut() {
+            im2col(x, g, first, imgs, &mut col);
+            matmul(&col, Transpose::Yes, dy_chunk, Transpose::No, dk, plen, m, filters, true);
+        }
+        if let Some(dx) = dx.as_mut() {
+            matmul(dy_chunk, Transpose::No, kernel, Transpose::Yes, &mut col, m, filters, plen, false);
+            col2im(&col, g, first, imgs, dx);
+        }
+        first += imgs;
+    }
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::random;
+
+    /// Direct convolution, the definition, in f64.
+    fn naive(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; g.n * g.oh * g.ow * f];
+        for n in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for o in 0..f {
+                        let mut s = 0.0f64;
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let (iy, ix) = (
+                                    (oy * g.sh + ky) as isize - g.pad_top as isize,
+                                    (ox * g.sw + kx) as isize - g.pad_left as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                for c in 0..g.c {
+                                    let xv = x[((n * g.h + iy as usize) * g.w + ix as usize) * g.c + c];
+                                    let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
+                                    s += xv as f64 * kv as f64;
+                                }
+                            }
+                        }
+                        out[((n * g.oh + oy) * g.ow + ox) * f + o] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn same_padding_is_tensorflows() {
+        // 5 wide, kernel 3, stride 2: out 3, total pad 2 -> 1 before, 1 after.
+        assert_eq!(same_padding(5, 3, 2), 1);
+        // 4 wide, kernel 3, stride 2: out 2, total pad 1 -> 0 before, 1 after (asymmetric).
+        assert_eq!(same_padding(4, 3, 2), 0);
+        assert_eq!(conv_output_len(299, 3, 2, Padding::Valid), Some(149));
+        assert_eq!(conv_output_len(2, 3, 1, Padding::Valid), None);
+    }
+
+    #[test]
+    fn im2col_gemm_matches_direct_convolution() {
+        let mut r = random::rng(Some(7));
+        let cases = [
+            ([2, 5, 5, 3], (3, 3), (1, 1), Padding::Same, 4),
+            ([1, 6, 7, 2], (3, 3), (2, 2), Padding::Same, 5),
+            ([3, 7, 6, 1], (2, 3), (2, 1), Padding::Valid, 3),
+            ([2, 4, 4, 5], (1, 1), (1, 1), Padding::Valid, 6),
+            ([1, 8, 8, 3], (1, 7), (1, 1), Padding::Same, 2),
+            ([2, 9, 9, 2], (5, 5), (3, 3), Padding::Same, 3),
+        ];
+        for (shape, k, s, p, f) in cases {
+            let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
+            let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
+            let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
+            let got = conv2d_forward(&x, &g, &kern, f);
+            let want = naive(&x, &g, &kern, f);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{shape:?} {k:?} {s:?} {p:?}: {a} vs {b}");
+            }
+        }
+    }
+}

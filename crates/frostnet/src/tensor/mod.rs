@@ -1,0 +1,176 @@
+//! Dense f32 tensors, row-major, images in NHWC (Keras's layout, so Keras weights load without
+//! transposes), and the kernels the layers are built from.
+
+pub(crate) mod conv;
+mod matmul;
+pub mod random;
+
+pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
+pub use matmul::{matmul, Transpose};
+
+use crate::error::{fmt_dims, Error, Result};
+
+/// Work below this many elements is not worth splitting across threads.
+pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+
+/// A dense, row-major `f32` tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+
+    /// A tensor filled with one value.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![value; shape.iter().product()],
+        }
+    }
+
+    /// Wraps `data` as a tensor of `shape`; fails if the lengths disagree.
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::ShapeMismatch {
+                context: "Tensor::from_vec".into(),
+                left: fmt_dims(shape),
+                right: format!("{} values", data.len()),
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// A scalar-free 1-D tensor from a slice.
+    pub fn from_slice(data: &[f32]) -> Tensor {
+        Tensor {
+            shape: vec![data.len()],
+            data: data.to_vec(),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Size of the leading (batch) axis.
+    pub fn batch(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+    /// Elements per sample: the product of all axes but the first.
+    pub fn sample_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// The same data under another shape with the same number of elements.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != self.data.len() {
+            return Err(Error::ShapeMismatch {
+                context: "reshape".into(),
+                left: fmt_dims(&self.shape),
+                right: fmt_dims(shape),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Rows `start..end` of the leading axis, copied.
+    pub fn slice_batch(&self, start: usize, end: usize) -> Tensor {
+        let s = self.sample_len();
+        let mut shape = self.shape.clone();
+        shape[0] = end - start;
+        Tensor {
+            shape,
+            data: self.data[start * s..end * s].to_vec(),
+        }
+    }
+
+    /// Gathers rows of the leading axis by index (used for shuffled batches).
+    pub fn gather_batch(&self, rows: &[usize]) -> Tensor {
+        let s = self.sample_len();
+        let mut data = Vec::with_capacity(rows.len() * s);
+        for &r in rows {
+            data.extend_from_slice(&self.data[r * s..(r + 1) * s]);
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        Tensor { shape, data }
+    }
+
+    /// Concatenates tensors along the leading axis.
+    pub fn concat_batch(parts: &[Tensor]) -> Result<Tensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::Data("nothing to concatenate".into()))?;
+        let mut data = Vec::new();
+        let mut n = 0;
+        for p in parts {
+            if p.shape[1..] != first.shape[1..] {
+                return Err(Error::ShapeMismatch {
+                    context: "concatenating batches".into(),
+                    left: fmt_dims(&first.shape),
+                    right: fmt_dims(&p.shape),
+                });
+            }
+            n += p.batch();
+            data.extend_from_slice(&p.data);
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = n;
+        Ok(Tensor { shape, data })
+    }
+
+    /// Largest absolute elementwise difference; `f32::INFINITY` if shapes differ.
+    pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
+        if self.shape != other.shape {
+            return f32::INFINITY;
+        }
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// `self += other` elementwise (same shape).
+    pub fn add_assign(&mut self, other: &Tensor) {
+        debug_assert_eq!(self.shape, other.shape);
+        self.data
+            .iter_mut()
+            .zip(&other.data)
+            .for_each(|(a, b)| *a += b);
+    }
+
+    /// Whether any element is NaN or infinite.
+    pub fn has_non_finite(&self) -> bool {
+        self.data.iter().any(|v| !v.is_finite())
+    }
+}
