@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut model = seed::build(case)?;
         print!("{}", model.summary());
         if case == "e" {
-            let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sobel_conv_keras3.npz");
+            let fixture = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/sobel_conv_keras3.npz"
+            );
             let err = seed::sobel_error(&mut model, fixture)?;
             eprintln!("case e: Sobel prediction vs Keras 3, max abs error {err:.2e}");
             if err > 1e-5 {

@@ -96,7 +96,10 @@ pub(crate) fn fmt_dims(dims: &[usize]) -> String {
         [d] => format!("({d},)"),
         _ => format!(
             "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

@@ -32,3 +32,4 @@ pub use models::{Functional, Model, Sequential, SummaryOptions, SummaryStyle};
 pub use tensor::Tensor;
 pub mod io;
 pub mod seed;
+pub mod testing;

@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::io::npy;
-use crate::layers::{ActivationFn, BatchNormalization, Conv2D, Dense, Flatten, Input, LayerOptions};
+use crate::layers::{
+    ActivationFn, BatchNormalization, Conv2D, Dense, Flatten, Input, LayerOptions,
+};
 use crate::tensor::{Padding, Tensor};
 use crate::{Model, Sequential};
 
@@ -32,8 +34,14 @@ pub fn build(case: &str) -> Result<Model> {
             m.add(BatchNormalization::new().trainable(false))?;
         }
         "e" | "e2" => {
-            m.add(Conv2D::new(1, 3).padding(Padding::Same).use_bias(false).input_shape(&[28, 28, 1]))?;
-            m.layer_mut(0)?.set_weights(vec![Tensor::from_vec(&[3, 3, 1, 1], SOBEL_X.to_vec())?])?;
+            m.add(
+                Conv2D::new(1, 3)
+                    .padding(Padding::Same)
+                    .use_bias(false)
+                    .input_shape(&[28, 28, 1]),
+            )?;
+            m.layer_mut(0)?
+                .set_weights(vec![Tensor::from_vec(&[3, 3, 1, 1], SOBEL_X.to_vec())?])?;
             m.layer_mut(0)?.set_trainable(false);
             if case == "e2" {
                 m.add(Flatten::new())?;
@@ -55,12 +63,14 @@ pub fn build(case: &str) -> Result<Model> {
 /// with the same single convolution) and returns the largest difference from Keras's output.
 pub fn sobel_error(model: &mut Model, fixture: &str) -> Result<f32> {
     let mut arrays = npy::read_npz(fixture)?;
-    let input = arrays
-        .remove("input")
-        .ok_or_else(|| Error::File { path: fixture.into(), message: "no array 'input'".into() })?;
-    let want = arrays
-        .remove("output")
-        .ok_or_else(|| Error::File { path: fixture.into(), message: "no array 'output'".into() })?;
+    let input = arrays.remove("input").ok_or_else(|| Error::File {
+        path: fixture.into(),
+        message: "no array 'input'".into(),
+    })?;
+    let want = arrays.remove("output").ok_or_else(|| Error::File {
+        path: fixture.into(),
+        message: "no array 'output'".into(),
+    })?;
     // The fixture image is 5x5; run the same frozen convolution on it.
     let dims = input.shape().to_vec();
     let x = match dims.len() {
@@ -74,7 +84,8 @@ pub fn sobel_error(model: &mut Model, fixture: &str) -> Result<f32> {
             .use_bias(false)
             .input_shape(&[x.shape()[1], x.shape()[2], x.shape()[3]]),
     )?;
-    conv.layer_mut(0)?.set_weights(model.layer(0)?.get_weights())?;
+    conv.layer_mut(0)?
+        .set_weights(model.layer(0)?.get_weights())?;
     let got = conv.predict(&x, 32)?;
     let want = want.reshape(got.shape())?;
     Ok(got.max_abs_diff(&want))

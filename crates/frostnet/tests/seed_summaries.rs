@@ -4,7 +4,11 @@ use frostnet::layers::clear_session;
 use frostnet::{seed, SummaryOptions, SummaryStyle};
 
 fn fixture(name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("{}/tests/fixtures/seed_cases/{name}.txt", env!("CARGO_MANIFEST_DIR"))).ok()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/seed_cases/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .ok()
 }
 
 fn check(case: &str, style: SummaryStyle, show_trainable: bool) {
@@ -12,12 +16,25 @@ fn check(case: &str, style: SummaryStyle, show_trainable: bool) {
         SummaryStyle::Keras3 => "keras3",
         SummaryStyle::Classic => "tfkeras",
     };
-    let file = format!("{prefix}_{case}{}", if show_trainable { "_show_trainable" } else { "" });
+    let file = format!(
+        "{prefix}_{case}{}",
+        if show_trainable {
+            "_show_trainable"
+        } else {
+            ""
+        }
+    );
     let want = fixture(&file).unwrap_or_else(|| panic!("missing fixture {file}"));
     clear_session();
     let model = seed::build(case).unwrap();
-    let got = model.summary_with(&SummaryOptions { show_trainable, style });
-    assert_eq!(got, want, "{file}:\n--- got ---\n{got}\n--- want ---\n{want}");
+    let got = model.summary_with(&SummaryOptions {
+        show_trainable,
+        style,
+    });
+    assert_eq!(
+        got, want,
+        "{file}:\n--- got ---\n{got}\n--- want ---\n{want}"
+    );
 }
 
 const CASES: [&str; 8] = ["a", "b", "c", "d", "d2", "e", "e2", "f"];

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::collections::HashMap;
 use npyz::WriterBuilder;
+use std::collections::HashMap;
 use std::io::Read;
 
 fn file_err(path: &str, message: impl std::fmt::Display) -> Error {
@@ -19,16 +19,28 @@ fn to_tensor<R: Read>(path: &str, arr: npyz::NpyFile<R>) -> Result<Tensor> {
     if arr.order() == npyz::Order::Fortran {
         return Err(file_err(path, "Fortran-ordered arrays are not supported"));
     }
-    let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| file_err(path, "absurd shape"))?;
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| file_err(path, "absurd shape"))?;
     let dtype = arr.dtype();
     let data: Vec<f32> = match dtype {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
             arr.into_vec::<f32>().map_err(|e| file_err(path, e))?
         }
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
-            arr.into_vec::<f64>().map_err(|e| file_err(path, e))?.into_iter().map(|v| v as f32).collect()
+            arr.into_vec::<f64>()
+                .map_err(|e| file_err(path, e))?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
         }
-        other => return Err(file_err(path, format!("unsupported dtype {}", other.descr()))),
+        other => {
+            return Err(file_err(
+                path,
+                format!("unsupported dtype {}", other.descr()),
+            ))
+        }
     };
     if data.len() != n {
         return Err(file_err(path, "array data is shorter than its shape"));
@@ -38,15 +50,22 @@ fn to_tensor<R: Read>(path: &str, arr: npyz::NpyFile<R>) -> Result<Tensor> {
 
 /// Reads one `.npy` array.
 pub fn read_npy(path: &str) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
     let arr = npyz::NpyFile::new(&bytes[..]).map_err(|e| file_err(path, e))?;
     to_tensor(path, arr)
 }
 
 /// Reads every array of an `.npz` archive, keyed by name.
 pub fn read_npz(path: &str) -> Result<HashMap<String, Tensor>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-    let mut npz = npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).map_err(|e| file_err(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let mut npz =
+        npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).map_err(|e| file_err(path, e))?;
     let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
     let mut out = HashMap::new();
     for name in names {
@@ -65,7 +84,11 @@ pub fn write_npy(path: &str, t: &Tensor) -> Result<()> {
     let result = (|| -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-        let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut f).begin_nd()?;
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut f)
+            .begin_nd()?;
         w.extend(t.data().iter().copied())?;
         w.finish()?;
         drop(f);
@@ -73,6 +96,9 @@ pub fn write_npy(path: &str, t: &Tensor) -> Result<()> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io { path: path.into(), source: e }
+        Error::Io {
+            path: path.into(),
+            source: e,
+        }
     })
 }

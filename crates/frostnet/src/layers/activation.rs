@@ -38,7 +38,11 @@ impl ActivationFn {
             "sigmoid" => ActivationFn::Sigmoid,
             "tanh" => ActivationFn::Tanh,
             "softmax" => ActivationFn::Softmax,
-            other => return Err(Error::InvalidConfig(format!("unknown activation '{other}'"))),
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown activation '{other}'"
+                )))
+            }
         })
     }
 

@@ -6,8 +6,8 @@
 //! pass, outside the gradient, with the *biased* batch variance, as Keras 3 does.
 
 use super::{
-    check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase, Mode,
-    Shape, WeightKind,
+    check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
+    Mode, Shape, WeightKind,
 };
 use crate::error::Result;
 use crate::tensor::{Tensor, PAR_THRESHOLD};
@@ -80,7 +80,12 @@ impl BatchNormalization {
     /// Index of each weight, given which of gamma/beta exist.
     fn idx(&self, which: usize) -> Option<usize> {
         let mut i = 0;
-        for (k, present) in [(GAMMA, self.scale), (BETA, self.center), (MEAN, true), (VAR, true)] {
+        for (k, present) in [
+            (GAMMA, self.scale),
+            (BETA, self.center),
+            (MEAN, true),
+            (VAR, true),
+        ] {
             if k == which {
                 return present.then_some(i);
             }
@@ -104,9 +109,10 @@ fn channel_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Ve
         acc
     };
     if x.len() >= PAR_THRESHOLD {
-        x.par_chunks(c)
-            .fold(|| vec![0.0; c], fold)
-            .reduce(|| vec![0.0; c], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+        x.par_chunks(c).fold(|| vec![0.0; c], fold).reduce(
+            || vec![0.0; c],
+            |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+        )
     } else {
         x.chunks(c).fold(vec![0.0; c], fold)
     }
@@ -115,7 +121,10 @@ fn channel_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Ve
 /// Per-channel mean and biased variance over all rows.
 fn moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = (x.len() / c) as f64;
-    let mean: Vec<f64> = channel_sums(x, c, |_, v| v as f64).iter().map(|s| s / rows).collect();
+    let mean: Vec<f64> = channel_sums(x, c, |_, v| v as f64)
+        .iter()
+        .map(|s| s / rows)
+        .collect();
     let var = channel_sums(x, c, |j, v| (v as f64 - mean[j]).powi(2));
     (
         mean.iter().map(|&v| v as f32).collect(),
@@ -137,20 +146,35 @@ impl Layer for BatchNormalization {
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
         let Some(&Some(c)) = s.last() else {
-            return Err(incompatible(&self.base.name, "a known channel (last) axis", s));
+            return Err(incompatible(
+                &self.base.name,
+                "a known channel (last) axis",
+                s,
+            ));
         };
         if !self.base.built {
             if self.scale {
-                self.base.add_weight("gamma", Tensor::full(&[c], 1.0), WeightKind::Param);
+                self.base
+                    .add_weight("gamma", Tensor::full(&[c], 1.0), WeightKind::Param);
             }
             if self.center {
-                self.base.add_weight("beta", Tensor::zeros(&[c]), WeightKind::Param);
+                self.base
+                    .add_weight("beta", Tensor::zeros(&[c]), WeightKind::Param);
             }
-            self.base.add_weight("moving_mean", Tensor::zeros(&[c]), WeightKind::State);
-            self.base.add_weight("moving_variance", Tensor::full(&[c], 1.0), WeightKind::State);
+            self.base
+                .add_weight("moving_mean", Tensor::zeros(&[c]), WeightKind::State);
+            self.base.add_weight(
+                "moving_variance",
+                Tensor::full(&[c], 1.0),
+                WeightKind::State,
+            );
             self.base.built = true;
         } else if self.base.w(self.idx(MEAN).expect("always present")).len() != c {
-            return Err(incompatible(&self.base.name, "the channel count it was built with", s));
+            return Err(incompatible(
+                &self.base.name,
+                "the channel count it was built with",
+                s,
+            ));
         }
         self.in_shape = s.clone();
         Ok(s.clone())
@@ -168,13 +192,18 @@ impl Layer for BatchNormalization {
             for (which, batch) in [(MEAN, &mean), (VAR, &var)] {
                 let i = self.idx(which).expect("always present");
                 let w = self.base.weights[i].value_mut().data_mut();
-                w.iter_mut().zip(batch.iter()).for_each(|(mv, &b)| *mv = *mv * m + b * (1.0 - m));
+                w.iter_mut()
+                    .zip(batch.iter())
+                    .for_each(|(mv, &b)| *mv = *mv * m + b * (1.0 - m));
             }
             (mean, var)
         } else {
             (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
         };
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.epsilon).sqrt()).collect();
+        let inv_std: Vec<f32> = var
+            .iter()
+            .map(|v| 1.0 / (v + self.epsilon).sqrt())
+            .collect();
         let gamma = self.param(GAMMA, c, 1.0);
         let beta = self.param(BETA, c, 0.0);
         let mut y = Tensor::zeros(x.shape());

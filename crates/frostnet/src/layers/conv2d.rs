@@ -73,13 +73,16 @@ impl Conv2D {
     }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
-        Conv2dGeometry::new(x.shape(), self.kernel_size, self.strides, self.padding).ok_or_else(|| {
-            Error::IncompatibleShape {
+        Conv2dGeometry::new(x.shape(), self.kernel_size, self.strides, self.padding).ok_or_else(
+            || Error::IncompatibleShape {
                 layer: self.base.name.clone(),
-                expected: format!("an NHWC image at least {}x{}", self.kernel_size.0, self.kernel_size.1),
+                expected: format!(
+                    "an NHWC image at least {}x{}",
+                    self.kernel_size.0, self.kernel_size.1
+                ),
                 got: crate::error::fmt_dims(x.shape()),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -97,31 +100,49 @@ impl Layer for Conv2D {
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
         let [h, w, Some(c)] = s[..] else {
-            return Err(incompatible(&self.base.name, "(None, height, width, channels)", s));
+            return Err(incompatible(
+                &self.base.name,
+                "(None, height, width, channels)",
+                s,
+            ));
         };
         let (kh, kw) = self.kernel_size;
         let out_len = |len: Option<usize>, k, st| -> Result<Option<usize>> {
             match len {
                 None => Ok(None),
-                Some(l) => conv_output_len(l, k, st, self.padding).map(Some).ok_or_else(|| {
-                    incompatible(&self.base.name, format!("spatial size at least {kh}x{kw}"), s)
-                }),
+                Some(l) => conv_output_len(l, k, st, self.padding)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        incompatible(
+                            &self.base.name,
+                            format!("spatial size at least {kh}x{kw}"),
+                            s,
+                        )
+                    }),
             }
         };
         let oh = out_len(h, kh, self.strides.0)?;
         let ow = out_len(w, kw, self.strides.1)?;
         if self.base.built {
             if self.base.w(KERNEL).shape()[2] != c {
-                return Err(incompatible(&self.base.name, "the channel count it was built with", s));
+                return Err(incompatible(
+                    &self.base.name,
+                    "the channel count it was built with",
+                    s,
+                ));
             }
         } else {
             let mut rng = random::rng(self.seed);
             let n = kh * kw * c * self.filters;
             let k = random::glorot_uniform(&mut rng, n, kh * kw * c, kh * kw * self.filters);
-            self.base
-                .add_weight("kernel", Tensor::from_vec(&[kh, kw, c, self.filters], k)?, WeightKind::Param);
+            self.base.add_weight(
+                "kernel",
+                Tensor::from_vec(&[kh, kw, c, self.filters], k)?,
+                WeightKind::Param,
+            );
             if self.use_bias {
-                self.base.add_weight("bias", Tensor::zeros(&[self.filters]), WeightKind::Param);
+                self.base
+                    .add_weight("bias", Tensor::zeros(&[self.filters]), WeightKind::Param);
             }
             self.base.built = true;
         }
@@ -137,7 +158,8 @@ impl Layer for Conv2D {
         let mut y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f);
         if self.use_bias {
             let b = self.base.w(BIAS).data();
-            y.chunks_mut(f).for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+            y.chunks_mut(f)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
         }
         self.activation.apply(&mut y, f);
         let y = Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)?;
@@ -155,7 +177,9 @@ impl Layer for Conv2D {
         self.activation.backward(y.data(), dy.data_mut(), f);
         if self.use_bias && self.base.wants_grad(BIAS) {
             let mut db = vec![0.0f32; f];
-            dy.data().chunks(f).for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
+            dy.data()
+                .chunks(f)
+                .for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
             self.base.set_grad(BIAS, Tensor::from_vec(&[f], db)?);
         }
         let mut dk = self
@@ -174,7 +198,9 @@ impl Layer for Conv2D {
         if let Some(dk) = dk {
             self.base.set_grad(KERNEL, dk);
         }
-        Ok(vec![dx.map(|d| Tensor::from_vec(x.shape(), d)).transpose()?])
+        Ok(vec![dx
+            .map(|d| Tensor::from_vec(x.shape(), d))
+            .transpose()?])
     }
 
     fn config(&self) -> serde_json::Value {

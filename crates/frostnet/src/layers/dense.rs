@@ -77,10 +77,14 @@ impl Layer for Dense {
         } else {
             let mut rng = random::rng(self.seed);
             let kernel = random::glorot_uniform(&mut rng, fan_in * self.units, fan_in, self.units);
-            self.base
-                .add_weight("kernel", Tensor::from_vec(&[fan_in, self.units], kernel)?, WeightKind::Param);
+            self.base.add_weight(
+                "kernel",
+                Tensor::from_vec(&[fan_in, self.units], kernel)?,
+                WeightKind::Param,
+            );
             if self.use_bias {
-                self.base.add_weight("bias", Tensor::zeros(&[self.units]), WeightKind::Param);
+                self.base
+                    .add_weight("bias", Tensor::zeros(&[self.units]), WeightKind::Param);
             }
             self.base.built = true;
         }
@@ -101,9 +105,21 @@ impl Layer for Dense {
         let u = self.units;
         if self.use_bias {
             let b = self.base.w(BIAS).data();
-            y.data_mut().chunks_mut(u).for_each(|r| r.copy_from_slice(b));
+            y.data_mut()
+                .chunks_mut(u)
+                .for_each(|r| r.copy_from_slice(b));
         }
-        matmul(x.data(), Transpose::No, self.base.w(KERNEL).data(), Transpose::No, y.data_mut(), rows, fan_in, u, self.use_bias);
+        matmul(
+            x.data(),
+            Transpose::No,
+            self.base.w(KERNEL).data(),
+            Transpose::No,
+            y.data_mut(),
+            rows,
+            fan_in,
+            u,
+            self.use_bias,
+        );
         self.activation.apply(y.data_mut(), u);
         if ctx.keep {
             self.cache = Some((x.clone(), y.clone()));
@@ -120,17 +136,39 @@ impl Layer for Dense {
         self.activation.backward(y.data(), g.data_mut(), u);
         if self.base.wants_grad(KERNEL) {
             let mut dk = Tensor::zeros(&[fan_in, u]);
-            matmul(x.data(), Transpose::Yes, g.data(), Transpose::No, dk.data_mut(), fan_in, rows, u, false);
+            matmul(
+                x.data(),
+                Transpose::Yes,
+                g.data(),
+                Transpose::No,
+                dk.data_mut(),
+                fan_in,
+                rows,
+                u,
+                false,
+            );
             self.base.set_grad(KERNEL, dk);
         }
         if self.use_bias && self.base.wants_grad(BIAS) {
             let mut db = vec![0.0f32; u];
-            g.data().chunks(u).for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
+            g.data()
+                .chunks(u)
+                .for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
             self.base.set_grad(BIAS, Tensor::from_vec(&[u], db)?);
         }
         let dx = if need_dx.first().copied().unwrap_or(false) {
             let mut dx = Tensor::zeros(x.shape());
-            matmul(g.data(), Transpose::No, self.base.w(KERNEL).data(), Transpose::Yes, dx.data_mut(), rows, u, fan_in, false);
+            matmul(
+                g.data(),
+                Transpose::No,
+                self.base.w(KERNEL).data(),
+                Transpose::Yes,
+                dx.data_mut(),
+                rows,
+                u,
+                fan_in,
+                false,
+            );
             Some(dx)
         } else {
             None

@@ -53,16 +53,28 @@ impl Layer for Dropout {
         }
         let keep = 1.0 - self.rate;
         let mask: Vec<f32> = (0..y.len())
-            .map(|_| if ctx.rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 })
+            .map(|_| {
+                if ctx.rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        y.data_mut().iter_mut().zip(&mask).for_each(|(v, m)| *v *= m);
+        y.data_mut()
+            .iter_mut()
+            .zip(&mask)
+            .for_each(|(v, m)| *v *= m);
         self.mask = ctx.keep.then_some(mask);
         Ok(y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let mask = take_cache(&mut self.mask, &self.base.name)?;
         let mut dx = grad.clone();
-        dx.data_mut().iter_mut().zip(&mask).for_each(|(v, m)| *v *= m);
+        dx.data_mut()
+            .iter_mut()
+            .zip(&mask)
+            .for_each(|(v, m)| *v *= m);
         Ok(vec![Some(dx)])
     }
     fn config(&self) -> serde_json::Value {

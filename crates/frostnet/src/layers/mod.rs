@@ -161,14 +161,20 @@ pub trait Layer: Send + Sync {
         if !self.is_trainable() {
             return Vec::new();
         }
-        self.weights().into_iter().filter(|w| w.is_trainable()).collect()
+        self.weights()
+            .into_iter()
+            .filter(|w| w.is_trainable())
+            .collect()
     }
     /// Keras 3's rule: a frozen layer reports all its weights as non-trainable.
     fn non_trainable_weights(&self) -> Vec<&Weight> {
         if !self.is_trainable() {
             return self.weights();
         }
-        self.weights().into_iter().filter(|w| !w.is_trainable()).collect()
+        self.weights()
+            .into_iter()
+            .filter(|w| !w.is_trainable())
+            .collect()
     }
     fn count_params(&self) -> usize {
         self.weights().iter().map(|w| w.len()).sum()
@@ -266,7 +272,10 @@ pub(crate) fn incompatible(layer: &str, expected: impl Into<String>, got: &Shape
 pub(crate) fn check_runtime_shape(layer: &str, built: &Shape, t: &Tensor) -> Result<()> {
     let dims = &t.shape()[1.min(t.shape().len())..];
     let ok = t.shape().len() == built.len() + 1
-        && built.iter().zip(dims).all(|(b, d)| b.is_none_or(|b| b == *d));
+        && built
+            .iter()
+            .zip(dims)
+            .all(|(b, d)| b.is_none_or(|b| b == *d));
     if ok {
         Ok(())
     } else {

@@ -41,10 +41,14 @@ pub fn with_fresh_names<T>(f: impl FnOnce() -> T) -> T {
 /// `"BatchNormalization"` -> `"batch_normalization"`, `"Conv2D"` -> `"conv2d"`: Keras's two
 /// rules, an underscore before a capitalised word and between a lowercase and an uppercase letter.
 pub fn snake_case(class: &str) -> String {
-    let c: Vec<char> = class.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect();
+    let c: Vec<char> = class
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     let mut pass1 = String::new();
     for (i, &ch) in c.iter().enumerate() {
-        let word_start = ch.is_ascii_uppercase() && c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        let word_start =
+            ch.is_ascii_uppercase() && c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
         if i > 0 && word_start {
             pass1.push('_');
         }

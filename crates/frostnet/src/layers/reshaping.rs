@@ -1,6 +1,8 @@
 //! Layers that only change a tensor's shape.
 
-use super::{check_runtime_shape, expect_inputs, incompatible, ForwardCtx, Layer, LayerBase, Shape};
+use super::{
+    check_runtime_shape, expect_inputs, incompatible, ForwardCtx, Layer, LayerBase, Shape,
+};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use serde_json::json;
@@ -42,7 +44,11 @@ impl Layer for Flatten {
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
         if s.is_empty() {
-            return Err(incompatible(&self.base.name, "at least one axis besides the batch", s));
+            return Err(incompatible(
+                &self.base.name,
+                "at least one axis besides the batch",
+                s,
+            ));
         }
         self.in_shape = s.clone();
         self.base.built = true;

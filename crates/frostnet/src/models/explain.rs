@@ -49,7 +49,11 @@ impl Model {
                 .take(MAX_NAMED)
                 .map(|(name, n, s)| {
                     if frozen.len() == 1 && *s > 0 {
-                        format!("{name}: {}, of which {} moving statistics", fmt_thousands(*n), fmt_thousands(*s))
+                        format!(
+                            "{name}: {}, of which {} moving statistics",
+                            fmt_thousands(*n),
+                            fmt_thousands(*s)
+                        )
                     } else {
                         format!("{name}: {}", fmt_thousands(*n))
                     }
@@ -58,7 +62,11 @@ impl Model {
             if frozen.len() > MAX_NAMED {
                 named.push(format!("and {} more layers", frozen.len() - MAX_NAMED));
             }
-            let mut text = format!("{} frozen ({})", fmt_thousands(frozen_total), named.join(", "));
+            let mut text = format!(
+                "{} frozen ({})",
+                fmt_thousands(frozen_total),
+                named.join(", ")
+            );
             if frozen.len() > 1 && frozen_state > 0 {
                 text += &format!(
                     " in {} layers, of which {} BatchNormalization moving statistics",
@@ -76,9 +84,16 @@ impl Model {
             } else {
                 format!("{class} state")
             };
-            let each = if class == "BatchNormalization" { " (2 x channels each)" } else { "" };
+            let each = if class == "BatchNormalization" {
+                " (2 x channels each)"
+            } else {
+                ""
+            };
             let plural = if *layers == 1 { "layer" } else { "layers" };
-            parts.push(format!("{} = {what} in {layers} {plural}{each}", fmt_thousands(*params)));
+            parts.push(format!(
+                "{} = {what} in {layers} {plural}{each}",
+                fmt_thousands(*params)
+            ));
         }
         // "A = B" reads oddly when the only part already starts with the number.
         let text = if frozen_total == 0 && state.len() == 1 {
@@ -112,12 +127,20 @@ fn collect(
     if weights.is_empty() {
         return;
     }
-    let n_state: usize = weights.iter().filter(|w| w.kind() == WeightKind::State).map(|w| w.len()).sum();
+    let n_state: usize = weights
+        .iter()
+        .filter(|w| w.kind() == WeightKind::State)
+        .map(|w| w.len())
+        .sum();
     if inside_frozen || !layer.is_trainable() {
         // Keras 3 counts a frozen layer's weights as non-trainable, except children re-enabled
         // inside a frozen model, which count as trainable in the outer model.
         let non_trainable: usize = match layer.as_model() {
-            Some(_) => weights.iter().filter(|w| !w.is_trainable()).map(|w| w.len()).sum(),
+            Some(_) => weights
+                .iter()
+                .filter(|w| !w.is_trainable())
+                .map(|w| w.len())
+                .sum(),
             None => weights.iter().map(|w| w.len()).sum(),
         };
         if non_trainable > 0 {

@@ -65,12 +65,20 @@ impl Functional {
 
     /// Calls `layer` on `inputs`: builds it from their shapes (reporting incompatible shapes with
     /// the layer's name) and returns its symbolic output.
-    pub fn call(&mut self, layer: impl Layer + 'static, inputs: &[SymbolicTensor]) -> Result<SymbolicTensor> {
+    pub fn call(
+        &mut self,
+        layer: impl Layer + 'static,
+        inputs: &[SymbolicTensor],
+    ) -> Result<SymbolicTensor> {
         self.call_boxed(Box::new(layer), inputs)
     }
 
     /// [`call`](Self::call) for a boxed layer (for example a nested [`Model`]).
-    pub fn call_boxed(&mut self, mut layer: Box<dyn Layer>, inputs: &[SymbolicTensor]) -> Result<SymbolicTensor> {
+    pub fn call_boxed(
+        &mut self,
+        mut layer: Box<dyn Layer>,
+        inputs: &[SymbolicTensor],
+    ) -> Result<SymbolicTensor> {
         for t in inputs {
             self.check(t)?;
         }
@@ -80,7 +88,10 @@ impl Functional {
                 name: layer.name().to_string(),
             });
         }
-        let shapes: Vec<_> = inputs.iter().map(|t| self.nodes[t.node].output_shape.clone()).collect();
+        let shapes: Vec<_> = inputs
+            .iter()
+            .map(|t| self.nodes[t.node].output_shape.clone())
+            .collect();
         let out = layer.build(&shapes)?;
         self.nodes.push(Node {
             layer,
@@ -101,7 +112,9 @@ impl Functional {
 
     fn check(&self, t: &SymbolicTensor) -> Result<()> {
         if t.graph != self.id || t.node >= self.nodes.len() {
-            return Err(Error::Graph("a symbolic tensor from another graph was used".into()));
+            return Err(Error::Graph(
+                "a symbolic tensor from another graph was used".into(),
+            ));
         }
         Ok(())
     }
@@ -112,7 +125,12 @@ impl Functional {
     }
 
     /// A model with a given name.
-    pub fn build_named(self, name: &str, inputs: &[SymbolicTensor], outputs: &[SymbolicTensor]) -> Result<Model> {
+    pub fn build_named(
+        self,
+        name: &str,
+        inputs: &[SymbolicTensor],
+        outputs: &[SymbolicTensor],
+    ) -> Result<Model> {
         for t in inputs.iter().chain(outputs) {
             self.check(t)?;
         }
@@ -128,14 +146,18 @@ impl Functional {
                 )));
             }
         }
-        let order = keras_layer_order(&self.nodes, &input_nodes, &outputs.iter().map(|t| t.node).collect::<Vec<_>>())
-            .map_err(|unreached| {
-                Error::Graph(format!(
-                    "model '{name}' is disconnected: its outputs depend on input '{}', which is not \
+        let order = keras_layer_order(
+            &self.nodes,
+            &input_nodes,
+            &outputs.iter().map(|t| t.node).collect::<Vec<_>>(),
+        )
+        .map_err(|unreached| {
+            Error::Graph(format!(
+                "model '{name}' is disconnected: its outputs depend on input '{}', which is not \
                      among the model's inputs",
-                    self.nodes[unreached].layer.name()
-                ))
-            })?;
+                self.nodes[unreached].layer.name()
+            ))
+        })?;
         // Renumber the kept nodes into Keras's order.
         let mut new_index = vec![usize::MAX; self.nodes.len()];
         for (k, &old) in order.iter().enumerate() {
@@ -152,7 +174,13 @@ impl Functional {
             .collect();
         let ins = input_nodes.iter().map(|&i| new_index[i]).collect();
         let outs = outputs.iter().map(|t| new_index[t.node]).collect();
-        Ok(Model::from_parts(name.to_string(), ModelKind::Functional, nodes, ins, outs))
+        Ok(Model::from_parts(
+            name.to_string(),
+            ModelKind::Functional,
+            nodes,
+            ins,
+            outs,
+        ))
     }
 }
 
@@ -160,7 +188,11 @@ impl Functional {
 /// output records first-visit order; a node's depth is its longest distance to an output; layers
 /// are listed by decreasing depth, ties broken by visit order. Fails with the index of an input
 /// layer that is reached but was not declared a model input.
-fn keras_layer_order(nodes: &[Node], inputs: &[usize], outputs: &[usize]) -> std::result::Result<Vec<usize>, usize> {
+fn keras_layer_order(
+    nodes: &[Node],
+    inputs: &[usize],
+    outputs: &[usize],
+) -> std::result::Result<Vec<usize>, usize> {
     let n = nodes.len();
     let mut visit_index = vec![i64::MAX; n];
     let mut finished = vec![false; n];
@@ -212,6 +244,10 @@ fn keras_layer_order(nodes: &[Node], inputs: &[usize], outputs: &[usize]) -> std
             listed.push(i);
         }
     }
-    listed.sort_by(|&a, &b| depth[b].cmp(&depth[a]).then(visit_index[a].cmp(&visit_index[b])));
+    listed.sort_by(|&a, &b| {
+        depth[b]
+            .cmp(&depth[a])
+            .then(visit_index[a].cmp(&visit_index[b]))
+    });
     Ok(listed)
 }

@@ -85,7 +85,10 @@ impl Model {
     /// The model's layers in Keras's order (`model.layers`): a Functional model lists its
     /// `InputLayer`s, a Sequential model does not.
     pub fn layers(&self) -> Vec<&dyn Layer> {
-        self.nodes[self.first_listed()..].iter().map(|n| n.layer.as_ref()).collect()
+        self.nodes[self.first_listed()..]
+            .iter()
+            .map(|n| n.layer.as_ref())
+            .collect()
     }
 
     /// Number of entries in [`layers`](Self::layers).
@@ -139,7 +142,11 @@ impl Model {
 
     /// Freezes (`false`) or unfreezes the layers `layers()[range]`, the classic fine-tuning recipe
     /// (`for layer in model.layers[:249]: layer.trainable = False`).
-    pub fn set_trainable_range(&mut self, range: std::ops::Range<usize>, trainable: bool) -> Result<()> {
+    pub fn set_trainable_range(
+        &mut self,
+        range: std::ops::Range<usize>,
+        trainable: bool,
+    ) -> Result<()> {
         if range.end > self.len() {
             return Err(Error::LayerIndex {
                 model: self.base.name.clone(),
@@ -156,11 +163,17 @@ impl Model {
 
     /// Per-sample input shapes.
     pub fn input_shapes(&self) -> Vec<Shape> {
-        self.inputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect()
+        self.inputs
+            .iter()
+            .map(|&i| self.nodes[i].output_shape.clone())
+            .collect()
     }
     /// Per-sample output shapes.
     pub fn output_shapes(&self) -> Vec<Shape> {
-        self.outputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect()
+        self.outputs
+            .iter()
+            .map(|&i| self.nodes[i].output_shape.clone())
+            .collect()
     }
 
     /// Output shape of a listed layer, as the summary prints it.
@@ -188,7 +201,10 @@ impl Model {
             let want = &self.nodes[i].output_shape;
             let dims = x.shape();
             let ok = dims.len() == want.len() + 1
-                && want.iter().zip(&dims[1..]).all(|(w, d)| w.is_none_or(|w| w == *d));
+                && want
+                    .iter()
+                    .zip(&dims[1..])
+                    .all(|(w, d)| w.is_none_or(|w| w == *d));
             if !ok {
                 return Err(Error::IncompatibleShape {
                     layer: self.nodes[i].layer.name().to_string(),
@@ -290,7 +306,9 @@ impl Model {
             let node = &mut self.nodes[i];
             let dxs = node.layer.backward(&g, &need)?;
             match node.layer.as_model() {
-                Some(m) => self.backward_profile.extend(m.backward_profile.iter().cloned()),
+                Some(m) => self
+                    .backward_profile
+                    .extend(m.backward_profile.iter().cloned()),
                 None => self.backward_profile.push(node.layer.name().to_string()),
             }
             for (&j, dx) in inbound.iter().zip(dxs) {
@@ -463,7 +481,10 @@ impl Layer for Model {
         self.nodes.iter().flat_map(|n| n.layer.weights()).collect()
     }
     fn weights_mut(&mut self) -> Vec<&mut Weight> {
-        self.nodes.iter_mut().flat_map(|n| n.layer.weights_mut()).collect()
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| n.layer.weights_mut())
+            .collect()
     }
 
     fn as_model(&self) -> Option<&Model> {

@@ -26,7 +26,13 @@ impl Sequential {
 
     /// An empty Sequential model with a given name.
     pub fn named(name: &str) -> Model {
-        Model::from_parts(name.to_string(), ModelKind::Sequential, Vec::new(), Vec::new(), Vec::new())
+        Model::from_parts(
+            name.to_string(),
+            ModelKind::Sequential,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )
     }
 }
 
@@ -99,7 +105,10 @@ impl Model {
     /// Removes the last layer of a Sequential model and returns it (Keras's `pop`).
     pub fn pop(&mut self) -> Result<Box<dyn Layer>> {
         if self.kind != ModelKind::Sequential || self.nodes.len() <= self.inputs.len() {
-            return Err(Error::InvalidConfig(format!("model '{}' has no layer to pop", self.base.name)));
+            return Err(Error::InvalidConfig(format!(
+                "model '{}' has no layer to pop",
+                self.base.name
+            )));
         }
         let node = self.nodes.pop().expect("checked above");
         self.outputs = vec![self.nodes.len() - 1];

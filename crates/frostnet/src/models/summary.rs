@@ -68,7 +68,11 @@ impl Model {
                     output_shape: crate::error::fmt_batch_shape(self.node_output_shape(i)),
                     is_input: layer.class_name() == "InputLayer",
                     params: layer.count_params(),
-                    connected_to: self.inbound_names(i).iter().map(|n| format!("{n}[0][0]")).collect(),
+                    connected_to: self
+                        .inbound_names(i)
+                        .iter()
+                        .map(|n| format!("{n}[0][0]"))
+                        .collect(),
                     has_weights: !layer.weights().is_empty(),
                     trainable: layer.is_trainable(),
                 }
@@ -95,21 +99,26 @@ impl Model {
 
     fn keras3_summary(&self, show_trainable: bool) -> String {
         let sequential_like = self.is_sequential_like();
-        let (mut line_length, mut positions, mut header, mut justify): (usize, Vec<f64>, Vec<&str>, Vec<Justify>) =
-            if sequential_like {
-                (88, vec![0.45, 0.80, 1.0], vec!["Layer (type)", "Output Shape", "Param #"], vec![
-                    Justify::Left,
-                    Justify::Left,
-                    Justify::Right,
-                ])
-            } else {
-                (
-                    108,
-                    vec![0.3, 0.56, 0.74, 1.0],
-                    vec!["Layer (type)", "Output Shape", "Param #", "Connected to"],
-                    vec![Justify::Left, Justify::Left, Justify::Right, Justify::Left],
-                )
-            };
+        let (mut line_length, mut positions, mut header, mut justify): (
+            usize,
+            Vec<f64>,
+            Vec<&str>,
+            Vec<Justify>,
+        ) = if sequential_like {
+            (
+                88,
+                vec![0.45, 0.80, 1.0],
+                vec!["Layer (type)", "Output Shape", "Param #"],
+                vec![Justify::Left, Justify::Left, Justify::Right],
+            )
+        } else {
+            (
+                108,
+                vec![0.3, 0.56, 0.74, 1.0],
+                vec!["Layer (type)", "Output Shape", "Param #", "Connected to"],
+                vec![Justify::Left, Justify::Left, Justify::Right, Justify::Left],
+            )
+        };
         if show_trainable {
             line_length += 12;
             positions = positions.iter().map(|p| p * 0.90).chain([1.0]).collect();
@@ -133,7 +142,11 @@ impl Model {
                 fmt_thousands(r.params),
             ];
             if !sequential_like {
-                cells.push(if r.connected_to.is_empty() { "-".into() } else { r.connected_to.join(", ") });
+                cells.push(if r.connected_to.is_empty() {
+                    "-".into()
+                } else {
+                    r.connected_to.join(", ")
+                });
             }
             if show_trainable {
                 cells.push(match (r.has_weights, r.trainable) {
@@ -172,7 +185,11 @@ impl Model {
         let opt = self.optimizer.unwrap_or_default();
         let total = c.trainable + c.non_trainable + opt.params;
         let total_bytes = (c.trainable + c.non_trainable) * 4 + opt.bytes;
-        out += &format!(" Total params: {} ({})\n", fmt_thousands(total), readable_size(total_bytes as f64, "B"));
+        out += &format!(
+            " Total params: {} ({})\n",
+            fmt_thousands(total),
+            readable_size(total_bytes as f64, "B")
+        );
         out += &format!(
             " Trainable params: {} ({})\n",
             fmt_thousands(c.trainable),
@@ -235,7 +252,10 @@ fn render_row(cells: &[String], widths: &[usize], justify: &[Justify], border: c
         out.push(border);
         for (col, lines) in wrapped.iter().enumerate() {
             let inner = widths[col] - 2;
-            let text = lines.get(line).cloned().unwrap_or_else(|| " ".repeat(inner));
+            let text = lines
+                .get(line)
+                .cloned()
+                .unwrap_or_else(|| " ".repeat(inner));
             out.push(' ');
             out += &text;
             out.push(' ');
@@ -296,7 +316,10 @@ fn wrap_cell(text: &str, width: usize, justify: Justify) -> Vec<String> {
     if lines.is_empty() {
         lines.push(String::new());
     }
-    lines.into_iter().map(|l| justify_line(&l, width, justify)).collect()
+    lines
+        .into_iter()
+        .map(|l| justify_line(&l, width, justify))
+        .collect()
 }
 
 /// Cuts to `width` with an ellipsis when too long.
@@ -370,14 +393,24 @@ mod tests {
     #[test]
     fn wraps_like_rich() {
         assert_eq!(
-            wrap_cell("batch_normalization (BatchNormalization)", 36, Justify::Left),
-            vec![format!("{:36}", "batch_normalization"), format!("{:36}", "(BatchNormalization)")]
+            wrap_cell(
+                "batch_normalization (BatchNormalization)",
+                36,
+                Justify::Left
+            ),
+            vec![
+                format!("{:36}", "batch_normalization"),
+                format!("{:36}", "(BatchNormalization)")
+            ]
         );
         assert_eq!(
             wrap_cell("batch_normalization_10[0][0]", 26, Justify::Left),
             vec!["batch_normalization_10[0]…".to_string()]
         );
-        assert_eq!(wrap_cell("Trainable", 7, Justify::Center), vec!["Traina…".to_string()]);
+        assert_eq!(
+            wrap_cell("Trainable", 7, Justify::Center),
+            vec!["Traina…".to_string()]
+        );
     }
 
     #[test]

@@ -50,26 +50,40 @@ fn print_row(out: &mut String, fields: &[String], positions: &[usize]) {
 
 /// Python's `str()` of a list of strings: `['a[0][0]', 'b[0][0]']`.
 fn py_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 pub(crate) fn render(model: &Model, show_trainable: bool) -> String {
     let sequential_like = model.is_sequential_like();
-    let (mut line_length, mut positions, mut header): (usize, Vec<usize>, Vec<&str>) = if sequential_like {
-        let l = 65;
-        (
-            l,
-            [0.45, 0.85, 1.0].iter().map(|p| (l as f64 * p) as usize).collect(),
-            vec!["Layer (type)", "Output Shape", "Param #"],
-        )
-    } else {
-        let l = 98;
-        (
-            l,
-            [0.3, 0.6, 0.70, 1.0].iter().map(|p| (l as f64 * p) as usize).collect(),
-            vec!["Layer (type)", "Output Shape", "Param #", "Connected to"],
-        )
-    };
+    let (mut line_length, mut positions, mut header): (usize, Vec<usize>, Vec<&str>) =
+        if sequential_like {
+            let l = 65;
+            (
+                l,
+                [0.45, 0.85, 1.0]
+                    .iter()
+                    .map(|p| (l as f64 * p) as usize)
+                    .collect(),
+                vec!["Layer (type)", "Output Shape", "Param #"],
+            )
+        } else {
+            let l = 98;
+            (
+                l,
+                [0.3, 0.6, 0.70, 1.0]
+                    .iter()
+                    .map(|p| (l as f64 * p) as usize)
+                    .collect(),
+                vec!["Layer (type)", "Output Shape", "Param #", "Connected to"],
+            )
+        };
     if show_trainable {
         line_length += 11;
         positions.push(line_length);
@@ -78,12 +92,24 @@ pub(crate) fn render(model: &Model, show_trainable: bool) -> String {
     let mut out = format!("Model: \"{}\"\n", model.name());
     out += &"_".repeat(line_length);
     out.push('\n');
-    print_row(&mut out, &header.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &positions);
+    print_row(
+        &mut out,
+        &header.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        &positions,
+    );
     out += &"=".repeat(line_length);
     out.push('\n');
     for r in model.summary_rows() {
-        let shape = if r.is_input { format!("[{}]", r.output_shape) } else { r.output_shape };
-        let mut fields = vec![format!("{} ({})", r.name, r.class), shape, r.params.to_string()];
+        let shape = if r.is_input {
+            format!("[{}]", r.output_shape)
+        } else {
+            r.output_shape
+        };
+        let mut fields = vec![
+            format!("{} ({})", r.name, r.class),
+            shape,
+            r.params.to_string(),
+        ];
         if !sequential_like {
             fields.push(py_list(&r.connected_to));
         }
@@ -98,8 +124,16 @@ pub(crate) fn render(model: &Model, show_trainable: bool) -> String {
     out.push('\n');
     let c = model.counts();
     let total = c.trainable + c.non_trainable;
-    out += &format!("Total params: {} ({})\n", total, readable_size((total * 4) as f64, "Byte"));
-    out += &format!("Trainable params: {} ({})\n", c.trainable, readable_size((c.trainable * 4) as f64, "Byte"));
+    out += &format!(
+        "Total params: {} ({})\n",
+        total,
+        readable_size((total * 4) as f64, "Byte")
+    );
+    out += &format!(
+        "Trainable params: {} ({})\n",
+        c.trainable,
+        readable_size((c.trainable * 4) as f64, "Byte")
+    );
     out += &format!(
         "Non-trainable params: {} ({})\n",
         c.non_trainable,

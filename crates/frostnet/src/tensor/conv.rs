@@ -28,7 +28,12 @@ impl Padding {
 }
 
 /// Output length along one axis (TensorFlow's rule).
-pub fn conv_output_len(input: usize, kernel: usize, stride: usize, padding: Padding) -> Option<usize> {
+pub fn conv_output_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+) -> Option<usize> {
     match padding {
         Padding::Same => Some(input.div_ceil(stride)),
         Padding::Valid => (input >= kernel).then(|| (input - kernel) / stride + 1),
@@ -107,11 +112,15 @@ impl Conv2dGeometry {
     /// Input row/column for output position `o` and kernel offset `k`, or `None` in the padding.
     #[inline]
     pub fn in_row(&self, o: usize, k: usize) -> Option<usize> {
-        (o * self.sh + k).checked_sub(self.pad_top).filter(|&r| r < self.h)
+        (o * self.sh + k)
+            .checked_sub(self.pad_top)
+            .filter(|&r| r < self.h)
     }
     #[inline]
     pub fn in_col(&self, o: usize, k: usize) -> Option<usize> {
-        (o * self.sw + k).checked_sub(self.pad_left).filter(|&c| c < self.w)
+        (o * self.sw + k)
+            .checked_sub(self.pad_left)
+            .filter(|&c| c < self.w)
     }
 
     /// How many images to process at once so the im2col buffer stays near 16 MiB.
@@ -189,7 +198,17 @@ pub fn conv2d_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: us
     let mut out = vec![0.0f32; g.n * rows_per_img * filters];
     let plen = g.patch_len();
     if g.is_pointwise() {
-        matmul(x, Transpose::No, kernel, Transpose::No, &mut out, g.n * rows_per_img, plen, filters, false);
+        matmul(
+            x,
+            Transpose::No,
+            kernel,
+            Transpose::No,
+            &mut out,
+            g.n * rows_per_img,
+            plen,
+            filters,
+            false,
+        );
         return out;
     }
     let chunk = g.chunk_images().clamp(1, g.n.max(1));
@@ -232,10 +251,30 @@ pub fn conv2d_backward(
     let mut dx = need_dx.then(|| vec![0.0f32; g.n * g.h * g.w * g.c]);
     if g.is_pointwise() {
         if let Some(dk) = dkernel {
-            matmul(x, Transpose::Yes, dy, Transpose::No, dk, plen, g.n * rows_per_img, filters, true);
+            matmul(
+                x,
+                Transpose::Yes,
+                dy,
+                Transpose::No,
+                dk,
+                plen,
+                g.n * rows_per_img,
+                filters,
+                true,
+            );
         }
         if let Some(dx) = dx.as_mut() {
-            matmul(dy, Transpose::No, kernel, Transpose::Yes, dx, g.n * rows_per_img, filters, plen, false);
+            matmul(
+                dy,
+                Transpose::No,
+                kernel,
+                Transpose::Yes,
+                dx,
+                g.n * rows_per_img,
+                filters,
+                plen,
+                false,
+            );
         }
         return dx;
     }
@@ -249,10 +288,30 @@ pub fn conv2d_backward(
         let dy_chunk = &dy[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters];
         if let Some(dk) = dkernel.as_deref_mut() {
             im2col(x, g, first, imgs, &mut col);
-            matmul(&col, Transpose::Yes, dy_chunk, Transpose::No, dk, plen, m, filters, true);
+            matmul(
+                &col,
+                Transpose::Yes,
+                dy_chunk,
+                Transpose::No,
+                dk,
+                plen,
+                m,
+                filters,
+                true,
+            );
         }
         if let Some(dx) = dx.as_mut() {
-            matmul(dy_chunk, Transpose::No, kernel, Transpose::Yes, &mut col, m, filters, plen, false);
+            matmul(
+                dy_chunk,
+                Transpose::No,
+                kernel,
+                Transpose::Yes,
+                &mut col,
+                m,
+                filters,
+                plen,
+                false,
+            );
             col2im(&col, g, first, imgs, dx);
         }
         first += imgs;
@@ -283,7 +342,8 @@ mod tests {
                                     continue;
                                 }
                                 for c in 0..g.c {
-                                    let xv = x[((n * g.h + iy as usize) * g.w + ix as usize) * g.c + c];
+                                    let xv =
+                                        x[((n * g.h + iy as usize) * g.w + ix as usize) * g.c + c];
                                     let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
                                     s += xv as f64 * kv as f64;
                                 }
@@ -325,7 +385,10 @@ mod tests {
             let got = conv2d_forward(&x, &g, &kern, f);
             let want = naive(&x, &g, &kern, f);
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "{shape:?} {k:?} {s:?} {p:?}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{shape:?} {k:?} {s:?} {p:?}: {a} vs {b}"
+                );
             }
         }
     }

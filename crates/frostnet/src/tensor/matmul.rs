@@ -103,7 +103,13 @@ mod tests {
     #[test]
     fn matches_naive_on_odd_sizes_and_transposes() {
         let mut r = crate::tensor::random::rng(Some(1));
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (65, 130, 67), (128, 1, 3)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 9),
+            (65, 130, 67),
+            (128, 1, 3),
+        ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let a = crate::tensor::random::uniform(&mut r, m * k, -1.0, 1.0);
                 let b = crate::tensor::random::uniform(&mut r, k * n, -1.0, 1.0);
