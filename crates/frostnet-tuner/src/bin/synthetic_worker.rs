@@ -14,8 +14,9 @@
 //!     [--lease-ms N] [--heartbeat-ms N] [--poll-ms N] [--worker NAME]
 //! ```
 //! `--log` appends `start N` and `end N` lines (one `write` each, so lines of
-//! concurrent workers do not interleave). `--hang-on N` makes trial `N` sleep
-//! for ten minutes after its first report, to be killed.
+//! concurrent workers do not interleave; `start` lines end with the worker's
+//! pid). `--hang-on N` makes the first attempt of trial `N` (no `start N` in
+//! the log yet) sleep for ten minutes after its first report, to be killed.
 //! At the end it prints `BEST <number> <value> <params as JSON>`.
 
 use std::io::Write;
@@ -120,7 +121,16 @@ fn run(a: Args) -> Result<(), frostnet_tuner::Error> {
     let mut study = builder.open()?;
     let results = study.optimize(|hp, trial| -> Result<(), frostnet_tuner::SpaceError> {
         let n = trial.number();
-        log_line(&a.log, &format!("start {n}"));
+        // Hang only on the first attempt of the trial, so the worker that
+        // takes the trial over completes it.
+        let started_before = a.log.as_ref().is_some_and(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(&n.to_string()) && l.starts_with("start "))
+        });
+        let hang = a.hang_on == Some(n) && !started_before;
+        log_line(&a.log, &format!("start {n} {}", std::process::id()));
         let x = hp.int("x", 0, 6)?;
         let lr = hp.float("lr", 1e-4, 1e-1, Scale::Log)?;
         let act = hp.choice("activation", &["relu", "tanh", "sigmoid"])?;
@@ -134,7 +144,7 @@ fn run(a: Args) -> Result<(), frostnet_tuner::Error> {
             if trial.report(e, &[("loss", loss)]).should_stop() {
                 break;
             }
-            if a.hang_on == Some(n) {
+            if hang {
                 std::thread::sleep(Duration::from_secs(600));
             }
         }
