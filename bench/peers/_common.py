@@ -1,0 +1,82 @@
+"""Shared plumbing for the peer benchmark scripts (argument parsing, timing,
+result JSON). Kept free of any framework import so each peer process only
+loads its own framework."""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+WORKLOADS = [
+    "mlp_train",
+    "cnn_train",
+    "inception_infer",
+    "inception_frozen",
+    "inception_finetune",
+    "sgemm",
+]
+
+SGEMM_N = 2048
+SEED = 0
+
+
+def parse_args(runner, extra=None):
+    p = argparse.ArgumentParser(description=f"{runner} peer benchmark (one workload per process)")
+    p.add_argument("workload", choices=WORKLOADS)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    if extra:
+        extra(p)
+    args = p.parse_args()
+    if args.reps < 1:
+        p.error("--reps must be >= 1")
+    return args
+
+
+def pin_thread_env(threads):
+    """Set thread-count env vars before any framework import (OpenMP/MKL/oneDNN
+    read them at load time)."""
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[k] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def time_reps(step, warmup, reps):
+    """Run step() warmup times untimed, then reps times timed. step() must
+    return only once its work is complete (synchronous). Returns ms list."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def max_rss_kb():
+    # Linux: ru_maxrss is in kilobytes; this is the whole process's peak.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def emit(runner, workload, times, version, threads, **extra):
+    rec = {
+        "runner": runner,
+        "workload": workload,
+        "median_ms": round(statistics.median(times), 4),
+        "min_ms": round(min(times), 4),
+        "max_ms": round(max(times), 4),
+        "reps": len(times),
+        "max_rss_kb": max_rss_kb(),
+        "version": version,
+        "threads": threads,
+    }
+    if workload == "sgemm":
+        rec["gflops"] = round(2.0 * SGEMM_N**3 / (statistics.median(times) * 1e-3) / 1e9, 2)
+    rec.update(extra)
+    sys.stdout.write(json.dumps(rec) + "\n")
+    sys.stdout.flush()
