@@ -137,16 +137,27 @@ impl fmt::Display for Results {
             let mut row = vec![
                 format!("{}{mark}", t.number),
                 t.state.to_string(),
-                t.value.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into()),
+                t.value
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_else(|| "-".into()),
                 t.duration
                     .map(|d| format!("{:.2}s", d.as_secs_f64()))
                     .unwrap_or_else(|| "-".into()),
             ];
             if with_epochs {
-                row.push(t.max_epochs.map(|e| e.to_string()).unwrap_or_else(|| "-".into()));
+                row.push(
+                    t.max_epochs
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                );
             }
             for n in &names {
-                row.push(t.params.get(*n).map(|v| v.to_string()).unwrap_or_else(|| "-".into()));
+                row.push(
+                    t.params
+                        .get(*n)
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                );
             }
             let mut note = String::new();
             if t.attempts > 1 {

@@ -215,9 +215,9 @@ impl ParamSpec {
     /// The `i`-th discrete value (`i < discrete_size()`).
     pub(crate) fn discrete_value(&self, i: u64) -> ParamValue {
         match self {
-            ParamSpec::Int { low, step, high } => {
-                ParamValue::Int((*low as i128 + i as i128 * *step as i128).min(*high as i128) as i64)
-            }
+            ParamSpec::Int { low, step, high } => ParamValue::Int(
+                (*low as i128 + i as i128 * *step as i128).min(*high as i128) as i64,
+            ),
             ParamSpec::Float {
                 low,
                 high,
@@ -259,7 +259,7 @@ impl ParamSpec {
                     return ParamValue::Float(*low);
                 }
                 let t = i as f64 / (n - 1) as f64;
-                ParamValue::Float(self.from_unit(t))
+                ParamValue::Float(self.scale_unit(t))
             }
             _ => self.discrete_value(i),
         }
@@ -267,13 +267,15 @@ impl ParamSpec {
     }
 
     /// Maps `t` in `[0, 1]` to the range (respecting the scale).
-    pub(crate) fn from_unit(&self, t: f64) -> f64 {
+    pub(crate) fn scale_unit(&self, t: f64) -> f64 {
         match self {
             ParamSpec::Float {
                 low, high, scale, ..
             } => match scale {
                 Scale::Linear => low + t * (high - low),
-                Scale::Log => (low.ln() + t * (high.ln() - low.ln())).exp().clamp(*low, *high),
+                Scale::Log => (low.ln() + t * (high.ln() - low.ln()))
+                    .exp()
+                    .clamp(*low, *high),
             },
             ParamSpec::Int { low, high, .. } => *low as f64 + t * (*high - *low) as f64,
             _ => t,
@@ -289,9 +291,7 @@ impl ParamSpec {
     pub(crate) fn contains(&self, v: &ParamValue) -> bool {
         match (self, v) {
             (ParamSpec::Int { low, high, .. }, ParamValue::Int(x)) => low <= x && x <= high,
-            (ParamSpec::Float { low, high, .. }, ParamValue::Float(x)) => {
-                *low <= *x && *x <= *high
-            }
+            (ParamSpec::Float { low, high, .. }, ParamValue::Float(x)) => *low <= *x && *x <= *high,
             (ParamSpec::Choice { options }, ParamValue::Str(s)) => options.contains(s),
             (ParamSpec::Boolean, ParamValue::Bool(_)) => true,
             _ => false,
@@ -509,7 +509,11 @@ impl Hyperparameters {
         };
         let v = self.define(name, spec)?;
         let s = v.as_str().unwrap_or_default();
-        Ok(options.iter().copied().find(|o| *o == s).unwrap_or(options[0]))
+        Ok(options
+            .iter()
+            .copied()
+            .find(|o| *o == s)
+            .unwrap_or(options[0]))
     }
 
     /// `false` or `true`.

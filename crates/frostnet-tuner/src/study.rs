@@ -136,10 +136,9 @@ impl StudyBuilder {
     /// opens the study. Opening a stored study with another fingerprint is
     /// [`Error::FingerprintMismatch`] and changes nothing.
     pub fn open(self) -> Result<Study> {
-        let (objective, direction) = self
-            .objective
-            .clone()
-            .ok_or_else(|| Error::Config("no objective: call .objective(metric, direction)".into()))?;
+        let (objective, direction) = self.objective.clone().ok_or_else(|| {
+            Error::Config("no objective: call .objective(metric, direction)".into())
+        })?;
         if objective.is_empty() {
             return Err(Error::Config("the objective metric name is empty".into()));
         }
@@ -176,7 +175,13 @@ impl StudyBuilder {
             let safe: String = self
                 .name
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             Storage::sqlite(format!("{safe}.tuner.sqlite3"))
         });
@@ -530,7 +535,10 @@ impl Study {
                 .iter()
                 .filter(|t| t.state == TrialState::Failed)
                 .collect();
-            let marker = format!("objective `{}` was never reported", self.definition.objective);
+            let marker = format!(
+                "objective `{}` was never reported",
+                self.definition.objective
+            );
             if !failed.is_empty()
                 && failed
                     .iter()
@@ -603,7 +611,9 @@ impl Study {
         let mut known: BTreeMap<String, ParamSpec> = BTreeMap::new();
         for t in &others {
             for (name, spec) in t.specs() {
-                known.entry(name.to_string()).or_insert_with(|| spec.clone());
+                known
+                    .entry(name.to_string())
+                    .or_insert_with(|| spec.clone());
             }
         }
         let grid = matches!(trial.plan, TrialPlan::Grid { .. })

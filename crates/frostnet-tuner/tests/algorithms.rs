@@ -12,7 +12,11 @@ use frostnet_tuner::{
     SpaceError, Storage, Study, TrialState,
 };
 
-fn sqlite_study(dir: &tempfile::TempDir, name: &str, alg: Algorithm) -> frostnet_tuner::StudyBuilder {
+fn sqlite_study(
+    dir: &tempfile::TempDir,
+    name: &str,
+    alg: Algorithm,
+) -> frostnet_tuner::StudyBuilder {
     Study::builder(name)
         .storage(Storage::sqlite(dir.path().join(format!("{name}.sqlite3"))))
         .objective("loss", Direction::Minimize)
@@ -34,9 +38,13 @@ fn best_xla(r: &Results) -> (i64, f64, String, f64) {
 #[test]
 fn grid_finds_exact_optimum() {
     let dir = tempfile::tempdir().unwrap();
-    let mut study = sqlite_study(&dir, "grid", Algorithm::Grid(GridConfig { float_points: 7 }))
-        .open()
-        .unwrap();
+    let mut study = sqlite_study(
+        &dir,
+        "grid",
+        Algorithm::Grid(GridConfig { float_points: 7 }),
+    )
+    .open()
+    .unwrap();
     let r = study.optimize(quadratic).unwrap();
     assert_eq!(r.trials.len(), 147, "the whole grid, once");
     let points: BTreeSet<String> = r.trials.iter().map(|t| format!("{:?}", t.params)).collect();
@@ -74,7 +82,10 @@ fn random_is_reproducible_for_a_seed() {
             .open()
             .unwrap();
         let r = s.optimize(quadratic).unwrap();
-        r.trials.iter().map(|t| t.params.clone()).collect::<Vec<_>>()
+        r.trials
+            .iter()
+            .map(|t| t.params.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run("a", 9), run("b", 9));
     assert_ne!(run("c", 9), run("d", 10));
@@ -104,7 +115,12 @@ fn tpe_finds_optimum_and_beats_random() {
         let v: Vec<f64> = r.trials[20..].iter().filter_map(|t| t.value).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
-    assert!(mean_last(&r) < mean_last(&rr), "tpe {} random {}", mean_last(&r), mean_last(&rr));
+    assert!(
+        mean_last(&r) < mean_last(&rr),
+        "tpe {} random {}",
+        mean_last(&r),
+        mean_last(&rr)
+    );
 }
 
 /// Hyperband R = 9, eta = 3, two iterations (44 trials, 34 configurations):
@@ -179,7 +195,9 @@ fn conditional_space_grid_and_random() {
         let _ = trial.report(0, &[("loss", (total as f64 - 80.0).abs())]);
         Ok(())
     };
-    let mut grid = sqlite_study(&dir, "cond-grid", Algorithm::grid()).open().unwrap();
+    let mut grid = sqlite_study(&dir, "cond-grid", Algorithm::grid())
+        .open()
+        .unwrap();
     let r = grid.optimize(closure).unwrap();
     assert_eq!(r.trials.len(), 14, "{r}");
     let mut seen = BTreeSet::new();
@@ -246,7 +264,11 @@ fn median_pruner_stops_bad_trials() {
         assert_ne!(t.params["x"], ParamValue::Int(3));
     }
     for t in r.trials.iter().take(5) {
-        assert_eq!(t.state, TrialState::Complete, "startup trials are never pruned");
+        assert_eq!(
+            t.state,
+            TrialState::Complete,
+            "startup trials are never pruned"
+        );
     }
     assert_eq!(r.best().unwrap().params["x"], ParamValue::Int(3));
 }

@@ -19,6 +19,8 @@ fn builder(path: &std::path::Path, name: &str) -> frostnet_tuner::StudyBuilder {
         .max_trials(4)
 }
 
+type Objective = dyn FnMut(&mut Hyperparameters, &mut TrialContext) -> Result<(), SpaceError>;
+
 fn space_error_of(
     f: impl FnMut(&mut Hyperparameters, &mut TrialContext) -> Result<(), SpaceError>,
 ) -> (SpaceError, usize) {
@@ -35,10 +37,7 @@ fn space_error_of(
 
 #[test]
 fn invalid_spaces_are_errors_and_store_nothing() {
-    let cases: Vec<(
-        &str,
-        Box<dyn FnMut(&mut Hyperparameters, &mut TrialContext) -> Result<(), SpaceError>>,
-    )> = vec![
+    let cases: Vec<(&str, Box<Objective>)> = vec![
         ("low > high", Box::new(|hp, _| hp.int("x", 5, 1).map(drop))),
         (
             "float low > high",
@@ -52,7 +51,10 @@ fn invalid_spaces_are_errors_and_store_nothing() {
             "log through zero",
             Box::new(|hp, _| hp.float("lr", -1.0, 1.0, Scale::Log).map(drop)),
         ),
-        ("empty choice", Box::new(|hp, _| hp.choice("a", &[]).map(drop))),
+        (
+            "empty choice",
+            Box::new(|hp, _| hp.choice("a", &[]).map(drop)),
+        ),
         (
             "zero step",
             Box::new(|hp, _| hp.int_step("x", 0, 10, 0).map(drop)),
@@ -80,10 +82,13 @@ fn invalid_spaces_are_errors_and_store_nothing() {
                 Ok(())
             }),
         ),
-        ("empty space", Box::new(|_, t| {
-            let _ = t.report(0, &[("loss", 1.0)]);
-            Ok(())
-        })),
+        (
+            "empty space",
+            Box::new(|_, t| {
+                let _ = t.report(0, &[("loss", 1.0)]);
+                Ok(())
+            }),
+        ),
     ];
     for (what, f) in cases {
         let (e, stored) = space_error_of(f);
@@ -94,7 +99,10 @@ fn invalid_spaces_are_errors_and_store_nothing() {
                 assert!(matches!(e, SpaceError::EmptyRange { .. }), "{what}: {msg}")
             }
             "log at zero" | "log through zero" => {
-                assert!(matches!(e, SpaceError::LogRangeNotPositive { .. }), "{what}: {msg}")
+                assert!(
+                    matches!(e, SpaceError::LogRangeNotPositive { .. }),
+                    "{what}: {msg}"
+                )
             }
             "empty choice" => assert!(matches!(e, SpaceError::EmptyChoice { .. })),
             "zero step" => assert!(matches!(e, SpaceError::InvalidStep { .. })),
@@ -197,7 +205,10 @@ fn objective_never_reported() {
     for t in &r.trials {
         assert_eq!(t.state, TrialState::Failed);
         let e = t.error.as_deref().unwrap();
-        assert!(e.contains("`val_loss` was never reported") && e.contains("acc, loss"), "{e}");
+        assert!(
+            e.contains("`val_loss` was never reported") && e.contains("acc, loss"),
+            "{e}"
+        );
     }
     // When some trials report it, only the others fail.
     let mut study = Study::builder("obj2")
@@ -210,7 +221,11 @@ fn objective_never_reported() {
     let r = study
         .optimize(|hp, t| -> Result<(), SpaceError> {
             let x = hp.int("x", 0, 3)?;
-            let name = if t.number() % 2 == 0 { "val_loss" } else { "loss" };
+            let name = if t.number() % 2 == 0 {
+                "val_loss"
+            } else {
+                "loss"
+            };
             let _ = t.report(0, &[(name, x as f64)]);
             Ok(())
         })
@@ -258,7 +273,10 @@ fn unreachable_postgres_is_a_clear_error() {
     assert!(matches!(err, Error::Unreachable { .. }), "{msg}");
     assert!(msg.contains("127.0.0.1"), "{msg}");
     assert!(!msg.contains("secret"), "password leaked: {msg}");
-    let err = Storage::postgres("this is not a url").connect().err().unwrap();
+    let err = Storage::postgres("this is not a url")
+        .connect()
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
 }
 
@@ -290,7 +308,8 @@ fn wrong_sqlite_schema_is_a_clear_error() {
     let foreign = dir.path().join("foreign.sqlite3");
     {
         let c = rusqlite::Connection::open(&foreign).unwrap();
-        c.execute_batch("CREATE TABLE tuner_trials (a INTEGER);").unwrap();
+        c.execute_batch("CREATE TABLE tuner_trials (a INTEGER);")
+            .unwrap();
     }
     let err = Storage::sqlite(&foreign).connect().err().unwrap();
     assert!(matches!(err, Error::WrongSchema { .. }), "{err}");
@@ -299,12 +318,16 @@ fn wrong_sqlite_schema_is_a_clear_error() {
     let shared = dir.path().join("shared.sqlite3");
     {
         let c = rusqlite::Connection::open(&shared).unwrap();
-        c.execute_batch("CREATE TABLE experiments (a INTEGER); INSERT INTO experiments VALUES (7);")
-            .unwrap();
+        c.execute_batch(
+            "CREATE TABLE experiments (a INTEGER); INSERT INTO experiments VALUES (7);",
+        )
+        .unwrap();
     }
     let mut study = builder(&shared, "ok").open().unwrap();
     study.optimize(quadratic).unwrap();
     let c = rusqlite::Connection::open(&shared).unwrap();
-    let a: i64 = c.query_row("SELECT a FROM experiments", [], |r| r.get(0)).unwrap();
+    let a: i64 = c
+        .query_row("SELECT a FROM experiments", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(a, 7);
 }

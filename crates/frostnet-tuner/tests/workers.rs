@@ -27,11 +27,25 @@ fn worker_results(storage: Storage, study: &str, algorithm: Algorithm) -> Result
 fn assert_ran_once(log: &Path, trials: u64, rerun: Option<u64>) {
     let (starts, ends) = log_counts(log);
     for n in 0..trials {
-        assert_eq!(ends.get(&n), Some(&1), "trial {n} ended {:?} times", ends.get(&n));
+        assert_eq!(
+            ends.get(&n),
+            Some(&1),
+            "trial {n} ended {:?} times",
+            ends.get(&n)
+        );
         let want = if Some(n) == rerun { 2 } else { 1 };
-        assert_eq!(starts.get(&n), Some(&want), "trial {n} started {:?} times", starts.get(&n));
+        assert_eq!(
+            starts.get(&n),
+            Some(&want),
+            "trial {n} started {:?} times",
+            starts.get(&n)
+        );
     }
-    assert_eq!(ends.len() as u64, trials, "unexpected trials in the log: {ends:?}");
+    assert_eq!(
+        ends.len() as u64,
+        trials,
+        "unexpected trials in the log: {ends:?}"
+    );
 }
 
 /// Kills the worker whose pid is on the `start N <pid>` line, among `children`.
@@ -56,9 +70,26 @@ fn sqlite_resume_after_worker_is_killed_mid_trial() {
     let log = dir.path().join("runs.log");
     let (db_s, log_s) = (db.to_str().unwrap(), log.to_str().unwrap());
     let common = [
-        "--storage", db_s, "--study", "resume", "--algorithm", "random", "--seed", "5",
-        "--trials", "8", "--log", log_s, "--lease-ms", "800", "--heartbeat-ms", "100",
-        "--poll-ms", "20", "--sleep-ms", "2",
+        "--storage",
+        db_s,
+        "--study",
+        "resume",
+        "--algorithm",
+        "random",
+        "--seed",
+        "5",
+        "--trials",
+        "8",
+        "--log",
+        log_s,
+        "--lease-ms",
+        "800",
+        "--heartbeat-ms",
+        "100",
+        "--poll-ms",
+        "20",
+        "--sleep-ms",
+        "2",
     ];
     let mut args = common.to_vec();
     args.extend(["--hang-on", "3"]);
@@ -79,15 +110,32 @@ fn sqlite_resume_after_worker_is_killed_mid_trial() {
     let r = worker_results(storage, "resume", Algorithm::random(5));
     assert_eq!(r.count(TrialState::Complete), 8, "{r}");
     assert_eq!(r.trials[3].attempts, 2);
-    assert!(r.trials.iter().filter(|t| t.number != 3).all(|t| t.attempts == 1));
+    assert!(r
+        .trials
+        .iter()
+        .filter(|t| t.number != 3)
+        .all(|t| t.attempts == 1));
 
     // Same seed, one uninterrupted worker: same best.
     let db2 = dir.path().join("fresh.sqlite3");
     let fresh = [
-        "--storage", db2.to_str().unwrap(), "--study", "resume", "--algorithm", "random",
-        "--seed", "5", "--trials", "8", "--sleep-ms", "1",
+        "--storage",
+        db2.to_str().unwrap(),
+        "--study",
+        "resume",
+        "--algorithm",
+        "random",
+        "--seed",
+        "5",
+        "--trials",
+        "8",
+        "--sleep-ms",
+        "1",
     ];
-    assert_eq!(finish_worker(spawn_worker(&fresh)), (best_n, best_v, best_p));
+    assert_eq!(
+        finish_worker(spawn_worker(&fresh)),
+        (best_n, best_v, best_p)
+    );
 }
 
 /// Three workers share one study: every trial runs once and the best is
@@ -98,30 +146,63 @@ fn pg_multi_worker(algorithm: &str, trials: &str, alg: Algorithm, test: &str) {
     let study = unique(&format!("multi-{algorithm}"));
     let log = dir.path().join("runs.log");
     let args = [
-        "--storage", url.as_str(), "--study", study.as_str(), "--algorithm", algorithm,
-        "--seed", "11", "--trials", trials, "--log", log.to_str().unwrap(),
-        "--sleep-ms", "3", "--poll-ms", "10",
+        "--storage",
+        url.as_str(),
+        "--study",
+        study.as_str(),
+        "--algorithm",
+        algorithm,
+        "--seed",
+        "11",
+        "--trials",
+        trials,
+        "--log",
+        log.to_str().unwrap(),
+        "--sleep-ms",
+        "3",
+        "--poll-ms",
+        "10",
     ];
     let workers: Vec<_> = (0..3).map(|_| spawn_worker(&args)).collect();
     let bests: Vec<_> = workers.into_iter().map(finish_worker).collect();
-    assert!(bests.iter().all(|b| *b == bests[0]), "workers disagree: {bests:?}");
+    assert!(
+        bests.iter().all(|b| *b == bests[0]),
+        "workers disagree: {bests:?}"
+    );
     let r = worker_results(Storage::postgres(url.clone()), &study, alg.clone());
     let n = r.trials.len() as u64;
     assert_ran_once(&log, n, None);
-    assert!(r.trials.iter().all(|t| t.state == TrialState::Complete && t.attempts == 1));
+    assert!(r
+        .trials
+        .iter()
+        .all(|t| t.state == TrialState::Complete && t.attempts == 1));
     let worker_names: std::collections::BTreeSet<_> =
         r.trials.iter().filter_map(|t| t.worker.clone()).collect();
     eprintln!("{test}: {n} trials run by {} workers", worker_names.len());
 
     let single = unique(&format!("single-{algorithm}"));
     let one = [
-        "--storage", url.as_str(), "--study", single.as_str(), "--algorithm", algorithm,
-        "--seed", "11", "--trials", trials, "--sleep-ms", "0",
+        "--storage",
+        url.as_str(),
+        "--study",
+        single.as_str(),
+        "--algorithm",
+        algorithm,
+        "--seed",
+        "11",
+        "--trials",
+        trials,
+        "--sleep-ms",
+        "0",
     ];
     assert_eq!(finish_worker(spawn_worker(&one)), bests[0]);
     let r1 = worker_results(Storage::postgres(url), &single, alg);
     let params = |r: &Results| {
-        let mut v: Vec<_> = r.trials.iter().map(|t| (t.number, t.params.clone())).collect();
+        let mut v: Vec<_> = r
+            .trials
+            .iter()
+            .map(|t| (t.number, t.params.clone()))
+            .collect();
         v.sort_by_key(|x| x.0);
         v
     };
@@ -130,24 +211,55 @@ fn pg_multi_worker(algorithm: &str, trials: &str, alg: Algorithm, test: &str) {
 
 #[test]
 fn postgres_three_workers_random_match_one_worker() {
-    pg_multi_worker("random", "15", Algorithm::random(11), "postgres_three_workers_random");
+    pg_multi_worker(
+        "random",
+        "15",
+        Algorithm::random(11),
+        "postgres_three_workers_random",
+    );
 }
 
 #[test]
 fn postgres_three_workers_grid_match_one_worker() {
-    pg_multi_worker("grid", "20", Algorithm::grid(), "postgres_three_workers_grid");
+    pg_multi_worker(
+        "grid",
+        "20",
+        Algorithm::grid(),
+        "postgres_three_workers_grid",
+    );
 }
 
 #[test]
 fn postgres_worker_killed_mid_trial_study_completes() {
-    let Some(url) = pg_url("postgres_worker_killed_mid_trial") else { return };
+    let Some(url) = pg_url("postgres_worker_killed_mid_trial") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let study = unique("kill");
     let log = dir.path().join("runs.log");
     let args = [
-        "--storage", url.as_str(), "--study", study.as_str(), "--algorithm", "random",
-        "--seed", "2", "--trials", "10", "--log", log.to_str().unwrap(), "--sleep-ms", "3",
-        "--lease-ms", "800", "--heartbeat-ms", "100", "--poll-ms", "20", "--hang-on", "2",
+        "--storage",
+        url.as_str(),
+        "--study",
+        study.as_str(),
+        "--algorithm",
+        "random",
+        "--seed",
+        "2",
+        "--trials",
+        "10",
+        "--log",
+        log.to_str().unwrap(),
+        "--sleep-ms",
+        "3",
+        "--lease-ms",
+        "800",
+        "--heartbeat-ms",
+        "100",
+        "--poll-ms",
+        "20",
+        "--hang-on",
+        "2",
     ];
     let mut children: Vec<_> = (0..2).map(|_| spawn_worker(&args)).collect();
     let line = wait_for_start(&log, 2, Duration::from_secs(30));
@@ -162,15 +274,27 @@ fn postgres_worker_killed_mid_trial_study_completes() {
 
     let single = unique("kill-single");
     let one = [
-        "--storage", url.as_str(), "--study", single.as_str(), "--algorithm", "random",
-        "--seed", "2", "--trials", "10", "--sleep-ms", "0",
+        "--storage",
+        url.as_str(),
+        "--study",
+        single.as_str(),
+        "--algorithm",
+        "random",
+        "--seed",
+        "2",
+        "--trials",
+        "10",
+        "--sleep-ms",
+        "0",
     ];
     assert_eq!(finish_worker(spawn_worker(&one)), best);
 }
 
 #[test]
 fn postgres_fingerprint_and_schema_errors() {
-    let Some(url) = pg_url("postgres_fingerprint_and_schema_errors") else { return };
+    let Some(url) = pg_url("postgres_fingerprint_and_schema_errors") else {
+        return;
+    };
     let name = unique("fp");
     let open = |seed| {
         Study::builder(name.clone())

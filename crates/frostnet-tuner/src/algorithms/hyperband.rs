@@ -155,7 +155,9 @@ impl HyperbandConfig {
                 if let Some(slot) = (0..r.size).find(|s| !created.contains_key(s)) {
                     let (config_key, promoted_from) = match same_bracket {
                         None => (
-                            (u64::from(r.iteration) << 40) | (u64::from(r.bracket) << 20) | u64::from(slot),
+                            (u64::from(r.iteration) << 40)
+                                | (u64::from(r.bracket) << 20)
+                                | u64::from(slot),
                             None,
                         ),
                         Some(p) => {
@@ -200,8 +202,12 @@ impl HyperbandConfig {
 fn rank<'a>(rung: &BTreeMap<u32, &'a TrialRecord>, direction: Direction) -> Vec<&'a TrialRecord> {
     let mut v: Vec<(u32, &TrialRecord)> = rung.iter().map(|(s, t)| (*s, *t)).collect();
     v.sort_by(|(sa, a), (sb, b)| {
-        let ka = (a.state == TrialState::Complete).then_some(a.value).flatten();
-        let kb = (b.state == TrialState::Complete).then_some(b.value).flatten();
+        let ka = (a.state == TrialState::Complete)
+            .then_some(a.value)
+            .flatten();
+        let kb = (b.state == TrialState::Complete)
+            .then_some(b.value)
+            .flatten();
         match (ka, kb) {
             (Some(x), Some(y)) => direction.compare(x, y).then(sa.cmp(sb)),
             (Some(_), None) => std::cmp::Ordering::Less,

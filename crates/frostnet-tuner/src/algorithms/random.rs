@@ -20,7 +20,7 @@ pub struct RandomConfig {
 pub(crate) fn sample_uniform(spec: &ParamSpec, rng: &mut Rng) -> ParamValue {
     match spec.discrete_size() {
         Some(n) => spec.discrete_value(rng.below(n)),
-        None => ParamValue::Float(spec.from_unit(rng.uniform())),
+        None => ParamValue::Float(spec.scale_unit(rng.uniform())),
     }
 }
 

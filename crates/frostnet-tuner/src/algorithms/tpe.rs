@@ -193,7 +193,9 @@ impl Parzen {
             let (m, s) = (self.mus[i], self.sigmas[i]);
             let z = norm_cdf((self.hi - m) / s) - norm_cdf((self.lo - m) / s);
             let d = (x - m) / s;
-            let lp = -0.5 * d * d - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+            let lp = -0.5 * d * d
+                - s.ln()
+                - 0.5 * (2.0 * std::f64::consts::PI).ln()
                 - z.max(1e-300).ln()
                 + self.weights[i].max(1e-300).ln();
             terms.push(lp);

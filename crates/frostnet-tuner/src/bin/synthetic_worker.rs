@@ -90,7 +90,8 @@ fn log_line(path: &Option<String>, line: &str) {
             .append(true)
             .open(p)
             .expect("open log");
-        f.write_all(format!("{line}\n").as_bytes()).expect("write log");
+        f.write_all(format!("{line}\n").as_bytes())
+            .expect("write log");
     }
 }
 
@@ -127,7 +128,9 @@ fn run(a: Args) -> Result<(), frostnet_tuner::Error> {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
                 .lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(&n.to_string()) && l.starts_with("start "))
+                .any(|l| {
+                    l.split_whitespace().nth(1) == Some(&n.to_string()) && l.starts_with("start ")
+                })
         });
         let hang = a.hang_on == Some(n) && !started_before;
         log_line(&a.log, &format!("start {n} {}", std::process::id()));
@@ -151,7 +154,9 @@ fn run(a: Args) -> Result<(), frostnet_tuner::Error> {
         log_line(&a.log, &format!("end {n}"));
         Ok(())
     })?;
-    let best = results.best().expect("optimize returns an error when nothing completed");
+    let best = results
+        .best()
+        .expect("optimize returns an error when nothing completed");
     let params: Vec<String> = best
         .params
         .iter()

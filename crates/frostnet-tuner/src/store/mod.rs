@@ -204,7 +204,7 @@ pub enum ClaimOutcome {
     /// This worker now owns `trial`; `history` is every trial of the study
     /// as it was at claim time (including `trial`).
     Claimed {
-        trial: TrialRecord,
+        trial: Box<TrialRecord>,
         history: Vec<TrialRecord>,
         /// `false` when an orphaned trial was taken over.
         created: bool,

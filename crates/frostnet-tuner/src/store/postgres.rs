@@ -164,7 +164,9 @@ impl PostgresStore {
             return Ok(());
         }
         if !tables.iter().any(|t| t == "tuner_meta") {
-            return Err(wrong(format!("tables {tables:?} exist but not `tuner_meta`")));
+            return Err(wrong(format!(
+                "tables {tables:?} exist but not `tuner_meta`"
+            )));
         }
         let version: Option<String> = match tx.query_opt(
             "SELECT value::text FROM tuner_meta WHERE key::text = 'schema_version'",
@@ -294,6 +296,7 @@ impl TrialStore for PostgresStore {
             .iter()
             .find(|r| r.id == id)
             .cloned()
+            .map(Box::new)
             .ok_or_else(|| Error::Corrupt(format!("claimed trial {id} vanished")))?;
         Ok(ClaimOutcome::Claimed {
             trial,

@@ -162,9 +162,7 @@ impl SqliteStore {
         if version.as_deref() != Some(SCHEMA_VERSION) {
             return Err(Error::WrongSchema {
                 target,
-                message: format!(
-                    "schema version {version:?}, this build needs {SCHEMA_VERSION:?}"
-                ),
+                message: format!("schema version {version:?}, this build needs {SCHEMA_VERSION:?}"),
             });
         }
         // The expected columns must all be there.
@@ -291,6 +289,7 @@ impl TrialStore for SqliteStore {
             .iter()
             .find(|r| r.id == id)
             .cloned()
+            .map(Box::new)
             .ok_or_else(|| Error::Corrupt(format!("claimed trial {id} vanished")))?;
         Ok(ClaimOutcome::Claimed {
             trial,
