@@ -195,18 +195,49 @@ fn pg_multi_worker(algorithm: &str, trials: &str, alg: Algorithm, test: &str) {
         "--sleep-ms",
         "0",
     ];
-    assert_eq!(finish_worker(spawn_worker(&one)), bests[0]);
+    let single_best = finish_worker(spawn_worker(&one));
     let r1 = worker_results(Storage::postgres(url), &single, alg);
-    let params = |r: &Results| {
-        let mut v: Vec<_> = r
-            .trials
-            .iter()
-            .map(|t| (t.number, t.params.clone()))
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v
-    };
-    assert_eq!(params(&r), params(&r1), "same trials as one worker");
+    if algorithm == "hyperband" {
+        // Trial numbers follow the order slots were claimed in; the slots,
+        // their values and budgets are the same.
+        assert_eq!(
+            (single_best.1, &single_best.2),
+            (bests[0].1, &bests[0].2),
+            "same best as one worker"
+        );
+        let slots = |r: &Results| {
+            let mut v: Vec<String> = r
+                .trials
+                .iter()
+                .map(|t| format!("{:?} {:?} {:?}", t.max_epochs, t.params, t.value))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(slots(&r), slots(&r1), "same trials as one worker");
+    } else {
+        assert_eq!(single_best, bests[0], "same best as one worker");
+        let params = |r: &Results| {
+            let mut v: Vec<_> = r
+                .trials
+                .iter()
+                .map(|t| (t.number, t.params.clone(), t.value))
+                .collect();
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        assert_eq!(params(&r), params(&r1), "same trials as one worker");
+    }
+}
+
+#[test]
+fn postgres_three_workers_hyperband_match_one_worker() {
+    pg_multi_worker(
+        "hyperband",
+        "100",
+        Algorithm::hyperband(11, 9, 3),
+        "postgres_three_workers_hyperband",
+    );
 }
 
 #[test]
@@ -333,4 +364,53 @@ fn postgres_fingerprint_and_schema_errors() {
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
+}
+
+/// A trial that runs longer than its lease without reporting keeps it: the
+/// heartbeat thread renews it, so a second worker never steals the trial.
+#[test]
+fn heartbeat_keeps_long_trials_owned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hb.sqlite3");
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..2)
+        .map(|w| {
+            let (db, runs) = (db.clone(), runs.clone());
+            std::thread::spawn(move || {
+                let mut study = Study::builder("long")
+                    .storage(Storage::sqlite(&db))
+                    .objective("loss", Direction::Minimize)
+                    .algorithm(Algorithm::random(1))
+                    .max_trials(3)
+                    .lease_timeout(Duration::from_millis(300))
+                    .heartbeat_interval(Duration::from_millis(50))
+                    .poll_interval(Duration::from_millis(10))
+                    .worker_name(format!("w{w}"))
+                    .open()
+                    .unwrap();
+                study
+                    .optimize(|hp, t| -> Result<(), frostnet_tuner::SpaceError> {
+                        let x = hp.int("x", 0, 9)?;
+                        runs.lock().unwrap().push(t.number());
+                        if t.number() == 0 {
+                            // Three leases long, silent.
+                            std::thread::sleep(Duration::from_millis(900));
+                        }
+                        let _ = t.report(0, &[("loss", x as f64)]);
+                        Ok(())
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<Results> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut runs = runs.lock().unwrap().clone();
+    runs.sort_unstable();
+    assert_eq!(runs, vec![0, 1, 2], "every trial ran once");
+    assert_eq!(
+        results[0], results[1],
+        "both workers return the same results"
+    );
+    assert!(results[0].trials.iter().all(|t| t.attempts == 1));
+    assert!(results[0].trials[0].duration.unwrap() >= Duration::from_millis(900));
 }

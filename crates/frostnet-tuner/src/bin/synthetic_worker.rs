@@ -17,7 +17,8 @@
 //! concurrent workers do not interleave; `start` lines end with the worker's
 //! pid). `--hang-on N` makes the first attempt of trial `N` (no `start N` in
 //! the log yet) sleep for ten minutes after its first report, to be killed.
-//! At the end it prints `BEST <number> <value> <params as JSON>`.
+//! At the end it prints the results table, then
+//! `BEST <number> <value> <name=value,...>`.
 
 use std::io::Write;
 use std::time::Duration;
