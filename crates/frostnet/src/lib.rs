@@ -21,6 +21,7 @@
 //! Layout: `tensor/` (the NHWC engine on `gemm`), `layers/`, `models/`, `training/`,
 //! `applications/`, `datasets/`.
 
+pub mod applications;
 pub mod error;
 pub mod layers;
 pub mod models;
@@ -31,5 +32,7 @@ pub use layers::{Layer, Mode, Shape};
 pub use models::{Functional, Model, Sequential, SummaryOptions, SummaryStyle};
 pub use tensor::Tensor;
 pub mod io;
+pub mod saving;
 pub mod seed;
 pub mod testing;
+pub mod training;

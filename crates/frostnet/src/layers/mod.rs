@@ -3,25 +3,41 @@
 //!
 //! One file per layer family, as in Keras (`layers/core/dense.py` ...).
 
-mod activation;
+pub(crate) mod activation;
 mod batch_normalization;
 mod conv2d;
 mod dense;
+mod depthwise_conv2d;
 mod dropout;
 mod input;
+mod merging;
 pub(crate) mod naming;
+mod pooling;
+mod relu;
+mod rescaling;
+mod reshape;
 mod reshaping;
+mod separable_conv2d;
 mod weight;
+mod zero_padding;
 
 pub use activation::{Activation, ActivationFn};
 pub use batch_normalization::BatchNormalization;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
+pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
 pub use input::{Input, InputLayer};
+pub use merging::{Add, Concatenate, Multiply};
 pub use naming::clear_session;
+pub use pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
+pub use relu::ReLU;
+pub use rescaling::Rescaling;
+pub use reshape::Reshape;
 pub use reshaping::Flatten;
+pub use separable_conv2d::SeparableConv2D;
 pub use weight::{Weight, WeightKind};
+pub use zero_padding::ZeroPadding2D;
 
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::models::Model;

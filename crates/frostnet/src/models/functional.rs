@@ -49,6 +49,24 @@ impl Functional {
         }
     }
 
+    /// Reopens a built model's graph to extend it, Keras's `Model(base.input, new_output)`: the
+    /// returned graph holds the model's layers (not a nested model), so the new model lists them
+    /// inline and `layers()[i]` indexes them directly. Returns the graph with the model's input
+    /// and output symbolic tensors.
+    pub fn from_model(model: Model) -> (Functional, Vec<SymbolicTensor>, Vec<SymbolicTensor>) {
+        let Model {
+            nodes,
+            inputs,
+            outputs,
+            ..
+        } = model;
+        let g = Functional::new();
+        let sym = |node| SymbolicTensor { graph: g.id, node };
+        let ins = inputs.into_iter().map(sym).collect();
+        let outs = outputs.into_iter().map(sym).collect();
+        (Functional { id: g.id, nodes }, ins, outs)
+    }
+
     /// Adds a model input.
     pub fn input(&mut self, input: InputLayer) -> SymbolicTensor {
         let shape = input.shape().clone();

@@ -21,13 +21,6 @@ pub enum ModelKind {
     Functional,
 }
 
-/// What the summary says about a built optimizer (Keras 3 adds an "Optimizer params" line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OptimizerFootprint {
-    pub(crate) params: usize,
-    pub(crate) bytes: usize,
-}
-
 /// A neural network: layers wired as a directed acyclic graph. Build one with
 /// [`Sequential`](crate::Sequential) or [`Functional`](crate::Functional).
 ///
@@ -40,7 +33,10 @@ pub struct Model {
     pub(crate) nodes: Vec<Node>,
     pub(crate) inputs: Vec<usize>,
     pub(crate) outputs: Vec<usize>,
-    pub(crate) optimizer: Option<OptimizerFootprint>,
+    /// Set by `compile`.
+    pub(crate) compiled: Option<crate::training::Compiled>,
+    /// Set by a callback to end `fit` early, with the reason.
+    pub(crate) stop_reason: Option<String>,
     /// Per node: whether the last forward pass planned a backward pass through it.
     plan: Vec<bool>,
     /// Names of the layers that ran backward in the last backward pass, in order.
@@ -65,7 +61,8 @@ impl Model {
             nodes,
             inputs,
             outputs,
-            optimizer: None,
+            compiled: None,
+            stop_reason: None,
             backward_profile: Vec::new(),
         }
     }

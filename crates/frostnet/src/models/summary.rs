@@ -182,9 +182,10 @@ impl Model {
         out += &rule('└', '─', '┴', '┘');
 
         let c = self.counts();
-        let opt = self.optimizer.unwrap_or_default();
-        let total = c.trainable + c.non_trainable + opt.params;
-        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt.bytes;
+        let opt = self.optimizer_footprint();
+        let (opt_params, opt_bytes) = opt.unwrap_or_default();
+        let total = c.trainable + c.non_trainable + opt_params;
+        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt_bytes;
         out += &format!(
             " Total params: {} ({})\n",
             fmt_thousands(total),
@@ -200,11 +201,11 @@ impl Model {
             fmt_thousands(c.non_trainable),
             readable_size((c.non_trainable * 4) as f64, "B")
         );
-        if self.optimizer.is_some() {
+        if opt.is_some() {
             out += &format!(
                 " Optimizer params: {} ({})\n",
-                fmt_thousands(opt.params),
-                readable_size(opt.bytes as f64, "B")
+                fmt_thousands(opt_params),
+                readable_size(opt_bytes as f64, "B")
             );
         }
         out

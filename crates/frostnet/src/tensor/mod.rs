@@ -3,6 +3,7 @@
 
 pub(crate) mod conv;
 mod matmul;
+pub mod pool;
 pub mod random;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};

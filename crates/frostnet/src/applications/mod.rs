@@ -1,0 +1,113 @@
+//! Keras Applications: well-known architectures built layer for layer as Keras builds them, so
+//! layer names, order, shapes and parameter counts match Keras exactly (and Keras weights can be
+//! loaded by name).
+
+mod inception_v3;
+
+pub use inception_v3::inception_v3;
+
+use crate::error::{Error, Result};
+use crate::layers::{naming, ActivationFn, Layer, LayerOptions, Shape};
+
+/// Global pooling on top of a headless model (Keras's `pooling="avg"` / `"max"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    Avg,
+    Max,
+}
+
+/// The arguments every `keras.applications` constructor shares.
+#[derive(Clone, Debug)]
+pub struct ApplicationOptions {
+    /// Whether to include the classifier on top.
+    pub include_top: bool,
+    /// Global pooling when `include_top` is false; `None` leaves the 4-D feature map.
+    pub pooling: Option<Pooling>,
+    /// Number of classes of the classifier.
+    pub classes: usize,
+    /// Per-sample `(height, width, channels)`; `None` axes are unknown. Defaults to the model's
+    /// ImageNet size with the top and `(None, None, 3)` without.
+    pub input_shape: Option<[Option<usize>; 3]>,
+    /// Activation of the `predictions` layer (Keras's `classifier_activation`).
+    pub classifier_activation: ActivationFn,
+    /// Pretrained weights to load. Not supported yet: must be `None` (random initialisation,
+    /// Keras's `weights=None`).
+    pub weights: Option<String>,
+}
+
+/// `keras.applications.InceptionV3`'s arguments.
+pub type InceptionV3Options = ApplicationOptions;
+
+impl Default for ApplicationOptions {
+    /// Keras's defaults, except `weights=None`.
+    fn default() -> Self {
+        ApplicationOptions {
+            include_top: true,
+            pooling: None,
+            classes: 1000,
+            input_shape: None,
+            classifier_activation: ActivationFn::Softmax,
+            weights: None,
+        }
+    }
+}
+
+fn fmt_shape(s: &[Option<usize>]) -> String {
+    let d: Vec<String> = s
+        .iter()
+        .map(|d| d.map_or("None".to_string(), |d| d.to_string()))
+        .collect();
+    format!("({})", d.join(", "))
+}
+
+/// Keras's `obtain_input_shape` (channels last, `weights=None`), plus the checks every
+/// application makes: the default size, the minimum size, a static shape when the classifier is
+/// included, and no pretrained weights yet.
+pub(crate) fn obtain_input_shape(
+    model: &str,
+    opts: &ApplicationOptions,
+    default_size: usize,
+    min_size: usize,
+) -> Result<Shape> {
+    if let Some(w) = &opts.weights {
+        return Err(Error::InvalidConfig(format!(
+            "{model}: loading pretrained weights ('{w}') is not supported yet; use weights: None"
+        )));
+    }
+    if opts.include_top && opts.classes == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{model}: classes must be at least 1"
+        )));
+    }
+    let shape: Shape = match opts.input_shape {
+        Some(s) => s.to_vec(),
+        None if opts.include_top => vec![Some(default_size), Some(default_size), Some(3)],
+        None => vec![None, None, Some(3)],
+    };
+    if shape[..2].iter().any(|d| d.is_some_and(|d| d < min_size)) {
+        return Err(Error::InvalidConfig(format!(
+            "{model}: input size must be at least {min_size}x{min_size}; received input_shape={}",
+            fmt_shape(&shape)
+        )));
+    }
+    if shape[2].is_none() {
+        return Err(Error::InvalidConfig(format!(
+            "{model}: the number of input channels must be known; received input_shape={}",
+            fmt_shape(&shape)
+        )));
+    }
+    if opts.include_top && shape.iter().any(|d| d.is_none()) {
+        return Err(Error::InvalidConfig(format!(
+            "{model}: with include_top, input_shape must be static; received input_shape={}",
+            fmt_shape(&shape)
+        )));
+    }
+    Ok(shape)
+}
+
+/// Constructs a layer with an explicit name without consuming a default-name counter: Keras
+/// numbers only unnamed layers, so InceptionV3's unnamed `concatenate` after `mixed0`..`mixed9_0`
+/// is `concatenate`, not `concatenate_10`.
+pub(crate) fn named<L: Layer + Sized>(make: impl FnOnce() -> L, name: &str) -> L {
+    naming::with_fresh_names(make).named(name)
+}

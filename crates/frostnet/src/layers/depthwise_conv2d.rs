@@ -1,0 +1,401 @@
+//! `DepthwiseConv2D`: one spatial filter per input channel (times `depth_multiplier`), the
+//! building block of MobileNet. Kernel in Keras's layout `(kh, kw, in, depth_multiplier)`; output
+//! channel `c * depth_multiplier + m` comes from input channel `c`.
+//!
+//! There is no gemm here: each output sums only `kh * kw` products per channel, so a direct loop
+//! over NHWC rows (parallel over output rows) is memory-bound and simple.
+
+use super::{
+    check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
+    LayerBase, Shape, WeightKind,
+};
+use crate::error::{Error, Result};
+use crate::tensor::{conv_output_len, random, Conv2dGeometry, Padding, Tensor, PAR_THRESHOLD};
+use rayon::prelude::*;
+use serde_json::json;
+
+const KERNEL: usize = 0;
+const BIAS: usize = 1;
+
+/// Output `(height, width, in_channels)` of a windowed layer on an NHWC per-sample shape.
+pub(crate) fn windowed_output(
+    layer: &str,
+    s: &Shape,
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<(Option<usize>, Option<usize>, usize)> {
+    let (kh, kw) = kernel;
+    if kh == 0 || kw == 0 || strides.0 == 0 || strides.1 == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "layer '{layer}': kernel_size {kernel:?} and strides {strides:?} must be positive"
+        )));
+    }
+    let [h, w, Some(c)] = s[..] else {
+        return Err(incompatible(layer, "(None, height, width, channels)", s));
+    };
+    let out = |len: Option<usize>, k, st| -> Result<Option<usize>> {
+        len.map(|l| {
+            conv_output_len(l, k, st, padding)
+                .ok_or_else(|| incompatible(layer, format!("spatial size at least {kh}x{kw}"), s))
+        })
+        .transpose()
+    };
+    Ok((out(h, kh, strides.0)?, out(w, kw, strides.1)?, c))
+}
+
+/// The geometry of a forward input, with a typed error for an input smaller than the window.
+pub(crate) fn geometry(
+    layer: &str,
+    x: &Tensor,
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<Conv2dGeometry> {
+    Conv2dGeometry::new(x.shape(), kernel, strides, padding).ok_or_else(|| {
+        Error::IncompatibleShape {
+            layer: layer.to_string(),
+            expected: format!("an NHWC image at least {}x{}", kernel.0, kernel.1),
+            got: crate::error::fmt_dims(x.shape()),
+        }
+    })
+}
+
+/// Depthwise convolution forward: `x` NHWC with `g.c` channels, kernel `(kh, kw, c, dm)`. Returns
+/// `(n, oh, ow, c * dm)` data.
+pub(crate) fn depthwise_forward(x: &[f32], g: &Conv2dGeometry, k: &[f32], dm: usize) -> Vec<f32> {
+    let (c, oc) = (g.c, g.c * dm);
+    let img_len = g.h * g.w * c;
+    let row_len = g.ow * oc;
+    let mut out = vec![0.0f32; g.n * g.oh * row_len];
+    let kernel = |row: usize, o: &mut [f32]| {
+        let (img, oy) = (row / g.oh, row % g.oh);
+        let src = &x[img * img_len..(img + 1) * img_len];
+        for ox in 0..g.ow {
+            let dst = &mut o[ox * oc..(ox + 1) * oc];
+            for ky in 0..g.kh {
+                let Some(iy) = g.in_row(oy, ky) else { continue };
+                for kx in 0..g.kw {
+                    let Some(ix) = g.in_col(ox, kx) else { continue };
+                    let xs = &src[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
+                    let ks = &k[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
+                    for (ch, &xv) in xs.iter().enumerate() {
+                        for m in 0..dm {
+                            dst[ch * dm + m] += xv * ks[ch * dm + m];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if row_len > 0 {
+        if out.len() >= PAR_THRESHOLD {
+            out.par_chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(r, o)| kernel(r, o));
+        } else {
+            out.chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(r, o)| kernel(r, o));
+        }
+    }
+    out
+}
+
+/// Depthwise convolution backward: the kernel gradient (when asked) and the input gradient (when
+/// asked), from the output gradient `dy` of shape `(n, oh, ow, c * dm)`.
+pub(crate) fn depthwise_backward(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    k: &[f32],
+    dm: usize,
+    dy: &[f32],
+    need_dk: bool,
+    need_dx: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (c, oc) = (g.c, g.c * dm);
+    let img_len = g.h * g.w * c;
+    let out_img = g.oh * g.ow * oc;
+    let klen = g.kh * g.kw * oc;
+    // Kernel gradient: each image adds its own contribution; images are summed at the end.
+    let dk = need_dk.then(|| {
+        let per_image = |img: usize| {
+            let mut acc = vec![0.0f32; klen];
+            let src = &x[img * img_len..(img + 1) * img_len];
+            let gy = &dy[img * out_img..(img + 1) * out_img];
+            for oy in 0..g.oh {
+                for ky in 0..g.kh {
+                    let Some(iy) = g.in_row(oy, ky) else { continue };
+                    for ox in 0..g.ow {
+                        let d = &gy[(oy * g.ow + ox) * oc..(oy * g.ow + ox + 1) * oc];
+                        for kx in 0..g.kw {
+                            let Some(ix) = g.in_col(ox, kx) else { continue };
+                            let xs = &src[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
+                            let a = &mut acc[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
+                            for (ch, &xv) in xs.iter().enumerate() {
+                                for m in 0..dm {
+                                    a[ch * dm + m] += xv * d[ch * dm + m];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        };
+        let sum = |a: Vec<f32>, b: Vec<f32>| -> Vec<f32> {
+            a.iter().zip(&b).map(|(x, y)| x + y).collect()
+        };
+        if g.n * out_img >= PAR_THRESHOLD {
+            (0..g.n)
+                .into_par_iter()
+                .map(per_image)
+                .reduce(|| vec![0.0; klen], sum)
+        } else {
+            (0..g.n).map(per_image).fold(vec![0.0; klen], sum)
+        }
+    });
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0.0f32; g.n * img_len];
+        let per_image = |img: usize, d: &mut [f32]| {
+            let gy = &dy[img * out_img..(img + 1) * out_img];
+            for oy in 0..g.oh {
+                for ky in 0..g.kh {
+                    let Some(iy) = g.in_row(oy, ky) else { continue };
+                    for ox in 0..g.ow {
+                        let dyv = &gy[(oy * g.ow + ox) * oc..(oy * g.ow + ox + 1) * oc];
+                        for kx in 0..g.kw {
+                            let Some(ix) = g.in_col(ox, kx) else { continue };
+                            let ks = &k[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
+                            let dst = &mut d[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
+                            for (ch, dv) in dst.iter_mut().enumerate() {
+                                for m in 0..dm {
+                                    *dv += ks[ch * dm + m] * dyv[ch * dm + m];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if img_len > 0 {
+            if dx.len() >= PAR_THRESHOLD {
+                dx.par_chunks_mut(img_len)
+                    .enumerate()
+                    .for_each(|(i, d)| per_image(i, d));
+            } else {
+                dx.chunks_mut(img_len)
+                    .enumerate()
+                    .for_each(|(i, d)| per_image(i, d));
+            }
+        }
+        dx
+    });
+    (dk, dx)
+}
+
+/// A depthwise 2-D convolution. Weights: `kernel (kh, kw, in, depth_multiplier)` glorot-uniform
+/// and `bias (in * depth_multiplier)` zeros, Keras 3's names.
+pub struct DepthwiseConv2D {
+    base: LayerBase,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    depth_multiplier: usize,
+    activation: ActivationFn,
+    use_bias: bool,
+    seed: Option<u64>,
+    in_shape: Shape,
+    cache: Option<(Tensor, Tensor)>,
+}
+
+impl DepthwiseConv2D {
+    /// A square `kernel_size` window, depth multiplier 1.
+    pub fn new(kernel_size: usize) -> DepthwiseConv2D {
+        DepthwiseConv2D::with_kernel((kernel_size, kernel_size))
+    }
+    pub fn with_kernel(kernel_size: (usize, usize)) -> DepthwiseConv2D {
+        DepthwiseConv2D {
+            base: LayerBase::new("DepthwiseConv2D"),
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            depth_multiplier: 1,
+            activation: ActivationFn::Linear,
+            use_bias: true,
+            seed: None,
+            in_shape: Vec::new(),
+            cache: None,
+        }
+    }
+    pub fn strides(mut self, s: usize) -> Self {
+        self.strides = (s, s);
+        self
+    }
+    pub fn strides2(mut self, s: (usize, usize)) -> Self {
+        self.strides = s;
+        self
+    }
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn depth_multiplier(mut self, m: usize) -> Self {
+        self.depth_multiplier = m;
+        self
+    }
+    pub fn activation(mut self, f: ActivationFn) -> Self {
+        self.activation = f;
+        self
+    }
+    pub fn use_bias(mut self, b: bool) -> Self {
+        self.use_bias = b;
+        self
+    }
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+}
+
+impl Layer for DepthwiseConv2D {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "DepthwiseConv2D"
+    }
+
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let dm = self.depth_multiplier;
+        if dm == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': depth_multiplier must be positive",
+                self.base.name
+            )));
+        }
+        let (oh, ow, c) = windowed_output(
+            &self.base.name,
+            s,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+        )?;
+        let (kh, kw) = self.kernel_size;
+        if self.base.built {
+            if self.base.w(KERNEL).shape()[2] != c {
+                return Err(incompatible(
+                    &self.base.name,
+                    "the channel count it was built with",
+                    s,
+                ));
+            }
+        } else {
+            let mut rng = random::rng(self.seed);
+            // Keras's fans for a (kh, kw, in, dm) kernel: receptive field times the last two axes.
+            let k = random::glorot_uniform(&mut rng, kh * kw * c * dm, kh * kw * c, kh * kw * dm);
+            self.base.add_weight(
+                "kernel",
+                Tensor::from_vec(&[kh, kw, c, dm], k)?,
+                WeightKind::Param,
+            );
+            if self.use_bias {
+                self.base
+                    .add_weight("bias", Tensor::zeros(&[c * dm]), WeightKind::Param);
+            }
+            self.base.built = true;
+        }
+        self.in_shape = s.clone();
+        Ok(vec![oh, ow, Some(c * dm)])
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let g = geometry(
+            &self.base.name,
+            x,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+        )?;
+        let oc = g.c * self.depth_multiplier;
+        let mut y = depthwise_forward(
+            x.data(),
+            &g,
+            self.base.w(KERNEL).data(),
+            self.depth_multiplier,
+        );
+        if self.use_bias {
+            let b = self.base.w(BIAS).data();
+            y.chunks_mut(oc)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+        }
+        self.activation.apply(&mut y, oc);
+        let y = Tensor::from_vec(&[g.n, g.oh, g.ow, oc], y)?;
+        if ctx.keep {
+            self.cache = Some((x.clone(), y.clone()));
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (x, y) = take_cache(&mut self.cache, &self.base.name)?;
+        let g = geometry(
+            &self.base.name,
+            &x,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+        )?;
+        let oc = g.c * self.depth_multiplier;
+        let mut dy = grad.clone();
+        self.activation.backward(y.data(), dy.data_mut(), oc);
+        if self.use_bias && self.base.wants_grad(BIAS) {
+            let mut db = vec![0.0f32; oc];
+            dy.data()
+                .chunks(oc)
+                .for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
+            self.base.set_grad(BIAS, Tensor::from_vec(&[oc], db)?);
+        }
+        let (dk, dx) = depthwise_backward(
+            x.data(),
+            &g,
+            self.base.w(KERNEL).data(),
+            self.depth_multiplier,
+            dy.data(),
+            self.base.wants_grad(KERNEL),
+            need_dx.first().copied().unwrap_or(false),
+        );
+        if let Some(dk) = dk {
+            let shape = self.base.w(KERNEL).shape().to_vec();
+            self.base.set_grad(KERNEL, Tensor::from_vec(&shape, dk)?);
+        }
+        Ok(vec![dx
+            .map(|d| Tensor::from_vec(x.shape(), d))
+            .transpose()?])
+    }
+
+    fn config(&self) -> serde_json::Value {
+        json!({
+            "name": self.base.name,
+            "trainable": self.base.trainable,
+            "kernel_size": [self.kernel_size.0, self.kernel_size.1],
+            "strides": [self.strides.0, self.strides.1],
+            "padding": self.padding.as_str(),
+            "depth_multiplier": self.depth_multiplier,
+            "data_format": "channels_last",
+            "dilation_rate": [1, 1],
+            "activation": self.activation.as_str(),
+            "use_bias": self.use_bias,
+        })
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}

@@ -1,0 +1,397 @@
+//! Pooling layers over NHWC images: `MaxPooling2D`, `AveragePooling2D` (windows with strides and
+//! `valid`/`same` padding) and the global `GlobalAveragePooling2D` / `GlobalMaxPooling2D`.
+//!
+//! The kernels are in `tensor/pool.rs`. As in Keras/TF, `same` padding never adds values: max
+//! pooling ignores padded positions and average pooling divides by the real inputs only.
+
+use super::{
+    check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
+    Shape,
+};
+use crate::error::{Error, Result};
+use crate::tensor::pool::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
+    global_max_pool_backward, global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
+};
+use crate::tensor::{conv_output_len, Conv2dGeometry, Padding, Tensor};
+use serde_json::json;
+
+/// What a windowed pooling layer is configured with (Keras names).
+#[derive(Clone, Copy, Debug)]
+struct PoolConfig {
+    pool_size: (usize, usize),
+    /// `None`: Keras's `strides=None`, which means the pool size.
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+}
+
+impl PoolConfig {
+    fn strides(&self) -> (usize, usize) {
+        self.strides.unwrap_or(self.pool_size)
+    }
+
+    /// Output shape for an NHWC per-sample shape; typed errors for bad configs and small inputs.
+    fn output_shape(&self, layer: &str, s: &Shape) -> Result<Shape> {
+        let (ph, pw) = self.pool_size;
+        let (sh, sw) = self.strides();
+        if ph == 0 || pw == 0 || sh == 0 || sw == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{layer}': pool_size {:?} and strides {:?} must be positive",
+                self.pool_size,
+                self.strides()
+            )));
+        }
+        let [h, w, c] = s[..] else {
+            return Err(incompatible(layer, "(None, height, width, channels)", s));
+        };
+        let out = |len: Option<usize>, k, st| -> Result<Option<usize>> {
+            len.map(|l| {
+                conv_output_len(l, k, st, self.padding).ok_or_else(|| {
+                    incompatible(layer, format!("spatial size at least {ph}x{pw}"), s)
+                })
+            })
+            .transpose()
+        };
+        Ok(vec![out(h, ph, sh)?, out(w, pw, sw)?, c])
+    }
+
+    fn geometry(&self, layer: &str, x: &Tensor) -> Result<Conv2dGeometry> {
+        Conv2dGeometry::new(x.shape(), self.pool_size, self.strides(), self.padding).ok_or_else(
+            || Error::IncompatibleShape {
+                layer: layer.to_string(),
+                expected: format!(
+                    "an NHWC image at least {}x{}",
+                    self.pool_size.0, self.pool_size.1
+                ),
+                got: crate::error::fmt_dims(x.shape()),
+            },
+        )
+    }
+
+    fn to_json(self, base: &LayerBase) -> serde_json::Value {
+        let (sh, sw) = self.strides();
+        json!({
+            "name": base.name,
+            "trainable": base.trainable,
+            "pool_size": [self.pool_size.0, self.pool_size.1],
+            "padding": self.padding.as_str(),
+            "strides": [sh, sw],
+            "data_format": "channels_last",
+        })
+    }
+}
+
+macro_rules! pool_builders {
+    ($t:ident) => {
+        impl $t {
+            /// A square window; strides default to the pool size (Keras's `strides=None`).
+            pub fn new(pool_size: usize) -> $t {
+                $t::with_pool((pool_size, pool_size))
+            }
+            /// A rectangular window.
+            pub fn with_pool(pool_size: (usize, usize)) -> $t {
+                $t {
+                    base: LayerBase::new(stringify!($t)),
+                    cfg: PoolConfig {
+                        pool_size,
+                        strides: None,
+                        padding: Padding::Valid,
+                    },
+                    in_shape: Vec::new(),
+                    cache: None,
+                }
+            }
+            pub fn strides(mut self, s: usize) -> Self {
+                self.cfg.strides = Some((s, s));
+                self
+            }
+            pub fn strides2(mut self, s: (usize, usize)) -> Self {
+                self.cfg.strides = Some(s);
+                self
+            }
+            pub fn padding(mut self, p: Padding) -> Self {
+                self.cfg.padding = p;
+                self
+            }
+        }
+
+        impl Default for $t {
+            /// Keras's default `pool_size=(2, 2)`.
+            fn default() -> Self {
+                $t::new(2)
+            }
+        }
+    };
+}
+
+/// Max over each window. Backward routes each output gradient to the input that won its window.
+pub struct MaxPooling2D {
+    base: LayerBase,
+    cfg: PoolConfig,
+    in_shape: Shape,
+    /// Input dims and, per output element, the winning input index within its image.
+    cache: Option<(Vec<usize>, Vec<u32>)>,
+}
+pool_builders!(MaxPooling2D);
+
+impl Layer for MaxPooling2D {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "MaxPooling2D"
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let out = self.cfg.output_shape(&self.base.name, s)?;
+        self.in_shape = s.clone();
+        self.base.built = true;
+        Ok(out)
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let g = self.cfg.geometry(&self.base.name, x)?;
+        let (y, arg) = max_pool2d_forward(x.data(), &g, ctx.keep);
+        self.cache = arg.map(|a| (x.shape().to_vec(), a));
+        Tensor::from_vec(&[g.n, g.oh, g.ow, g.c], y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (dims, arg) = take_cache(&mut self.cache, &self.base.name)?;
+        let g = Conv2dGeometry::new(
+            &dims,
+            self.cfg.pool_size,
+            self.cfg.strides(),
+            self.cfg.padding,
+        )
+        .ok_or_else(|| Error::State(format!("layer '{}': bad cache", self.base.name)))?;
+        let dx = max_pool2d_backward(grad.data(), &arg, &g);
+        Ok(vec![Some(Tensor::from_vec(&dims, dx)?)])
+    }
+    fn config(&self) -> serde_json::Value {
+        self.cfg.to_json(&self.base)
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}
+
+/// Mean over each window; with `same` padding the mean is over the real inputs only.
+pub struct AveragePooling2D {
+    base: LayerBase,
+    cfg: PoolConfig,
+    in_shape: Shape,
+    /// Input dims, all backward needs.
+    cache: Option<Vec<usize>>,
+}
+pool_builders!(AveragePooling2D);
+
+impl Layer for AveragePooling2D {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "AveragePooling2D"
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let out = self.cfg.output_shape(&self.base.name, s)?;
+        self.in_shape = s.clone();
+        self.base.built = true;
+        Ok(out)
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let g = self.cfg.geometry(&self.base.name, x)?;
+        let y = avg_pool2d_forward(x.data(), &g);
+        self.cache = ctx.keep.then(|| x.shape().to_vec());
+        Tensor::from_vec(&[g.n, g.oh, g.ow, g.c], y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let dims = take_cache(&mut self.cache, &self.base.name)?;
+        let g = Conv2dGeometry::new(
+            &dims,
+            self.cfg.pool_size,
+            self.cfg.strides(),
+            self.cfg.padding,
+        )
+        .ok_or_else(|| Error::State(format!("layer '{}': bad cache", self.base.name)))?;
+        let dx = avg_pool2d_backward(grad.data(), &g);
+        Ok(vec![Some(Tensor::from_vec(&dims, dx)?)])
+    }
+    fn config(&self) -> serde_json::Value {
+        self.cfg.to_json(&self.base)
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}
+
+/// Checks a global pooling input: `(None, ..., channels)` with at least one spatial axis.
+fn global_output_shape(layer: &str, s: &Shape, keepdims: bool) -> Result<Shape> {
+    match s.last() {
+        Some(&Some(c)) if s.len() == 3 => Ok(if keepdims {
+            let mut out = vec![Some(1); s.len() - 1];
+            out.push(Some(c));
+            out
+        } else {
+            vec![Some(c)]
+        }),
+        _ => Err(incompatible(
+            layer,
+            "(None, height, width, channels) with known channels",
+            s,
+        )),
+    }
+}
+
+/// `(n, positions, channels)` of an input tensor, and the output dims.
+fn global_dims(x: &Tensor, keepdims: bool) -> (usize, usize, usize, Vec<usize>) {
+    let dims = x.shape();
+    let n = dims[0];
+    let c = *dims.last().unwrap_or(&1);
+    let positions = dims[1..dims.len() - 1].iter().product();
+    let out = if keepdims {
+        let mut o = vec![n];
+        o.extend(std::iter::repeat_n(1, dims.len() - 2));
+        o.push(c);
+        o
+    } else {
+        vec![n, c]
+    };
+    (n, positions, c, out)
+}
+
+macro_rules! global_builders {
+    ($t:ident) => {
+        impl $t {
+            pub fn new() -> $t {
+                $t {
+                    base: LayerBase::new(stringify!($t)),
+                    keepdims: false,
+                    in_shape: Vec::new(),
+                    cache: None,
+                }
+            }
+            /// Keeps the spatial axes with size 1 (Keras's `keepdims=True`).
+            pub fn keepdims(mut self, k: bool) -> Self {
+                self.keepdims = k;
+                self
+            }
+        }
+        impl Default for $t {
+            fn default() -> Self {
+                $t::new()
+            }
+        }
+    };
+}
+
+/// Mean over all spatial positions per channel: `(None, h, w, c)` -> `(None, c)`.
+pub struct GlobalAveragePooling2D {
+    base: LayerBase,
+    keepdims: bool,
+    in_shape: Shape,
+    cache: Option<Vec<usize>>,
+}
+global_builders!(GlobalAveragePooling2D);
+
+impl Layer for GlobalAveragePooling2D {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "GlobalAveragePooling2D"
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        self.in_shape = s.clone();
+        self.base.built = true;
+        Ok(out)
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let (n, p, c, out) = global_dims(x, self.keepdims);
+        let y = global_avg_pool_forward(x.data(), n, p, c);
+        self.cache = ctx.keep.then(|| x.shape().to_vec());
+        Tensor::from_vec(&out, y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let dims = take_cache(&mut self.cache, &self.base.name)?;
+        let n = dims[0];
+        let c = *dims.last().unwrap_or(&1);
+        let p = dims[1..dims.len() - 1].iter().product();
+        let dx = global_avg_pool_backward(grad.data(), n, p, c);
+        Ok(vec![Some(Tensor::from_vec(&dims, dx)?)])
+    }
+    fn config(&self) -> serde_json::Value {
+        json!({"name": self.base.name, "trainable": self.base.trainable,
+               "data_format": "channels_last", "keepdims": self.keepdims})
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}
+
+/// Max over all spatial positions per channel; backward routes to the winning position.
+pub struct GlobalMaxPooling2D {
+    base: LayerBase,
+    keepdims: bool,
+    in_shape: Shape,
+    cache: Option<(Vec<usize>, Vec<u32>)>,
+}
+global_builders!(GlobalMaxPooling2D);
+
+impl Layer for GlobalMaxPooling2D {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "GlobalMaxPooling2D"
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        self.in_shape = s.clone();
+        self.base.built = true;
+        Ok(out)
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let (n, p, c, out) = global_dims(x, self.keepdims);
+        let (y, arg) = global_max_pool_forward(x.data(), n, p, c, ctx.keep);
+        self.cache = arg.map(|a| (x.shape().to_vec(), a));
+        Tensor::from_vec(&out, y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (dims, arg) = take_cache(&mut self.cache, &self.base.name)?;
+        let n = dims[0];
+        let c = *dims.last().unwrap_or(&1);
+        let p = dims[1..dims.len() - 1].iter().product();
+        let dx = global_max_pool_backward(grad.data(), &arg, n, p, c);
+        Ok(vec![Some(Tensor::from_vec(&dims, dx)?)])
+    }
+    fn config(&self) -> serde_json::Value {
+        json!({"name": self.base.name, "trainable": self.base.trainable,
+               "data_format": "channels_last", "keepdims": self.keepdims})
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}

@@ -1,0 +1,138 @@
+//! The `ReLU` layer with Keras's options: `max_value` (ReLU6 in MobileNetV2), `negative_slope`
+//! (leaky) and `threshold`.
+
+use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, PAR_THRESHOLD};
+use rayon::prelude::*;
+use serde_json::json;
+
+/// `f(x) = min(x, max_value)` for `x > threshold`, `negative_slope * (x - threshold)` below it,
+/// `0` at it, as Keras defines it.
+pub struct ReLU {
+    base: LayerBase,
+    max_value: Option<f32>,
+    negative_slope: f32,
+    threshold: f32,
+    /// The input, kept for backward.
+    cache: Option<Tensor>,
+}
+
+impl Default for ReLU {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReLU {
+    /// Plain `max(x, 0)`.
+    pub fn new() -> ReLU {
+        ReLU {
+            base: LayerBase::new("ReLU"),
+            max_value: None,
+            negative_slope: 0.0,
+            threshold: 0.0,
+            cache: None,
+        }
+    }
+    pub fn max_value(mut self, m: f32) -> Self {
+        self.max_value = Some(m);
+        self
+    }
+    pub fn negative_slope(mut self, s: f32) -> Self {
+        self.negative_slope = s;
+        self
+    }
+    pub fn threshold(mut self, t: f32) -> Self {
+        self.threshold = t;
+        self
+    }
+
+    /// Keras's formula: keep `x` above the threshold, clip to `[0, max_value]`, subtract the
+    /// leaky part below the threshold.
+    fn f(&self, x: f32) -> f32 {
+        let mut y = if x > self.threshold { x } else { 0.0 };
+        if let Some(m) = self.max_value {
+            y = y.clamp(0.0, m);
+        }
+        if self.negative_slope != 0.0 {
+            y -= self.negative_slope * (self.threshold - x).max(0.0);
+        }
+        y
+    }
+
+    fn df(&self, x: f32) -> f32 {
+        if x > self.threshold {
+            match self.max_value {
+                Some(m) if x >= m => 0.0,
+                _ => 1.0,
+            }
+        } else if x < self.threshold {
+            self.negative_slope
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Layer for ReLU {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        "ReLU"
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        // Keras rejects these in the constructor; a builder reports them here.
+        let bad = |what: &str, v: f32| {
+            Err(Error::InvalidConfig(format!(
+                "layer '{}': {what} of a ReLU layer must be a non-negative number, got {v}",
+                self.base.name
+            )))
+        };
+        let negative = |v: f32| v.is_nan() || v < 0.0;
+        if let Some(m) = self.max_value.filter(|&m| negative(m)) {
+            return bad("max_value", m);
+        }
+        if negative(self.negative_slope) {
+            return bad("negative_slope", self.negative_slope);
+        }
+        if negative(self.threshold) {
+            return bad("threshold", self.threshold);
+        }
+        self.base.built = true;
+        Ok(s.clone())
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        let mut y = x.clone();
+        if y.len() >= PAR_THRESHOLD {
+            y.data_mut().par_iter_mut().for_each(|v| *v = self.f(*v));
+        } else {
+            y.data_mut().iter_mut().for_each(|v| *v = self.f(*v));
+        }
+        self.cache = ctx.keep.then(|| x.clone());
+        Ok(y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = take_cache(&mut self.cache, &self.base.name)?;
+        let mut dx = grad.clone();
+        dx.data_mut()
+            .iter_mut()
+            .zip(x.data())
+            .for_each(|(d, &x)| *d *= self.df(x));
+        Ok(vec![Some(dx)])
+    }
+    fn config(&self) -> serde_json::Value {
+        json!({"name": self.base.name, "trainable": self.base.trainable,
+               "max_value": self.max_value, "negative_slope": self.negative_slope,
+               "threshold": self.threshold})
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}

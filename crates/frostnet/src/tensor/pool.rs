@@ -1,0 +1,298 @@
+//! 2-D pooling kernels over NHWC tensors, with TensorFlow's window placement.
+//!
+//! Windows are indexed with the same [`Conv2dGeometry`] as convolution, so `same` padding is
+//! TensorFlow's (the odd pixel goes after). Padded positions never take part: max pooling ignores
+//! them and average pooling divides by the number of real inputs in the window, as Keras/TF do.
+//!
+//! Forward passes split the output rows across rayon threads; backward passes split the images,
+//! because overlapping windows (InceptionV3's 3x3 stride 2) scatter into shared input pixels of one
+//! image but never across images.
+
+use super::conv::Conv2dGeometry;
+use super::PAR_THRESHOLD;
+use rayon::prelude::*;
+
+/// Input rows `[start, end)` that window row `oy` covers (padding excluded).
+fn rows(g: &Conv2dGeometry, oy: usize) -> (usize, usize) {
+    let start = (oy * g.sh).saturating_sub(g.pad_top);
+    let end = (oy * g.sh + g.kh).saturating_sub(g.pad_top).min(g.h);
+    (start, end)
+}
+
+/// Input columns `[start, end)` that window column `ox` covers (padding excluded).
+fn cols(g: &Conv2dGeometry, ox: usize) -> (usize, usize) {
+    let start = (ox * g.sw).saturating_sub(g.pad_left);
+    let end = (ox * g.sw + g.kw).saturating_sub(g.pad_left).min(g.w);
+    (start, end)
+}
+
+/// Runs `f(row_index, row)` over `chunk`-sized rows of `out`, in parallel when the work is large.
+fn for_rows(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if chunk == 0 {
+        return;
+    }
+    if out.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// Max pooling. Returns the output and, when `keep_argmax`, for every output element the index
+/// (within its image) of the input element that won, so backward can route the gradient there.
+/// Ties go to the first element in row-major window order, as TensorFlow's CPU kernel does.
+pub fn max_pool2d_forward(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    keep_argmax: bool,
+) -> (Vec<f32>, Option<Vec<u32>>) {
+    let c = g.c;
+    let out_row = g.ow * c;
+    let mut out = vec![0.0f32; g.n * g.oh * out_row];
+    let mut arg = keep_argmax.then(|| vec![0u32; out.len()]);
+    let img_len = g.h * g.w * c;
+    let kernel = |row: usize, o: &mut [f32], a: Option<&mut [u32]>| {
+        let (img, oy) = (row / g.oh, row % g.oh);
+        let src = &x[img * img_len..(img + 1) * img_len];
+        let (r0, r1) = rows(g, oy);
+        let mut a = a;
+        for ox in 0..g.ow {
+            let (c0, c1) = cols(g, ox);
+            let dst = &mut o[ox * c..(ox + 1) * c];
+            dst.fill(f32::NEG_INFINITY);
+            let mut best = a.as_deref_mut().map(|a| &mut a[ox * c..(ox + 1) * c]);
+            if let Some(best) = best.as_deref_mut() {
+                // A window of NaNs still routes its gradient inside the window.
+                let first = (r0 * g.w + c0) * c;
+                best.iter_mut()
+                    .enumerate()
+                    .for_each(|(ch, b)| *b = (first + ch) as u32);
+            }
+            for iy in r0..r1 {
+                for ix in c0..c1 {
+                    let base = (iy * g.w + ix) * c;
+                    let v = &src[base..base + c];
+                    match best.as_deref_mut() {
+                        None => dst.iter_mut().zip(v).for_each(|(d, &v)| {
+                            if v > *d {
+                                *d = v
+                            }
+                        }),
+                        Some(best) => {
+                            for ch in 0..c {
+                                // `>` keeps the first maximum; NaN never wins, as in TF.
+                                if v[ch] > dst[ch] {
+                                    dst[ch] = v[ch];
+                                    best[ch] = (base + ch) as u32;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    match arg.as_mut() {
+        Some(arg) if out.len() >= PAR_THRESHOLD => out
+            .par_chunks_mut(out_row)
+            .zip(arg.par_chunks_mut(out_row))
+            .enumerate()
+            .for_each(|(row, (o, a))| kernel(row, o, Some(a))),
+        Some(arg) => out
+            .chunks_mut(out_row)
+            .zip(arg.chunks_mut(out_row))
+            .enumerate()
+            .for_each(|(row, (o, a))| kernel(row, o, Some(a))),
+        None => for_rows(&mut out, out_row, |row, o| kernel(row, o, None)),
+    }
+    (out, arg)
+}
+
+/// Max pooling backward: each output gradient goes to the input element that won its window
+/// (added, since overlapping windows can share a winner).
+pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Conv2dGeometry) -> Vec<f32> {
+    let img_len = g.h * g.w * g.c;
+    let out_len = g.oh * g.ow * g.c;
+    let mut dx = vec![0.0f32; g.n * img_len];
+    for_rows(&mut dx, img_len, |img, d| {
+        let range = img * out_len..(img + 1) * out_len;
+        for (&a, &v) in argmax[range.clone()].iter().zip(&dy[range]) {
+            d[a as usize] += v;
+        }
+    });
+    dx
+}
+
+/// Average pooling; each window is divided by its count of real (unpadded) inputs.
+pub fn avg_pool2d_forward(x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let c = g.c;
+    let out_row = g.ow * c;
+    let mut out = vec![0.0f32; g.n * g.oh * out_row];
+    let img_len = g.h * g.w * c;
+    for_rows(&mut out, out_row, |row, o| {
+        let (img, oy) = (row / g.oh, row % g.oh);
+        let src = &x[img * img_len..(img + 1) * img_len];
+        let (r0, r1) = rows(g, oy);
+        for ox in 0..g.ow {
+            let (c0, c1) = cols(g, ox);
+            let dst = &mut o[ox * c..(ox + 1) * c];
+            for iy in r0..r1 {
+                for ix in c0..c1 {
+                    let base = (iy * g.w + ix) * c;
+                    dst.iter_mut()
+                        .zip(&src[base..base + c])
+                        .for_each(|(d, v)| *d += v);
+                }
+            }
+            let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
+            dst.iter_mut().for_each(|d| *d /= count);
+        }
+    });
+    out
+}
+
+/// Average pooling backward: each output gradient is shared equally by the real inputs of its
+/// window.
+pub fn avg_pool2d_backward(dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
+    let c = g.c;
+    let img_len = g.h * g.w * c;
+    let out_len = g.oh * g.ow * c;
+    let mut dx = vec![0.0f32; g.n * img_len];
+    for_rows(&mut dx, img_len, |img, d| {
+        let src = &dy[img * out_len..(img + 1) * out_len];
+        for oy in 0..g.oh {
+            let (r0, r1) = rows(g, oy);
+            for ox in 0..g.ow {
+                let (c0, c1) = cols(g, ox);
+                let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
+                let gy = &src[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
+                for iy in r0..r1 {
+                    for ix in c0..c1 {
+                        let base = (iy * g.w + ix) * c;
+                        d[base..base + c]
+                            .iter_mut()
+                            .zip(gy)
+                            .for_each(|(d, g)| *d += g / count);
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// Global average over the spatial positions: `x` is `(n, positions, c)`, the result `(n, c)`.
+pub fn global_avg_pool_forward(x: &[f32], n: usize, positions: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * c];
+    let inv = 1.0 / positions.max(1) as f32;
+    let kernel = |img: usize, o: &mut [f32]| {
+        let src = &x[img * positions * c..(img + 1) * positions * c];
+        // Accumulate in f64: a 299x299 image sums ~90k values per channel.
+        let mut acc = vec![0.0f64; c];
+        for p in src.chunks(c) {
+            acc.iter_mut().zip(p).for_each(|(a, &v)| *a += v as f64);
+        }
+        o.iter_mut()
+            .zip(&acc)
+            .for_each(|(o, &a)| *o = (a * inv as f64) as f32);
+    };
+    if x.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(c.max(1))
+            .enumerate()
+            .for_each(|(i, o)| kernel(i, o));
+    } else {
+        out.chunks_mut(c.max(1))
+            .enumerate()
+            .for_each(|(i, o)| kernel(i, o));
+    }
+    out
+}
+
+/// Global average backward: every position receives `dy / positions`.
+pub fn global_avg_pool_backward(dy: &[f32], n: usize, positions: usize, c: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; n * positions * c];
+    let inv = 1.0 / positions.max(1) as f32;
+    for_rows(&mut dx, c.max(1), |row, d| {
+        let img = row / positions.max(1);
+        d.iter_mut()
+            .zip(&dy[img * c..(img + 1) * c])
+            .for_each(|(d, g)| *d = g * inv);
+    });
+    dx
+}
+
+/// Global max over the spatial positions, with the winning position per `(image, channel)` when
+/// `keep_argmax` (first maximum wins).
+pub fn global_max_pool_forward(
+    x: &[f32],
+    n: usize,
+    positions: usize,
+    c: usize,
+    keep_argmax: bool,
+) -> (Vec<f32>, Option<Vec<u32>>) {
+    let mut out = vec![f32::NEG_INFINITY; n * c];
+    let mut arg = vec![0u32; n * c];
+    for img in 0..n {
+        let src = &x[img * positions * c..(img + 1) * positions * c];
+        let o = &mut out[img * c..(img + 1) * c];
+        let a = &mut arg[img * c..(img + 1) * c];
+        for (p, row) in src.chunks(c.max(1)).enumerate() {
+            for ch in 0..c {
+                if row[ch] > o[ch] {
+                    o[ch] = row[ch];
+                    a[ch] = p as u32;
+                }
+            }
+        }
+    }
+    (out, keep_argmax.then_some(arg))
+}
+
+/// Global max backward: the gradient goes to the winning position of each channel.
+pub fn global_max_pool_backward(
+    dy: &[f32],
+    argmax: &[u32],
+    n: usize,
+    positions: usize,
+    c: usize,
+) -> Vec<f32> {
+    let mut dx = vec![0.0f32; n * positions * c];
+    for img in 0..n {
+        for ch in 0..c {
+            let i = img * c + ch;
+            dx[(img * positions + argmax[i] as usize) * c + ch] += dy[i];
+        }
+    }
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::conv::Padding;
+
+    #[test]
+    fn same_average_pooling_counts_only_real_inputs() {
+        // 1x3x3x1 of ones, 3x3 window stride 1 same: every output is exactly 1 (TF semantics).
+        let g = Conv2dGeometry::new(&[1, 3, 3, 1], (3, 3), (1, 1), Padding::Same).unwrap();
+        let y = avg_pool2d_forward(&[1.0; 9], &g);
+        assert!(y.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{y:?}");
+        // A corner sees 4 real inputs.
+        let x: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let y = avg_pool2d_forward(&x, &g);
+        assert!((y[0] - (0.0 + 1.0 + 3.0 + 4.0) / 4.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn max_pooling_routes_to_argmax() {
+        let g = Conv2dGeometry::new(&[1, 4, 4, 1], (2, 2), (2, 2), Padding::Valid).unwrap();
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let (y, arg) = max_pool2d_forward(&x, &g, true);
+        assert_eq!(y, vec![5.0, 7.0, 13.0, 15.0]);
+        let dx = max_pool2d_backward(&[1.0, 2.0, 3.0, 4.0], &arg.unwrap(), &g);
+        assert_eq!((dx[5], dx[7], dx[13], dx[15]), (1.0, 2.0, 3.0, 4.0));
+        assert_eq!(dx.iter().sum::<f32>(), 10.0);
+    }
+}

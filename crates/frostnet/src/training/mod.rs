@@ -1,0 +1,21 @@
+//! Training by backpropagation: `compile`, `fit`, `evaluate` (`trainer.rs`), with Keras's losses,
+//! metrics, optimizers, learning-rate schedules, callbacks and progress output.
+
+pub mod callbacks;
+mod losses;
+mod metrics;
+mod optimizers;
+mod progress;
+mod schedules;
+mod trainer;
+
+pub use callbacks::{
+    Callback, CsvLogger, EarlyStopping, LambdaCallback, Logs, ModelCheckpoint, MonitorMode,
+    ReduceLROnPlateau, TerminateOnNaN,
+};
+pub use losses::Loss;
+pub use metrics::Metric;
+pub use optimizers::{Adam, Optimizer, RmsProp, Sgd};
+pub use schedules::LearningRate;
+pub(crate) use trainer::Compiled;
+pub use trainer::{FitOptions, History};

@@ -1,0 +1,353 @@
+//! `compile`, `fit`, `evaluate`, `train_on_batch`: Keras's training loop.
+//!
+//! Every step reads the trainable flags afresh, so freezing or unfreezing takes effect at the next
+//! batch with no recompile (Keras 3 would keep training what it traced at the first `fit`). A step
+//! with nothing trainable runs forward only.
+
+use super::callbacks::{Callback, Logs};
+use super::losses::Loss;
+use super::metrics::{Mean, Metric};
+use super::optimizers::Optimizer;
+use super::progress::Progress;
+use crate::error::{fmt_dims, Error, Result};
+use crate::layers::{Layer, Mode, Weight};
+use crate::models::Model;
+use crate::tensor::{random, Tensor};
+use std::collections::BTreeMap;
+
+/// What `compile` fixes: how to measure and how to update.
+pub(crate) struct Compiled {
+    pub(crate) optimizer: Box<dyn Optimizer>,
+    pub(crate) loss: Loss,
+    /// Each metric resolved for the loss, with the name it is logged under.
+    pub(crate) metrics: Vec<(Metric, &'static str)>,
+}
+
+/// `fit`'s options, with Keras's defaults.
+pub struct FitOptions {
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Shuffle the training samples before each epoch (seeded by `seed`).
+    pub shuffle: bool,
+    pub seed: Option<u64>,
+    /// Fraction of the samples, taken from the end before shuffling, held out for validation.
+    pub validation_split: f32,
+    pub validation_data: Option<(Tensor, Tensor)>,
+    /// 0 silent, 1 progress bar (plain lines when stdout is not a terminal), 2 one line per epoch.
+    pub verbose: u8,
+    pub callbacks: Vec<Box<dyn Callback>>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            batch_size: 32,
+            epochs: 1,
+            shuffle: true,
+            seed: None,
+            validation_split: 0.0,
+            validation_data: None,
+            verbose: 1,
+            callbacks: Vec::new(),
+        }
+    }
+}
+
+/// Per-epoch values of every logged quantity (Keras's `History.history`).
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// Why training stopped early, if it did (EarlyStopping, TerminateOnNaN, ...).
+    pub stopped: Option<String>,
+}
+
+impl History {
+    /// The values logged under `key`, one per epoch.
+    pub fn get(&self, key: &str) -> Option<&[f64]> {
+        self.history.get(key).map(Vec::as_slice)
+    }
+    /// Number of epochs run.
+    pub fn epochs(&self) -> usize {
+        self.history.values().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+fn check_data(what: &str, x: &Tensor, y: &Tensor) -> Result<()> {
+    if x.shape().is_empty() || y.shape().is_empty() || x.batch() == 0 {
+        return Err(Error::Data(format!("{what}: the data set is empty")));
+    }
+    if x.batch() != y.batch() {
+        return Err(Error::Data(format!(
+            "{what}: x has {} samples {} but y has {} {}",
+            x.batch(),
+            fmt_dims(x.shape()),
+            y.batch(),
+            fmt_dims(y.shape())
+        )));
+    }
+    for (name, t) in [("x", x), ("y", y)] {
+        if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::Data(format!(
+                "{what}: {name} contains a non-finite value ({}) in sample {}",
+                t.data()[i],
+                i / t.sample_len().max(1)
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Fixes the optimizer, loss and metrics (`"accuracy"` resolves from the loss, as in Keras).
+    /// Compiling again starts a fresh optimizer.
+    pub fn compile(&mut self, optimizer: impl Optimizer + 'static, loss: Loss, metrics: &[Metric]) {
+        self.compiled = Some(Compiled {
+            optimizer: Box::new(optimizer),
+            loss,
+            metrics: metrics
+                .iter()
+                .map(|m| (m.resolve(&loss), m.log_name()))
+                .collect(),
+        });
+    }
+
+    fn compiled(&self) -> Result<&Compiled> {
+        self.compiled.as_ref().ok_or_else(|| {
+            Error::State(format!(
+                "model '{}' must be compiled before training",
+                self.name()
+            ))
+        })
+    }
+
+    /// The compiled optimizer, to read or change its learning rate.
+    pub fn optimizer_mut(&mut self) -> Option<&mut (dyn Optimizer + 'static)> {
+        self.compiled.as_mut().map(|c| c.optimizer.as_mut())
+    }
+
+    /// Asks `fit` to stop after the current batch (Keras's `model.stop_training = True`).
+    pub fn stop_training(&mut self, reason: &str) {
+        self.stop_reason = Some(reason.to_string());
+    }
+
+    /// The "Optimizer params" of the Keras 3 summary: slots plus the `iterations` counter (int64)
+    /// and the learning-rate variable (float32, absent for a schedule), once the optimizer has run.
+    pub(crate) fn optimizer_footprint(&self) -> Option<(usize, usize)> {
+        let opt = &self.compiled.as_ref()?.optimizer;
+        if opt.iterations() == 0 {
+            return None;
+        }
+        let lr = opt.has_lr_variable() as usize;
+        let slots = opt.slot_params();
+        Some((slots + 1 + lr, slots * 4 + 8 + 4 * lr))
+    }
+
+    /// Whether this step will update anything: Keras 3 trains `model.trainable_weights`, which
+    /// is empty when the model itself is frozen.
+    fn has_trainable(&self) -> bool {
+        self.is_trainable() && self.weights().iter().any(|w| w.is_trainable())
+    }
+
+    /// One optimisation step on one batch; returns the loss and the predictions.
+    fn step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        rng: &mut rand::rngs::SmallRng,
+    ) -> Result<(f32, Tensor)> {
+        let trains = self.has_trainable();
+        let result = (|| {
+            let out = self
+                .run_forward(&[x], Mode::Train, trains, &[false], rng)?
+                .remove(0);
+            let (loss, grad) = self.compiled()?.loss.compute(&out, y)?;
+            if trains {
+                self.run_backward(vec![grad])?;
+                let mut compiled = self.compiled.take().expect("checked by compiled()");
+                {
+                    let mut ws: Vec<&mut Weight> = self
+                        .weights_mut()
+                        .into_iter()
+                        .filter(|w| w.is_trainable())
+                        .collect();
+                    compiled.optimizer.apply(&mut ws);
+                }
+                self.compiled = Some(compiled);
+            }
+            Ok((loss, out))
+        })();
+        self.clear_caches();
+        // A gradient left on a weight that was frozen meanwhile must never be applied later.
+        self.weights_mut().into_iter().for_each(|w| w.grad = None);
+        result
+    }
+
+    /// Trains on one batch and returns its loss (`train_on_batch`).
+    pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f32> {
+        check_data("train_on_batch", x, y)?;
+        let mut rng = random::rng(None);
+        Ok(self.step(x, y, &mut rng)?.0)
+    }
+
+    /// Loss and metrics on `(x, y)` in inference mode, in batches.
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
+        check_data("evaluate", x, y)?;
+        if batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
+        }
+        let (loss_fn, metrics) = {
+            let c = self.compiled()?;
+            (c.loss, c.metrics.clone())
+        };
+        let mut loss = Mean::default();
+        let mut ms = vec![Mean::default(); metrics.len()];
+        let n = x.batch();
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch_size).min(n);
+            let (xb, yb) = (x.slice_batch(start, end), y.slice_batch(start, end));
+            let pred = self.call(&xb)?;
+            loss.add(loss_fn.compute(&pred, &yb)?.0 as f64, end - start);
+            for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
+                acc.add(m.batch_value(&pred, &yb), end - start);
+            }
+            start = end;
+        }
+        let mut logs = Logs::new();
+        logs.insert("loss".into(), loss.value());
+        for ((_, name), acc) in metrics.iter().zip(&ms) {
+            logs.insert(name.to_string(), acc.value());
+        }
+        Ok(logs)
+    }
+
+    /// Trains for `opts.epochs` epochs. Returns the per-epoch history of the loss, the metrics and
+    /// their `val_` counterparts.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut opts: FitOptions) -> Result<History> {
+        check_data("fit", x, y)?;
+        if opts.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&opts.validation_split) {
+            return Err(Error::InvalidConfig(format!(
+                "validation_split must be in [0, 1), got {}",
+                opts.validation_split
+            )));
+        }
+        let compiled = self.compiled()?;
+        let metrics = compiled.metrics.clone();
+        let loss_fn = compiled.loss;
+        // Fail fast on inputs or labels the model cannot take, before any weight changes.
+        let probe = self.call(&x.slice_batch(0, 1))?;
+        loss_fn.check_targets(probe.shape(), y)?;
+
+        let (train_x, train_y, val) = if opts.validation_split > 0.0 {
+            let split = (x.batch() as f64 * (1.0 - opts.validation_split as f64)) as usize;
+            if split == 0 || split == x.batch() {
+                return Err(Error::Data(format!(
+                    "validation_split {} of {} samples leaves an empty part",
+                    opts.validation_split,
+                    x.batch()
+                )));
+            }
+            (
+                x.slice_batch(0, split),
+                y.slice_batch(0, split),
+                Some((
+                    x.slice_batch(split, x.batch()),
+                    y.slice_batch(split, y.batch()),
+                )),
+            )
+        } else {
+            (x.clone(), y.clone(), opts.validation_data.take())
+        };
+        if let Some((vx, vy)) = &val {
+            check_data("validation data", vx, vy)?;
+        }
+        if opts.verbose > 0 && !self.has_trainable() {
+            eprintln!(
+                "warning: model '{}' has no trainable weights; fit will not change it",
+                self.name()
+            );
+        }
+
+        let n = train_x.batch();
+        let steps = n.div_ceil(opts.batch_size);
+        let mut rng = random::rng(opts.seed);
+        let mut history = History::default();
+        let mut callbacks = std::mem::take(&mut opts.callbacks);
+        self.stop_reason = None;
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self)?;
+        }
+        'epochs: for epoch in 0..opts.epochs {
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(self, epoch)?;
+            }
+            let order: Vec<usize> = if opts.shuffle {
+                random::permutation(&mut rng, n)
+            } else {
+                (0..n).collect()
+            };
+            let progress = Progress::start_epoch(opts.verbose, epoch, opts.epochs, steps);
+            let mut loss = Mean::default();
+            let mut ms = vec![Mean::default(); metrics.len()];
+            let mut logs = Logs::new();
+            for (b, rows) in order.chunks(opts.batch_size).enumerate() {
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_begin(self, b)?;
+                }
+                let (xb, yb) = (train_x.gather_batch(rows), train_y.gather_batch(rows));
+                let (l, pred) = self.step(&xb, &yb, &mut rng)?;
+                loss.add(l as f64, rows.len());
+                for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
+                    acc.add(m.batch_value(&pred, &yb), rows.len());
+                }
+                logs.insert(
+                    "loss".into(),
+                    if l.is_finite() {
+                        loss.value()
+                    } else {
+                        l as f64
+                    },
+                );
+                for ((_, name), acc) in metrics.iter().zip(&ms) {
+                    logs.insert(name.to_string(), acc.value());
+                }
+                progress.batch_done(&logs);
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(self, b, &logs)?;
+                }
+                if self.stop_reason.is_some() {
+                    progress.epoch_done(&logs);
+                    push(&mut history, &logs);
+                    break 'epochs;
+                }
+            }
+            if let Some((vx, vy)) = &val {
+                for (k, v) in self.evaluate(vx, vy, opts.batch_size)? {
+                    logs.insert(format!("val_{k}"), v);
+                }
+            }
+            progress.epoch_done(&logs);
+            push(&mut history, &logs);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(self, epoch, &logs)?;
+            }
+            if self.stop_reason.is_some() {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(self)?;
+        }
+        history.stopped = self.stop_reason.take();
+        Ok(history)
+    }
+}
+
+fn push(history: &mut History, logs: &Logs) {
+    for (k, v) in logs {
+        history.history.entry(k.clone()).or_default().push(*v);
+    }
+}
