@@ -155,6 +155,7 @@ fn run(a: Args) -> Result<(), frostnet_tuner::Error> {
         log_line(&a.log, &format!("end {n}"));
         Ok(())
     })?;
+    println!("{results}");
     let best = results
         .best()
         .expect("optimize returns an error when nothing completed");
