@@ -45,16 +45,23 @@ def pin_thread_env(threads):
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 
+CPU_MS = []  # per-rep process CPU time (user+sys, all threads), filled by time_reps
+
+
 def time_reps(step, warmup, reps):
     """Run step() warmup times untimed, then reps times timed. step() must
-    return only once its work is complete (synchronous). Returns ms list."""
+    return only once its work is complete (synchronous). Returns wall-clock ms
+    per rep; the process CPU ms per rep go to CPU_MS."""
     for _ in range(warmup):
         step()
     times = []
+    CPU_MS.clear()
     for _ in range(reps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         step()
         times.append((time.perf_counter() - t0) * 1e3)
+        CPU_MS.append((time.process_time() - c0) * 1e3)
     return times
 
 
@@ -75,6 +82,10 @@ def emit(runner, workload, times, version, threads, **extra):
         "version": version,
         "threads": threads,
     }
+    if CPU_MS:
+        # Median process CPU time per rep: on a shared machine this moves less
+        # than wall time (ideal: threads x median_ms when fully parallel).
+        rec["cpu_ms"] = round(statistics.median(CPU_MS), 4)
     if workload == "sgemm":
         rec["gflops"] = round(2.0 * SGEMM_N**3 / (statistics.median(times) * 1e-3) / 1e9, 2)
     rec.update(extra)
