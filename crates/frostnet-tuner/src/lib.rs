@@ -39,6 +39,36 @@
 //! println!("{results}");
 //! # Ok::<(), frostnet_tuner::Error>(())
 //! ```
+//!
+//! # Several workers, and resuming
+//! Start the same program (same study name, storage and configuration) on
+//! several machines against one PostgreSQL database, or several times
+//! against one SQLite file: each [`Study::optimize`] claims trials until the
+//! study is finished and then returns the same [`Results`]. Trials are
+//! created inside the claim transaction from the stored history, and their
+//! values come from `(seed, trial, name)`, so grid and random search (and
+//! Hyperband's slots) produce the same trials and the same best result with
+//! any number of workers; TPE is reproducible with one worker only (see
+//! [`algorithms`]).
+//!
+//! A running trial holds a lease renewed by a heartbeat thread. If its
+//! process dies, the lease runs out ([`StudyBuilder::lease_timeout`]) and the
+//! next claim runs the trial again; a worker whose lease was taken over can
+//! no longer write the trial, so a finished trial is stored exactly once.
+//! Restarting a killed program simply continues the study. A closure that
+//! panics is handled like a dead worker: its trial is re-run after the lease.
+//!
+//! Opening a stored study with another objective, direction, algorithm,
+//! seed or pruner is [`Error::FingerprintMismatch`]; declaring a stored
+//! hyperparameter with another range is [`SpaceError::Redefined`]. Neither
+//! changes anything stored. `max_trials` is a budget, not part of the
+//! fingerprint: raising it extends a finished study.
+//!
+//! # After the search
+//! The tuner keeps no models. [`Results::best`] gives the best trial's
+//! number and hyperparameters; replay them with [`Hyperparameters::fixed`]
+//! to rebuild the model, or load a checkpoint the closure saved under the
+//! trial's number ([`TrialContext::number`]).
 #![forbid(unsafe_code)]
 
 pub mod algorithms;

@@ -497,6 +497,11 @@ impl Study {
         ))
     }
 
+    /// The best complete trial so far, if any.
+    pub fn best(&self) -> Result<Option<crate::results::TrialSummary>> {
+        Ok(self.results()?.best().cloned())
+    }
+
     /// Runs trials until the study is finished (by any worker), then returns
     /// the results.
     ///
@@ -504,6 +509,12 @@ impl Study {
     /// search goes on. A search-space error ([`SpaceError`]) stops the search
     /// and is returned: the trial is given back unchanged. If no trial ever
     /// completes, the error says why (e.g. [`Error::ObjectiveNeverReported`]).
+    ///
+    /// When no trial can be started yet (the budget is spent or a grid /
+    /// Hyperband step depends on trials of other workers), the worker polls
+    /// every `poll_interval` until those trials finish or their leases run
+    /// out. A worker that hangs while its heartbeat thread lives keeps its
+    /// trial, and so keeps the others waiting.
     pub fn optimize<E, F>(&mut self, mut objective: F) -> Result<Results>
     where
         E: Display,
