@@ -83,7 +83,7 @@ fn sqlite_resume_after_worker_is_killed_mid_trial() {
         "--log",
         log_s,
         "--lease-ms",
-        "800",
+        "1500",
         "--heartbeat-ms",
         "100",
         "--poll-ms",
@@ -284,7 +284,7 @@ fn postgres_worker_killed_mid_trial_study_completes() {
         "--sleep-ms",
         "3",
         "--lease-ms",
-        "800",
+        "1500",
         "--heartbeat-ms",
         "100",
         "--poll-ms",
@@ -382,7 +382,7 @@ fn heartbeat_keeps_long_trials_owned() {
                     .objective("loss", Direction::Minimize)
                     .algorithm(Algorithm::random(1))
                     .max_trials(3)
-                    .lease_timeout(Duration::from_millis(300))
+                    .lease_timeout(Duration::from_millis(500))
                     .heartbeat_interval(Duration::from_millis(50))
                     .poll_interval(Duration::from_millis(10))
                     .worker_name(format!("w{w}"))
@@ -394,7 +394,7 @@ fn heartbeat_keeps_long_trials_owned() {
                         runs.lock().unwrap().push(t.number());
                         if t.number() == 0 {
                             // Three leases long, silent.
-                            std::thread::sleep(Duration::from_millis(900));
+                            std::thread::sleep(Duration::from_millis(1200));
                         }
                         let _ = t.report(0, &[("loss", x as f64)]);
                         Ok(())
@@ -412,5 +412,5 @@ fn heartbeat_keeps_long_trials_owned() {
         "both workers return the same results"
     );
     assert!(results[0].trials.iter().all(|t| t.attempts == 1));
-    assert!(results[0].trials[0].duration.unwrap() >= Duration::from_millis(900));
+    assert!(results[0].trials[0].duration.unwrap() >= Duration::from_millis(1200));
 }

@@ -52,7 +52,7 @@ fn parse() -> Result<Args, String> {
         sleep_ms: 5,
         log: None,
         hang_on: None,
-        lease_ms: 1000,
+        lease_ms: 3000,
         heartbeat_ms: 200,
         poll_ms: 50,
         worker: None,
