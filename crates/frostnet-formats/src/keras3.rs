@@ -6,6 +6,8 @@
 //! /layers/<key>/vars/0, 1, ...            a layer's variables, in creation order
 //! /layers/<key>/vars @name                the layer's real name (recent Keras 3 only)
 //! /layers/<key>/layers/<key2>/vars/...    a model nested inside the model
+//! /layers/<key>/<attr>/vars/...           a layer held by a layer (LSTM `cell`)
+//! /<attr>/vars/...                        a subclassed model's layer attributes
 //! /vars/                                  the model's own variables, @name = model name
 //! /optimizer/vars/...                     optimizer state (not read)
 //! ```
@@ -84,107 +86,169 @@ pub(crate) fn parse(h5: &H5, config: Option<&Value>) -> Result<WeightsFile> {
             });
         }
     }
-    let children = config.and_then(config_layers);
-    read_container(h5, &root, "/", &top, &[], children, 0, &mut layers)?;
+    let has_optimizer = top.iter().any(|n| n == "optimizer");
+    // The optimizer is saved beside the model's own state; it is not a layer.
+    let children: Vec<String> = top.into_iter().filter(|n| n != "optimizer").collect();
+    let walk = Walk {
+        group: root,
+        path: "/".to_string(),
+        names: children,
+        layer_path: Vec::new(),
+        config: config.cloned(),
+    };
+    read_children(h5, &walk, 0, &mut layers)?;
     Ok(WeightsFile {
         model_name,
         layers,
-        has_optimizer: top.iter().any(|n| n == "optimizer"),
+        has_optimizer,
     })
 }
 
-/// One child of a container before its weights are read.
-struct Child {
-    key: String,
-    name: String,
+/// A group being walked, with what is known about it.
+struct Walk {
     group: hdf5_pure::Group,
-    group_path: String,
-    /// The child's own config entry, once matched.
+    /// The group's HDF5 path.
+    path: String,
+    /// The names of the groups inside it.
+    names: Vec<String>,
+    /// The layer names leading to it (see [`LayerWeights::path`]).
+    layer_path: Vec<String>,
+    /// Its model config, when it is a model whose config is known.
     config: Option<Value>,
 }
 
-/// Reads the layers of the container `group` (the root, or a nested model's
-/// group), whose child group names are `names`, appending them to `out`.
-#[allow(clippy::too_many_arguments)]
+/// Reads one saveable object (a layer or a model): its own `vars`, then
+/// everything inside it.
+fn read_saveable(h5: &H5, walk: &Walk, depth: usize, out: &mut Vec<LayerWeights>) -> Result<()> {
+    if !walk.names.iter().any(|n| n == "vars") {
+        return Err(h5.origin.missing(&walk.path, "group vars"));
+    }
+    let vars_path = join(&walk.path, "vars");
+    let vars = h5.group(&walk.group, &walk.path, "vars")?;
+    out.push(LayerWeights {
+        name: walk.layer_path.last().cloned().unwrap_or_default(),
+        path: walk.layer_path.clone(),
+        h5_group: vars_path.clone(),
+        weights: read_vars(h5, &vars, &vars_path)?,
+    });
+    read_children(h5, walk, depth, out)
+}
+
+/// Reads the groups inside a saveable other than its `vars`, which Keras
+/// writes as follows (`saving_lib._save_state`):
+///
+/// - `layers` (or `_layer_checkpoint_dependencies` in Keras 2.13-era files):
+///   the layers of a Sequential or Functional model, keyed by class name.
+/// - a group with a `vars` group of its own: a layer held in an attribute of
+///   this one, named after the attribute, such as an LSTM's `cell` or a
+///   MultiHeadAttention's `query_dense`.
+/// - any other group: a list of layers held in an attribute, such as a
+///   subclassed model's `self.blocks = [Dense(...), ...]`, keyed like `layers`.
+///
+/// `layers` comes first, as in Keras; the rest follow in listing order.
+fn read_children(h5: &H5, walk: &Walk, depth: usize, out: &mut Vec<LayerWeights>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(h5.origin.invalid(
+            &walk.path,
+            format!("layers nested more than {MAX_DEPTH} deep"),
+        ));
+    }
+    let is_layers = |n: &str| n == "layers" || n == "_layer_checkpoint_dependencies";
+    let mut names: Vec<&String> = walk.names.iter().filter(|n| *n != "vars").collect();
+    names.sort_by_key(|n| !is_layers(n));
+    for name in names {
+        check_key(h5, &walk.path, name)?;
+        let group = h5.group(&walk.group, &walk.path, name)?;
+        let path = join(&walk.path, name);
+        let inner = h5.group_names(&group, &path)?;
+        if inner.iter().any(|n| n == "vars") && !is_layers(name) {
+            let layer_name = vars_name(h5, &group, &path)?.unwrap_or_else(|| name.clone());
+            let child = Walk {
+                group,
+                path,
+                names: inner,
+                layer_path: extend(&walk.layer_path, &layer_name),
+                config: None,
+            };
+            read_saveable(h5, &child, depth + 1, out)?;
+        } else {
+            let config = if is_layers(name) {
+                walk.config.as_ref().and_then(config_layers)
+            } else {
+                None
+            };
+            let container = Walk {
+                group,
+                path,
+                names: inner,
+                layer_path: walk.layer_path.clone(),
+                config: None,
+            };
+            read_container(h5, &container, config, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// One layer of a container before its weights are read.
+struct Child {
+    key: String,
+    name: String,
+    walk: Walk,
+}
+
+/// Reads a list of layers (`layers/<key>`, ...), in the order of `config`
+/// when given.
 fn read_container(
     h5: &H5,
-    group: &hdf5_pure::Group,
-    path: &str,
-    names: &[String],
-    prefix: &[String],
+    container: &Walk,
     config: Option<Vec<Value>>,
     depth: usize,
     out: &mut Vec<LayerWeights>,
 ) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(h5
-            .origin
-            .invalid(path, format!("models nested more than {MAX_DEPTH} deep")));
-    }
-    // Keras 2.13-era files name the group differently; Keras 3 falls back to it.
-    let Some(layers_name) = ["layers", "_layer_checkpoint_dependencies"]
-        .into_iter()
-        .find(|n| names.iter().any(|m| m == n))
-    else {
-        return Ok(());
-    };
-    let layers_group = h5.group(group, path, layers_name)?;
-    let layers_path = join(path, layers_name);
     let mut children = Vec::new();
-    for key in h5.group_names(&layers_group, &layers_path)? {
-        check_key(h5, &layers_path, &key)?;
-        let child_path = join(&layers_path, &key);
-        let child = h5.group(&layers_group, &layers_path, &key)?;
-        let name = if h5
-            .group_names(&child, &child_path)?
-            .iter()
-            .any(|n| n == "vars")
-        {
-            let vars = h5.group(&child, &child_path, "vars")?;
-            name_attr(h5, &vars, &join(&child_path, "vars"))?
+    for key in &container.names {
+        check_key(h5, &container.path, key)?;
+        let group = h5.group(&container.group, &container.path, key)?;
+        let path = join(&container.path, key);
+        let names = h5.group_names(&group, &path)?;
+        let name = if names.iter().any(|n| n == "vars") {
+            vars_name(h5, &group, &path)?
         } else {
             None
         };
+        let name = name.unwrap_or_else(|| key.clone());
         children.push(Child {
-            name: name.unwrap_or_else(|| key.clone()),
-            key,
-            group: child,
-            group_path: child_path,
-            config: None,
+            key: key.clone(),
+            walk: Walk {
+                group,
+                path,
+                names,
+                layer_path: extend(&container.layer_path, &name),
+                config: None,
+            },
+            name,
         });
     }
     if let Some(config) = config {
         children = order(children, &config);
     }
     for child in children {
-        let child_names = h5.group_names(&child.group, &child.group_path)?;
-        let vars_path = join(&child.group_path, "vars");
-        if !child_names.iter().any(|n| n == "vars") {
-            return Err(h5.origin.missing(&child.group_path, "group vars"));
-        }
-        let vars = h5.group(&child.group, &child.group_path, "vars")?;
-        let weights = read_vars(h5, &vars, &vars_path)?;
-        let mut layer_path = prefix.to_vec();
-        layer_path.push(child.name.clone());
-        out.push(LayerWeights {
-            name: child.name,
-            path: layer_path.clone(),
-            h5_group: vars_path,
-            weights,
-        });
-        let inner = child.config.as_ref().and_then(config_layers);
-        read_container(
-            h5,
-            &child.group,
-            &child.group_path,
-            &child_names,
-            &layer_path,
-            inner,
-            depth + 1,
-            out,
-        )?;
+        read_saveable(h5, &child.walk, depth + 1, out)?;
     }
     Ok(())
+}
+
+fn extend(path: &[String], name: &str) -> Vec<String> {
+    let mut path = path.to_vec();
+    path.push(name.to_string());
+    path
+}
+
+/// The `@name` of the `vars` group inside `group`, if any.
+fn vars_name(h5: &H5, group: &hdf5_pure::Group, path: &str) -> Result<Option<String>> {
+    let vars = h5.group(group, path, "vars")?;
+    name_attr(h5, &vars, &join(path, "vars"))
 }
 
 /// Rejects group names that cannot be Keras keys and that would make HDF5
@@ -292,7 +356,7 @@ fn order(mut children: Vec<Child>, layers: &[Value]) -> Vec<Child> {
             .or_else(|| children.iter().position(|c| c.key == key && c.name == key));
         if let Some(pos) = pos {
             let mut child = children.remove(pos);
-            child.config = Some(layer.clone());
+            child.walk.config = Some(layer.clone());
             ordered.push(child);
         }
     }

@@ -114,15 +114,17 @@ pub struct Weight {
 pub struct LayerWeights {
     /// The layer's name (`layer.name` in Keras).
     pub name: String,
-    /// The names of the models that contain this layer, outermost first,
-    /// followed by the layer's own name. `["dense"]` for a layer of the top
-    /// model, `["base", "base_conv"]` for a layer inside a nested model
-    /// `base`. The outer model's own name is not included.
+    /// The names of the models or layers that contain this layer, outermost
+    /// first, followed by the layer's own name. `["dense"]` for a layer of
+    /// the top model, `["base", "base_conv"]` for a layer inside a nested
+    /// model `base`, `["lstm", "lstm_cell"]` for the cell that holds an LSTM's
+    /// weights. The outer model's own name is not included.
     ///
     /// Legacy files store a nested model as a single layer whose weights are
     /// its inner layers' weights, so there the path is always one name long.
-    /// Keras 3 files list a nested model as a layer with no weights of its
-    /// own, followed by its inner layers with two-name paths.
+    /// Keras 3 files list a nested model (or a layer holding layers) as an
+    /// entry with its own weights, often none, followed by the entries of
+    /// what it holds, with longer paths.
     pub path: Vec<String>,
     /// The HDF5 group the weights were read from, such as
     /// `/layers/functional/layers/conv2d/vars` or `/model_weights/conv`.

@@ -512,6 +512,110 @@ fn absurd_shapes_are_refused_before_allocating() {
     }
 }
 
+#[test]
+fn layers_held_by_layers_are_read() {
+    // An LSTM keeps its weights in its cell, a MultiHeadAttention in four
+    // Dense-like sub-layers; Keras 3 saves them under the attribute names.
+    let a = read_keras_archive(fixture("rnn_mix.keras")).unwrap();
+    let got: Vec<(String, &str, Vec<Vec<usize>>)> = a
+        .weights
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.path.join("/"),
+                l.h5_group.as_str(),
+                l.weights.iter().map(|w| w.shape.clone()).collect(),
+            )
+        })
+        .collect();
+    let v = |s: &[&[usize]]| s.iter().map(|d| d.to_vec()).collect::<Vec<_>>();
+    let expected = vec![
+        ("seq_in".to_string(), "/layers/input_layer/vars", v(&[])),
+        ("lstm".to_string(), "/layers/lstm/vars", v(&[])),
+        (
+            "lstm/lstm_cell".to_string(),
+            "/layers/lstm/cell/vars",
+            v(&[&[3, 8], &[2, 8], &[8]]),
+        ),
+        ("drop".to_string(), "/layers/dropout/vars", v(&[])),
+        (
+            "mha".to_string(),
+            "/layers/multi_head_attention/vars",
+            v(&[]),
+        ),
+        (
+            "mha/dropout".to_string(),
+            "/layers/multi_head_attention/_dropout_layer/vars",
+            v(&[]),
+        ),
+        (
+            "mha/softmax".to_string(),
+            "/layers/multi_head_attention/_softmax/vars",
+            v(&[]),
+        ),
+        (
+            "mha/key".to_string(),
+            "/layers/multi_head_attention/key_dense/vars",
+            v(&[&[2, 1, 2], &[1, 2]]),
+        ),
+        (
+            "mha/attention_output".to_string(),
+            "/layers/multi_head_attention/output_dense/vars",
+            v(&[&[1, 2, 2], &[2]]),
+        ),
+        (
+            "mha/query".to_string(),
+            "/layers/multi_head_attention/query_dense/vars",
+            v(&[&[2, 1, 2], &[1, 2]]),
+        ),
+        (
+            "mha/value".to_string(),
+            "/layers/multi_head_attention/value_dense/vars",
+            v(&[&[2, 1, 2], &[1, 2]]),
+        ),
+        (
+            "gap".to_string(),
+            "/layers/global_average_pooling1d/vars",
+            v(&[]),
+        ),
+        (
+            "head".to_string(),
+            "/layers/dense/vars",
+            v(&[&[2, 2], &[2]]),
+        ),
+    ];
+    assert_eq!(got, expected);
+    let w = read_weights_h5_ordered(fixture("rnn_mix.weights.h5"), &a.config).unwrap();
+    assert_eq!(w.layers, a.weights.layers);
+    assert_eq!(a.config["config"]["layers"][1]["class_name"], "LSTM");
+}
+
+#[test]
+fn subclassed_model_attributes_are_read() {
+    let w = read_weights_h5(fixture("sub.weights.h5")).unwrap();
+    assert_eq!(w.model_name.as_deref(), Some("sub"));
+    assert!(!w.has_optimizer);
+    let got: Vec<(&str, &str, usize)> = w
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.h5_group.as_str(), l.weights.len()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("b0", "/blocks/dense/vars", 2),
+            ("b1", "/blocks/dense_1/vars", 2),
+            ("enc", "/enc/vars", 2),
+        ]
+    );
+    assert_eq!(w.layers[2].weights[0].shape, [3, 2]);
+    assert!(matches!(
+        read_any(fixture("sub.weights.h5")).unwrap(),
+        KerasFile::Weights(_)
+    ));
+}
+
 /// A fresh directory for this test's files.
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("frostnet-formats-{}-{name}", std::process::id()));
