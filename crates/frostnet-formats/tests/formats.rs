@@ -369,6 +369,27 @@ fn split_attributes_are_concatenated() {
 }
 
 #[test]
+fn attributes_split_by_tf_keras_over_64k_are_concatenated() {
+    // 17 names of 4,000 bytes: tf-keras splits layer_names into two
+    // fixed-length byte-string chunks of 9 and 8.
+    let l = read_legacy_h5(fixture("long_names_split_weights_only.h5")).unwrap();
+    assert_eq!(l.layers.len(), 17);
+    for (i, layer) in l.layers.iter().enumerate() {
+        assert_eq!(layer.name.len(), 4000);
+        assert!(layer.name.starts_with(&format!("layer_{i:02}_xxx")));
+    }
+    assert_eq!(l.keras_version.as_deref(), Some("2.1.6"));
+    let weighted: Vec<(usize, Vec<f32>)> = l
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, layer)| layer.weights.iter().map(move |w| (i, w.data.clone())))
+        .collect();
+    assert_eq!(weighted, [(0, vec![0.0, 0.0]), (16, vec![16.0, 16.0])]);
+    assert!(l.layers[16].weights[0].name.ends_with("x/kernel:0"));
+}
+
+#[test]
 fn newest_hdf5_object_format_is_read() {
     let latest = read_legacy_h5(fixture("cnn_seq_libver_latest_weights_only.h5")).unwrap();
     let classic = read_legacy_h5(fixture("cnn_seq_tfkeras_weights_only.h5")).unwrap();
