@@ -27,10 +27,10 @@ pub(crate) fn parse(bytes: Vec<u8>, path: &Path) -> Result<KerasArchive> {
     }
     let len = bytes.len() as u64;
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| o.invalid("/", format!("cannot open zip archive: {e}")))?;
+        .map_err(|e| o.invalid("zip directory", format!("cannot open zip archive: {e}")))?;
 
     let config = member(&mut zip, &o, len, "config.json")?
-        .ok_or_else(|| o.missing("/", "zip member config.json"))?;
+        .ok_or_else(|| o.missing("zip directory", "member config.json"))?;
     let config: Value = serde_json::from_slice(&config)
         .map_err(|e| o.invalid("config.json", format!("invalid JSON: {e}")))?;
     let metadata = match member(&mut zip, &o, len, "metadata.json")? {
@@ -41,7 +41,7 @@ pub(crate) fn parse(bytes: Vec<u8>, path: &Path) -> Result<KerasArchive> {
         ),
     };
     let weights = member(&mut zip, &o, len, "model.weights.h5")?
-        .ok_or_else(|| o.missing("/", "zip member model.weights.h5"))?;
+        .ok_or_else(|| o.missing("zip directory", "member model.weights.h5"))?;
     let h5 = H5::open(weights, Origin::new(path, "model.weights.h5:"))?;
     let weights = keras3::parse(&h5, Some(&config))?;
     Ok(KerasArchive {

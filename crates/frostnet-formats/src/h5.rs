@@ -131,6 +131,25 @@ impl H5 {
         })
     }
 
+    /// The error for a string-list attribute `name` that [`H5::attrs`] did not
+    /// return: either it is not there, or `hdf5-pure` has no decoding for its
+    /// type, which the two cases' messages tell apart.
+    pub(crate) fn missing_attr(
+        &self,
+        group: &hdf5_pure::Group,
+        path: &str,
+        name: &str,
+    ) -> crate::Error {
+        let types = group.attr_datatypes().unwrap_or_default();
+        match types.get(name).or_else(|| types.get(&format!("{name}0"))) {
+            Some(dt) => self.origin.invalid(
+                path,
+                format!("attribute {name} has an undecodable type: {dt:?}"),
+            ),
+            None => self.origin.missing(path, format!("attribute {name}")),
+        }
+    }
+
     /// Reads the dataset at `name` (a path relative to `group`, which is at
     /// `group_path`) as 32-bit floats.
     ///

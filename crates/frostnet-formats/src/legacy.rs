@@ -65,7 +65,7 @@ pub(crate) fn parse(h5: &H5) -> Result<LegacyH5> {
         root_attrs.clone()
     };
     let layer_names = chunked_strings(h5, &weights_attrs, weights_path, "layer_names")?
-        .ok_or_else(|| o.missing(weights_path, "attribute layer_names"))?;
+        .ok_or_else(|| h5.missing_attr(&weights_group, weights_path, "layer_names"))?;
 
     let mut seen = HashSet::new();
     let mut layers = Vec::with_capacity(layer_names.len());
@@ -85,7 +85,7 @@ pub(crate) fn parse(h5: &H5) -> Result<LegacyH5> {
         let group_path = join(weights_path, &name);
         let attrs = h5.attrs(&group, &group_path)?;
         let weight_names = chunked_strings(h5, &attrs, &group_path, "weight_names")?
-            .ok_or_else(|| o.missing(&group_path, "attribute weight_names"))?;
+            .ok_or_else(|| h5.missing_attr(&group, &group_path, "weight_names"))?;
         let mut seen_weights = HashSet::new();
         let mut weights = Vec::with_capacity(weight_names.len());
         for weight_name in weight_names {

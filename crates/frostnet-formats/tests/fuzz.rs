@@ -1,6 +1,7 @@
 //! Feeds mutated fixtures to every reader: each must return `Ok` or `Err`,
 //! never panic, hang or abort on an allocation. Seeded, so a failure repeats;
-//! 300 cases per reader by default, more with `FROSTNET_FUZZ_CASES=N`.
+//! 300 cases per reader by default, more with `FROSTNET_FUZZ_CASES=N`;
+//! `FROSTNET_FUZZ_SHOW=1` prints every error, to review how they read.
 //!
 //! Mutations: bit flips, truncation, overwriting a few bytes with extreme
 //! length-like values (the kind of field an HDF5 or zip parser trusts to
@@ -133,6 +134,9 @@ fn run(label: &str, seed: u64, files: &[&str], read: Reader) {
         match catch_unwind(AssertUnwindSafe(|| read(&path))) {
             Ok(Ok(())) => ok += 1,
             Ok(Err(e)) => {
+                if std::env::var_os("FROSTNET_FUZZ_SHOW").is_some() {
+                    eprintln!("{e}");
+                }
                 assert_eq!(e.file(), path, "{e}");
                 assert!(
                     e.to_string().contains(&format!("{label}-{case}.bin")),
