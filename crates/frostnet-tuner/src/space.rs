@@ -198,14 +198,15 @@ impl ParamSpec {
     pub(crate) fn discrete_size(&self) -> Option<u64> {
         match self {
             ParamSpec::Int { low, high, step } => {
-                Some(((*high as i128 - *low as i128) / *step as i128) as u64 + 1)
+                let n = (*high as i128 - *low as i128) / (*step).max(1) as i128;
+                Some(u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1))
             }
             ParamSpec::Float {
                 low,
                 high,
                 step: Some(st),
                 ..
-            } => Some(((high - low) / st + 1e-9).floor() as u64 + 1),
+            } => Some((((high - low) / st + 1e-9).floor() as u64).saturating_add(1)),
             ParamSpec::Float { step: None, .. } => None,
             ParamSpec::Choice { options } => Some(options.len() as u64),
             ParamSpec::Boolean => Some(2),
@@ -556,6 +557,22 @@ mod tests {
             hp.int("f", 1, 5),
             Err(SpaceError::Redefined { .. })
         ));
+    }
+
+    #[test]
+    fn extreme_ranges_do_not_overflow() {
+        let mut hp = Hyperparameters::fixed(BTreeMap::new());
+        assert_eq!(hp.int("a", i64::MIN, i64::MAX), Ok(i64::MIN));
+        assert_eq!(hp.float_step("b", 0.0, 1e300, 1e-300), Ok(0.0));
+        let s = ParamSpec::Int {
+            low: i64::MIN,
+            high: i64::MAX,
+            step: 1,
+        };
+        assert_eq!(s.discrete_size(), Some(u64::MAX));
+        let mut rng = crate::rng::Rng::for_decision(1, 2, "a", 0);
+        let v = crate::algorithms::random::sample_uniform(&s, &mut rng);
+        assert!(s.contains(&v));
     }
 
     #[test]

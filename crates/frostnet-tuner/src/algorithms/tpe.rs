@@ -243,7 +243,10 @@ fn from_internal(spec: &ParamSpec, x: f64) -> ParamValue {
     match spec {
         ParamSpec::Int { low, high, step } => {
             let k = ((x - *low as f64) / *step as f64).round().max(0.0) as i64;
-            ParamValue::Int((low + k * step).clamp(*low, *high))
+            ParamValue::Int(
+                low.saturating_add(k.saturating_mul(*step))
+                    .clamp(*low, *high),
+            )
         }
         ParamSpec::Float {
             low,
