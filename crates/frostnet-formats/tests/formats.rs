@@ -637,6 +637,20 @@ fn subclassed_model_attributes_are_read() {
     ));
 }
 
+#[test]
+fn weights_read_twice_through_hard_links_are_refused() {
+    let err = read_legacy_h5(fixture("hard_link_amplification.h5")).unwrap_err();
+    match &err {
+        Error::TooLarge {
+            needed, available, ..
+        } => {
+            assert_eq!(*needed, 65536);
+            assert!(*available < 65536);
+        }
+        other => panic!("wrong error: {other}"),
+    }
+}
+
 /// A fresh directory for this test's files.
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("frostnet-formats-{}-{name}", std::process::id()));

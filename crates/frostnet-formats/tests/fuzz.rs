@@ -1,7 +1,8 @@
 //! Feeds mutated fixtures to every reader: each must return `Ok` or `Err`,
 //! never panic, hang or abort on an allocation. Seeded, so a failure repeats;
 //! 300 cases per reader by default, more with `FROSTNET_FUZZ_CASES=N`;
-//! `FROSTNET_FUZZ_SHOW=1` prints every error, to review how they read.
+//! `FROSTNET_FUZZ_SEED=N` picks other inputs, and `FROSTNET_FUZZ_SHOW=1`
+//! prints every error, to review how they read.
 //!
 //! Mutations: bit flips, truncation, overwriting a few bytes with extreme
 //! length-like values (the kind of field an HDF5 or zip parser trusts to
@@ -120,7 +121,11 @@ fn run(label: &str, seed: u64, files: &[&str], read: Reader) {
         .iter()
         .map(|f| std::fs::read(fixture(f)).unwrap())
         .collect();
-    let mut rng = Rng(seed);
+    let offset: u64 = std::env::var("FROSTNET_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut rng = Rng(seed.wrapping_add(offset.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
     let (mut ok, mut err) = (0, 0);
     for case in 0..cases() {
         let which = case % files.len();
