@@ -59,9 +59,12 @@
 //! panics is handled like a dead worker: its trial is re-run after the lease.
 //!
 //! Opening a stored study with another objective, direction, algorithm,
-//! seed or pruner is [`Error::FingerprintMismatch`]; declaring a stored
-//! hyperparameter with another range is [`SpaceError::Redefined`]. Neither
-//! changes anything stored. `max_trials` is a budget, not part of the
+//! seed, pruner or declared search space ([`StudyBuilder::search_space`]) is
+//! [`Error::FingerprintMismatch`] at `open`. Without a declaration, the
+//! space is only known by running the closure: a stored hyperparameter
+//! declared with another range is [`SpaceError::Redefined`] when a trial
+//! asks for it, and that trial is given back (deleted) before it stored any
+//! result. Neither changes the stored trials. `max_trials` is a budget, not part of the
 //! fingerprint: raising it extends a finished study.
 //!
 //! # After the search

@@ -429,7 +429,7 @@ impl Hyperparameters {
             if *prev != spec {
                 return Err(SpaceError::Redefined {
                     name: name.into(),
-                    previous: format!("{prev} in an earlier trial of the study"),
+                    previous: format!("{prev} (as stored for the study)"),
                     new: spec.to_string(),
                 });
             }

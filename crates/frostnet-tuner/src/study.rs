@@ -61,6 +61,10 @@ struct StudyDefinition {
     direction: Direction,
     algorithm: Algorithm,
     pruner: Pruner,
+    /// Hyperparameters declared up front with [`StudyBuilder::search_space`]
+    /// (omitted when empty, so such studies keep their fingerprint).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    space: BTreeMap<String, ParamSpec>,
 }
 
 /// Builds or reopens a [`Study`].
@@ -76,6 +80,7 @@ pub struct StudyBuilder {
     heartbeat: Option<Duration>,
     poll: Duration,
     worker: Option<String>,
+    space: std::result::Result<BTreeMap<String, ParamSpec>, SpaceError>,
 }
 
 impl StudyBuilder {
@@ -125,6 +130,52 @@ impl StudyBuilder {
         self.poll = every;
         self
     }
+    /// Declares hyperparameters up front, as KerasTuner's
+    /// `search_space_summary` builds the model once: `declare` is called
+    /// once with recording hyperparameters (cheap: no training). The declared
+    /// ranges become part of the study's fingerprint, so reopening a stored
+    /// study with a changed range fails at [`StudyBuilder::open`] with
+    /// [`Error::FingerprintMismatch`], before anything runs; the trial
+    /// closure must then declare the same ranges. Optional: without it, a
+    /// changed range is detected when a trial declares it
+    /// ([`SpaceError::Redefined`]).
+    ///
+    /// ```
+    /// # use frostnet_tuner::{Algorithm, Direction, Scale, Storage, Study};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let study = Study::builder("declared")
+    ///     # .storage(Storage::sqlite(dir.path().join("s.sqlite3")))
+    ///     .objective("val_loss", Direction::Minimize)
+    ///     .algorithm(Algorithm::random(1))
+    ///     .max_trials(10)
+    ///     .search_space(|hp| {
+    ///         hp.int("num_layers", 1, 4)?;
+    ///         hp.float("lr", 1e-4, 1e-1, Scale::Log)?;
+    ///         Ok(())
+    ///     })
+    ///     .open()?;
+    /// # Ok::<(), frostnet_tuner::Error>(())
+    /// ```
+    pub fn search_space<F>(mut self, declare: F) -> Self
+    where
+        F: FnOnce(&mut Hyperparameters) -> std::result::Result<(), SpaceError>,
+    {
+        let (mut hp, state) =
+            Hyperparameters::new(Box::new(RandomSource { seed: 0, key: 0 }), BTreeMap::new());
+        let r = declare(&mut hp);
+        let recorded = state.borrow().error.clone();
+        self.space = match (recorded, r) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => Ok(state
+                .borrow()
+                .defined
+                .iter()
+                .map(|d| (d.name.clone(), d.spec.clone()))
+                .collect()),
+        };
+        self
+    }
+
     /// Name recorded with the trials this worker runs; default
     /// `<hostname>-<pid>`.
     pub fn worker_name(mut self, name: impl Into<String>) -> Self {
@@ -163,11 +214,13 @@ impl StudyBuilder {
                 "heartbeat_interval must be > 0 and shorter than lease_timeout".into(),
             ));
         }
+        let space = self.space.clone()?;
         let definition = StudyDefinition {
             objective,
             direction,
             algorithm: self.algorithm.clone(),
             pruner: self.pruner.clone(),
+            space,
         };
         let config = serde_json::to_string(&definition)?;
         let fingerprint = format!("{:016x}", fnv1a(config.as_bytes()));
@@ -468,6 +521,7 @@ impl Study {
             heartbeat: None,
             poll: Duration::from_millis(100),
             worker: None,
+            space: Ok(BTreeMap::new()),
         }
     }
 
@@ -619,7 +673,7 @@ impl Study {
         F: FnMut(&mut Hyperparameters, &mut TrialContext) -> std::result::Result<(), E>,
     {
         let others: Vec<&TrialRecord> = history.iter().filter(|t| t.id != trial.id).collect();
-        let mut known: BTreeMap<String, ParamSpec> = BTreeMap::new();
+        let mut known: BTreeMap<String, ParamSpec> = self.definition.space.clone();
         for t in &others {
             for (name, spec) in t.specs() {
                 known

@@ -134,7 +134,7 @@ fn redefinition_across_trials_is_refused_and_store_unchanged() {
         matches!(err, Error::Space(SpaceError::Redefined { ref name, .. }) if name == "x"),
         "{msg}"
     );
-    assert!(msg.contains("earlier trial"), "{msg}");
+    assert!(msg.contains("stored for the study"), "{msg}");
     assert_eq!(study.results().unwrap(), before);
 }
 
@@ -330,4 +330,63 @@ fn wrong_sqlite_schema_is_a_clear_error() {
         .query_row("SELECT a FROM experiments", [], |r| r.get(0))
         .unwrap();
     assert_eq!(a, 7);
+}
+
+/// A search space declared up front is part of the fingerprint: a changed
+/// range is refused at `open`, before any trial, and nothing changes.
+#[test]
+fn declared_search_space_is_fingerprinted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let declared = |high: i64| {
+        builder(&path, "decl").search_space(move |hp| {
+            hp.int("x", 0, high)?;
+            hp.float("lr", 1e-4, 1e-1, Scale::Log)?;
+            hp.choice("activation", &["relu", "tanh", "sigmoid"])?;
+            Ok(())
+        })
+    };
+    let mut study = declared(6).open().unwrap();
+    let before = study.optimize(quadratic).unwrap();
+    let fp = study.fingerprint().to_string();
+    // Without a declaration the fingerprint differs too.
+    assert!(matches!(
+        builder(&path, "decl").open(),
+        Err(Error::FingerprintMismatch { .. })
+    ));
+    match declared(10).open() {
+        Err(Error::FingerprintMismatch {
+            stored_fingerprint,
+            stored,
+            requested,
+            ..
+        }) => {
+            assert_eq!(stored_fingerprint, fp);
+            assert!(stored.contains("\"high\":6") && requested.contains("\"high\":10"));
+        }
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("a changed space must not open"),
+    }
+    let same = declared(6).open().unwrap();
+    assert_eq!(same.results().unwrap(), before);
+
+    // The closure must match the declaration from the first trial on.
+    let mut fresh = builder(&path, "decl2")
+        .search_space(|hp| hp.int("x", 0, 3).map(drop))
+        .open()
+        .unwrap();
+    let err = fresh.optimize(quadratic).unwrap_err();
+    assert!(
+        matches!(err, Error::Space(SpaceError::Redefined { .. })),
+        "{err}"
+    );
+    assert!(fresh.results().unwrap().trials.is_empty());
+    // An invalid declaration fails at open.
+    let bad = builder(&path, "decl3")
+        .search_space(|hp| hp.float("lr", 0.0, 1.0, Scale::Log).map(drop))
+        .open();
+    assert!(matches!(
+        bad,
+        Err(Error::Space(SpaceError::LogRangeNotPositive { .. }))
+    ));
 }
