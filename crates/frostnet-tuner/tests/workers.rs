@@ -414,3 +414,51 @@ fn heartbeat_keeps_long_trials_owned() {
     assert!(results[0].trials.iter().all(|t| t.attempts == 1));
     assert!(results[0].trials[0].duration.unwrap() >= Duration::from_millis(1200));
 }
+
+/// Three processes share one SQLite file (claims under `BEGIN IMMEDIATE`):
+/// every trial runs once, and the best is a single worker's.
+#[test]
+fn sqlite_three_worker_processes_share_a_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.sqlite3");
+    let log = dir.path().join("runs.log");
+    let args = [
+        "--storage",
+        db.to_str().unwrap(),
+        "--study",
+        "shared",
+        "--algorithm",
+        "random",
+        "--seed",
+        "21",
+        "--trials",
+        "15",
+        "--log",
+        log.to_str().unwrap(),
+        "--sleep-ms",
+        "3",
+        "--poll-ms",
+        "10",
+    ];
+    let workers: Vec<_> = (0..3).map(|_| spawn_worker(&args)).collect();
+    let bests: Vec<_> = workers.into_iter().map(finish_worker).collect();
+    assert!(bests.iter().all(|b| *b == bests[0]), "{bests:?}");
+    assert_ran_once(&log, 15, None);
+    let r = worker_results(Storage::sqlite(&db), "shared", Algorithm::random(21));
+    assert_eq!(r.count(TrialState::Complete), 15);
+
+    let single = dir.path().join("single.sqlite3");
+    let one = [
+        "--storage",
+        single.to_str().unwrap(),
+        "--study",
+        "shared",
+        "--seed",
+        "21",
+        "--trials",
+        "15",
+        "--sleep-ms",
+        "0",
+    ];
+    assert_eq!(finish_worker(spawn_worker(&one)), bests[0]);
+}
