@@ -1,1 +1,79 @@
-fn main() {}
+//! `frostnet`: summarize and explain models, train the bundled examples, and take the tour.
+//!
+//! Errors print as one line on stderr and exit with status 1.
+
+mod tour;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use frostnet::{SummaryOptions, SummaryStyle};
+
+#[derive(Parser)]
+#[command(name = "frostnet", version, about = "Keras's trainable / non-trainable weight model, in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Style {
+    Keras3,
+    Classic,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, summarize, explain and train the bundled examples, one after the other.
+    Tour,
+    /// Print a model's summary exactly as Keras prints it.
+    Summary {
+        /// A built-in reference model: seed_a .. seed_f.
+        #[arg(long)]
+        app: String,
+        /// Add the "Trainable" column.
+        #[arg(long)]
+        show_trainable: bool,
+        #[arg(long, value_enum, default_value = "keras3")]
+        style: Style,
+    },
+    /// Explain where a model's non-trainable parameters come from.
+    Explain {
+        #[arg(long)]
+        app: String,
+    },
+}
+
+fn build_app(name: &str) -> frostnet::Result<frostnet::Model> {
+    match name.strip_prefix("seed_") {
+        Some(case) => frostnet::seed::build(case),
+        None => Err(frostnet::Error::InvalidConfig(format!(
+            "unknown model '{name}' (known: seed_a, seed_b, seed_c, seed_d, seed_d2, seed_e, seed_e2, seed_f)"
+        ))),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Tour => tour::run()?,
+        Command::Summary {
+            app,
+            show_trainable,
+            style,
+        } => {
+            let model = build_app(&app)?;
+            let style = match style {
+                Style::Keras3 => SummaryStyle::Keras3,
+                Style::Classic => SummaryStyle::Classic,
+            };
+            print!("{}", model.summary_with(&SummaryOptions { show_trainable, style }));
+        }
+        Command::Explain { app } => print!("{}", build_app(&app)?.explain()),
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("frostnet: {e}");
+        std::process::exit(1);
+    }
+}

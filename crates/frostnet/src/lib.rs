@@ -36,3 +36,4 @@ pub mod saving;
 pub mod seed;
 pub mod testing;
 pub mod training;
+pub mod datasets;

@@ -3,8 +3,14 @@
 //! loaded by name).
 
 mod inception_v3;
+mod mobilenet_v2;
+mod resnet50;
+mod vgg16;
 
 pub use inception_v3::inception_v3;
+pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
+pub use resnet50::{resnet50, ResNet50Options};
+pub use vgg16::{vgg16, Vgg16Options};
 
 use crate::error::{Error, Result};
 use crate::layers::{naming, ActivationFn, Layer, LayerOptions, Shape};
