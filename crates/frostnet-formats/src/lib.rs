@@ -18,6 +18,23 @@
 //! HDF5 layout), not by file name, because Keras's own extensions overlap:
 //! `.weights.h5` and legacy `.h5` are both HDF5.
 //!
+//! # Example
+//!
+//! ```
+//! use frostnet_formats::{read_any, KerasFile};
+//!
+//! let file = read_any("tests/fixtures/cnn_seq.keras")?;
+//! let KerasFile::Archive(archive) = &file else { panic!("not a .keras file") };
+//! assert_eq!(archive.config["class_name"], "Sequential");
+//! let dense = file.layers().iter().find(|l| l.name == "dense").unwrap();
+//! assert_eq!(dense.weights[0].shape, [64, 3]); // kernel, (in, out)
+//! assert_eq!(dense.weights[1].shape, [3]); // bias
+//! # Ok::<(), frostnet_formats::Error>(())
+//! ```
+//!
+//! The `keras_dump` example prints the same for any file:
+//! `cargo run -p frostnet-formats --example keras_dump -- model.keras`.
+//!
 //! # What is read and what is not
 //!
 //! Weights are read as 32-bit floats, the only type Keras writes for a
