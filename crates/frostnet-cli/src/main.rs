@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use frostnet::{SummaryOptions, SummaryStyle};
 
 #[derive(Parser)]
-#[command(name = "frostnet", version, about = "Keras's trainable / non-trainable weight model, in Rust")]
+#[command(
+    name = "frostnet",
+    version,
+    about = "Keras's trainable / non-trainable weight model, in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Style::Keras3 => SummaryStyle::Keras3,
                 Style::Classic => SummaryStyle::Classic,
             };
-            print!("{}", model.summary_with(&SummaryOptions { show_trainable, style }));
+            print!(
+                "{}",
+                model.summary_with(&SummaryOptions {
+                    show_trainable,
+                    style
+                })
+            );
         }
         Command::Explain { app } => print!("{}", build_app(&app)?.explain()),
     }

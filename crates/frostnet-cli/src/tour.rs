@@ -63,7 +63,12 @@ fn small_cnn() -> Res<Model> {
     m.add(BatchNormalization::new())?;
     m.add(Activation::new(ActivationFn::Relu))?;
     m.add(Flatten::new())?;
-    m.add(Dense::new(10).activation(ActivationFn::Softmax).seed(3).named("head"))?;
+    m.add(
+        Dense::new(10)
+            .activation(ActivationFn::Softmax)
+            .seed(3)
+            .named("head"),
+    )?;
     Ok(m)
 }
 
@@ -86,16 +91,34 @@ pub fn run() -> Res<()> {
         }
     }
     let edges = sobel.predict(&img, 1)?;
-    let row: Vec<String> = edges.data()[14 * 28 + 11..14 * 28 + 17].iter().map(|v| format!("{v:.0}")).collect();
-    println!("Frozen Sobel-x filter on a vertical edge (row 14, columns 11..16): [{}]", row.join(", "));
+    let row: Vec<String> = edges.data()[14 * 28 + 11..14 * 28 + 17]
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect();
+    println!(
+        "Frozen Sobel-x filter on a vertical edge (row 14, columns 11..16): [{}]",
+        row.join(", ")
+    );
 
     heading("2. Training the seed MLP (256 -> 500 -> 500 -> 1) on the digits: is it below 5?");
     let digits = load_digits()?;
     let x = digits_256(&digits.images)?;
-    let y = Tensor::from_vec(&[x.batch(), 1], digits.labels.data().iter().map(|&l| (l < 5.0) as u8 as f32).collect())?;
+    let y = Tensor::from_vec(
+        &[x.batch(), 1],
+        digits
+            .labels
+            .data()
+            .iter()
+            .map(|&l| (l < 5.0) as u8 as f32)
+            .collect(),
+    )?;
     clear_session();
     let mut mlp = seed::build("f")?;
-    mlp.compile(Adam::default(), Loss::BinaryCrossentropy { from_logits: false }, &[Metric::Accuracy]);
+    mlp.compile(
+        Adam::default(),
+        Loss::BinaryCrossentropy { from_logits: false },
+        &[Metric::Accuracy],
+    );
     let mut opts = fit_opts(3, 64);
     opts.validation_split = 0.2;
     mlp.fit(&x, &y, opts)?;
@@ -104,41 +127,86 @@ pub fn run() -> Res<()> {
 
     heading("3. A small CNN with BatchNormalization on digits 0-4");
     clear_session();
-    let (low, high): (Vec<usize>, Vec<usize>) = (0..digits.labels.len()).partition(|&i| digits.labels.data()[i] < 5.0);
-    let (lx, ly) = (digits.images.gather_batch(&low), digits.labels.gather_batch(&low));
-    let (hx, hy) = (digits.images.gather_batch(&high), digits.labels.gather_batch(&high));
+    let (low, high): (Vec<usize>, Vec<usize>) =
+        (0..digits.labels.len()).partition(|&i| digits.labels.data()[i] < 5.0);
+    let (lx, ly) = (
+        digits.images.gather_batch(&low),
+        digits.labels.gather_batch(&low),
+    );
+    let (hx, hy) = (
+        digits.images.gather_batch(&high),
+        digits.labels.gather_batch(&high),
+    );
     let mut cnn = small_cnn()?;
-    cnn.compile(Adam::new(0.01), Loss::SparseCategoricalCrossentropy { from_logits: false }, &[Metric::Accuracy]);
+    cnn.compile(
+        Adam::new(0.01),
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+        &[Metric::Accuracy],
+    );
     let mut opts = fit_opts(4, 32);
     opts.validation_split = 0.2;
     cnn.fit(&lx, &ly, opts)?;
-    print!("{}", cnn.summary_with(&SummaryOptions { show_trainable: true, ..Default::default() }));
+    print!(
+        "{}",
+        cnn.summary_with(&SummaryOptions {
+            show_trainable: true,
+            ..Default::default()
+        })
+    );
     let cnn_ms = ms_per_step(&mut cnn, &lx.slice_batch(0, 64), &ly.slice_batch(0, 64), 10)?;
 
     heading("4. Transfer: freeze the convolutional base, train a new head on digits 5-9");
     cnn.pop()?;
     let base_layers = cnn.layers().len();
     cnn.set_trainable_range(0..base_layers, false)?;
-    cnn.add(Dense::new(10).activation(ActivationFn::Softmax).seed(4).named("new_head"))?;
-    print!("{}", cnn.summary_with(&SummaryOptions { show_trainable: true, ..Default::default() }));
+    cnn.add(
+        Dense::new(10)
+            .activation(ActivationFn::Softmax)
+            .seed(4)
+            .named("new_head"),
+    )?;
+    print!(
+        "{}",
+        cnn.summary_with(&SummaryOptions {
+            show_trainable: true,
+            ..Default::default()
+        })
+    );
     print!("{}", cnn.explain());
     let frozen_before = cnn.layer(0)?.get_weights();
-    cnn.compile(Adam::new(0.01), Loss::SparseCategoricalCrossentropy { from_logits: false }, &[Metric::Accuracy]);
+    cnn.compile(
+        Adam::new(0.01),
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+        &[Metric::Accuracy],
+    );
     let mut opts = fit_opts(4, 32);
     opts.validation_split = 0.2;
     cnn.fit(&hx, &hy, opts)?;
     let unchanged = cnn.layer(0)?.get_weights()[0].data() == frozen_before[0].data();
     println!("Frozen base conv kernel bit-identical after training the head: {unchanged}");
-    println!("Layers that ran backward in the last step: {:?}", cnn.last_backward_profile());
+    println!(
+        "Layers that ran backward in the last step: {:?}",
+        cnn.last_backward_profile()
+    );
     let frozen_ms = ms_per_step(&mut cnn, &hx.slice_batch(0, 64), &hy.slice_batch(0, 64), 10)?;
 
     heading("5. Fine-tune: unfreeze everything, lower learning rate");
     cnn.set_trainable(true);
-    cnn.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy { from_logits: false }, &[Metric::Accuracy]);
+    cnn.compile(
+        Adam::new(1e-3),
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+        &[Metric::Accuracy],
+    );
     let mut opts = fit_opts(2, 32);
     opts.validation_split = 0.2;
     cnn.fit(&hx, &hy, opts)?;
-    print!("{}", cnn.summary_with(&SummaryOptions { show_trainable: true, ..Default::default() }));
+    print!(
+        "{}",
+        cnn.summary_with(&SummaryOptions {
+            show_trainable: true,
+            ..Default::default()
+        })
+    );
 
     heading("Timing (release build recommended)");
     println!("seed MLP train step, batch 256:           {mlp_ms:.2} ms");

@@ -487,6 +487,32 @@ impl Layer for Model {
     fn as_model(&self) -> Option<&Model> {
         Some(self)
     }
+
+    /// Checks count and every shape first (naming weights by their Keras paths), so a failed call
+    /// changes nothing.
+    fn set_weights(&mut self, values: Vec<Tensor>) -> Result<()> {
+        let named = self.named_weights();
+        if named.len() != values.len() {
+            return Err(Error::WeightCount {
+                target: format!("model '{}'", self.base.name),
+                expected: named.len(),
+                got: values.len(),
+            });
+        }
+        for ((path, w), v) in named.iter().zip(&values) {
+            if w.shape() != v.shape() {
+                return Err(Error::WeightShape {
+                    weight: path.clone(),
+                    expected: crate::error::fmt_dims(w.shape()),
+                    got: crate::error::fmt_dims(v.shape()),
+                });
+            }
+        }
+        for (w, v) in self.weights_mut().into_iter().zip(values) {
+            w.assign(v)?;
+        }
+        Ok(())
+    }
     fn as_model_mut(&mut self) -> Option<&mut Model> {
         Some(self)
     }
