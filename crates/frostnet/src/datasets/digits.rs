@@ -17,7 +17,10 @@ pub struct Digits {
 impl Digits {
     /// The images flattened to `(n, 64)`, for dense models.
     pub fn flat(&self) -> Tensor {
-        self.images.clone().reshape(&[self.images.batch(), 64]).expect("same element count")
+        self.images
+            .clone()
+            .reshape(&[self.images.batch(), 64])
+            .expect("same element count")
     }
 
     /// Splits off the first `n` samples (the file's order is already mixed).
@@ -26,7 +29,10 @@ impl Digits {
         let n = n.min(total);
         (
             (self.images.slice_batch(0, n), self.labels.slice_batch(0, n)),
-            (self.images.slice_batch(n, total), self.labels.slice_batch(n, total)),
+            (
+                self.images.slice_batch(n, total),
+                self.labels.slice_batch(n, total),
+            ),
         )
     }
 }
@@ -50,7 +56,11 @@ pub fn load_digits() -> Result<Digits> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| bad(format!("line {}: {e}", i + 1)))?;
         if vals.len() != 65 {
-            return Err(bad(format!("line {} has {} values, expected 65", i + 1, vals.len())));
+            return Err(bad(format!(
+                "line {} has {} values, expected 65",
+                i + 1,
+                vals.len()
+            )));
         }
         pixels.extend(vals[..64].iter().map(|v| v / 16.0));
         labels.push(vals[64]);
