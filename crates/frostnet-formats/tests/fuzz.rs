@@ -115,7 +115,10 @@ fn check_layers(layers: &[LayerWeights]) {
 type Reader = fn(&Path) -> Result<(), Error>;
 
 fn run(label: &str, seed: u64, files: &[&str], read: Reader) {
-    let dir = std::env::temp_dir().join(format!("frostnet-formats-fuzz-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "frostnet-formats-fuzz-{}-{label}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let originals: Vec<Vec<u8>> = files
         .iter()
@@ -157,6 +160,7 @@ fn run(label: &str, seed: u64, files: &[&str], read: Reader) {
         }
         std::fs::remove_file(&path).unwrap();
     }
+    std::fs::remove_dir(&dir).unwrap();
     eprintln!("{label}: {ok} read, {err} refused");
     assert_eq!(ok + err, cases());
 }
