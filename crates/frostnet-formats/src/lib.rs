@@ -85,10 +85,11 @@
 //! - `hdf5-reader` also read every file and did not panic, but pulls in
 //!   `memmap2`, `libc`, `ndarray`, `parking_lot` and `lru`, and was about 30
 //!   times slower on corrupt input.
-//! - `rust-hdf5` cannot read a string-array attribute of a group: its
-//!   `attr_string` returns only the first entry of `layer_names` for
-//!   variable-length strings and the entries run together for fixed-length
-//!   ones, and it can only open files by path, not from memory.
+//! - `rust-hdf5` cannot read a string-array attribute of a group, which is
+//!   how `layer_names` and `weight_names` are stored: its only group
+//!   attribute reader, `attr_string`, returns `"image"` for the
+//!   variable-length `["image", "conv", ...]` and `"imageconv"` for the
+//!   fixed-length one. It also opens files only by path, not from memory.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
