@@ -1,9 +1,7 @@
 //! ResNet50, MobileNetV2 and VGG16 against real Keras 3 (`tests/fixtures/*_summary.txt` and
 //! `applications_reference.json`, written by `tools/keras_applications_reference.py`).
 
-use frostnet::applications::{
-    mobilenet_v2, resnet50, vgg16, ApplicationOptions, Pooling,
-};
+use frostnet::applications::{mobilenet_v2, resnet50, vgg16, ApplicationOptions, Pooling};
 use frostnet::layers::Layer;
 use frostnet::{Model, Result};
 

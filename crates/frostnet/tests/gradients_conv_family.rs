@@ -50,7 +50,10 @@ fn check_distinct(layer: &mut dyn Layer, shape: &[usize]) {
     check_inputs(layer, vec![distinct_tensor(shape, 5)], 1e-2);
 }
 
-const WINDOWS: [((usize, usize), Option<(usize, usize)>, Padding); 6] = [
+/// Pool size, strides (`None`: the pool size) and padding.
+type Window = ((usize, usize), Option<(usize, usize)>, Padding);
+
+const WINDOWS: [Window; 6] = [
     ((2, 2), None, Padding::Valid),
     ((2, 2), None, Padding::Same),
     ((3, 3), Some((2, 2)), Padding::Valid),

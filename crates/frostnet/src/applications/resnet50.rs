@@ -43,7 +43,10 @@ fn block(
 ) -> Result<SymbolicTensor> {
     let shortcut = if conv_shortcut {
         let s = g.call(
-            named(|| Conv2D::new(4 * filters, 1).strides(stride), &format!("{name}_0_conv")),
+            named(
+                || Conv2D::new(4 * filters, 1).strides(stride),
+                &format!("{name}_0_conv"),
+            ),
             &[x],
         )?;
         g.call(bn(&format!("{name}_0_bn")), &[s])?
@@ -51,7 +54,10 @@ fn block(
         x
     };
     let mut y = g.call(
-        named(|| Conv2D::new(filters, 1).strides(stride), &format!("{name}_1_conv")),
+        named(
+            || Conv2D::new(filters, 1).strides(stride),
+            &format!("{name}_1_conv"),
+        ),
         &[x],
     )?;
     y = g.call(bn(&format!("{name}_1_bn")), &[y])?;
@@ -82,14 +88,24 @@ fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
     x = g.call(bn("conv1_bn"), &[x])?;
     x = g.call(relu("conv1_relu"), &[x])?;
     x = g.call(named(|| ZeroPadding2D::new(1), "pool1_pad"), &[x])?;
-    x = g.call(named(|| MaxPooling2D::new(3).strides(2), "pool1_pool"), &[x])?;
+    x = g.call(
+        named(|| MaxPooling2D::new(3).strides(2), "pool1_pool"),
+        &[x],
+    )?;
     for (stack, filters, blocks, stride1) in [
         ("conv2", 64, 3, 1),
         ("conv3", 128, 4, 2),
         ("conv4", 256, 6, 2),
         ("conv5", 512, 3, 2),
     ] {
-        x = block(&mut g, x, filters, stride1, true, &format!("{stack}_block1"))?;
+        x = block(
+            &mut g,
+            x,
+            filters,
+            stride1,
+            true,
+            &format!("{stack}_block1"),
+        )?;
         for i in 2..=blocks {
             x = block(&mut g, x, filters, 1, false, &format!("{stack}_block{i}"))?;
         }
@@ -101,7 +117,9 @@ fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
         x = g.call(p, &[x])?;
     } else {
         match opts.pooling {
-            Some(Pooling::Avg) => x = g.call(named(GlobalAveragePooling2D::new, "avg_pool"), &[x])?,
+            Some(Pooling::Avg) => {
+                x = g.call(named(GlobalAveragePooling2D::new, "avg_pool"), &[x])?
+            }
             Some(Pooling::Max) => x = g.call(named(GlobalMaxPooling2D::new, "max_pool"), &[x])?,
             None => {}
         }

@@ -35,7 +35,10 @@ fn build(opts: &Vgg16Options, shape: Shape) -> Result<Model> {
                 .padding(Padding::Same);
             x = g.call(conv, &[x])?;
         }
-        let pool = named(|| MaxPooling2D::new(2).strides(2), &format!("block{b}_pool"));
+        let pool = named(
+            || MaxPooling2D::new(2).strides(2),
+            &format!("block{b}_pool"),
+        );
         x = g.call(pool, &[x])?;
     }
     if opts.include_top {
