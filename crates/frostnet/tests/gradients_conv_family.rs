@@ -487,3 +487,157 @@ fn gradients_sum_at_fan_out() {
     let rep = gradient_check(&mut model, &[rand_tensor(&[3, 4], 2)], Mode::Train, 1e-2).unwrap();
     assert!(rep.max_rel_error < 2e-2, "{rep:?}");
 }
+
+/// Forward values against real Keras 3 (`tools/keras_conv_family_reference.py` wrote the file).
+mod keras_values {
+    use super::*;
+    use frostnet::io::npy::read_npz;
+    use std::collections::HashMap;
+
+    fn reference() -> HashMap<String, Tensor> {
+        read_npz(&format!(
+            "{}/tests/fixtures/conv_family_keras3.npz",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// Builds `layer` on the inputs, optionally sets weights, and compares its output.
+    fn run(layer: &mut dyn Layer, xs: &[&Tensor], weights: Option<Vec<Tensor>>, want: &Tensor) {
+        let shapes: Vec<Shape> = xs.iter().map(|t| per_sample(t.shape())).collect();
+        layer.build(&shapes).unwrap();
+        if let Some(w) = weights {
+            layer.set_weights(w).unwrap();
+        }
+        let y = layer.forward(xs, &mut ForwardCtx::infer()).unwrap();
+        assert_eq!(y.shape(), want.shape(), "{}", layer.name());
+        let diff = y.max_abs_diff(want);
+        assert!(diff < 1e-5, "{}: max abs diff {diff}", layer.name());
+    }
+
+    #[test]
+    fn pooling_padding_and_merging_match_keras() {
+        let r = reference();
+        let x = &r["x"];
+        let cases: [(&str, (usize, usize), Option<(usize, usize)>, Padding); 6] = [
+            ("p2_valid", (2, 2), None, Padding::Valid),
+            ("p2_same", (2, 2), None, Padding::Same),
+            ("p3s2_valid", (3, 3), Some((2, 2)), Padding::Valid),
+            ("p3s2_same", (3, 3), Some((2, 2)), Padding::Same),
+            ("p3s1_same", (3, 3), Some((1, 1)), Padding::Same),
+            ("p23s21_same", (2, 3), Some((2, 1)), Padding::Same),
+        ];
+        for (key, pool, strides, padding) in cases {
+            let mut m = MaxPooling2D::with_pool(pool).padding(padding).named(key);
+            let mut a = AveragePooling2D::with_pool(pool)
+                .padding(padding)
+                .named(key);
+            if let Some(s) = strides {
+                m = m.strides2(s);
+                a = a.strides2(s);
+            }
+            run(&mut m, &[x], None, &r[&format!("max_{key}")]);
+            run(&mut a, &[x], None, &r[&format!("avg_{key}")]);
+        }
+        run(&mut GlobalAveragePooling2D::new(), &[x], None, &r["gap"]);
+        run(&mut GlobalMaxPooling2D::new(), &[x], None, &r["gmp"]);
+        run(
+            &mut ZeroPadding2D::with_padding(((0, 1), (2, 1))),
+            &[x],
+            None,
+            &r["zero_padding_0121"],
+        );
+        run(
+            &mut Concatenate::new(),
+            &[x, &r["cat_b"]],
+            None,
+            &r["concatenate"],
+        );
+        let x2 = x.slice_batch(0, 2);
+        let first_rows = Tensor::from_vec(
+            &[2, 2, 6, 3],
+            (0..2)
+                .flat_map(|n| x2.data()[n * 126..n * 126 + 36].to_vec())
+                .collect(),
+        )
+        .unwrap();
+        run(
+            &mut Concatenate::with_axis(1),
+            &[x, &first_rows],
+            None,
+            &r["concatenate_axis1"],
+        );
+    }
+
+    #[test]
+    fn relu_options_match_keras() {
+        let r = reference();
+        let x = &r["relu_input"];
+        for (key, l) in [
+            ("default", ReLU::new()),
+            ("max1", ReLU::new().max_value(1.0)),
+            ("slope", ReLU::new().negative_slope(0.2)),
+            ("threshold", ReLU::new().threshold(0.5)),
+            (
+                "all",
+                ReLU::new()
+                    .max_value(2.0)
+                    .negative_slope(0.3)
+                    .threshold(0.5),
+            ),
+        ] {
+            let mut l = l.named(key);
+            run(&mut l, &[x], None, &r[&format!("relu_{key}")]);
+        }
+    }
+
+    #[test]
+    fn depthwise_and_separable_convolutions_match_keras() {
+        let r = reference();
+        let x = &r["x"];
+        let w = |key: &str, names: &[&str]| -> Option<Vec<Tensor>> {
+            Some(
+                names
+                    .iter()
+                    .map(|n| r[&format!("{key}_{n}")].clone())
+                    .collect(),
+            )
+        };
+        let dw = ["kernel", "bias"];
+        run(
+            &mut DepthwiseConv2D::new(3)
+                .padding(Padding::Same)
+                .depth_multiplier(2),
+            &[x],
+            w("dw_s1_same_dm2", &dw),
+            &r["dw_s1_same_dm2"],
+        );
+        run(
+            &mut DepthwiseConv2D::new(3).strides(2),
+            &[x],
+            w("dw_s2_valid", &dw),
+            &r["dw_s2_valid"],
+        );
+        run(
+            &mut DepthwiseConv2D::with_kernel((2, 3)).padding(Padding::Same),
+            &[x],
+            w("dw_k23_same", &dw),
+            &r["dw_k23_same"],
+        );
+        let sep = ["depthwise_kernel", "pointwise_kernel", "bias"];
+        run(
+            &mut SeparableConv2D::new(4, 3)
+                .padding(Padding::Same)
+                .depth_multiplier(2),
+            &[x],
+            w("sep_s1_same_dm2", &sep),
+            &r["sep_s1_same_dm2"],
+        );
+        run(
+            &mut SeparableConv2D::new(5, 3).strides(2),
+            &[x],
+            w("sep_s2_valid", &sep),
+            &r["sep_s2_valid"],
+        );
+    }
+}
