@@ -260,7 +260,7 @@ fn global_dims(x: &Tensor, keepdims: bool) -> (usize, usize, usize, Vec<usize>) 
     let positions = dims[1..dims.len() - 1].iter().product();
     let out = if keepdims {
         let mut o = vec![n];
-        o.extend(std::iter::repeat_n(1, dims.len() - 2));
+        o.resize(dims.len() - 1, 1);
         o.push(c);
         o
     } else {
