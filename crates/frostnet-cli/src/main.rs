@@ -3,6 +3,7 @@
 //! Errors print as one line on stderr and exit with status 1.
 
 mod tour;
+mod tune;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use frostnet::{SummaryOptions, SummaryStyle};
@@ -44,6 +45,30 @@ enum Command {
         #[arg(long)]
         app: String,
     },
+    /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
+    Tune {
+        #[command(subcommand)]
+        action: Option<TuneAction>,
+        #[command(flatten)]
+        study: tune::StudyArgs,
+        /// Worker processes sharing the study.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuneAction {
+    /// Print the table of trials of an existing study.
+    Status {
+        #[command(flatten)]
+        study: tune::StudyArgs,
+    },
+    /// Run trials of a study until it is complete (what `--workers` starts).
+    Worker {
+        #[command(flatten)]
+        study: tune::StudyArgs,
+    },
 }
 
 fn build_app(name: &str) -> frostnet::Result<frostnet::Model> {
@@ -77,6 +102,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Command::Explain { app } => print!("{}", build_app(&app)?.explain()),
+        Command::Tune {
+            action,
+            study,
+            workers,
+        } => match action {
+            None => tune::run(&study, workers)?,
+            Some(TuneAction::Status { study }) => println!("{}", tune::open(&study)?.results()?),
+            Some(TuneAction::Worker { study }) => {
+                tune::work(&study)?;
+            }
+        },
     }
     Ok(())
 }
