@@ -1,0 +1,169 @@
+//! frostnet's side of `bench/run`: runs one workload in this process and prints exactly one JSON
+//! line on stdout (see `bench/README.md` for the protocol and the workloads).
+//!
+//! ```text
+//! frostnet-bench WORKLOAD [--warmup W] [--reps R] [--threads N]
+//! frostnet-bench profile WORKLOAD [--warmup W] [--reps R] [--threads N]
+//! ```
+//!
+//! `profile` (InceptionV3 workloads only) runs the model layer by layer, timing each layer's
+//! forward (and, for training, backward) call, and prints the time summed by layer class to
+//! stdout as a table; it is how `bench/RESULTS.md` explains where the time goes.
+
+mod profile;
+mod sys;
+mod workloads;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+pub(crate) const WORKLOADS: [&str; 6] = [
+    "mlp_train",
+    "cnn_train",
+    "inception_infer",
+    "inception_frozen",
+    "inception_finetune",
+    "sgemm",
+];
+
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Command-line options.
+pub(crate) struct Args {
+    pub(crate) profile: bool,
+    pub(crate) workload: String,
+    pub(crate) warmup: usize,
+    pub(crate) reps: usize,
+    pub(crate) threads: usize,
+}
+
+const USAGE: &str =
+    "usage: frostnet-bench [profile] WORKLOAD [--warmup W] [--reps R] [--threads N]\n\
+     workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        profile: false,
+        workload: String::new(),
+        warmup: 3,
+        reps: 10,
+        threads: 2,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a non-negative integer"))
+        };
+        match a.as_str() {
+            "--warmup" => args.warmup = num("--warmup")?,
+            "--reps" => args.reps = num("--reps")?,
+            "--threads" => args.threads = num("--threads")?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            "profile" if args.workload.is_empty() && !args.profile => args.profile = true,
+            w if WORKLOADS.contains(&w) && args.workload.is_empty() => args.workload = w.into(),
+            other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
+        }
+    }
+    if args.workload.is_empty() {
+        return Err(USAGE.into());
+    }
+    if args.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    if args.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    Ok(args)
+}
+
+/// Wall-clock and process-CPU milliseconds of each timed rep, after `warmup` untimed ones.
+pub(crate) fn time_reps(
+    warmup: usize,
+    reps: usize,
+    step: &mut dyn FnMut() -> Res<()>,
+) -> Res<(Vec<f64>, Vec<f64>)> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    let mut wall = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let c0 = sys::process_cpu_ms();
+        let t0 = Instant::now();
+        step()?;
+        wall.push(t0.elapsed().as_secs_f64() * 1e3);
+        cpu.push(sys::process_cpu_ms() - c0);
+    }
+    Ok((wall, cpu))
+}
+
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+fn run(args: &Args) -> Res<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()?;
+    if args.profile {
+        return profile::run(args);
+    }
+    let mut w = workloads::build(&args.workload)?;
+    let (wall, cpu) = time_reps(args.warmup, args.reps, &mut *w.step)?;
+    let med = median(&wall);
+    let mut rec = serde_json::json!({
+        "runner": "frostnet",
+        "workload": args.workload,
+        "median_ms": round4(med),
+        "min_ms": round4(wall.iter().copied().fold(f64::INFINITY, f64::min)),
+        "max_ms": round4(wall.iter().copied().fold(0.0, f64::max)),
+        "reps": wall.len(),
+        "max_rss_kb": sys::max_rss_kb(),
+        "version": format!("frostnet {}", env!("CARGO_PKG_VERSION")),
+        "threads": args.threads,
+        "cpu_ms": round4(median(&cpu)),
+    });
+    let obj = rec.as_object_mut().expect("a JSON object");
+    if args.workload == "sgemm" {
+        let n = workloads::SGEMM_N as f64;
+        let gflops = 2.0 * n * n * n / (med * 1e-3) / 1e9;
+        obj.insert("gflops".into(), ((gflops * 100.0).round() / 100.0).into());
+    }
+    for (k, v) in w.extra {
+        obj.insert(k.into(), v);
+    }
+    println!("{rec}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("frostnet-bench {}: {e}", args.workload);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The workloads, built exactly like the peers' (`bench/peers/*.py`): same layers, batch sizes,
+//! losses and optimizer. Synthetic data is made once, from fixed seeds, before any timing.
+
+use crate::Res;
+use frostnet::applications::{inception_v3, InceptionV3Options, Pooling};
+use frostnet::layers::{
+    ActivationFn, BatchNormalization, Conv2D, Dense, Flatten, Input, MaxPooling2D, ReLU,
+};
+use frostnet::tensor::{matmul, random, Padding, Transpose};
+use frostnet::training::{Adam, Loss};
+use frostnet::{Functional, Layer, Model, Sequential, Tensor};
+use serde_json::Value;
+
+pub(crate) const SGEMM_N: usize = 2048;
+/// The input side of InceptionV3.
+pub(crate) const SIDE: usize = 299;
+/// Batch of the InceptionV3 training workloads.
+pub(crate) const INCEPTION_TRAIN_BATCH: usize = 8;
+/// Classes of the head trained on top of InceptionV3.
+pub(crate) const HEAD_CLASSES: usize = 200;
+
+/// One workload: a step to time and the extra JSON fields describing it.
+pub(crate) struct Workload {
+    pub(crate) step: Box<dyn FnMut() -> Res<()>>,
+    pub(crate) extra: Vec<(&'static str, Value)>,
+}
+
+/// `n` standard-normal samples (Box-Muller over frostnet's seeded uniform generator), like the
+/// peers' `randn`.
+pub(crate) fn normal(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = random::rng(Some(seed));
+    let u = random::uniform(&mut r, n.div_ceil(2) * 2, 0.0, 1.0);
+    let mut out = Vec::with_capacity(n + 1);
+    for pair in u.chunks_exact(2) {
+        let r = (-2.0 * (1.0 - pair[0]).ln()).sqrt();
+        let t = std::f32::consts::TAU * pair[1];
+        out.push(r * t.cos());
+        out.push(r * t.sin());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A tensor of standard-normal values.
+pub(crate) fn randn(seed: u64, shape: &[usize]) -> Res<Tensor> {
+    Ok(Tensor::from_vec(
+        shape,
+        normal(seed, shape.iter().product()),
+    )?)
+}
+
+/// `n` class indices in `0..classes`, stored as f32 (frostnet's sparse labels).
+pub(crate) fn labels(seed: u64, n: usize, classes: usize) -> Res<Tensor> {
+    let mut r = random::rng(Some(seed));
+    let v = random::uniform(&mut r, n, 0.0, classes as f32)
+        .into_iter()
+        .map(|x| (x.floor()).min(classes as f32 - 1.0))
+        .collect();
+    Ok(Tensor::from_vec(&[n], v)?)
+}
+
+fn trainable_params(m: &Model) -> usize {
+    m.trainable_weights().iter().map(|w| w.len()).sum()
+}
+
+fn train_step(mut model: Model, x: Tensor, y: Tensor) -> Box<dyn FnMut() -> Res<()>> {
+    Box::new(move || {
+        let loss = model.train_on_batch(&x, &y)?;
+        if !loss.is_finite() {
+            return Err(format!("training step gave a non-finite loss ({loss})").into());
+        }
+        Ok(())
+    })
+}
+
+/// InceptionV3 without top, global average pooling (2048 features), 299x299x3 input.
+pub(crate) fn inception_base() -> Res<Model> {
+    Ok(inception_v3(&InceptionV3Options {
+        include_top: false,
+        pooling: Some(Pooling::Avg),
+        input_shape: Some([Some(SIDE), Some(SIDE), Some(3)]),
+        ..Default::default()
+    })?)
+}
+
+/// InceptionV3 with its 1000-way softmax top.
+pub(crate) fn inception_with_top() -> Res<Model> {
+    Ok(inception_v3(&InceptionV3Options::default())?)
+}
+
+/// The transfer-learning model: `base` nested as one layer, then Dense(200) logits.
+pub(crate) fn inception_transfer(frozen: bool) -> Res<Model> {
+    let mut base = inception_base()?;
+    base.set_trainable(!frozen);
+    let mut g = Functional::new();
+    let inp = g.input(Input::new(&[SIDE, SIDE, 3]));
+    let feats = g.call_boxed(Box::new(base), &[inp])?;
+    let out = g.call(Dense::new(HEAD_CLASSES).seed(7), &[feats])?;
+    Ok(g.build(&[inp], &[out])?)
+}
+
+pub(crate) fn build(workload: &str) -> Res<Workload> {
+    Ok(match workload {
+        "sgemm" => {
+            let n = SGEMM_N;
+            let a = normal(1, n * n);
+            let b = normal(2, n * n);
+            let mut c = vec![0.0f32; n * n];
+            Workload {
+                step: Box::new(move || {
+                    matmul(&a, Transpose::No, &b, Transpose::No, &mut c, n, n, n, false);
+                    std::hint::black_box(&c);
+                    Ok(())
+                }),
+                extra: vec![("n", n.into())],
+            }
+        }
+        "mlp_train" => {
+            let mut m = Sequential::new();
+            m.add(Input::new(&[256]))?;
+            m.add(Dense::new(500).activation(ActivationFn::Relu).seed(1))?;
+            m.add(Dense::new(500).activation(ActivationFn::Relu).seed(2))?;
+            m.add(Dense::new(1).seed(3))?;
+            m.compile(Adam::new(1e-3), Loss::MeanSquaredError, &[]);
+            let x = randn(10, &[256, 256])?;
+            let y = randn(11, &[256, 1])?;
+            Workload {
+                step: train_step(m, x, y),
+                extra: vec![("batch", 256.into())],
+            }
+        }
+        "cnn_train" => {
+            let mut m = Sequential::new();
+            m.add(Input::new(&[28, 28, 1]))?;
+            m.add(Conv2D::new(32, 3).padding(Padding::Same).seed(1))?;
+            m.add(BatchNormalization::new())?;
+            m.add(ReLU::new())?;
+            m.add(MaxPooling2D::new(2))?;
+            m.add(Conv2D::new(64, 3).padding(Padding::Same).seed(2))?;
+            m.add(BatchNormalization::new())?;
+            m.add(ReLU::new())?;
+            m.add(MaxPooling2D::new(2))?;
+            m.add(Flatten::new())?;
+            m.add(Dense::new(10).seed(3))?;
+            m.compile(
+                Adam::new(1e-3),
+                Loss::SparseCategoricalCrossentropy { from_logits: true },
+                &[],
+            );
+            let x = randn(20, &[64, 28, 28, 1])?;
+            let y = labels(21, 64, 10)?;
+            Workload {
+                step: train_step(m, x, y),
+                extra: vec![("batch", 64.into()), ("layout", "nhwc".into())],
+            }
+        }
+        "inception_infer" => {
+            let mut m = inception_with_top()?;
+            let x = randn(30, &[1, SIDE, SIDE, 3])?;
+            Workload {
+                step: Box::new(move || {
+                    let y = m.call(&x)?;
+                    std::hint::black_box(&y);
+                    Ok(())
+                }),
+                extra: vec![
+                    ("batch", 1.into()),
+                    ("layout", "nhwc".into()),
+                    ("mode", "model.call (inference)".into()),
+                ],
+            }
+        }
+        "inception_frozen" | "inception_finetune" => {
+            let frozen = workload == "inception_frozen";
+            let mut m = inception_transfer(frozen)?;
+            m.compile(
+                Adam::new(1e-3),
+                Loss::SparseCategoricalCrossentropy { from_logits: true },
+                &[],
+            );
+            let params = trainable_params(&m);
+            let x = randn(40, &[INCEPTION_TRAIN_BATCH, SIDE, SIDE, 3])?;
+            let y = labels(41, INCEPTION_TRAIN_BATCH, HEAD_CLASSES)?;
+            Workload {
+                step: train_step(m, x, y),
+                extra: vec![
+                    ("batch", INCEPTION_TRAIN_BATCH.into()),
+                    ("layout", "nhwc".into()),
+                    ("mode", "train_on_batch".into()),
+                    ("trainable_params", params.into()),
+                ],
+            }
+        }
+        other => return Err(format!("unknown workload '{other}'").into()),
+    })
+}
