@@ -203,6 +203,9 @@ fn default_names_follow_keras_3_counters() {
     assert_eq!(i.name(), "input_layer");
     clear_session();
     assert_eq!(Dense::new(1).name(), "dense");
+    // An explicit name does not use up a default one, as in Keras.
+    let named = Dense::new(1).named("head");
+    assert_eq!([named.name(), Dense::new(1).name()], ["head", "dense_1"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub use resnet50::{resnet50, ResNet50Options};
 pub use vgg16::{vgg16, Vgg16Options};
 
 use crate::error::{Error, Result};
-use crate::layers::{naming, ActivationFn, Layer, LayerOptions, Shape};
+use crate::layers::{ActivationFn, Layer, LayerOptions, Shape};
 
 /// Global pooling on top of a headless model (Keras's `pooling="avg"` / `"max"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +111,9 @@ pub(crate) fn obtain_input_shape(
     Ok(shape)
 }
 
-/// Constructs a layer with an explicit name without consuming a default-name counter: Keras
-/// numbers only unnamed layers, so InceptionV3's unnamed `concatenate` after `mixed0`..`mixed9_0`
-/// is `concatenate`, not `concatenate_10`.
+/// Constructs a layer with an explicit name. `named` gives the default name back, so Keras's
+/// numbering of unnamed layers is kept: InceptionV3's unnamed `concatenate` after
+/// `mixed0`..`mixed9_0` is `concatenate`, not `concatenate_10`.
 pub(crate) fn named<L: Layer + Sized>(make: impl FnOnce() -> L, name: &str) -> L {
-    naming::with_fresh_names(make).named(name)
+    make().named(name)
 }

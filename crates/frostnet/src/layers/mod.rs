@@ -94,13 +94,29 @@ pub struct LayerBase {
     /// Keras's `input_shape=` argument, for the first layer of a Sequential.
     pub(crate) input_shape: Option<Shape>,
     pub(crate) built: bool,
+    /// The counter base of a default name, so an explicit name can give it back.
+    pub(crate) default_base: Option<String>,
 }
 
 impl LayerBase {
     /// A base with the next default name for `class`.
     pub fn new(class: &str) -> LayerBase {
+        let base = naming::snake_case(class);
         LayerBase {
-            name: naming::unique_name(&naming::snake_case(class)),
+            name: naming::unique_name(&base),
+            default_base: Some(base),
+            trainable: true,
+            weights: Vec::new(),
+            input_shape: None,
+            built: false,
+        }
+    }
+
+    /// A base with an explicit name (consumes no default-name counter).
+    pub fn with_name(name: &str) -> LayerBase {
+        LayerBase {
+            name: name.to_string(),
+            default_base: None,
             trainable: true,
             weights: Vec::new(),
             input_shape: None,
@@ -247,7 +263,11 @@ pub trait Layer: Send + Sync {
 pub trait LayerOptions: Layer + Sized {
     /// Gives the layer an explicit name instead of the next default one.
     fn named(mut self, name: &str) -> Self {
-        self.base_mut().name = name.to_string();
+        let b = self.base_mut();
+        if let Some(base) = b.default_base.take() {
+            naming::release(&base, &b.name);
+        }
+        b.name = name.to_string();
         self
     }
     /// `trainable=False` at construction: the weights are created frozen.

@@ -24,6 +24,25 @@ pub fn unique_name(base: &str) -> String {
     })
 }
 
+/// Gives back a default name that was just issued and is being replaced by an explicit one, so
+/// `Dense::new(4).named("head")` leaves the counters as Keras's `Dense(4, name="head")` does. Only
+/// the most recent name of its base can be given back; an older one stays used.
+pub fn release(base: &str, name: &str) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(n) = c.get_mut(base).filter(|n| **n > 0) {
+            let last = if *n == 1 {
+                base.to_string()
+            } else {
+                format!("{base}_{}", *n - 1)
+            };
+            if last == name {
+                *n -= 1;
+            }
+        }
+    })
+}
+
 /// Resets all name counters of this thread.
 pub fn clear_session() {
     COUNTERS.with(|c| c.borrow_mut().clear());
@@ -94,5 +113,9 @@ mod tests {
         assert_eq!(unique_name("conv2d"), "conv2d");
         with_fresh_names(|| assert_eq!(unique_name("dense"), "dense"));
         assert_eq!(unique_name("dense"), "dense_2");
+        release("dense", "dense_2");
+        assert_eq!(unique_name("dense"), "dense_2");
+        release("dense", "dense_1"); // not the latest: stays used
+        assert_eq!(unique_name("dense"), "dense_3");
     }
 }

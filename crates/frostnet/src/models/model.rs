@@ -51,8 +51,7 @@ impl Model {
         inputs: Vec<usize>,
         outputs: Vec<usize>,
     ) -> Model {
-        let mut base = LayerBase::new("Model");
-        base.name = name;
+        let mut base = LayerBase::with_name(&name);
         base.built = true;
         Model {
             base,
