@@ -31,9 +31,8 @@ enum Command {
     Tour,
     /// Print a model's summary exactly as Keras prints it.
     Summary {
-        /// A built-in reference model: seed_a .. seed_f.
-        #[arg(long)]
-        app: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Add the "Trainable" column.
         #[arg(long)]
         show_trainable: bool,
@@ -42,8 +41,8 @@ enum Command {
     },
     /// Explain where a model's non-trainable parameters come from.
     Explain {
-        #[arg(long)]
-        app: String,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
     Tune {
@@ -71,12 +70,37 @@ enum TuneAction {
     },
 }
 
-fn build_app(name: &str) -> frostnet::Result<frostnet::Model> {
-    match name.strip_prefix("seed_") {
-        Some(case) => frostnet::seed::build(case),
-        None => Err(frostnet::Error::InvalidConfig(format!(
-            "unknown model '{name}' (known: seed_a, seed_b, seed_c, seed_d, seed_d2, seed_e, seed_e2, seed_f)"
-        ))),
+/// Which model a command works on: a built-in architecture.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// A built-in model: inception_v3, resnet50, mobilenet_v2, vgg16, or a seed case seed_a .. seed_f.
+    #[arg(long)]
+    app: String,
+    /// Without the classifier (`include_top=False`), with global average pooling.
+    #[arg(long)]
+    no_top: bool,
+}
+
+impl ModelArgs {
+    fn build(&self) -> frostnet::Result<frostnet::Model> {
+        use frostnet::applications::{self as apps, ApplicationOptions, Pooling};
+        let opts = ApplicationOptions {
+            include_top: !self.no_top,
+            pooling: self.no_top.then_some(Pooling::Avg),
+            ..Default::default()
+        };
+        match self.app.as_str() {
+            "inception_v3" => apps::inception_v3(&opts),
+            "resnet50" => apps::resnet50(&opts),
+            "mobilenet_v2" => apps::mobilenet_v2(&opts),
+            "vgg16" => apps::vgg16(&opts),
+            name => match name.strip_prefix("seed_") {
+                Some(case) => frostnet::seed::build(case),
+                None => Err(frostnet::Error::InvalidConfig(format!(
+                    "unknown model '{name}' (known: inception_v3, resnet50, mobilenet_v2, vgg16, seed_a .. seed_f)"
+                ))),
+            },
+        }
     }
 }
 
@@ -84,11 +108,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Tour => tour::run()?,
         Command::Summary {
-            app,
+            model,
             show_trainable,
             style,
         } => {
-            let model = build_app(&app)?;
+            let model = model.build()?;
             let style = match style {
                 Style::Keras3 => SummaryStyle::Keras3,
                 Style::Classic => SummaryStyle::Classic,
@@ -101,7 +125,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 })
             );
         }
-        Command::Explain { app } => print!("{}", build_app(&app)?.explain()),
+        Command::Explain { model } => print!("{}", model.build()?.explain()),
         Command::Tune {
             action,
             study,
