@@ -175,3 +175,48 @@ impl Tensor {
         self.data.iter().any(|v| !v.is_finite())
     }
 }
+
+/// Conversions to and from `ndarray`, behind the `ndarray` feature, so arrays users already have
+/// train without copying code of their own.
+#[cfg(feature = "ndarray")]
+mod ndarray_interop {
+    use super::Tensor;
+    use crate::error::{Error, Result};
+
+    impl TryFrom<ndarray::ArrayD<f32>> for Tensor {
+        type Error = Error;
+        fn try_from(a: ndarray::ArrayD<f32>) -> Result<Tensor> {
+            let shape = a.shape().to_vec();
+            let data = if a.is_standard_layout() {
+                a.into_raw_vec_and_offset().0
+            } else {
+                a.iter().copied().collect()
+            };
+            Tensor::from_vec(&shape, data)
+        }
+    }
+
+    impl From<&Tensor> for ndarray::ArrayD<f32> {
+        fn from(t: &Tensor) -> ndarray::ArrayD<f32> {
+            ndarray::ArrayD::from_shape_vec(t.shape(), t.data().to_vec())
+                .expect("a tensor's shape matches its data")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips_through_ndarray_including_non_standard_layout() {
+            let a = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32).into_dyn();
+            let t = Tensor::try_from(a.clone()).unwrap();
+            assert_eq!(t.shape(), [2, 3]);
+            assert_eq!(ndarray::ArrayD::from(&t), a);
+            let transposed = a.reversed_axes();
+            let t = Tensor::try_from(transposed).unwrap();
+            assert_eq!(t.shape(), [3, 2]);
+            assert_eq!(t.data(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        }
+    }
+}
