@@ -1,8 +1,117 @@
 //! Model files: frostnet's native format (`native.rs`: safetensors weights + JSON), and Keras's.
+//!
+//! | function | file |
+//! |---|---|
+//! | [`load_model`] | `.keras`, legacy full-model `.h5` (tf-keras or Keras 3), or a native file, told apart by content |
+//! | [`load_weights_into`] | `.weights.h5` or a legacy weights-only `.h5`, into a model built already |
+//! | [`save_model`] | the native format ([`native`](self#native-format)): one safetensors file |
+//! | [`save_keras`] | a `.keras` archive real Keras 3 loads |
+//! | [`save_weights`] / [`load_weights`] | weights only, native safetensors |
+//!
+//! Keras files are parsed by `frostnet-formats` (`keras_config.rs` builds the model from the
+//! config, `keras_weights.rs` assigns the weights); `.keras` files are written by
+//! `keras_archive.rs`.
+//!
+//! # Native format
+//!
+//! One safetensors file (any extension; `.frostnet` is suggested). Its tensors are the weights
+//! named by Keras 3 paths (`base/base_conv/kernel`), exactly as [`save_weights`] writes them; its
+//! metadata holds `frostnet_format` (`"model/1"`), `config` (the model's Keras 3 config JSON, as
+//! in a `.keras` archive, so the same builder rebuilds it), and `trainable:<path>` per weight.
+//! With a compiled model that has trained, the optimizer is saved too (see `native.rs`). A single
+//! file keeps the config and the weights from ever getting out of step, and is written atomically.
+//!
+//! Optimizer state in *Keras* files is not read: a model loaded from a `.keras` file comes back
+//! uncompiled, so its Keras 3 summary has no "Optimizer params" line.
 
+mod keras_archive;
+mod keras_config;
+mod keras_weights;
 mod native;
 
-pub use native::{load_weights, save_weights};
+pub use keras_archive::save_keras;
+pub use keras_config::{build_model, model_config};
+pub use native::{load_weights, save_model, save_weights};
+
+use crate::models::Model;
+use frostnet_formats::KerasFile;
+use keras_weights::Layout;
+
+/// Turns a `frostnet-formats` error into [`Error::File`], keeping where in the file it happened.
+pub(crate) fn formats_error(path: &str, e: frostnet_formats::Error) -> Error {
+    let text = e.to_string();
+    let message = text
+        .strip_prefix(&format!("{path}: "))
+        .map(str::to_string)
+        .unwrap_or(text);
+    Error::File {
+        path: path.to_string(),
+        message,
+    }
+}
+
+fn read_head(path: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })?;
+    Ok(head)
+}
+
+/// Loads a whole model: a `.keras` archive, a legacy full-model `.h5` (tf-keras or Keras 3), or a
+/// file written by [`save_model`]. The format is told by content, not by name. Layer names and
+/// `trainable` flags are restored; weights are checked against the architecture before any is
+/// assigned. Anything wrong with the file is an [`Error::File`] naming it (and the layer).
+pub fn load_model(path: &str) -> Result<Model> {
+    let head = read_head(path)?;
+    let is_keras = head.starts_with(b"PK\x03\x04") || head.starts_with(b"\x89HDF\r\n\x1a\n");
+    if !is_keras {
+        return native::load_model(path);
+    }
+    let file = frostnet_formats::read_any(path).map_err(|e| formats_error(path, e))?;
+    let (config, layout) = match &file {
+        KerasFile::Archive(a) => (&a.config, Layout::Keras3),
+        KerasFile::Legacy(l) => match &l.model_config {
+            Some(c) => (c, Layout::Legacy),
+            None => return Err(weights_only(path)),
+        },
+        KerasFile::Weights(_) => return Err(weights_only(path)),
+    };
+    let mut model = keras_config::build_model(config, path)?;
+    keras_weights::assign(&mut model, file.layers(), layout, path)?;
+    Ok(model)
+}
+
+fn weights_only(path: &str) -> Error {
+    Error::File {
+        path: path.into(),
+        message: "holds weights only, no architecture: build the model and use load_weights_into"
+            .into(),
+    }
+}
+
+/// Loads a Keras weights file (`.weights.h5`, or a legacy weights-only or full-model `.h5`) into a
+/// model that already has the architecture. Layers are matched by name (nested ones by path),
+/// every shape is checked first, and every layer with weights must be in the file; on any error
+/// the model is unchanged.
+pub fn load_weights_into(model: &mut Model, path: &str) -> Result<()> {
+    let file = frostnet_formats::read_any(path).map_err(|e| formats_error(path, e))?;
+    let (entries, layout) = match file {
+        KerasFile::Weights(_) => {
+            // Re-read with the model's config: matches layers stored without their names.
+            let w = frostnet_formats::read_weights_h5_ordered(path, &model_config(model))
+                .map_err(|e| formats_error(path, e))?;
+            (w.layers, Layout::Keras3)
+        }
+        KerasFile::Archive(a) => (a.weights.layers, Layout::Keras3),
+        KerasFile::Legacy(l) => (l.layers, Layout::Legacy),
+    };
+    keras_weights::assign(model, &entries, layout, path)
+}
 
 use crate::error::{Error, Result};
 use std::path::Path;

@@ -1,9 +1,14 @@
 //! Weights in safetensors, named by Keras 3 paths (`dense/kernel`), with each weight's trainable
 //! flag in the metadata, so a checkpoint restores exactly what was frozen.
+//!
+//! A whole model ([`save_model`]) is the same file with two more metadata entries:
+//! `frostnet_format = "model/1"` and `config`, the model's Keras 3 config JSON (per-layer
+//! `trainable` included), which `keras_config.rs` rebuilds the architecture from. Values are stored
+//! as raw little-endian f32, so a round trip is bit-exact.
 
 use super::write_atomic;
 use crate::error::{Error, Result};
-use crate::layers::Layer;
+use crate::layers::{Layer, WeightKind};
 use crate::models::Model;
 use crate::tensor::Tensor;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -18,6 +23,53 @@ fn file_err(path: &str, message: impl std::fmt::Display) -> Error {
 
 /// Saves every weight of `model` (atomically).
 pub fn save_weights(model: &Model, path: &str) -> Result<()> {
+    write_atomic(path, &serialize(model, path, HashMap::new())?)
+}
+
+/// The metadata value that marks a whole-model file, and its layout version.
+const MODEL_FORMAT: &str = "model/1";
+
+/// Saves the whole model, architecture and weights, as one safetensors file (atomically).
+pub fn save_model(model: &Model, path: &str) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("frostnet_format".to_string(), MODEL_FORMAT.to_string());
+    meta.insert(
+        "config".to_string(),
+        super::keras_config::model_config(model).to_string(),
+    );
+    write_atomic(path, &serialize(model, path, meta)?)
+}
+
+/// Loads a file written by [`save_model`]: rebuilds the architecture from its config, restores
+/// every weight and every weight's trainable flag.
+pub(crate) fn load_model(path: &str) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        file_err(
+            path,
+            format!("not a Keras file nor a frostnet model file ({e})"),
+        )
+    })?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("frostnet_format").map(String::as_str) != Some(MODEL_FORMAT) {
+        return Err(file_err(
+            path,
+            "a safetensors file without a frostnet model config (weights only? use load_weights)",
+        ));
+    }
+    let config: serde_json::Value = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| file_err(path, "the model config is missing or not JSON"))?;
+    let mut model = super::keras_config::build_model(&config, path)?;
+    load_from_bytes(&mut model, path, &bytes)?;
+    Ok(model)
+}
+
+fn serialize(model: &Model, path: &str, mut meta: HashMap<String, String>) -> Result<Vec<u8>> {
     let named = model.named_weights();
     let bytes: Vec<Vec<u8>> = named
         .iter()
@@ -35,12 +87,12 @@ pub fn save_weights(model: &Model, path: &str) -> Result<()> {
             TensorView::new(Dtype::F32, w.shape().to_vec(), b).map_err(|e| file_err(path, e))?;
         views.push((name.clone(), view));
     }
-    let flags: HashMap<String, String> = named
-        .iter()
-        .map(|(n, w)| (format!("trainable:{n}"), w.is_trainable().to_string()))
-        .collect();
-    let data = safetensors::serialize(views, Some(flags)).map_err(|e| file_err(path, e))?;
-    write_atomic(path, &data)
+    meta.extend(
+        named
+            .iter()
+            .map(|(n, w)| (format!("trainable:{n}"), w.is_trainable().to_string())),
+    );
+    safetensors::serialize(views, Some(meta)).map_err(|e| file_err(path, e))
 }
 
 /// Loads weights saved by [`save_weights`] into a model of the same architecture. Every name and
@@ -50,9 +102,18 @@ pub fn load_weights(model: &mut Model, path: &str) -> Result<()> {
         path: path.into(),
         source: e,
     })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| file_err(path, e))?;
+    load_from_bytes(model, path, &bytes)
+}
+
+/// Checks every weight's presence, dtype and shape, then assigns values and trainable flags.
+fn load_from_bytes(model: &mut Model, path: &str, bytes: &[u8]) -> Result<()> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| file_err(path, e))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(bytes).map_err(|e| file_err(path, e))?;
     let mut values = Vec::new();
+    let mut flags = Vec::new();
     for (name, w) in model.named_weights() {
+        flags.push(meta.get(&format!("trainable:{name}")).map(|f| f == "true"));
         let t = st
             .tensor(&name)
             .map_err(|_| file_err(path, format!("no weight '{name}' in the file")))?;
@@ -76,5 +137,13 @@ pub fn load_weights(model: &mut Model, path: &str) -> Result<()> {
             .collect();
         values.push(Tensor::from_vec(t.shape(), data)?);
     }
-    Layer::set_weights(model, values)
+    Layer::set_weights(model, values)?;
+    // A state weight (BN's moving statistics) never trains whatever its flag, so only
+    // parameters' flags are restored.
+    for (w, flag) in model.weights_mut().into_iter().zip(flags) {
+        if let (Some(f), WeightKind::Param) = (flag, w.kind()) {
+            w.set_flag(f);
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,400 @@
+//! Keras files in and out: the three fixture CNNs (Sequential, Functional, a frozen Functional base
+//! nested in a Sequential) saved by real Keras 3 and tf-keras in every format load into frostnet,
+//! print Keras's summaries and predict Keras's outputs; the native format round-trips bit for bit;
+//! broken files give typed errors naming the file and the layer, never a panic.
+
+use frostnet::io::npy::read_npy;
+use frostnet::layers::Layer;
+use frostnet::saving::{load_model, load_weights_into, save_keras, save_model};
+use frostnet::{Error, Model, SummaryOptions, SummaryStyle, Tensor};
+use std::path::PathBuf;
+
+const KINDS: [&str; 3] = ["cnn_seq", "cnn_func", "cnn_nested"];
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("frostnet-keras-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn input() -> Tensor {
+    read_npy(&fixture("cnn_input.npy")).unwrap()
+}
+
+fn check_output(model: &mut Model, expected: &str, what: &str) {
+    let want = read_npy(&fixture(expected)).unwrap();
+    let got = model.predict(&input(), 32).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let d = got.max_abs_diff(&want);
+    assert!(d <= 1e-5, "{what}: max abs difference {d}");
+}
+
+/// Keras 3's summary of the fixture models was printed after training, so it ends with an
+/// "Optimizer params" line and a total that includes them. Keras optimizer state is not loaded
+/// (the model comes back uncompiled), so those two lines are compared by their parameter counts
+/// without the optimizer; every other line byte for byte.
+fn check_keras3_summary(model: &Model, kind: &str) {
+    let want = std::fs::read_to_string(fixture(&format!("{kind}_summary_keras3.txt"))).unwrap();
+    let got = model.summary();
+    let keep = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with(" Total params") && !l.starts_with(" Optimizer params"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(keep(&got), keep(&want), "{kind}: Keras 3 summary\n{got}");
+    let total: usize = model.count_params();
+    let line = got
+        .lines()
+        .find(|l| l.starts_with(" Total params"))
+        .unwrap();
+    assert!(
+        line.starts_with(&format!(" Total params: {total} (")),
+        "{line}"
+    );
+}
+
+fn check_classic_summary(model: &Model, kind: &str) {
+    let want = std::fs::read_to_string(fixture(&format!("{kind}_summary_tfkeras.txt"))).unwrap();
+    let got = model.summary_with(&SummaryOptions {
+        style: SummaryStyle::Classic,
+        show_trainable: false,
+    });
+    assert_eq!(got, want, "{kind}: classic summary");
+}
+
+fn flags(model: &Model) -> Vec<(String, bool)> {
+    model
+        .named_weights()
+        .into_iter()
+        .map(|(p, w)| (p, w.is_trainable()))
+        .collect()
+}
+
+#[test]
+fn keras3_files_load_with_summaries_and_outputs() {
+    for kind in KINDS {
+        for file in [format!("{kind}.keras"), format!("{kind}_keras3_legacy.h5")] {
+            let mut m = load_model(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            check_keras3_summary(&m, kind);
+            check_output(&mut m, &format!("{kind}_output.npy"), &file);
+        }
+    }
+}
+
+#[test]
+fn tfkeras_files_load_with_classic_summaries_and_outputs() {
+    // tf-keras names a Sequential's input layer `input_1` where Keras 3 says `input_layer`; a
+    // Sequential does not list its input layer, and the Functional fixture names its input
+    // `image` in both, so the classic tables match tf-keras's own byte for byte.
+    for kind in KINDS {
+        let file = format!("{kind}_tfkeras.h5");
+        let mut m = load_model(&fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        check_classic_summary(&m, kind);
+        check_output(&mut m, &format!("{kind}_output_tfkeras.npy"), &file);
+    }
+}
+
+#[test]
+fn weights_files_load_into_the_architecture() {
+    for kind in KINDS {
+        for file in [
+            format!("{kind}.weights.h5"),
+            format!("{kind}_tfkeras_weights_only.h5"),
+        ] {
+            let mut m = load_model(&fixture(&format!("{kind}.keras"))).unwrap();
+            // Scramble the weights so that only the file can restore them.
+            let zeros: Vec<Tensor> = m
+                .get_weights()
+                .iter()
+                .map(|t| Tensor::zeros(t.shape()))
+                .collect();
+            m.set_weights(zeros).unwrap();
+            load_weights_into(&mut m, &fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let out = if file.contains("tfkeras") {
+                format!("{kind}_output_tfkeras.npy")
+            } else {
+                format!("{kind}_output.npy")
+            };
+            check_output(&mut m, &out, &file);
+        }
+    }
+}
+
+#[test]
+fn frozen_nested_base_stays_frozen() {
+    for file in [
+        "cnn_nested.keras",
+        "cnn_nested_tfkeras.h5",
+        "cnn_nested_keras3_legacy.h5",
+    ] {
+        let m = load_model(&fixture(file)).unwrap();
+        let trainable: usize = m.trainable_weights().iter().map(|w| w.len()).sum();
+        let frozen: usize = m.non_trainable_weights().iter().map(|w| w.len()).sum();
+        assert_eq!((trainable, frozen), (15, 128), "{file}");
+        let base = m.get_layer("base").unwrap();
+        assert!(!base.is_trainable(), "{file}");
+        let inner = base.as_model().unwrap();
+        assert!(!inner.get_layer("base_conv").unwrap().is_trainable());
+    }
+}
+
+#[test]
+fn native_round_trip_is_bit_exact() {
+    let dir = Scratch::new("native");
+    for kind in KINDS {
+        let mut a = load_model(&fixture(&format!("{kind}.keras"))).unwrap();
+        // One more frozen layer than the file had, to see flags survive.
+        a.layer_mut(a.len() - 1).unwrap().set_trainable(false);
+        let path = dir.path(&format!("{kind}.frostnet"));
+        save_model(&a, &path).unwrap();
+        let mut b = load_model(&path).unwrap();
+        assert_eq!(a.summary(), b.summary(), "{kind}");
+        assert_eq!(flags(&a), flags(&b), "{kind}");
+        for ((pa, wa), (pb, wb)) in a.named_weights().iter().zip(b.named_weights()) {
+            assert_eq!(pa, &pb);
+            let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(wa.value()), bits(wb.value()), "{kind}: {pa}");
+        }
+        let (ya, yb) = (
+            a.predict(&input(), 32).unwrap(),
+            b.predict(&input(), 32).unwrap(),
+        );
+        assert_eq!(ya.data(), yb.data(), "{kind}");
+    }
+}
+
+#[test]
+fn keras_archive_round_trip_through_frostnet() {
+    let dir = Scratch::new("archive");
+    for kind in KINDS {
+        let mut a = load_model(&fixture(&format!("{kind}.keras"))).unwrap();
+        let path = dir.path(&format!("{kind}.keras"));
+        save_keras(&a, &path).unwrap();
+        let mut b = load_model(&path).unwrap();
+        assert_eq!(a.summary(), b.summary(), "{kind}");
+        assert_eq!(flags(&a), flags(&b), "{kind}");
+        let (ya, yb) = (
+            a.predict(&input(), 32).unwrap(),
+            b.predict(&input(), 32).unwrap(),
+        );
+        assert_eq!(ya.data(), yb.data(), "{kind}");
+    }
+}
+
+fn file_error(e: Error) -> (String, String) {
+    match e {
+        Error::File { path, message } => (path, message),
+        other => panic!("expected Error::File, got {other:?}"),
+    }
+}
+
+/// Writes a `.keras` archive whose config.json is `config` and whose weights are `kind`'s.
+fn archive_with_config(dir: &Scratch, kind: &str, config: &serde_json::Value) -> String {
+    use std::io::{Read, Write};
+    let mut src =
+        zip::ZipArchive::new(std::fs::File::open(fixture(&format!("{kind}.keras"))).unwrap())
+            .unwrap();
+    let path = dir.path(&format!("{kind}_edited.keras"));
+    let mut out = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..src.len() {
+        let mut f = src.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if name == "config.json" {
+            bytes = config.to_string().into_bytes();
+        }
+        out.start_file(name, opts).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap();
+    path
+}
+
+fn fixture_config(kind: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(&format!("{kind}.keras.config.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn unknown_layer_class_names_file_and_layer() {
+    let dir = Scratch::new("unknown");
+    let mut c = fixture_config("cnn_func");
+    c["config"]["layers"][4]["class_name"] = "LayerNormalization".into();
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (p, msg) = file_error(load_model(&path).err().unwrap());
+    assert_eq!(p, path);
+    assert!(
+        msg.contains("'gap'") && msg.contains("LayerNormalization"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unsupported_option_and_activation_are_errors() {
+    let dir = Scratch::new("options");
+    let mut c = fixture_config("cnn_func");
+    c["config"]["layers"][1]["config"]["activation"] = "gelu".into();
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (_, msg) = file_error(load_model(&path).err().unwrap());
+    assert!(msg.contains("'conv'") && msg.contains("gelu"), "{msg}");
+
+    let mut c = fixture_config("cnn_func");
+    c["config"]["layers"][1]["config"]["dilation_rate"] = serde_json::json!([2, 2]);
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (_, msg) = file_error(load_model(&path).err().unwrap());
+    assert!(
+        msg.contains("'conv'") && msg.contains("dilation_rate"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn graph_cycles_and_dangling_references_are_errors() {
+    let dir = Scratch::new("graph");
+    let history = "/config/keras_history/0";
+    // conv takes its input from head: a cycle.
+    let mut c = fixture_config("cnn_func");
+    *c["config"]["layers"][1]["inbound_nodes"][0]["args"][0]
+        .pointer_mut(history)
+        .unwrap() = "head".into();
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (_, msg) = file_error(load_model(&path).err().unwrap());
+    assert!(msg.contains("cycle") && msg.contains("conv"), "{msg}");
+    // pool takes its input from a layer that does not exist.
+    let mut c = fixture_config("cnn_func");
+    *c["config"]["layers"][3]["inbound_nodes"][0]["args"][0]
+        .pointer_mut(history)
+        .unwrap() = "ghost".into();
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (_, msg) = file_error(load_model(&path).err().unwrap());
+    assert!(msg.contains("'pool'") && msg.contains("'ghost'"), "{msg}");
+}
+
+#[test]
+fn weight_shapes_disagreeing_with_the_config_are_errors() {
+    let dir = Scratch::new("shapes");
+    let mut c = fixture_config("cnn_func");
+    c["config"]["layers"][1]["config"]["filters"] = 5.into();
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (p, msg) = file_error(load_model(&path).err().unwrap());
+    assert_eq!(p, path);
+    // conv now has 5 filters, so bn (4 channels in the file) no longer matches either; the first
+    // mismatch in layer order is reported.
+    assert!(msg.contains("'conv'") && msg.contains("shape"), "{msg}");
+
+    // Weights for another architecture into an existing model leave it unchanged.
+    let mut m = load_model(&fixture("cnn_seq.keras")).unwrap();
+    let before = m.get_weights();
+    let err = load_weights_into(&mut m, &fixture("cnn_func.weights.h5")).unwrap_err();
+    let (_, msg) = file_error(err);
+    assert!(msg.contains("layer"), "{msg}");
+    for (a, b) in before.iter().zip(m.get_weights()) {
+        assert_eq!(a.data(), b.data());
+    }
+}
+
+#[test]
+fn truncated_files_are_typed_errors() {
+    let dir = Scratch::new("truncated");
+    for file in [
+        "cnn_seq.keras",
+        "cnn_func_tfkeras.h5",
+        "cnn_nested_keras3_legacy.h5",
+    ] {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let path = dir.path(file);
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_model(&path).err();
+        let (p, _) = file_error(err.unwrap_or_else(|| panic!("{file}: truncated file loaded")));
+        assert_eq!(p, path);
+    }
+    let m = load_model(&fixture("cnn_seq.keras")).unwrap();
+    let path = dir.path("native.frostnet");
+    save_model(&m, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let (p, _) = file_error(load_model(&path).err().unwrap());
+    assert_eq!(p, path);
+}
+
+#[test]
+fn weights_only_file_given_to_load_model_says_so() {
+    let (_, msg) = file_error(load_model(&fixture("cnn_seq.weights.h5")).err().unwrap());
+    assert!(msg.contains("weights only"), "{msg}");
+}
+
+/// Mutated fixture bytes through `load_model`: any result but a panic is fine.
+#[test]
+fn fuzz_load_model_never_panics() {
+    let dir = Scratch::new("fuzz");
+    let mut sources: Vec<Vec<u8>> = [
+        "cnn_func.keras",
+        "cnn_nested_tfkeras.h5",
+        "cnn_seq_keras3_legacy.h5",
+    ]
+    .iter()
+    .map(|f| std::fs::read(fixture(f)).unwrap())
+    .collect();
+    let m = load_model(&fixture("cnn_nested.keras")).unwrap();
+    let native = dir.path("n.frostnet");
+    save_model(&m, &native).unwrap();
+    sources.push(std::fs::read(&native).unwrap());
+    let mut state: u64 = std::env::var("FROSTNET_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut next = move || {
+        // xorshift64*: a fixed, dependency-free sequence.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let path = dir.path("mutant");
+    let start = std::time::Instant::now();
+    for case in 0..200 {
+        let mut bytes = sources[case % sources.len()].clone();
+        let edits = 1 + next() % 8;
+        for _ in 0..edits {
+            let i = (next() % bytes.len() as u64) as usize;
+            match next() % 3 {
+                0 => bytes[i] = next() as u8,
+                1 => bytes[i] ^= 1 << (next() % 8),
+                _ => bytes[i] = b"0123456789{}[]\",:-"[(next() % 18) as usize],
+            }
+        }
+        if next() % 10 == 0 {
+            let keep = (next() % bytes.len() as u64) as usize;
+            bytes.truncate(keep);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = load_model(&path);
+    }
+    assert!(
+        start.elapsed().as_secs() < 10,
+        "fuzz took {:?}",
+        start.elapsed()
+    );
+}
