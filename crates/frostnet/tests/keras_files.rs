@@ -398,3 +398,123 @@ fn fuzz_load_model_never_panics() {
         start.elapsed()
     );
 }
+
+/// Writes `.keras` files for `tools/check_keras_roundtrip.py` (run by that script, not by default):
+/// the three fixture models re-saved by frostnet, one of them with a layer frozen, and a model
+/// with most layer classes frostnet has; each with frostnet's prediction on `cnn_input.npy` and
+/// its trainable / non-trainable counts.
+#[test]
+#[ignore = "run by tools/check_keras_roundtrip.py"]
+fn write_keras_roundtrip_files() {
+    use frostnet::layers::*;
+    use frostnet::tensor::Padding;
+    let out = std::env::var("FROSTNET_KERAS_OUT").expect("FROSTNET_KERAS_OUT");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut models = Vec::new();
+    for kind in KINDS {
+        models.push((
+            kind.to_string(),
+            load_model(&fixture(&format!("{kind}.keras"))).unwrap(),
+        ));
+    }
+    let mut frozen = load_model(&fixture("cnn_func.keras")).unwrap();
+    frozen.get_layer_mut("conv").unwrap().set_trainable(false);
+    models.push(("cnn_func_conv_frozen".into(), frozen));
+
+    let mut g = frostnet::Functional::new();
+    let x = g.input(Input::new(&[8, 8, 3]).named("img"));
+    let r = g.call(Rescaling::new(0.5).offset(0.1), &[x]).unwrap();
+    let p = g
+        .call(ZeroPadding2D::with_padding(((1, 0), (0, 1))), &[r])
+        .unwrap();
+    let a = g
+        .call(
+            Conv2D::with_kernel(6, (2, 2))
+                .strides(1)
+                .padding(Padding::Valid)
+                .activation(ActivationFn::Tanh)
+                .seed(1),
+            &[p],
+        )
+        .unwrap();
+    let b = g
+        .call(
+            DepthwiseConv2D::new(3)
+                .padding(Padding::Same)
+                .depth_multiplier(2)
+                .seed(2),
+            &[r],
+        )
+        .unwrap();
+    let b = g
+        .call(
+            SeparableConv2D::new(6, 3).padding(Padding::Same).seed(3),
+            &[b],
+        )
+        .unwrap();
+    let s = g.call(Add::new(), &[a, b]).unwrap();
+    let m = g.call(Multiply::new(), &[a, s]).unwrap();
+    let c = g.call(Concatenate::new(), &[s, m]).unwrap();
+    let bn = g
+        .call(BatchNormalization::new().trainable(false), &[c])
+        .unwrap();
+    let relu = g
+        .call(ReLU::new().max_value(6.0).negative_slope(0.1), &[bn])
+        .unwrap();
+    let ap = g
+        .call(AveragePooling2D::new(2).padding(Padding::Same), &[relu])
+        .unwrap();
+    let mp = g.call(MaxPooling2D::new(2).strides(1), &[ap]).unwrap();
+    let gm = g.call(GlobalMaxPooling2D::new(), &[mp]).unwrap();
+    let fl = g.call(Flatten::new(), &[mp]).unwrap();
+    let d = g
+        .call(
+            Dense::new(12).activation(ActivationFn::Sigmoid).seed(4),
+            &[fl],
+        )
+        .unwrap();
+    let rs = g.call(Reshape::new(&[3, -1]), &[d]).unwrap();
+    let rs = g.call(Reshape::new(&[12]), &[rs]).unwrap();
+    let dr = g.call(Dropout::new(0.3), &[rs]).unwrap();
+    let cat = g.call(Concatenate::new(), &[dr, gm]).unwrap();
+    let act = g.call(Activation::new(ActivationFn::Relu), &[cat]).unwrap();
+    let y = g
+        .call(
+            Dense::new(3).activation(ActivationFn::Softmax).seed(5),
+            &[act],
+        )
+        .unwrap();
+    let mut mixed = g.build_named("mixed", &[x], &[y]).unwrap();
+    // Non-trivial BN statistics, so that inference uses them.
+    let ws: Vec<Tensor> = mixed
+        .get_weights()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let data = (0..t.len())
+                .map(|k| 0.5 + ((i * 7 + k) % 5) as f32 * 0.1)
+                .collect();
+            Tensor::from_vec(t.shape(), data).unwrap()
+        })
+        .zip(mixed.get_weights())
+        .map(|(fake, real)| if real.shape().len() == 1 { fake } else { real })
+        .collect();
+    mixed.set_weights(ws).unwrap();
+    models.push(("mixed".into(), mixed));
+
+    let x = input();
+    let mut counts = serde_json::Map::new();
+    for (name, mut m) in models {
+        save_keras(&m, &format!("{out}/{name}.keras")).unwrap();
+        let y = m.predict(&x, 32).unwrap();
+        frostnet::io::npy::write_npy(&format!("{out}/{name}_frostnet.npy"), &y).unwrap();
+        let t: usize = m.trainable_weights().iter().map(|w| w.len()).sum();
+        let n: usize = m.non_trainable_weights().iter().map(|w| w.len()).sum();
+        counts.insert(name, serde_json::json!([t, n]));
+    }
+    std::fs::write(
+        format!("{out}/counts.json"),
+        serde_json::Value::Object(counts).to_string(),
+    )
+    .unwrap();
+}

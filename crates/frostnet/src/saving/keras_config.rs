@@ -369,7 +369,7 @@ fn batch_shape(v: &Value, src: &Source, lname: &str, class: &str) -> Result<Shap
         .map(|d| match d {
             Value::Null => Ok(None),
             d => match d.as_u64() {
-                Some(n) if n >= 1 && n <= MAX_DIM => Ok(Some(n as usize)),
+                Some(n) if (1..=MAX_DIM).contains(&n) => Ok(Some(n as usize)),
                 _ => Err(bad()),
             },
         })
@@ -841,12 +841,12 @@ pub fn model_config(model: &Model) -> Value {
                     Value::Array(t)
                 }
             };
-            json!({"module": "keras", "class_name": "Functional",
+            json!({"module": "keras.src.models.functional", "class_name": "Functional",
                    "config": {"name": model.name(), "trainable": model.is_trainable(),
                               "layers": layers,
                               "input_layers": ends(&model.inputs),
                               "output_layers": ends(&model.outputs)},
-                   "registered_name": null})
+                   "registered_name": "Functional", "build_config": {"input_shape": null}})
         }
     }
 }
