@@ -15,7 +15,7 @@ pub use callbacks::{
 };
 pub use losses::Loss;
 pub use metrics::Metric;
-pub use optimizers::{Adam, Optimizer, RmsProp, Sgd};
+pub use optimizers::{optimizer_from_state, Adam, Optimizer, OptimizerState, RmsProp, Sgd};
 pub use schedules::LearningRate;
 pub(crate) use trainer::Compiled;
 pub use trainer::{FitOptions, History};

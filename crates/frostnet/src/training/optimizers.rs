@@ -2,11 +2,31 @@
 //!
 //! Slots (momentum, Adam's moments) are keyed by the weight's identity, not its position, so they
 //! survive freezing and unfreezing: a weight frozen for a while resumes with its own moments.
+//!
+//! For resuming training from a file, [`Optimizer::state`] / [`Optimizer::load_state`] export and
+//! import the iteration count and the slots keyed by a name per weight (the native model file uses
+//! Keras paths, since weight identities do not survive a process), and [`optimizer_from_state`]
+//! rebuilds Sgd, Adam(W) or RmsProp from the exported hyperparameters.
 
 use super::schedules::LearningRate;
+use crate::error::{Error, Result};
 use crate::layers::Weight;
 use crate::tensor::Tensor;
+use serde_json::{json, Value};
 use std::collections::HashMap;
+
+/// What an optimizer needs to resume exactly where it stopped.
+#[derive(Clone, Debug)]
+pub struct OptimizerState {
+    /// Keras's class name (`"SGD"`, `"Adam"`, `"AdamW"`, `"RMSprop"`).
+    pub class_name: String,
+    /// Hyperparameters by Keras's names; `learning_rate` is a number or a schedule description.
+    pub config: Value,
+    /// Updates done so far.
+    pub iterations: u64,
+    /// Slot tensors of each weight that has any, keyed by the names the caller gave.
+    pub slots: Vec<(String, Vec<Tensor>)>,
+}
 
 /// What the trainer needs from an optimizer.
 pub trait Optimizer: Send + Sync {
@@ -24,6 +44,129 @@ pub trait Optimizer: Send + Sync {
     /// "Optimizer params" line.
     fn slot_params(&self) -> usize;
     fn has_lr_variable(&self) -> bool;
+    /// The state to save for resuming: `weights` names each weight the optimizer may hold slots
+    /// for. `None` (the default) for an optimizer that cannot be saved.
+    fn state(&self, _weights: &[(String, &Weight)]) -> Option<OptimizerState> {
+        None
+    }
+    /// Restores the iteration count and the slots of `state`, matched to `weights` by name
+    /// (hyperparameters come from [`optimizer_from_state`]). Checks every slot's shape first.
+    fn load_state(
+        &mut self,
+        _state: &OptimizerState,
+        _weights: &[(String, &Weight)],
+    ) -> Result<()> {
+        Err(Error::State(format!(
+            "optimizer {} cannot restore saved state",
+            self.name()
+        )))
+    }
+}
+
+/// Rebuilds an optimizer of the kind and hyperparameters in `state`, then loads its slots.
+pub fn optimizer_from_state(
+    state: &OptimizerState,
+    weights: &[(String, &Weight)],
+) -> Result<Box<dyn Optimizer>> {
+    let c = &state.config;
+    let bad = |what: &str| {
+        Error::InvalidConfig(format!(
+            "optimizer {}: {what} missing or invalid",
+            state.class_name
+        ))
+    };
+    let f = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_f64)
+            .map(|v| v as f32)
+            .ok_or_else(|| bad(k))
+    };
+    let lr = lr_from_json(c.get("learning_rate").unwrap_or(&Value::Null))
+        .ok_or_else(|| bad("learning_rate"))?;
+    let mut opt: Box<dyn Optimizer> = match state.class_name.as_str() {
+        "SGD" => Box::new(
+            Sgd::new(lr).momentum(f("momentum")?).nesterov(
+                c.get("nesterov")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| bad("nesterov"))?,
+            ),
+        ),
+        "Adam" | "AdamW" => {
+            let mut a = Adam::new(lr);
+            a.beta_1 = f("beta_1")?;
+            a.beta_2 = f("beta_2")?;
+            a.epsilon = f("epsilon")?;
+            if state.class_name == "AdamW" {
+                a.weight_decay = Some(f("weight_decay")?);
+            }
+            Box::new(a)
+        }
+        "RMSprop" => {
+            let mut r = RmsProp::new(lr);
+            r.rho = f("rho")?;
+            r.momentum = f("momentum")?;
+            r.epsilon = f("epsilon")?;
+            r.centered = c
+                .get("centered")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| bad("centered"))?;
+            Box::new(r)
+        }
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "optimizer '{other}' cannot be restored (SGD, Adam, AdamW, RMSprop)"
+            )))
+        }
+    };
+    opt.load_state(state, weights)?;
+    Ok(opt)
+}
+
+fn lr_to_json(lr: &LearningRate) -> Value {
+    match *lr {
+        LearningRate::Constant(v) => json!(v),
+        LearningRate::ExponentialDecay {
+            initial,
+            decay_steps,
+            decay_rate,
+            staircase,
+        } => json!({
+            "class_name": "ExponentialDecay",
+            "config": {"initial_learning_rate": initial, "decay_steps": decay_steps,
+                       "decay_rate": decay_rate, "staircase": staircase}}),
+        LearningRate::CosineDecay {
+            initial,
+            decay_steps,
+            alpha,
+        } => json!({
+            "class_name": "CosineDecay",
+            "config": {"initial_learning_rate": initial, "decay_steps": decay_steps,
+                       "alpha": alpha}}),
+    }
+}
+
+fn lr_from_json(v: &Value) -> Option<LearningRate> {
+    if let Some(x) = v.as_f64() {
+        return Some(LearningRate::Constant(x as f32));
+    }
+    let c = v.get("config")?;
+    let f = |k: &str| c.get(k).and_then(Value::as_f64).map(|x| x as f32);
+    let initial = f("initial_learning_rate")?;
+    let decay_steps = c.get("decay_steps").and_then(Value::as_u64)? as usize;
+    match v.get("class_name")?.as_str()? {
+        "ExponentialDecay" => Some(LearningRate::ExponentialDecay {
+            initial,
+            decay_steps,
+            decay_rate: f("decay_rate")?,
+            staircase: c.get("staircase")?.as_bool()?,
+        }),
+        "CosineDecay" => Some(LearningRate::CosineDecay {
+            initial,
+            decay_steps,
+            alpha: f("alpha")?,
+        }),
+        _ => None,
+    }
 }
 
 /// Slot storage shared by the optimizers.
@@ -40,6 +183,34 @@ impl Slots {
     }
     fn params(&self) -> usize {
         self.by_weight.values().flatten().map(|t| t.len()).sum()
+    }
+    /// Every weight's slots under its name, in the order of `weights`.
+    fn export(&self, weights: &[(String, &Weight)]) -> Vec<(String, Vec<Tensor>)> {
+        weights
+            .iter()
+            .filter_map(|(n, w)| Some((n.clone(), self.by_weight.get(&w.id())?.clone())))
+            .collect()
+    }
+    /// Replaces all slots by `state`'s, after checking every name and shape.
+    fn import(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
+        let by_name: HashMap<&str, &Weight> =
+            weights.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        let mut slots = HashMap::new();
+        for (name, tensors) in &state.slots {
+            let w = by_name.get(name.as_str()).ok_or_else(|| {
+                Error::InvalidConfig(format!("optimizer state for unknown weight '{name}'"))
+            })?;
+            if let Some(t) = tensors.iter().find(|t| t.shape() != w.shape()) {
+                return Err(Error::WeightShape {
+                    weight: format!("optimizer slot of {name}"),
+                    expected: crate::error::fmt_dims(w.shape()),
+                    got: crate::error::fmt_dims(t.shape()),
+                });
+            }
+            slots.insert(w.id(), tensors.clone());
+        }
+        self.by_weight = slots;
+        Ok(())
     }
 }
 
@@ -118,6 +289,19 @@ impl Optimizer for Sgd {
     }
     fn has_lr_variable(&self) -> bool {
         self.lr.is_constant()
+    }
+    fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
+        Some(OptimizerState {
+            class_name: self.name().to_string(),
+            config: json!({"learning_rate": lr_to_json(&self.lr), "momentum": self.momentum, "nesterov": self.nesterov}),
+            iterations: self.iterations,
+            slots: self.slots.export(weights),
+        })
+    }
+    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
+        self.slots.import(state, weights)?;
+        self.iterations = state.iterations;
+        Ok(())
     }
 }
 
@@ -218,6 +402,19 @@ impl Optimizer for Adam {
     fn has_lr_variable(&self) -> bool {
         self.lr.is_constant()
     }
+    fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
+        Some(OptimizerState {
+            class_name: self.name().to_string(),
+            config: json!({"learning_rate": lr_to_json(&self.lr), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "weight_decay": self.weight_decay}),
+            iterations: self.iterations,
+            slots: self.slots.export(weights),
+        })
+    }
+    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
+        self.slots.import(state, weights)?;
+        self.iterations = state.iterations;
+        Ok(())
+    }
 }
 
 /// RMSprop. Keras defaults: rate 0.001, rho 0.9, momentum 0, epsilon 1e-7, not centered.
@@ -300,5 +497,18 @@ impl Optimizer for RmsProp {
     }
     fn has_lr_variable(&self) -> bool {
         self.lr.is_constant()
+    }
+    fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
+        Some(OptimizerState {
+            class_name: self.name().to_string(),
+            config: json!({"learning_rate": lr_to_json(&self.lr), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon, "centered": self.centered}),
+            iterations: self.iterations,
+            slots: self.slots.export(weights),
+        })
+    }
+    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
+        self.slots.import(state, weights)?;
+        self.iterations = state.iterations;
+        Ok(())
     }
 }
