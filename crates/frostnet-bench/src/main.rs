@@ -6,7 +6,7 @@
 //! frostnet-bench profile WORKLOAD [--warmup W] [--reps R] [--threads N]
 //! ```
 //!
-//! `profile` (InceptionV3 workloads only) runs the model layer by layer, timing each layer's
+//! `profile` (every workload but sgemm) runs the model layer by layer, timing each layer's
 //! forward (and, for training, backward) call, and prints the time summed by layer class to
 //! stdout as a table; it is how `bench/RESULTS.md` explains where the time goes.
 

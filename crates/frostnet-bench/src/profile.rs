@@ -1,4 +1,4 @@
-//! `frostnet-bench profile WORKLOAD`: where an InceptionV3 workload spends its time.
+//! `frostnet-bench profile WORKLOAD`: where a workload's step spends its time, by layer class.
 //!
 //! The model is run layer by layer — `model.layer_mut(i).forward(..)` on the real activations, in
 //! the model's (topological) layer order, then for training `backward` in reverse order with the
@@ -7,11 +7,12 @@
 //! the end-to-end time of the real workload measured in the same process just before.
 //!
 //! The graph's wiring is not public API, so it is read from the model's classic (tf-keras)
-//! summary, whose "Connected to" column names each layer's inputs.
+//! summary, whose "Connected to" column names each layer's inputs. The chain workloads
+//! (mlp_train, cnn_train) are profiled on the same layers built as a Functional chain.
 
 use crate::workloads::{
-    self, inception_base, inception_with_top, labels, randn, HEAD_CLASSES, INCEPTION_TRAIN_BATCH,
-    SIDE,
+    self, chain_data, chain_loss, chain_model, inception_base, inception_with_top, labels, randn,
+    HEAD_CLASSES, INCEPTION_TRAIN_BATCH, SIDE,
 };
 use crate::{median, time_reps, Args, Res};
 use frostnet::layers::{Dense, ForwardCtx, Weight};
@@ -42,6 +43,8 @@ fn wiring(model: &Model) -> Res<Vec<Wiring>> {
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
+    // A chain prints no "Connected to" column: each layer takes the previous one.
+    let chain = !text.contains("Connected to");
     let mut lines = text.lines().skip_while(|l| !l.starts_with('='));
     lines.next();
     let mut blocks: Vec<(String, String)> = Vec::new();
@@ -76,7 +79,10 @@ fn wiring(model: &Model) -> Res<Vec<Wiring>> {
             return Err(format!("summary parse: row {i} is '{name_cell}', expected {want}").into());
         }
         let mut inbound = Vec::new();
-        for piece in conn.split("[0][0]") {
+        if chain && i > 0 {
+            inbound.push(i - 1);
+        }
+        for piece in conn.split("[0][0]").filter(|_| !chain) {
             let n = piece
                 .trim_matches(|c: char| c == '[' || c == ']' || c == '\'' || c == ',' || c == ' ');
             if n.is_empty() {
@@ -155,6 +161,8 @@ enum Kind {
     Infer,
     Frozen,
     Finetune,
+    /// A chain model (mlp_train, cnn_train), everything trained.
+    Chain,
 }
 
 struct Setup {
@@ -165,6 +173,7 @@ struct Setup {
     base_opt: Adam,
     x: Tensor,
     y: Tensor,
+    loss: Loss,
     kind: Kind,
 }
 
@@ -182,7 +191,7 @@ fn add(map: &mut BTreeMap<String, (f64, f64)>, key: &str, fwd: f64, bwd: f64) {
 fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
     let n = s.wiring.len();
     let train = s.kind != Kind::Infer;
-    let keep = s.kind == Kind::Finetune;
+    let keep = matches!(s.kind, Kind::Finetune | Kind::Chain);
     let mut values: Vec<Option<Tensor>> = vec![None; n];
     let mut remaining = vec![0usize; n];
     for w in &s.wiring {
@@ -224,51 +233,78 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
         values[i] = Some(y);
     }
     let feats = values[n - 1].take().expect("the output is kept");
-    if let Some(mut head) = s.head.take() {
-        let mut ctx = ForwardCtx::infer();
-        ctx.mode = Mode::Train;
-        ctx.keep = true;
-        ctx.input_needs_grad = vec![keep];
-        let t = Instant::now();
-        let logits = head.forward(&[&feats], &mut ctx)?;
-        let t_fwd = ms(t);
-        let t = Instant::now();
-        let (loss, g) =
-            Loss::SparseCategoricalCrossentropy { from_logits: true }.compute(&logits, &s.y)?;
-        other.insert("loss", ms(t));
-        if !loss.is_finite() {
-            return Err(format!("non-finite loss {loss}").into());
+    if !train {
+        return finish(flops, fl, by_bucket, by_layer, other);
+    }
+    let mut head = s.head.take();
+    let pred = match head.as_mut() {
+        Some(head) => {
+            let mut ctx = ForwardCtx::infer();
+            ctx.mode = Mode::Train;
+            ctx.keep = true;
+            ctx.input_needs_grad = vec![keep];
+            let t = Instant::now();
+            let logits = head.forward(&[&feats], &mut ctx)?;
+            add(&mut by_bucket, "Dense (head)", ms(t), 0.0);
+            logits
         }
-        let t = Instant::now();
-        let dxs = head.backward(&g, &[keep])?;
-        add(&mut by_bucket, "Dense (head)", t_fwd, ms(t));
-        if keep {
-            backward(
-                s,
-                dxs.into_iter().next().flatten().ok_or("head gave no dx")?,
-                &mut by_layer,
-                &mut by_bucket,
-            )?;
+        None => feats,
+    };
+    let t = Instant::now();
+    let (loss, g) = s.loss.compute(&pred, &s.y)?;
+    other.insert("loss", ms(t));
+    if !loss.is_finite() {
+        return Err(format!("non-finite loss {loss}").into());
+    }
+    let g = match head.as_mut() {
+        Some(head) => {
+            let t = Instant::now();
+            let dxs = head.backward(&g, &[keep])?;
+            add(&mut by_bucket, "Dense (head)", 0.0, ms(t));
+            dxs.into_iter().next().flatten()
         }
-        let t = Instant::now();
+        None => Some(g),
+    };
+    if keep {
+        backward(
+            s,
+            g.ok_or("head gave no dx")?,
+            &mut by_layer,
+            &mut by_bucket,
+        )?;
+    }
+    let t = Instant::now();
+    if let Some(head) = head.as_mut() {
         let mut ws: Vec<&mut Weight> = head.weights_mut();
         s.head_opt.apply(&mut ws);
-        if keep {
-            let mut ws: Vec<&mut Weight> = s
-                .model
-                .weights_mut()
-                .into_iter()
-                .filter(|w| w.is_trainable())
-                .collect();
-            s.base_opt.apply(&mut ws);
-        }
-        other.insert("Adam update", ms(t));
-        let t = Instant::now();
-        head.clear_cache();
-        s.model.clear_cache();
-        other.insert("clear caches", ms(t));
-        s.head = Some(head);
     }
+    if keep {
+        let mut ws: Vec<&mut Weight> = s
+            .model
+            .weights_mut()
+            .into_iter()
+            .filter(|w| w.is_trainable())
+            .collect();
+        s.base_opt.apply(&mut ws);
+    }
+    other.insert("Adam update", ms(t));
+    let t = Instant::now();
+    if let Some(head) = head.as_mut() {
+        head.clear_cache();
+    }
+    s.model.clear_cache();
+    other.insert("clear caches", ms(t));
+    s.head = head;
+    finish(flops, fl, by_bucket, by_layer, other)
+}
+
+fn finish(
+    flops: &mut Option<Vec<(f64, f64)>>,
+    fl: Vec<(f64, f64)>,
+    by_bucket: BTreeMap<String, (f64, f64)>,
+    by_layer: Vec<(f64, f64)>,
+    other: BTreeMap<&'static str, f64>,
+) -> Res<Pass> {
     if flops.is_none() {
         *flops = Some(fl);
     }
@@ -318,12 +354,8 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         "inception_infer" => Kind::Infer,
         "inception_frozen" => Kind::Frozen,
         "inception_finetune" => Kind::Finetune,
-        other => {
-            return Err(format!(
-                "profile covers the InceptionV3 workloads; profile '{other}' with callgrind"
-            )
-            .into())
-        }
+        "mlp_train" | "cnn_train" => Kind::Chain,
+        other => return Err(format!("no layer profile for '{other}' (one matmul)").into()),
     };
     // 1. The real workload, end to end, in this process.
     let (e2e, e2e_cpu) = {
@@ -332,6 +364,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
     };
     // 2. The same model, layer by layer.
     let (model, batch) = match kind {
+        Kind::Chain => (chain_model(&args.workload, true)?, 0),
         Kind::Infer => (inception_with_top()?, 1),
         Kind::Frozen | Kind::Finetune => {
             let mut base = inception_base()?;
@@ -339,12 +372,22 @@ pub(crate) fn run(args: &Args) -> Res<()> {
             (base, INCEPTION_TRAIN_BATCH)
         }
     };
-    let head = if kind == Kind::Infer {
+    let head = if matches!(kind, Kind::Infer | Kind::Chain) {
         None
     } else {
         let mut d = Dense::new(HEAD_CLASSES).seed(7);
         d.build(&[vec![Some(2048)]])?;
         Some(d)
+    };
+    let (x, y, loss) = if kind == Kind::Chain {
+        let (x, y) = chain_data(&args.workload)?;
+        (x, y, chain_loss(&args.workload))
+    } else {
+        (
+            randn(40, &[batch, SIDE, SIDE, 3])?,
+            labels(41, batch, HEAD_CLASSES)?,
+            Loss::SparseCategoricalCrossentropy { from_logits: true },
+        )
     };
     let wiring = wiring(&model)?;
     let mut s = Setup {
@@ -353,8 +396,9 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         head,
         head_opt: Adam::new(1e-3),
         base_opt: Adam::new(1e-3),
-        x: randn(40, &[batch, SIDE, SIDE, 3])?,
-        y: labels(41, batch, HEAD_CLASSES)?,
+        x,
+        y,
+        loss,
         kind,
     };
     let mut flops = None;
@@ -403,7 +447,7 @@ fn report(
     if acc.contains_key("Dense (head)") {
         acc.get_mut("Dense (head)").expect("present").count = 1;
     }
-    let train = s.kind == Kind::Finetune;
+    let train = matches!(s.kind, Kind::Finetune | Kind::Chain);
     let mut rows: Vec<(String, usize, f64, f64, f64, f64)> = acc
         .iter()
         .map(|(k, a)| {

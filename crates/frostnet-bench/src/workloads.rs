@@ -99,6 +99,78 @@ pub(crate) fn inception_transfer(frozen: bool) -> Res<Model> {
     Ok(g.build(&[inp], &[out])?)
 }
 
+/// Boxed layers in order.
+type Layers = Vec<Box<dyn Layer>>;
+
+/// The layers of the two chain models, as in the peers.
+fn chain_layers(workload: &str) -> Res<(Vec<usize>, Layers)> {
+    Ok(match workload {
+        "mlp_train" => (
+            vec![256],
+            vec![
+                Box::new(Dense::new(500).activation(ActivationFn::Relu).seed(1)),
+                Box::new(Dense::new(500).activation(ActivationFn::Relu).seed(2)),
+                Box::new(Dense::new(1).seed(3)),
+            ],
+        ),
+        "cnn_train" => (
+            vec![28, 28, 1],
+            vec![
+                Box::new(Conv2D::new(32, 3).padding(Padding::Same).seed(1)),
+                Box::new(BatchNormalization::new()),
+                Box::new(ReLU::new()),
+                Box::new(MaxPooling2D::new(2)),
+                Box::new(Conv2D::new(64, 3).padding(Padding::Same).seed(2)),
+                Box::new(BatchNormalization::new()),
+                Box::new(ReLU::new()),
+                Box::new(MaxPooling2D::new(2)),
+                Box::new(Flatten::new()),
+                Box::new(Dense::new(10).seed(3)),
+            ],
+        ),
+        other => return Err(format!("'{other}' is not a chain model").into()),
+    })
+}
+
+/// mlp_train's or cnn_train's model: a `Sequential` (what the benchmark times) or the same
+/// chain as a `Functional` graph (which lists its input layer, for the profiler).
+pub(crate) fn chain_model(workload: &str, functional: bool) -> Res<Model> {
+    let (shape, layers) = chain_layers(workload)?;
+    if functional {
+        let mut g = Functional::new();
+        let inp = g.input(Input::new(&shape));
+        let mut x = inp;
+        for l in layers {
+            x = g.call_boxed(l, &[x])?;
+        }
+        return Ok(g.build(&[inp], &[x])?);
+    }
+    let mut m = Sequential::new();
+    m.add(Input::new(&shape))?;
+    for l in layers {
+        m.add_boxed(l)?;
+    }
+    Ok(m)
+}
+
+/// The loss of a chain workload.
+pub(crate) fn chain_loss(workload: &str) -> Loss {
+    if workload == "mlp_train" {
+        Loss::MeanSquaredError
+    } else {
+        Loss::SparseCategoricalCrossentropy { from_logits: true }
+    }
+}
+
+/// The synthetic batch of a chain workload.
+pub(crate) fn chain_data(workload: &str) -> Res<(Tensor, Tensor)> {
+    if workload == "mlp_train" {
+        Ok((randn(10, &[256, 256])?, randn(11, &[256, 1])?))
+    } else {
+        Ok((randn(20, &[64, 28, 28, 1])?, labels(21, 64, 10)?))
+    }
+}
+
 pub(crate) fn build(workload: &str) -> Res<Workload> {
     Ok(match workload {
         "sgemm" => {
@@ -116,39 +188,18 @@ pub(crate) fn build(workload: &str) -> Res<Workload> {
             }
         }
         "mlp_train" => {
-            let mut m = Sequential::new();
-            m.add(Input::new(&[256]))?;
-            m.add(Dense::new(500).activation(ActivationFn::Relu).seed(1))?;
-            m.add(Dense::new(500).activation(ActivationFn::Relu).seed(2))?;
-            m.add(Dense::new(1).seed(3))?;
-            m.compile(Adam::new(1e-3), Loss::MeanSquaredError, &[]);
-            let x = randn(10, &[256, 256])?;
-            let y = randn(11, &[256, 1])?;
+            let mut m = chain_model(workload, false)?;
+            m.compile(Adam::new(1e-3), chain_loss(workload), &[]);
+            let (x, y) = chain_data(workload)?;
             Workload {
                 step: train_step(m, x, y),
                 extra: vec![("batch", 256.into())],
             }
         }
         "cnn_train" => {
-            let mut m = Sequential::new();
-            m.add(Input::new(&[28, 28, 1]))?;
-            m.add(Conv2D::new(32, 3).padding(Padding::Same).seed(1))?;
-            m.add(BatchNormalization::new())?;
-            m.add(ReLU::new())?;
-            m.add(MaxPooling2D::new(2))?;
-            m.add(Conv2D::new(64, 3).padding(Padding::Same).seed(2))?;
-            m.add(BatchNormalization::new())?;
-            m.add(ReLU::new())?;
-            m.add(MaxPooling2D::new(2))?;
-            m.add(Flatten::new())?;
-            m.add(Dense::new(10).seed(3))?;
-            m.compile(
-                Adam::new(1e-3),
-                Loss::SparseCategoricalCrossentropy { from_logits: true },
-                &[],
-            );
-            let x = randn(20, &[64, 28, 28, 1])?;
-            let y = labels(21, 64, 10)?;
+            let mut m = chain_model(workload, false)?;
+            m.compile(Adam::new(1e-3), chain_loss(workload), &[]);
+            let (x, y) = chain_data(workload)?;
             Workload {
                 step: train_step(m, x, y),
                 extra: vec![("batch", 64.into()), ("layout", "nhwc".into())],
