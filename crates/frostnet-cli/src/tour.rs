@@ -208,6 +208,22 @@ pub fn run() -> Res<()> {
         })
     );
 
+    heading(
+        "6. What training cannot learn: a short search over hidden layers, units, learning rate",
+    );
+    let dir = std::env::temp_dir().join(format!("frostnet-tour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let args = crate::tune::StudyArgs {
+        store: format!("sqlite:{}", dir.join("tour.sqlite3").display()),
+        study: "tour".into(),
+        algorithm: "random".into(),
+        trials: 6,
+        seed: 7,
+        epochs: 4,
+    };
+    crate::tune::run(&args, 1)?;
+    std::fs::remove_dir_all(&dir)?;
+
     heading("Timing (release build recommended)");
     println!("seed MLP train step, batch 256:           {mlp_ms:.2} ms");
     println!("small CNN train step, batch 64:           {cnn_ms:.2} ms");
