@@ -21,11 +21,13 @@
 //! With a compiled model that has trained, the optimizer is saved too (see `native.rs`). A single
 //! file keeps the config and the weights from ever getting out of step, and is written atomically.
 //!
-//! Optimizer state in *Keras* files is not read: a model loaded from a `.keras` file comes back
-//! uncompiled, so its Keras 3 summary has no "Optimizer params" line.
+//! A `.keras` archive's optimizer (Adam/AdamW, SGD, plain RMSprop) and its state are restored
+//! (`keras_optimizer.rs`), so the model is compiled as Keras's `load_model` compiles it and can
+//! resume training. Legacy `.h5` optimizer weights are not read: those models load uncompiled.
 
 mod keras_archive;
 mod keras_config;
+mod keras_optimizer;
 mod keras_weights;
 mod native;
 
@@ -83,6 +85,9 @@ pub fn load_model(path: &str) -> Result<Model> {
     };
     let mut model = keras_config::build_model(config, path)?;
     keras_weights::assign(&mut model, file.layers(), layout, path)?;
+    if let KerasFile::Archive(a) = &file {
+        keras_optimizer::restore(&mut model, &a.config, path)?;
+    }
     Ok(model)
 }
 
