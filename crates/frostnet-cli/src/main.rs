@@ -44,6 +44,20 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Run a model file on a NumPy array and write its predictions as another.
+    Predict {
+        file: String,
+        /// Input `.npy` (f32 or f64), batch axis first.
+        #[arg(long)]
+        input: String,
+        /// Where to write the predictions (`.npy`, f32).
+        #[arg(long)]
+        output: String,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+    /// Convert a model file: to `.keras` when OUT ends in `.keras`, else to frostnet's native format.
+    Convert { input: String, output: String },
     /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
     Tune {
         #[command(subcommand)]
@@ -70,12 +84,15 @@ enum TuneAction {
     },
 }
 
-/// Which model a command works on: a built-in architecture.
+/// Which model a command works on: a file, or a built-in architecture.
 #[derive(clap::Args)]
 struct ModelArgs {
+    /// A model file: `.keras`, legacy `.h5` (tf-keras or Keras 3), or frostnet's native format.
+    #[arg(required_unless_present = "app", conflicts_with = "app")]
+    file: Option<String>,
     /// A built-in model: inception_v3, resnet50, mobilenet_v2, vgg16, or a seed case seed_a .. seed_f.
     #[arg(long)]
-    app: String,
+    app: Option<String>,
     /// Without the classifier (`include_top=False`), with global average pooling.
     #[arg(long)]
     no_top: bool,
@@ -84,12 +101,15 @@ struct ModelArgs {
 impl ModelArgs {
     fn build(&self) -> frostnet::Result<frostnet::Model> {
         use frostnet::applications::{self as apps, ApplicationOptions, Pooling};
+        let Some(app) = &self.app else {
+            return frostnet::saving::load_model(self.file.as_deref().unwrap_or_default());
+        };
         let opts = ApplicationOptions {
             include_top: !self.no_top,
             pooling: self.no_top.then_some(Pooling::Avg),
             ..Default::default()
         };
-        match self.app.as_str() {
+        match app.as_str() {
             "inception_v3" => apps::inception_v3(&opts),
             "resnet50" => apps::resnet50(&opts),
             "mobilenet_v2" => apps::mobilenet_v2(&opts),
@@ -126,6 +146,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Command::Explain { model } => print!("{}", model.build()?.explain()),
+        Command::Predict {
+            file,
+            input,
+            output,
+            batch_size,
+        } => {
+            let mut model = frostnet::saving::load_model(&file)?;
+            let x = frostnet::io::npy::read_npy(&input)?;
+            let y = model.predict(&x, batch_size)?;
+            frostnet::io::npy::write_npy(&output, &y)?;
+        }
+        Command::Convert { input, output } => {
+            let model = frostnet::saving::load_model(&input)?;
+            if output.ends_with(".keras") {
+                frostnet::saving::save_keras(&model, &output)?;
+            } else {
+                frostnet::saving::save_model(&model, &output)?;
+            }
+        }
         Command::Tune {
             action,
             study,

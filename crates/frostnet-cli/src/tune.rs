@@ -116,9 +116,9 @@ fn trial(
         let acc = logs["accuracy"];
         if acc > best {
             best = acc;
-            frostnet::saving::save_weights(
+            frostnet::saving::save_model(
                 &model,
-                &format!("{out_dir}/trial_{}.safetensors", trial.number()),
+                &format!("{out_dir}/trial_{}.frostnet", trial.number()),
             )?;
         }
         if trial
@@ -219,11 +219,11 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
     println!("{results}");
     if let Some(best) = results.best() {
         let dir = out_dir(args);
-        let src = format!("{dir}/trial_{}.safetensors", best.number);
-        let dst = format!("{dir}/best.safetensors");
+        let src = format!("{dir}/trial_{}.frostnet", best.number);
+        let dst = format!("{dir}/best.frostnet");
         std::fs::copy(&src, &dst)?;
         println!(
-            "best trial: #{} {:?}; weights saved to {dst}",
+            "best trial: #{} {:?}; model saved to {dst}",
             best.number, best.params
         );
     }

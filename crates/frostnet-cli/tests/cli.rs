@@ -67,6 +67,59 @@ fn errors_are_one_line_and_exit_non_zero() {
 }
 
 #[test]
+fn keras_files_summarize_predict_and_convert() {
+    let fx = |n: &str| {
+        format!(
+            "{}/../frostnet/tests/fixtures/{n}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    if !std::path::Path::new(&fx("cnn_func.keras")).exists() {
+        panic!("missing fixture {}", fx("cnn_func.keras"));
+    }
+    let (ok, out, err) = frostnet(&["summary", &fx("cnn_func.keras")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Model: \"cnn_func\""), "{out}");
+    let dir = std::env::temp_dir().join(format!("frostnet-cli-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let y = dir.join("y.npy");
+    let (ok, _, err) = frostnet(&[
+        "predict",
+        &fx("cnn_func.keras"),
+        "--input",
+        &fx("cnn_input.npy"),
+        "--output",
+        y.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let got = frostnet::io::npy::read_npy(y.to_str().unwrap()).unwrap();
+    let want = frostnet::io::npy::read_npy(&fx("cnn_func_output.npy")).unwrap();
+    assert!(got.max_abs_diff(&want) < 1e-5);
+    // Convert to native and back to .keras; the summary survives both.
+    let native = dir.join("m.frostnet");
+    let keras = dir.join("m.keras");
+    assert!(frostnet(&["convert", &fx("cnn_func.keras"), native.to_str().unwrap()]).0);
+    assert!(frostnet(&["convert", native.to_str().unwrap(), keras.to_str().unwrap()]).0);
+    let (_, again, _) = frostnet(&["summary", keras.to_str().unwrap()]);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("Optimizer params") && !l.contains("Total params"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&again), strip(&out));
+    // A corrupt file: one line, non-zero exit, the file named.
+    let bad = dir.join("bad.keras");
+    std::fs::write(&bad, b"PK\x03\x04 not really a zip").unwrap();
+    let (ok, _, err) = frostnet(&["summary", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.lines().count() == 1 && err.contains("bad.keras"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn two_workers_share_one_sqlite_study_and_status_shows_it() {
     let dir = std::env::temp_dir().join(format!("frostnet-cli-tune-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -86,7 +139,10 @@ fn two_workers_share_one_sqlite_study_and_status_shows_it() {
     let (ok, out, err) = frostnet(&args);
     assert!(ok, "{err}");
     assert!(out.contains("best trial: #"), "{out}");
-    assert!(dir.join("digits_mlp-trials/best.safetensors").exists());
+    let best = dir.join("digits_mlp-trials/best.frostnet");
+    // The best model is a whole native model file: it summarizes and predicts from the CLI.
+    let (ok, summary, err) = frostnet(&["summary", best.to_str().unwrap()]);
+    assert!(ok && summary.starts_with("Model: \"digits_mlp\""), "{err}");
     let mut args = vec!["tune", "status"];
     args.extend(common);
     let (ok, status, err) = frostnet(&args);
