@@ -578,3 +578,72 @@ fn write_keras_roundtrip_files() {
     )
     .unwrap();
 }
+
+/// Mutated configs in otherwise valid archives, so that the mutations reach the model builder
+/// rather than the zip's checksums: numbers replaced by extreme or degenerate values, strings by
+/// other names, entries dropped. Any result but a panic is fine.
+#[test]
+fn fuzz_configs_never_panic() {
+    use serde_json::Value;
+    let dir = Scratch::new("fuzz-config");
+    let mut state: u64 = std::env::var("FROSTNET_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xc0ff_ee);
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => o
+                .iter()
+                .for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| leaves(v, format!("{path}/{i}"), out)),
+            _ => {}
+        }
+        out.push(path);
+    }
+    let replacements = [
+        serde_json::json!(0),
+        serde_json::json!(-1),
+        serde_json::json!(1),
+        serde_json::json!(7),
+        serde_json::json!(65536),
+        serde_json::json!(1_000_000_000_000u64),
+        serde_json::json!(0.5),
+        serde_json::json!(null),
+        serde_json::json!(true),
+        serde_json::json!("same"),
+        serde_json::json!("gap"),
+        serde_json::json!("head"),
+        serde_json::json!([]),
+        serde_json::json!([1, 1]),
+        serde_json::json!({}),
+    ];
+    let start = std::time::Instant::now();
+    for case in 0..150 {
+        let kind = KINDS[case % 3];
+        let mut c = fixture_config(kind);
+        let mut paths = Vec::new();
+        leaves(&c, String::new(), &mut paths);
+        for _ in 0..1 + next() % 3 {
+            let p = &paths[(next() % paths.len() as u64) as usize];
+            if let Some(v) = c.pointer_mut(p) {
+                *v = replacements[(next() % replacements.len() as u64) as usize].clone();
+            }
+        }
+        let path = archive_with_config(&dir, kind, &c);
+        let _ = load_model(&path);
+    }
+    assert!(
+        start.elapsed().as_secs() < 10,
+        "fuzz took {:?}",
+        start.elapsed()
+    );
+}

@@ -120,6 +120,7 @@ fn build_sequential(
                     ))
                 })?;
             let shape = batch_shape(shape, src, name, "InputLayer")?;
+            check_size(&shape, name, "InputLayer", src)?;
             model
                 .add(InputLayer::new(shape))
                 .map_err(|e| wrap(&lname, e))?;
@@ -131,6 +132,9 @@ fn build_sequential(
         };
         let layer = build_layer(entry, &inputs, src, depth)?;
         model.add_boxed(layer).map_err(|e| wrap(&lname, e))?;
+        for shape in model.output_shapes() {
+            check_size(&shape, name, &lname, src)?;
+        }
     }
     if model.input_shapes().is_empty() {
         return Err(src.err(format!("model '{name}' has no layers")));
@@ -316,6 +320,7 @@ fn build_functional(cfg: &Value, name: &str, src: &Source, depth: usize) -> Resu
                 }
                 g.call_boxed(layer, &ins).map_err(wrap)?
             };
+            check_size(g.shape(sym).map_err(wrap)?, name, lname, src)?;
             built.insert(lname.clone(), sym);
         }
         if !progressed {
@@ -374,6 +379,24 @@ fn batch_shape(v: &Value, src: &Source, lname: &str, class: &str) -> Result<Shap
             },
         })
         .collect()
+}
+
+/// Largest number of scalars one sample may have at any point of a model: keeps every later size
+/// computation (Flatten, Dense fan-in) far from overflow.
+const MAX_SAMPLE_ELEMENTS: u64 = 1 << 40;
+
+/// Rejects a layer output too large for the checks above to stay meaningful.
+fn check_size(shape: &Shape, model: &str, layer: &str, src: &Source) -> Result<()> {
+    let n = shape
+        .iter()
+        .flatten()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+    match n {
+        Some(n) if n <= MAX_SAMPLE_ELEMENTS => Ok(()),
+        _ => Err(src.err(format!(
+            "model '{model}', layer '{layer}': output shape {shape:?} is too large"
+        ))),
+    }
 }
 
 /// Reads typed options from one layer's config, naming the layer in every error.
@@ -769,7 +792,9 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
         return v;
     }
     let mut cfg = layer.config();
-    cfg["dtype"] = dtype_policy();
+    if let Some(o) = cfg.as_object_mut() {
+        o.insert("dtype".into(), dtype_policy());
+    }
     let mut v = json!({"module": "keras.layers", "class_name": layer.class_name(), "config": cfg,
                        "registered_name": null});
     if let Some(s) = in_shapes.first() {

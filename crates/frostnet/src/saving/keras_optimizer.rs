@@ -119,7 +119,7 @@ pub(crate) fn restore(model: &mut Model, config: &Value, file: &str) -> Result<(
 fn supported(cc: &Value) -> Option<(String, Value, Loss, Vec<Metric>)> {
     let opt = cc.get("optimizer")?;
     let class = opt.get("class_name")?.as_str()?;
-    let c = opt.get("config")?;
+    let c = opt.get("config").filter(|c| c.is_object())?;
     let off = |k: &str| c.get(k).is_none_or(|v| v.is_null() || v == &json!(false));
     if !(off("use_ema")
         && off("clipnorm")
