@@ -589,7 +589,7 @@ fn fuzz_configs_never_panic() {
     let mut state: u64 = std::env::var("FROSTNET_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0xc0ff_ee);
+        .unwrap_or(0x00c0_ffee);
     let mut next = move || {
         state ^= state >> 12;
         state ^= state << 25;

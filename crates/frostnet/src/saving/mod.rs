@@ -8,6 +8,20 @@
 //! | [`save_keras`] | a `.keras` archive real Keras 3 loads |
 //! | [`save_weights`] / [`load_weights`] | weights only, native safetensors |
 //!
+//! ```
+//! use frostnet::saving::{load_model, save_model};
+//! // A Keras 3 archive: architecture, weights, trainable flags, compiled optimizer.
+//! let model = load_model("tests/fixtures/cnn_nested.keras")?;
+//! assert!(!model.get_layer("base")?.is_trainable()); // the frozen base stays frozen
+//! let path = std::env::temp_dir().join("frostnet_doc_cnn_nested.frostnet");
+//! let path = path.to_str().unwrap();
+//! save_model(&model, path)?;
+//! let again = load_model(path)?;
+//! assert_eq!(model.summary(), again.summary());
+//! # std::fs::remove_file(path).ok();
+//! # Ok::<(), frostnet::Error>(())
+//! ```
+//!
 //! Keras files are parsed by `frostnet-formats` (`keras_config.rs` builds the model from the
 //! config, `keras_weights.rs` assigns the weights); `.keras` files are written by
 //! `keras_archive.rs`.
@@ -18,7 +32,7 @@
 //! named by Keras 3 paths (`base/base_conv/kernel`), exactly as [`save_weights`] writes them; its
 //! metadata holds `frostnet_format` (`"model/1"`), `config` (the model's Keras 3 config JSON, as
 //! in a `.keras` archive, so the same builder rebuilds it), and `trainable:<path>` per weight.
-//! With a compiled model that has trained, the optimizer is saved too (see `native.rs`). A single
+//! With a compiled model, the optimizer and its state are saved too (see `native.rs`). A single
 //! file keeps the config and the weights from ever getting out of step, and is written atomically.
 //!
 //! A `.keras` archive's optimizer (Adam/AdamW, SGD, plain RMSprop) and its state are restored
