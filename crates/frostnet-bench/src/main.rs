@@ -10,6 +10,12 @@
 //! forward (and, for training, backward) call, and prints the time summed by layer class to
 //! stdout as a table; it is how `bench/RESULTS.md` explains where the time goes.
 
+/// Training allocates and frees many activation-sized buffers per step; glibc's malloc hands
+/// those back to the kernel (mmap/munmap) each time, and the page faults cost ~25% of a small
+/// CNN's step. mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod profile;
 mod sys;
 mod workloads;

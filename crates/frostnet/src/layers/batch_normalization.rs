@@ -102,34 +102,56 @@ impl BatchNormalization {
     }
 }
 
-/// Per-channel sums of `f(channel, value)` over all rows, in f64, parallel for large inputs.
-fn channel_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
-    let fold = |mut acc: Vec<f64>, r: &[f32]| {
-        r.iter().enumerate().for_each(|(j, &v)| acc[j] += f(j, v));
-        acc
+/// Rows per parallel task: enough work per task (about 16K values) to amortise scheduling.
+fn block_rows(c: usize) -> usize {
+    (16384 / c.max(1)).max(1)
+}
+
+/// Per-channel sums over all rows of `f(x_row, other_row, j)` for two row-aligned arrays. Each
+/// task sums its block in f32 (a few hundred rows), blocks are combined in f64, so precision holds
+/// for large batches while the inner loop stays vectorisable.
+fn channel_sums2(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    f: impl Fn(f32, f32, usize) -> f32 + Sync,
+) -> Vec<f64> {
+    let block = block_rows(c) * c;
+    let partial = |(ab, bb): (&[f32], &[f32])| {
+        let mut acc = vec![0.0f32; c];
+        for (ra, rb) in ab.chunks_exact(c).zip(bb.chunks_exact(c)) {
+            for j in 0..c {
+                acc[j] += f(ra[j], rb[j], j);
+            }
+        }
+        acc.into_iter().map(f64::from).collect::<Vec<f64>>()
     };
-    if x.len() >= PAR_THRESHOLD {
-        x.par_chunks(c).fold(|| vec![0.0; c], fold).reduce(
-            || vec![0.0; c],
-            |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect(),
-        )
+    let add = |mut x: Vec<f64>, y: Vec<f64>| {
+        x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+        x
+    };
+    if a.len() >= PAR_THRESHOLD {
+        a.par_chunks(block)
+            .zip(b.par_chunks(block))
+            .map(partial)
+            .reduce(|| vec![0.0; c], add)
     } else {
-        x.chunks(c).fold(vec![0.0; c], fold)
+        a.chunks(block)
+            .zip(b.chunks(block))
+            .map(partial)
+            .fold(vec![0.0; c], add)
     }
 }
 
-/// Per-channel mean and biased variance over all rows.
+/// Per-channel mean and biased variance over all rows (two passes: exact for large means).
 fn moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = (x.len() / c) as f64;
-    let mean: Vec<f64> = channel_sums(x, c, |_, v| v as f64)
+    let mean: Vec<f32> = channel_sums2(x, x, c, |v, _, _| v)
         .iter()
-        .map(|s| s / rows)
+        .map(|s| (s / rows) as f32)
         .collect();
-    let var = channel_sums(x, c, |j, v| (v as f64 - mean[j]).powi(2));
-    (
-        mean.iter().map(|&v| v as f32).collect(),
-        var.iter().map(|&v| (v / rows) as f32).collect(),
-    )
+    let var = channel_sums2(x, x, c, |v, _, j| (v - mean[j]) * (v - mean[j]));
+    (mean, var.iter().map(|&v| (v / rows) as f32).collect())
 }
 
 impl Layer for BatchNormalization {
@@ -206,30 +228,35 @@ impl Layer for BatchNormalization {
             .collect();
         let gamma = self.param(GAMMA, c, 1.0);
         let beta = self.param(BETA, c, 0.0);
+        // y = x * scale + shift, with xhat = (x - mean) * inv_std kept for backward.
+        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+        let shift: Vec<f32> = (0..c).map(|j| beta[j] - mean[j] * scale[j]).collect();
         let mut y = Tensor::zeros(x.shape());
         let mut xhat = ctx.keep.then(|| Tensor::zeros(x.shape()));
-        let norm = |xr: &[f32], yr: &mut [f32], hr: Option<&mut [f32]>| {
-            for j in 0..c {
-                yr[j] = gamma[j] * (xr[j] - mean[j]) * inv_std[j] + beta[j];
+        let block = block_rows(c) * c;
+        let norm = |xb: &[f32], yb: &mut [f32]| {
+            for (xr, yr) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
+                for j in 0..c {
+                    yr[j] = xr[j] * scale[j] + shift[j];
+                }
             }
-            if let Some(hr) = hr {
+        };
+        let standardize = |xb: &[f32], hb: &mut [f32]| {
+            for (xr, hr) in xb.chunks_exact(c).zip(hb.chunks_exact_mut(c)) {
                 for j in 0..c {
                     hr[j] = (xr[j] - mean[j]) * inv_std[j];
                 }
             }
         };
-        match xhat.as_mut() {
-            Some(h) => x
-                .data()
-                .par_chunks(c)
-                .zip(y.data_mut().par_chunks_mut(c))
-                .zip(h.data_mut().par_chunks_mut(c))
-                .for_each(|((xr, yr), hr)| norm(xr, yr, Some(hr))),
-            None => x
-                .data()
-                .par_chunks(c)
-                .zip(y.data_mut().par_chunks_mut(c))
-                .for_each(|(xr, yr)| norm(xr, yr, None)),
+        x.data()
+            .par_chunks(block)
+            .zip(y.data_mut().par_chunks_mut(block))
+            .for_each(|(xb, yb)| norm(xb, yb));
+        if let Some(h) = xhat.as_mut() {
+            x.data()
+                .par_chunks(block)
+                .zip(h.data_mut().par_chunks_mut(block))
+                .for_each(|(xb, hb)| standardize(xb, hb));
         }
         self.cache = xhat.map(|xhat| Cache {
             xhat,
@@ -248,14 +275,8 @@ impl Layer for BatchNormalization {
         let c = inv_std.len();
         let rows = (grad.len() / c) as f32;
         // Per-channel sums of dy and dy * xhat, needed by every gradient below.
-        let mut sum_dy = vec![0.0f64; c];
-        let mut sum_dy_xhat = vec![0.0f64; c];
-        for (g, h) in grad.data().chunks(c).zip(xhat.data().chunks(c)) {
-            for j in 0..c {
-                sum_dy[j] += g[j] as f64;
-                sum_dy_xhat[j] += (g[j] * h[j]) as f64;
-            }
-        }
+        let sum_dy = channel_sums2(grad.data(), grad.data(), c, |g, _, _| g);
+        let sum_dy_xhat = channel_sums2(grad.data(), xhat.data(), c, |g, h, _| g * h);
         if let Some(i) = self.idx(GAMMA).filter(|&i| self.base.wants_grad(i)) {
             let g = sum_dy_xhat.iter().map(|&v| v as f32).collect();
             self.base.set_grad(i, Tensor::from_vec(&[c], g)?);
@@ -271,19 +292,26 @@ impl Layer for BatchNormalization {
         let mut dx = Tensor::zeros(grad.shape());
         let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / rows).collect();
         let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / rows).collect();
+        let k: Vec<f32> = (0..c).map(|j| gamma[j] * inv_std[j]).collect();
+        let block = block_rows(c) * c;
         dx.data_mut()
-            .par_chunks_mut(c)
-            .zip(grad.data().par_chunks(c))
-            .zip(xhat.data().par_chunks(c))
-            .for_each(|((d, g), h)| {
-                for j in 0..c {
-                    let k = gamma[j] * inv_std[j];
-                    d[j] = if batch_stats {
-                        // Through the batch mean and variance (standard BN backprop).
-                        k * (g[j] - mean_dy[j] - h[j] * mean_dy_xhat[j])
-                    } else {
-                        k * g[j]
-                    };
+            .par_chunks_mut(block)
+            .zip(grad.data().par_chunks(block))
+            .zip(xhat.data().par_chunks(block))
+            .for_each(|((db, gb), hb)| {
+                let rows = db
+                    .chunks_exact_mut(c)
+                    .zip(gb.chunks_exact(c))
+                    .zip(hb.chunks_exact(c));
+                for ((d, g), h) in rows {
+                    for j in 0..c {
+                        d[j] = if batch_stats {
+                            // Through the batch mean and variance (standard BN backprop).
+                            k[j] * (g[j] - mean_dy[j] - h[j] * mean_dy_xhat[j])
+                        } else {
+                            k[j] * g[j]
+                        };
+                    }
                 }
             });
         Ok(vec![Some(dx)])

@@ -155,7 +155,14 @@ impl Loss {
                         for j in 0..row {
                             let tj = target(j);
                             if tj != 0.0 {
-                                total -= (tj * sm[j].max(f32::MIN_POSITIVE).ln()) as f64;
+                                // `max` would turn a NaN into a finite loss and hide a diverged
+                                // model from TerminateOnNaN; keep NaN as NaN.
+                                let q = if sm[j].is_nan() {
+                                    f32::NAN
+                                } else {
+                                    sm[j].max(f32::MIN_POSITIVE)
+                                };
+                                total -= (tj * q.ln()) as f64;
                             }
                             gr[j] = (sm[j] - tj) * scale;
                         }
