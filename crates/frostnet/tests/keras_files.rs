@@ -313,6 +313,16 @@ fn unsupported_option_and_activation_are_errors() {
     assert!(msg.contains("'conv'") && msg.contains("gelu"), "{msg}");
 
     let mut c = fixture_config("cnn_func");
+    c["config"]["layers"][5]["config"]["kernel_regularizer"] =
+        serde_json::json!({"class_name": "L2", "config": {"l2": 0.01}});
+    let path = archive_with_config(&dir, "cnn_func", &c);
+    let (_, msg) = file_error(load_model(&path).err().unwrap());
+    assert!(
+        msg.contains("'head'") && msg.contains("kernel_regularizer"),
+        "{msg}"
+    );
+
+    let mut c = fixture_config("cnn_func");
     c["config"]["layers"][1]["config"]["dilation_rate"] = serde_json::json!([2, 2]);
     let path = archive_with_config(&dir, "cnn_func", &c);
     let (_, msg) = file_error(load_model(&path).err().unwrap());

@@ -500,6 +500,29 @@ impl Opts<'_> {
             _ => Ok(()),
         }
     }
+    /// Options any layer may carry that change what it computes or how it trains, and that
+    /// frostnet does not implement: regularizers, constraints, LoRA, quantization, a dtype other
+    /// than float32. Initializers do not matter, since weights come from the file.
+    fn generic(&self) -> Result<()> {
+        for (k, v) in self.cfg {
+            let unsupported = !v.is_null()
+                && (k.ends_with("_regularizer")
+                    || k.ends_with("_constraint")
+                    || k == "lora_rank"
+                    || k == "quantization_config");
+            if unsupported {
+                return Err(self.err(format!("'{k}' = {v} is not implemented in frostnet")));
+            }
+        }
+        let dtype = self
+            .get("dtype")
+            .map(|d| d.pointer("/config/name").unwrap_or(d));
+        match dtype {
+            None => Ok(()),
+            Some(d) if d == "float32" => Ok(()),
+            Some(d) => Err(self.err(format!("dtype {d} is not implemented (float32 only)"))),
+        }
+    }
     fn conv_common(&self) -> Result<()> {
         self.require("data_format", &[json!("channels_last")])?;
         self.require("dilation_rate", &[json!([1, 1]), json!(1), json!([1])])?;
@@ -545,6 +568,7 @@ fn build_layer(
         class: &class,
         src,
     };
+    o.generic()?;
     let cin = last_dim(inputs);
     let mut layer: Box<dyn Layer> = match class.as_str() {
         "InputLayer" => Box::new(InputLayer::new(input_shape_of(entry, &name, src)?)),
