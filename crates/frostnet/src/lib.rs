@@ -18,22 +18,23 @@
 //! # Ok::<(), frostnet::Error>(())
 //! ```
 //!
-//! Layout: `tensor/` (the NHWC engine on `gemm`), `layers/`, `models/`, `training/`,
-//! `applications/`, `datasets/`.
+//! Layout: `tensor/` (the NHWC engine on `gemm`), `layers/`, `models/`, `training/` (fit and
+//! friends), `saving/` (Keras files and the native format), `applications/` (InceptionV3, ...),
+//! `datasets/` (bundled data), `io/` (NumPy arrays), `testing/` (the gradient checker).
 
 pub mod applications;
+pub mod datasets;
 pub mod error;
+pub mod io;
 pub mod layers;
 pub mod models;
+pub mod saving;
+pub mod seed;
 pub mod tensor;
+pub mod testing;
+pub mod training;
 
 pub use error::{Error, Result};
 pub use layers::{Layer, Mode, Shape};
 pub use models::{Functional, Model, Sequential, SummaryOptions, SummaryStyle};
 pub use tensor::Tensor;
-pub mod io;
-pub mod saving;
-pub mod seed;
-pub mod testing;
-pub mod training;
-pub mod datasets;

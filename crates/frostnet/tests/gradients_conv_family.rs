@@ -519,7 +519,14 @@ mod keras_values {
     fn pooling_padding_and_merging_match_keras() {
         let r = reference();
         let x = &r["x"];
-        let cases: [(&str, (usize, usize), Option<(usize, usize)>, Padding); 6] = [
+        /// (fixture key, pool size, strides, padding)
+        type Case = (
+            &'static str,
+            (usize, usize),
+            Option<(usize, usize)>,
+            Padding,
+        );
+        let cases: [Case; 6] = [
             ("p2_valid", (2, 2), None, Padding::Valid),
             ("p2_same", (2, 2), None, Padding::Same),
             ("p3s2_valid", (3, 3), Some((2, 2)), Padding::Valid),

@@ -1,7 +1,7 @@
 //! Losses against finite differences and closed forms; optimizer updates against Keras's rules
 //! written out by hand; learning-rate schedules against their formulas.
 
-use frostnet::layers::{clear_session, Dense, Input, Layer};
+use frostnet::layers::{clear_session, Dense, Input};
 use frostnet::training::*;
 use frostnet::{Sequential, Tensor};
 

@@ -317,14 +317,15 @@ impl Callback for TerminateOnNaN {
 }
 
 type EpochFn = Box<dyn FnMut(&mut Model, usize, &Logs) -> Result<()>>;
+type IndexFn = Box<dyn FnMut(&mut Model, usize) -> Result<()>>;
 
 /// A callback from closures: `LambdaCallback::new().on_epoch_end(|model, epoch, logs| ...)`.
 /// Handy for freezing or unfreezing layers mid-training.
 #[derive(Default)]
 pub struct LambdaCallback {
-    epoch_begin: Option<Box<dyn FnMut(&mut Model, usize) -> Result<()>>>,
+    epoch_begin: Option<IndexFn>,
     epoch_end: Option<EpochFn>,
-    batch_begin: Option<Box<dyn FnMut(&mut Model, usize) -> Result<()>>>,
+    batch_begin: Option<IndexFn>,
     batch_end: Option<EpochFn>,
 }
 
