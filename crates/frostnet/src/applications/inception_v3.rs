@@ -167,5 +167,5 @@ fn build(opts: &InceptionV3Options, shape: Shape) -> Result<Model> {
             None => {}
         }
     }
-    g.build_named("inception_v3", &[input], &[x])
+    super::with_weights(g.build_named("inception_v3", &[input], &[x]), opts)
 }

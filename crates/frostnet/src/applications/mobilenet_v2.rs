@@ -182,5 +182,8 @@ fn build(opts: &MobileNetV2Options, shape: Shape) -> Result<Model> {
             None => {}
         }
     }
-    g.build_named(&format!("mobilenetv2_1.00_{rows}"), &[input], &[x])
+    super::with_weights(
+        g.build_named(&format!("mobilenetv2_1.00_{rows}"), &[input], &[x]),
+        opts,
+    )
 }

@@ -36,8 +36,9 @@ pub struct ApplicationOptions {
     pub input_shape: Option<[Option<usize>; 3]>,
     /// Activation of the `predictions` layer (Keras's `classifier_activation`).
     pub classifier_activation: ActivationFn,
-    /// Pretrained weights to load. Not supported yet: must be `None` (random initialisation,
-    /// Keras's `weights=None`).
+    /// A Keras weights file to load (Keras's `weights=PATH`): the official keras-applications
+    /// legacy `.h5` files (with or without top), a Keras 3 `.weights.h5`, or any Keras model file
+    /// of the same architecture. `None` keeps the random initialisation.
     pub weights: Option<String>,
 }
 
@@ -66,20 +67,14 @@ fn fmt_shape(s: &[Option<usize>]) -> String {
     format!("({})", d.join(", "))
 }
 
-/// Keras's `obtain_input_shape` (channels last, `weights=None`), plus the checks every
-/// application makes: the default size, the minimum size, a static shape when the classifier is
-/// included, and no pretrained weights yet.
+/// Keras's `obtain_input_shape` (channels last), plus the checks every application makes: the
+/// default size, the minimum size, and a static shape when the classifier is included.
 pub(crate) fn obtain_input_shape(
     model: &str,
     opts: &ApplicationOptions,
     default_size: usize,
     min_size: usize,
 ) -> Result<Shape> {
-    if let Some(w) = &opts.weights {
-        return Err(Error::InvalidConfig(format!(
-            "{model}: loading pretrained weights ('{w}') is not supported yet; use weights: None"
-        )));
-    }
     if opts.include_top && opts.classes == 0 {
         return Err(Error::InvalidConfig(format!(
             "{model}: classes must be at least 1"
@@ -116,4 +111,16 @@ pub(crate) fn obtain_input_shape(
 /// `mixed0`..`mixed9_0` is `concatenate`, not `concatenate_10`.
 pub(crate) fn named<L: Layer + Sized>(make: impl FnOnce() -> L, name: &str) -> L {
     make().named(name)
+}
+
+/// Loads `opts.weights`, if any, into a freshly built application.
+pub(crate) fn with_weights(
+    model: Result<crate::Model>,
+    opts: &ApplicationOptions,
+) -> Result<crate::Model> {
+    let mut model = model?;
+    if let Some(path) = &opts.weights {
+        crate::saving::load_weights_into(&mut model, path)?;
+    }
+    Ok(model)
 }

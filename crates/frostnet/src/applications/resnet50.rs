@@ -124,5 +124,5 @@ fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
             None => {}
         }
     }
-    g.build_named("resnet50", &[input], &[x])
+    super::with_weights(g.build_named("resnet50", &[input], &[x]), opts)
 }

@@ -57,5 +57,5 @@ fn build(opts: &Vgg16Options, shape: Shape) -> Result<Model> {
             None => {}
         }
     }
-    g.build_named("vgg16", &[input], &[x])
+    super::with_weights(g.build_named("vgg16", &[input], &[x]), opts)
 }

@@ -129,7 +129,59 @@ pub fn load_weights_into(model: &mut Model, path: &str) -> Result<()> {
         KerasFile::Archive(a) => (a.weights.layers, Layout::Keras3),
         KerasFile::Legacy(l) => (l.layers, Layout::Legacy),
     };
-    keras_weights::assign(model, &entries, layout, path)
+    match keras_weights::assign(model, &entries, layout, path) {
+        // Keras's own applications load their legacy weight files by position, not by name (the
+        // official files keep Keras 2's names, `conv2d_1`...). Do the same when names do not match
+        // but the layers with weights line up one to one.
+        Err(by_name) if layout == Layout::Legacy => {
+            assign_by_order(model, &entries, path).map_err(|_| by_name)
+        }
+        other => other,
+    }
+}
+
+/// Assigns the file's layers with weights to the model's layers with weights, in order, after
+/// checking every shape (Keras's `load_weights(by_name=False)` for legacy files).
+fn assign_by_order(
+    model: &mut Model,
+    entries: &[frostnet_formats::LayerWeights],
+    path: &str,
+) -> Result<()> {
+    use crate::layers::Layer;
+    let file_layers: Vec<_> = entries.iter().filter(|e| !e.weights.is_empty()).collect();
+    let model_layers: Vec<usize> = (0..model.len())
+        .filter(|&i| model.layer(i).is_ok_and(|l| !l.weights().is_empty()))
+        .collect();
+    let mismatch = |m: String| Error::File {
+        path: path.into(),
+        message: m,
+    };
+    if file_layers.len() != model_layers.len() {
+        return Err(mismatch(format!(
+            "the file has {} layers with weights, model '{}' has {}",
+            file_layers.len(),
+            model.name(),
+            model_layers.len()
+        )));
+    }
+    let mut values = Vec::new();
+    for (entry, &i) in file_layers.iter().zip(&model_layers) {
+        let layer = model.layer(i)?;
+        let shapes: Vec<Vec<usize>> = layer.weights().iter().map(|w| w.shape().to_vec()).collect();
+        let got: Vec<Vec<usize>> = entry.weights.iter().map(|w| w.shape.clone()).collect();
+        if shapes != got {
+            return Err(mismatch(format!(
+                "layer {} of the file ('{}') has weight shapes {got:?}, model layer '{}' has {shapes:?}",
+                i,
+                entry.name,
+                layer.name()
+            )));
+        }
+        for w in &entry.weights {
+            values.push(crate::tensor::Tensor::from_vec(&w.shape, w.data.clone())?);
+        }
+    }
+    model.set_weights(values)
 }
 
 use crate::error::{Error, Result};
