@@ -120,6 +120,14 @@ pub(crate) fn with_weights(
 ) -> Result<crate::Model> {
     let mut model = model?;
     if let Some(path) = &opts.weights {
+        if path == "imagenet" {
+            // Keras downloads these; frostnet never fetches at run time.
+            return Err(Error::InvalidConfig(format!(
+                "{}: weights='imagenet' means a download, which frostnet does not do; pass the path \
+                 of the Keras weights file instead",
+                model.name()
+            )));
+        }
         crate::saving::load_weights_into(&mut model, path)?;
     }
     Ok(model)

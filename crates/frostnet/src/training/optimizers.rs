@@ -214,6 +214,37 @@ impl Slots {
     }
 }
 
+/// The bookkeeping every optimizer here shares (step count, learning rate, slots), written once.
+/// Each optimizer struct has the fields `lr: LearningRate`, `iterations: u64` and `slots: Slots`.
+macro_rules! shared_optimizer_methods {
+    () => {
+        fn iterations(&self) -> u64 {
+            self.iterations
+        }
+        fn learning_rate(&self) -> f32 {
+            self.lr.at(self.iterations)
+        }
+        fn set_learning_rate(&mut self, lr: f32) {
+            self.lr = LearningRate::Constant(lr);
+        }
+        fn slot_params(&self) -> usize {
+            self.slots.params()
+        }
+        fn has_lr_variable(&self) -> bool {
+            self.lr.is_constant()
+        }
+        fn load_state(
+            &mut self,
+            state: &OptimizerState,
+            weights: &[(String, &Weight)],
+        ) -> Result<()> {
+            self.slots.import(state, weights)?;
+            self.iterations = state.iterations;
+            Ok(())
+        }
+    };
+}
+
 /// Stochastic gradient descent, optionally with (Nesterov) momentum. Keras default rate 0.01.
 pub struct Sgd {
     pub lr: LearningRate,
@@ -250,6 +281,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    shared_optimizer_methods!();
     fn name(&self) -> &'static str {
         "SGD"
     }
@@ -275,21 +307,6 @@ impl Optimizer for Sgd {
         }
         self.iterations += 1;
     }
-    fn iterations(&self) -> u64 {
-        self.iterations
-    }
-    fn learning_rate(&self) -> f32 {
-        self.lr.at(self.iterations)
-    }
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.lr = LearningRate::Constant(lr);
-    }
-    fn slot_params(&self) -> usize {
-        self.slots.params()
-    }
-    fn has_lr_variable(&self) -> bool {
-        self.lr.is_constant()
-    }
     fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
         Some(OptimizerState {
             class_name: self.name().to_string(),
@@ -297,11 +314,6 @@ impl Optimizer for Sgd {
             iterations: self.iterations,
             slots: self.slots.export(weights),
         })
-    }
-    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
-        self.slots.import(state, weights)?;
-        self.iterations = state.iterations;
-        Ok(())
     }
 }
 
@@ -349,6 +361,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    shared_optimizer_methods!();
     fn name(&self) -> &'static str {
         if self.weight_decay.is_some() {
             "AdamW"
@@ -387,21 +400,6 @@ impl Optimizer for Adam {
         }
         self.iterations += 1;
     }
-    fn iterations(&self) -> u64 {
-        self.iterations
-    }
-    fn learning_rate(&self) -> f32 {
-        self.lr.at(self.iterations)
-    }
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.lr = LearningRate::Constant(lr);
-    }
-    fn slot_params(&self) -> usize {
-        self.slots.params()
-    }
-    fn has_lr_variable(&self) -> bool {
-        self.lr.is_constant()
-    }
     fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
         Some(OptimizerState {
             class_name: self.name().to_string(),
@@ -409,11 +407,6 @@ impl Optimizer for Adam {
             iterations: self.iterations,
             slots: self.slots.export(weights),
         })
-    }
-    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
-        self.slots.import(state, weights)?;
-        self.iterations = state.iterations;
-        Ok(())
     }
 }
 
@@ -449,6 +442,7 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
+    shared_optimizer_methods!();
     fn name(&self) -> &'static str {
         "RMSprop"
     }
@@ -483,21 +477,6 @@ impl Optimizer for RmsProp {
         }
         self.iterations += 1;
     }
-    fn iterations(&self) -> u64 {
-        self.iterations
-    }
-    fn learning_rate(&self) -> f32 {
-        self.lr.at(self.iterations)
-    }
-    fn set_learning_rate(&mut self, lr: f32) {
-        self.lr = LearningRate::Constant(lr);
-    }
-    fn slot_params(&self) -> usize {
-        self.slots.params()
-    }
-    fn has_lr_variable(&self) -> bool {
-        self.lr.is_constant()
-    }
     fn state(&self, weights: &[(String, &Weight)]) -> Option<OptimizerState> {
         Some(OptimizerState {
             class_name: self.name().to_string(),
@@ -505,10 +484,5 @@ impl Optimizer for RmsProp {
             iterations: self.iterations,
             slots: self.slots.export(weights),
         })
-    }
-    fn load_state(&mut self, state: &OptimizerState, weights: &[(String, &Weight)]) -> Result<()> {
-        self.slots.import(state, weights)?;
-        self.iterations = state.iterations;
-        Ok(())
     }
 }
