@@ -25,6 +25,27 @@ fn fit_opts(epochs: usize, batch_size: usize) -> FitOptions {
     }
 }
 
+/// Compiles `model` for digit classes with Adam at `lr` and fits it, holding out 20% for validation.
+fn train_classifier(model: &mut Model, x: &Tensor, y: &Tensor, lr: f32, epochs: usize) -> Res<()> {
+    model.compile(
+        Adam::new(lr),
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+        &[Metric::Accuracy],
+    );
+    let mut opts = fit_opts(epochs, 32);
+    opts.validation_split = 0.2;
+    model.fit(x, y, opts)?;
+    Ok(())
+}
+
+/// The Keras 3 summary with the "Trainable" column.
+fn show_trainable(model: &Model) -> String {
+    model.summary_with(&SummaryOptions {
+        show_trainable: true,
+        ..Default::default()
+    })
+}
+
 /// Milliseconds per `train_on_batch` on `(x, y)`, median of `reps` after one warm-up.
 fn ms_per_step(model: &mut Model, x: &Tensor, y: &Tensor, reps: usize) -> Res<f64> {
     model.train_on_batch(x, y)?;
@@ -138,21 +159,8 @@ pub fn run() -> Res<()> {
         digits.labels.gather_batch(&high),
     );
     let mut cnn = small_cnn()?;
-    cnn.compile(
-        Adam::new(0.01),
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        &[Metric::Accuracy],
-    );
-    let mut opts = fit_opts(4, 32);
-    opts.validation_split = 0.2;
-    cnn.fit(&lx, &ly, opts)?;
-    print!(
-        "{}",
-        cnn.summary_with(&SummaryOptions {
-            show_trainable: true,
-            ..Default::default()
-        })
-    );
+    train_classifier(&mut cnn, &lx, &ly, 0.01, 4)?;
+    print!("{}", show_trainable(&cnn));
     let cnn_ms = ms_per_step(&mut cnn, &lx.slice_batch(0, 64), &ly.slice_batch(0, 64), 10)?;
 
     heading("4. Transfer: freeze the convolutional base, train a new head on digits 5-9");
@@ -165,23 +173,10 @@ pub fn run() -> Res<()> {
             .seed(4)
             .named("new_head"),
     )?;
-    print!(
-        "{}",
-        cnn.summary_with(&SummaryOptions {
-            show_trainable: true,
-            ..Default::default()
-        })
-    );
+    print!("{}", show_trainable(&cnn));
     print!("{}", cnn.explain());
     let frozen_before = cnn.layer(0)?.get_weights();
-    cnn.compile(
-        Adam::new(0.01),
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        &[Metric::Accuracy],
-    );
-    let mut opts = fit_opts(4, 32);
-    opts.validation_split = 0.2;
-    cnn.fit(&hx, &hy, opts)?;
+    train_classifier(&mut cnn, &hx, &hy, 0.01, 4)?;
     let unchanged = cnn.layer(0)?.get_weights()[0].data() == frozen_before[0].data();
     println!("Frozen base conv kernel bit-identical after training the head: {unchanged}");
     println!(
@@ -192,21 +187,8 @@ pub fn run() -> Res<()> {
 
     heading("5. Fine-tune: unfreeze everything, lower learning rate");
     cnn.set_trainable(true);
-    cnn.compile(
-        Adam::new(1e-3),
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        &[Metric::Accuracy],
-    );
-    let mut opts = fit_opts(2, 32);
-    opts.validation_split = 0.2;
-    cnn.fit(&hx, &hy, opts)?;
-    print!(
-        "{}",
-        cnn.summary_with(&SummaryOptions {
-            show_trainable: true,
-            ..Default::default()
-        })
-    );
+    train_classifier(&mut cnn, &hx, &hy, 1e-3, 2)?;
+    print!("{}", show_trainable(&cnn));
 
     heading(
         "6. What training cannot learn: a short search over hidden layers, units, learning rate",
