@@ -339,7 +339,7 @@ fn backward(
         for (&j, dx) in inbound.iter().zip(dxs) {
             if let (Some(dx), true) = (dx, j != 0) {
                 match acc[j].as_mut() {
-                    Some(a) => a.add_assign(&dx),
+                    Some(a) => a.add_assign(&dx).expect("fan-out gradients share a shape"),
                     None => acc[j] = Some(dx),
                 }
             }

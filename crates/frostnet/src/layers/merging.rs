@@ -304,7 +304,7 @@ impl Layer for Add {
         same_dims(&self.base.name, "Add", inputs)?;
         let mut y = inputs[0].clone();
         for x in &inputs[1..] {
-            y.add_assign(x);
+            y.add_assign(x)?;
         }
         self.cache = ctx.keep.then_some(inputs.len());
         Ok(y)

@@ -289,7 +289,7 @@ impl Model {
         let n = self.nodes.len();
         let mut acc: Vec<Option<Tensor>> = vec![None; n];
         for (&o, g) in self.outputs.iter().zip(grads) {
-            accumulate(&mut acc[o], g);
+            accumulate(&mut acc[o], g)?;
         }
         self.backward_profile.clear();
         for i in (0..n).rev() {
@@ -310,7 +310,7 @@ impl Model {
             for (&j, dx) in inbound.iter().zip(dxs) {
                 if let Some(dx) = dx {
                     if self.plan[j] {
-                        accumulate(&mut acc[j], dx);
+                        accumulate(&mut acc[j], dx)?;
                     }
                 }
             }
@@ -395,11 +395,12 @@ impl Model {
     }
 }
 
-fn accumulate(slot: &mut Option<Tensor>, g: Tensor) {
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     match slot {
-        Some(acc) => acc.add_assign(&g),
+        Some(acc) => acc.add_assign(&g)?,
         None => *slot = Some(g),
     }
+    Ok(())
 }
 
 impl Layer for Model {

@@ -104,6 +104,9 @@ impl Tensor {
     }
 
     /// Rows `start..end` of the leading axis, copied.
+    ///
+    /// # Panics
+    /// If `start > end` or `end` exceeds the batch, like slice indexing.
     pub fn slice_batch(&self, start: usize, end: usize) -> Tensor {
         let s = self.sample_len();
         let mut shape = self.shape.clone();
@@ -115,6 +118,9 @@ impl Tensor {
     }
 
     /// Gathers rows of the leading axis by index (used for shuffled batches).
+    ///
+    /// # Panics
+    /// If an index is not below the batch size, like slice indexing.
     pub fn gather_batch(&self, rows: &[usize]) -> Tensor {
         let s = self.sample_len();
         let mut data = Vec::with_capacity(rows.len() * s);
@@ -161,13 +167,20 @@ impl Tensor {
             .fold(0.0, f32::max)
     }
 
-    /// `self += other` elementwise (same shape).
-    pub fn add_assign(&mut self, other: &Tensor) {
-        debug_assert_eq!(self.shape, other.shape);
+    /// `self += other` elementwise; the shapes must be equal.
+    pub fn add_assign(&mut self, other: &Tensor) -> Result<()> {
+        if self.shape != other.shape {
+            return Err(Error::ShapeMismatch {
+                context: "adding tensors".into(),
+                left: fmt_dims(&self.shape),
+                right: fmt_dims(&other.shape),
+            });
+        }
         self.data
             .iter_mut()
             .zip(&other.data)
             .for_each(|(a, b)| *a += b);
+        Ok(())
     }
 
     /// Whether any element is NaN or infinite.
