@@ -47,30 +47,6 @@ impl Conv2D {
             cache: None,
         }
     }
-    pub fn strides(mut self, s: usize) -> Self {
-        self.strides = (s, s);
-        self
-    }
-    pub fn strides2(mut self, s: (usize, usize)) -> Self {
-        self.strides = s;
-        self
-    }
-    pub fn padding(mut self, p: Padding) -> Self {
-        self.padding = p;
-        self
-    }
-    pub fn activation(mut self, f: ActivationFn) -> Self {
-        self.activation = f;
-        self
-    }
-    pub fn use_bias(mut self, b: bool) -> Self {
-        self.use_bias = b;
-        self
-    }
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
         Conv2dGeometry::new(x.shape(), self.kernel_size, self.strides, self.padding).ok_or_else(
@@ -85,6 +61,8 @@ impl Conv2D {
         )
     }
 }
+
+conv_options!(Conv2D);
 
 impl Layer for Conv2D {
     fn base(&self) -> &LayerBase {

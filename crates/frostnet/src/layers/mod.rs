@@ -3,6 +3,42 @@
 //!
 //! One file per layer family, as in Keras (`layers/core/dense.py` ...).
 
+/// The window options every convolution shares (`strides`, `padding`, `activation`, `use_bias`,
+/// `seed`), written once; the struct has fields of those names.
+macro_rules! conv_options {
+    ($t:ty) => {
+        impl $t {
+            /// The same stride along both axes.
+            pub fn strides(mut self, s: usize) -> Self {
+                self.strides = (s, s);
+                self
+            }
+            /// `(rows, columns)` strides.
+            pub fn strides2(mut self, s: (usize, usize)) -> Self {
+                self.strides = s;
+                self
+            }
+            pub fn padding(mut self, p: crate::tensor::Padding) -> Self {
+                self.padding = p;
+                self
+            }
+            pub fn activation(mut self, f: ActivationFn) -> Self {
+                self.activation = f;
+                self
+            }
+            pub fn use_bias(mut self, b: bool) -> Self {
+                self.use_bias = b;
+                self
+            }
+            /// Seeds the kernel initializer.
+            pub fn seed(mut self, seed: u64) -> Self {
+                self.seed = Some(seed);
+                self
+            }
+        }
+    };
+}
+
 pub(crate) mod activation;
 mod batch_normalization;
 mod conv2d;

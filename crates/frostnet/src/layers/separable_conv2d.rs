@@ -56,35 +56,13 @@ impl SeparableConv2D {
             cache: None,
         }
     }
-    pub fn strides(mut self, s: usize) -> Self {
-        self.strides = (s, s);
-        self
-    }
-    pub fn strides2(mut self, s: (usize, usize)) -> Self {
-        self.strides = s;
-        self
-    }
-    pub fn padding(mut self, p: Padding) -> Self {
-        self.padding = p;
-        self
-    }
     pub fn depth_multiplier(mut self, m: usize) -> Self {
         self.depth_multiplier = m;
         self
     }
-    pub fn activation(mut self, f: ActivationFn) -> Self {
-        self.activation = f;
-        self
-    }
-    pub fn use_bias(mut self, b: bool) -> Self {
-        self.use_bias = b;
-        self
-    }
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
 }
+
+conv_options!(SeparableConv2D);
 
 impl Layer for SeparableConv2D {
     fn base(&self) -> &LayerBase {
