@@ -78,10 +78,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TuneAction {
-    /// Print the table of trials of an existing study.
+    /// Print the stored configuration and the trials of an existing study (only --store, --study).
     Status {
         #[command(flatten)]
-        study: tune::StudyArgs,
+        at: tune::StoreArgs,
     },
     /// Run trials of a study until it is complete (what `--workers` starts).
     Worker {
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             workers,
         } => match action {
             None => tune::run(&study, workers)?,
-            Some(TuneAction::Status { study }) => println!("{}", tune::open(&study)?.results()?),
+            Some(TuneAction::Status { at }) => tune::status(&at)?,
             Some(TuneAction::Worker { study }) => {
                 tune::work(&study)?;
             }

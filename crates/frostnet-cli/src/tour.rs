@@ -196,8 +196,10 @@ pub fn run() -> Res<()> {
     let dir = std::env::temp_dir().join(format!("frostnet-tour-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let args = crate::tune::StudyArgs {
-        store: format!("sqlite:{}", dir.join("tour.sqlite3").display()),
-        study: "tour".into(),
+        at: crate::tune::StoreArgs {
+            store: Some(format!("sqlite:{}", dir.join("tour.sqlite3").display())),
+            study: "tour".into(),
+        },
         algorithm: "random".into(),
         trials: 6,
         seed: 7,

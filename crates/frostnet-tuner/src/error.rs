@@ -84,16 +84,35 @@ pub enum Error {
     #[error("trial store error: {0}")]
     Store(String),
     /// Stored data could not be decoded (corrupted or written by another tool).
+    /// The message names the store, the table, the row and the column.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Reading a study that is not in the store (or a store that does not
+    /// exist: reading never creates one).
+    #[error("study '{study}' does not exist in {store}")]
+    StudyNotFound { study: String, store: String },
+    /// The store's file exists but is not (or no longer) a frostnet study
+    /// database: empty, truncated, overwritten or corrupted. Nothing is
+    /// created or restarted over it.
+    #[error("{store} is not a frostnet study database: {message}")]
+    Damaged { store: String, message: String },
 }
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<rusqlite::Error> for Error {
+    /// Damage found by SQLite in the middle of any statement is reported as
+    /// damage; the SQLite store fills in its path (see `SqliteStore`).
     fn from(e: rusqlite::Error) -> Self {
-        Error::Store(format!("sqlite: {e}"))
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match e.sqlite_error_code() {
+            Some(DatabaseCorrupt | NotADatabase) => Error::Damaged {
+                store: String::new(),
+                message: e.to_string(),
+            },
+            _ => Error::Store(format!("sqlite: {e}")),
+        }
     }
 }
 

@@ -55,8 +55,19 @@
 //! process dies, the lease runs out ([`StudyBuilder::lease_timeout`]) and the
 //! next claim runs the trial again; a worker whose lease was taken over can
 //! no longer write the trial, so a finished trial is stored exactly once.
-//! Restarting a killed program simply continues the study. A closure that
-//! panics is handled like a dead worker: its trial is re-run after the lease.
+//! Restarting a killed program simply continues the study. A lease records
+//! its holder's host and pid: a worker on the same host takes over at once
+//! the trial of a process that is gone, instead of waiting for the lease; a
+//! worker that must wait says (on stderr) for which trial, held by whom and
+//! for how long. Such a trial is *preempted*, not failed.
+//!
+//! A closure that returns an error or panics fails its trial (the panic is
+//! caught and its message stored); the trial is run again at most
+//! [`StudyBuilder::max_retries`] times (default 1), then stays failed and is
+//! never claimed again. To resume a long trial where it stopped rather than
+//! from scratch, the closure saves a checkpoint per epoch under its
+//! [`TrialContext::number`] and, when it finds one, reloads it and reports
+//! the saved epochs again (the `frostnet tune` command does this).
 //!
 //! Opening a stored study with another objective, direction, algorithm,
 //! seed, pruner or declared search space ([`StudyBuilder::search_space`]) is
@@ -88,5 +99,5 @@ pub use error::{Error, Result, SpaceError};
 pub use pruning::Pruner;
 pub use results::{Results, TrialSummary};
 pub use space::{DefinedParam, Hyperparameters, ParamSpec, ParamValue, Scale};
-pub use store::{PostgresStore, SqliteStore, Storage, TrialRecord, TrialState, TrialStore};
+pub use store::{Holder, PostgresStore, SqliteStore, Storage, TrialRecord, TrialState, TrialStore};
 pub use study::{Control, Direction, Study, StudyBuilder, TrialContext};

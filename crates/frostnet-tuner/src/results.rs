@@ -30,8 +30,12 @@ pub struct TrialSummary {
     pub duration: Option<Duration>,
     /// Epoch budget given by the algorithm (Hyperband).
     pub max_epochs: Option<u64>,
-    /// Times the trial was started (2 or more after a worker died).
+    /// Times the trial was started (2 or more after a worker died or a retry).
     pub attempts: u32,
+    /// Attempts that failed (the closure returned an error or panicked).
+    pub failures: u32,
+    /// Attempts lost with their worker (lease expired or process gone).
+    pub preemptions: u32,
     pub error: Option<String>,
     pub worker: Option<String>,
 }
@@ -53,12 +57,30 @@ impl Results {
         direction: Direction,
         records: &[TrialRecord],
     ) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let me = crate::store::Holder::this_process();
+        let dead = |r: &TrialRecord| match (&r.host, r.pid) {
+            (Some(h), Some(p)) => me.holder_is_dead(h, p),
+            _ => false,
+        };
         let trials = records
             .iter()
             .map(|r| TrialSummary {
                 id: r.id,
                 number: r.number,
-                state: r.state,
+                // A running trial given back after a failure waits for its
+                // retry: shown as failed; one whose lease ran out while held,
+                // or whose holder on this host is gone, was preempted.
+                state: match r.state {
+                    TrialState::Running if r.released && r.failures > 0 => TrialState::Failed,
+                    TrialState::Running if !r.released && (r.lease_until < now || dead(r)) => {
+                        TrialState::Preempted
+                    }
+                    s => s,
+                },
                 params: r
                     .params
                     .iter()
@@ -72,6 +94,8 @@ impl Results {
                     .map(Duration::from_secs_f64),
                 max_epochs: r.plan.max_epochs(),
                 attempts: r.attempts,
+                failures: r.failures,
+                preemptions: r.preemptions,
                 error: r.error.clone(),
                 worker: r.worker.clone(),
             })
@@ -162,6 +186,18 @@ impl fmt::Display for Results {
             let mut note = String::new();
             if t.attempts > 1 {
                 note.push_str(&format!("{} attempts", t.attempts));
+            }
+            let mut more = |s: String| {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(&s);
+            };
+            if t.preemptions > 0 {
+                more(format!("preempted {}x", t.preemptions));
+            }
+            if t.failures > 0 && t.state != TrialState::Failed {
+                more(format!("failed {}x before", t.failures));
             }
             if let Some(e) = &t.error {
                 if !note.is_empty() {

@@ -91,11 +91,39 @@ impl ParamValue {
     }
 }
 
+/// A float as a user writes it: 4 significant digits, trailing zeros
+/// dropped, plain decimals from 1e-5 to 1e6 (`0.0065`, `0.1`, `250`) and
+/// exponent notation beyond (`1.5e-7`).
+pub(crate) fn plain_float(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    fn trim(s: &str) -> &str {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            s
+        }
+    }
+    let exp = v.abs().log10().floor() as i32;
+    if (-5..6).contains(&exp) {
+        let decimals = (3 - exp).max(0) as usize;
+        trim(&format!("{v:.decimals$}")).to_string()
+    } else {
+        let s = format!("{v:.3e}");
+        match s.split_once('e') {
+            Some((mantissa, e)) => format!("{}e{e}", trim(mantissa)),
+            None => s,
+        }
+    }
+}
+
 impl fmt::Display for ParamValue {
+    /// Values as a user writes them: `2`, `0.0065`, `relu`, `true`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParamValue::Int(v) => write!(f, "{v}"),
-            ParamValue::Float(v) => write!(f, "{v:.4e}"),
+            ParamValue::Float(v) => f.write_str(&plain_float(*v)),
             ParamValue::Str(v) => write!(f, "{v}"),
             ParamValue::Bool(v) => write!(f, "{v}"),
         }
@@ -527,6 +555,25 @@ impl Hyperparameters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #13, point 10: values print as a user writes them, not as
+    /// `6.5000e-3` or Rust's debug form.
+    #[test]
+    fn values_display_as_written() {
+        let shown = |v: ParamValue| v.to_string();
+        assert_eq!(shown(ParamValue::Float(0.0065)), "0.0065");
+        assert_eq!(shown(ParamValue::Float(0.006512345)), "0.006512");
+        assert_eq!(shown(ParamValue::Float(0.1)), "0.1");
+        assert_eq!(shown(ParamValue::Float(1e-4)), "0.0001");
+        assert_eq!(shown(ParamValue::Float(250.0)), "250");
+        assert_eq!(shown(ParamValue::Float(-3.25)), "-3.25");
+        assert_eq!(shown(ParamValue::Float(1.5e-7)), "1.5e-7");
+        assert_eq!(shown(ParamValue::Float(2e9)), "2e9");
+        assert_eq!(shown(ParamValue::Float(0.0)), "0");
+        assert_eq!(shown(ParamValue::Int(2)), "2");
+        assert_eq!(shown(ParamValue::Str("relu".into())), "relu");
+        assert_eq!(shown(ParamValue::Bool(true)), "true");
+    }
 
     #[test]
     fn validation_errors() {

@@ -32,7 +32,7 @@ use crate::results::Results;
 use crate::rng::fnv1a;
 use crate::space::{HpState, Hyperparameters, ParamSource, ParamSpec};
 use crate::store::{
-    ClaimOutcome, FinishUpdate, RunningUpdate, Storage, TrialRecord, TrialState, TrialStore,
+    ClaimOutcome, FinishUpdate, Holder, RunningUpdate, Storage, TrialRecord, TrialState, TrialStore,
 };
 
 /// Whether the objective is minimized (a loss) or maximized (an accuracy).
@@ -81,6 +81,7 @@ pub struct StudyBuilder {
     poll: Duration,
     worker: Option<String>,
     space: std::result::Result<BTreeMap<String, ParamSpec>, SpaceError>,
+    max_retries: u32,
 }
 
 impl StudyBuilder {
@@ -176,6 +177,14 @@ impl StudyBuilder {
         self
     }
 
+    /// How many times a failed trial (its closure returned an error or
+    /// panicked) is run again before it stays failed; default 1. A trial
+    /// whose worker died (preempted) is not failed: it is always resumed.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
     /// Name recorded with the trials this worker runs; default
     /// `<hostname>-<pid>`.
     pub fn worker_name(mut self, name: impl Into<String>) -> Self {
@@ -251,18 +260,15 @@ impl StudyBuilder {
             heartbeat,
             poll: self.poll,
             worker: self.worker.clone().unwrap_or_else(default_worker_name),
+            read_only: false,
+            holder: Holder::this_process(),
+            max_retries: self.max_retries,
         })
     }
 }
 
 fn default_worker_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::store::host_name(), std::process::id())
 }
 
 /// A unique token per claim, so that writes of a worker that lost its lease
@@ -324,6 +330,38 @@ pub struct Study {
     heartbeat: Duration,
     poll: Duration,
     worker: String,
+    /// Opened with [`Study::open_existing`]: results only, no trials run.
+    read_only: bool,
+    /// This process, recorded with its leases.
+    holder: Holder,
+    max_retries: u32,
+}
+
+/// `Random {"seed": 42}` as `random(seed=42)`: an enum value serialized by
+/// serde, in the words a user would type.
+fn describe_enum(v: &impl Serialize) -> String {
+    fn scalar(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
+            let (name, inner) = m.into_iter().next().expect("one entry");
+            let fields = match inner {
+                serde_json::Value::Object(f) => f
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", scalar(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => scalar(&other),
+            };
+            format!("{}({fields})", name.to_lowercase())
+        }
+        Ok(other) => scalar(&other).to_lowercase(),
+        Err(e) => format!("<{e}>"),
+    }
 }
 
 /// What the closure's `report` tells it to do.
@@ -386,6 +424,13 @@ impl TrialContext {
             TrialPlan::Hyperband { promoted_from, .. } => promoted_from,
             _ => None,
         }
+    }
+
+    /// Whether another worker took this trial over (this worker's lease ran
+    /// out, e.g. while it hung): the closure should return without touching
+    /// what the trial shares with the new owner, such as its checkpoint.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(AtomicOrdering::Relaxed)
     }
 
     /// Whether the trial was told to stop.
@@ -498,6 +543,78 @@ impl Drop for Heartbeat {
     }
 }
 
+/// Tells the user (on stderr) what a waiting worker waits for: which
+/// trials, held by whom, and when their leases run out. Said again when that
+/// changes (at most every 2 s) or every 10 s.
+#[derive(Default)]
+struct WaitNotice {
+    /// When the last notice was given, and the (trial, worker) pairs it named.
+    last: Option<(std::time::Instant, Vec<WaitedFor>)>,
+}
+
+type WaitedFor = (u64, Option<String>);
+
+impl WaitNotice {
+    fn tell(&mut self, study: &str, trials: &[TrialRecord]) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let held: Vec<&TrialRecord> = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Running && !t.released)
+            .collect();
+        let key: Vec<WaitedFor> = held.iter().map(|t| (t.number, t.worker.clone())).collect();
+        if let Some((at, last)) = &self.last {
+            let since = at.elapsed();
+            let changed = *last != key;
+            if !(changed && since >= Duration::from_secs(2) || since >= Duration::from_secs(10)) {
+                return;
+            }
+        }
+        let what: Vec<String> = held
+            .iter()
+            .take(4)
+            .map(|t| {
+                let who = t.worker.as_deref().unwrap_or("?");
+                let place = match (&t.host, t.pid) {
+                    (Some(h), Some(p)) => format!(", pid {p} on {h}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "trial {} (held by {who}{place}, lease expires in {:.0} s)",
+                    t.number,
+                    (t.lease_until - now).max(0.0)
+                )
+            })
+            .collect();
+        let more = held.len().saturating_sub(4);
+        let text = if what.is_empty() {
+            "other workers' trials".to_string()
+        } else if more > 0 {
+            format!("{} and {more} more", what.join(", "))
+        } else {
+            what.join(", ")
+        };
+        use std::io::Write;
+        // A closed or full stderr must not stop the search.
+        let _ = writeln!(
+            std::io::stderr(),
+            "frostnet-tuner: study '{study}' waits for {text}"
+        );
+        self.last = Some((std::time::Instant::now(), key));
+    }
+}
+
+/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".into())
+}
+
 /// The message stored for a trial that never reported the objective.
 fn never_reported(objective: &str, metrics: &BTreeMap<String, f64>) -> String {
     let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
@@ -522,7 +639,63 @@ impl Study {
             poll: Duration::from_millis(100),
             worker: None,
             space: Ok(BTreeMap::new()),
+            max_retries: 1,
         }
+    }
+
+    /// Opens a stored study for reading its results and configuration: only
+    /// the store and the name are needed, the configuration is the stored
+    /// one. The store is opened read-only and nothing is created: a missing
+    /// SQLite file, database or study is [`Error::StudyNotFound`]; a damaged
+    /// file is [`Error::Damaged`]. [`Study::optimize`] refuses to run on it.
+    pub fn open_existing(name: &str, storage: &Storage) -> Result<Study> {
+        let mut store = storage.connect_read_only(name)?;
+        let (study_id, config) = store
+            .find_study(name)?
+            .ok_or_else(|| Error::StudyNotFound {
+                study: name.into(),
+                store: store.location(),
+            })?;
+        let definition: StudyDefinition = serde_json::from_str(&config).map_err(|e| {
+            Error::Corrupt(format!(
+                "{}, table tuner_studies, study '{name}', column `config`: {e}",
+                store.location()
+            ))
+        })?;
+        let lease = Duration::from_secs(60);
+        Ok(Study {
+            name: name.into(),
+            definition,
+            fingerprint: format!("{:016x}", fnv1a(config.as_bytes())),
+            store: Arc::new(Mutex::new(store)),
+            study_id,
+            max_trials: None,
+            lease,
+            heartbeat: lease / 4,
+            poll: Duration::from_millis(100),
+            worker: default_worker_name(),
+            read_only: true,
+            holder: Holder::this_process(),
+            max_retries: 0,
+        })
+    }
+
+    /// The stored configuration in one line, e.g. `objective val_accuracy
+    /// (maximize), algorithm random(seed=42), pruner median(...)`.
+    pub fn configuration(&self) -> String {
+        let d = &self.definition;
+        let mut s = format!(
+            "objective {} ({}), algorithm {}, pruner {}",
+            d.objective,
+            describe_enum(&d.direction),
+            describe_enum(&d.algorithm),
+            describe_enum(&d.pruner)
+        );
+        if !d.space.is_empty() {
+            let space: Vec<String> = d.space.iter().map(|(n, p)| format!("{n}: {p}")).collect();
+            s.push_str(&format!(", declared space {{{}}}", space.join("; ")));
+        }
+        s
     }
 
     /// The study's name.
@@ -574,6 +747,14 @@ impl Study {
         E: Display,
         F: FnMut(&mut Hyperparameters, &mut TrialContext) -> std::result::Result<(), E>,
     {
+        if self.read_only {
+            return Err(Error::Config(format!(
+                "study '{}' was opened read-only (Study::open_existing); open it with \
+                 Study::builder to run trials",
+                self.name
+            )));
+        }
+        let mut waiting = WaitNotice::default();
         loop {
             let token = new_token(&self.worker);
             let algorithm = self.definition.algorithm.clone();
@@ -583,11 +764,16 @@ impl Study {
                 &self.worker,
                 &token,
                 self.lease,
+                &self.holder,
                 &mut |history| algorithm.plan(history, max_trials, direction),
             )?;
             match outcome {
                 ClaimOutcome::Done => break,
-                ClaimOutcome::Wait => std::thread::sleep(self.poll),
+                ClaimOutcome::Wait => {
+                    let trials = lock(&self.store).load_trials(self.study_id)?;
+                    waiting.tell(&self.name, &trials);
+                    std::thread::sleep(self.poll);
+                }
                 ClaimOutcome::Claimed { trial, history, .. } => {
                     self.run_trial(&trial, &history, &token, &mut objective)?;
                 }
@@ -719,7 +905,15 @@ impl Study {
             self.heartbeat,
             lost.clone(),
         );
-        let result = objective(&mut hp, &mut ctx);
+        // A panic in the closure (say `Dense::new(0)` from a sampled 0) fails
+        // this trial instead of killing the worker: the study goes on.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            objective(&mut hp, &mut ctx)
+        })) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(payload) => Err(format!("panicked: {}", panic_message(payload.as_ref()))),
+        };
         drop(heartbeat);
 
         let space_error = hp_state.borrow().error.clone();
@@ -743,7 +937,7 @@ impl Study {
             g.borrow_mut().frozen = true;
         }
         let (state, value, error) = match result {
-            Err(e) => (TrialState::Failed, ctx.best, Some(e.to_string())),
+            Err(e) => (TrialState::Failed, ctx.best, Some(e)),
             Ok(()) if ctx.pruned => (TrialState::Pruned, ctx.best, None),
             Ok(()) if !ctx.objective_seen => (
                 TrialState::Failed,
@@ -757,11 +951,13 @@ impl Study {
             ),
             Ok(()) => (TrialState::Complete, ctx.best, None),
         };
+        let retry = state == TrialState::Failed && trial.failures < self.max_retries;
         let update = FinishUpdate {
             state,
             running: ctx.running_update(),
             value,
             error,
+            retry,
         };
         // `false` means the lease was lost at the last moment: the other
         // worker's run will be the one stored.

@@ -287,7 +287,7 @@ fn wrong_sqlite_schema_is_a_clear_error() {
     let junk = dir.path().join("junk.sqlite3");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     let err = Storage::sqlite(&junk).connect().err().unwrap();
-    assert!(matches!(err, Error::WrongSchema { .. }), "{err}");
+    assert!(matches!(err, Error::Damaged { .. }), "{err}");
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
 
     // Our table names, another version.

@@ -29,6 +29,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,18 @@ pub use self::sqlite::SqliteStore;
 
 /// Version of the tables written by this crate; a store with another version
 /// is rejected instead of being silently misread or migrated.
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
+
+/// Columns added by schema version 2 (failure and preemption counts, the
+/// lease holder's host and pid); a version-1 store opened for writing is
+/// upgraded by adding them (`ALTER TABLE ... ADD COLUMN`, same SQL for both
+/// databases).
+pub(crate) const V2_COLUMNS: [&str; 4] = [
+    "failures INTEGER NOT NULL DEFAULT 0",
+    "preemptions INTEGER NOT NULL DEFAULT 0",
+    "host TEXT",
+    "pid INTEGER",
+];
 
 /// The life cycle of a trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +65,13 @@ pub enum TrialState {
     Complete,
     /// Stopped early by the pruner (or by Hyperband's schedule).
     Pruned,
-    /// The closure returned an error or never reported the objective.
+    /// The closure returned an error, panicked or never reported the
+    /// objective (after its retries: see [`crate::StudyBuilder::max_retries`]).
     Failed,
+    /// Shown, never stored: a running trial whose lease ran out (its worker
+    /// was killed or hung) and that no worker has taken over yet. The next
+    /// claim runs it again, from its last checkpoint if the closure saved one.
+    Preempted,
 }
 
 impl TrialState {
@@ -64,6 +81,7 @@ impl TrialState {
             TrialState::Complete => "complete",
             TrialState::Pruned => "pruned",
             TrialState::Failed => "failed",
+            TrialState::Preempted => "preempted",
         }
     }
     pub(crate) fn parse(s: &str) -> Result<Self> {
@@ -77,7 +95,7 @@ impl TrialState {
     }
     /// Whether the trial will not change any more.
     pub fn is_finished(self) -> bool {
-        self != TrialState::Running
+        !matches!(self, TrialState::Running | TrialState::Preempted)
     }
 }
 
@@ -119,6 +137,18 @@ pub struct TrialRecord {
     pub worker: Option<String>,
     /// How many times the trial was claimed (more than 1 after a takeover).
     pub attempts: u32,
+    /// Attempts that failed (error or panic in the closure).
+    pub failures: u32,
+    /// Attempts whose lease ran out or whose process died (taken over).
+    pub preemptions: u32,
+    /// Host and pid of the process holding (or last holding) the lease.
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    /// Unix time (store's clock) the lease runs out.
+    pub lease_until: f64,
+    /// Running but held by nobody: given back for a retry or after a
+    /// search-space error; the next claim takes it at once.
+    pub released: bool,
     /// Unix time (seconds) the current attempt started / finished.
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
@@ -154,35 +184,69 @@ pub(crate) struct RawTrial {
     pub attempts: i64,
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
+    pub failures: i64,
+    pub preemptions: i64,
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    pub lease_until: f64,
+    pub released: bool,
 }
 
 /// The column list matching [`RawTrial`], shared by both stores.
 pub(crate) const TRIAL_COLUMNS: &str = "id, number, state, plan, params, grid_path, \
-     intermediate, metrics, value, error, worker, attempts, started_at, finished_at";
+     intermediate, metrics, value, error, worker, attempts, started_at, finished_at, \
+     failures, preemptions, host, pid, lease_until, token IS NULL";
+
+/// The one-line error for a stored value that cannot be decoded, naming the
+/// store, the row and the column so the user can find (and fix or delete) it.
+pub(crate) fn corrupt_cell(store: &str, id: i64, column: &str, problem: impl Display) -> Error {
+    Error::Corrupt(format!(
+        "{store}, table tuner_trials, row id {id}, column `{column}`: {problem}"
+    ))
+}
 
 impl RawTrial {
-    pub(crate) fn decode(self) -> Result<TrialRecord> {
-        let grid_path = match self.grid_path {
-            Some(s) => Some(serde_json::from_str(&s)?),
+    /// Decodes the JSON columns; `store` (its description) names the store in
+    /// errors.
+    pub(crate) fn decode(self, store: &str) -> Result<TrialRecord> {
+        let id = self.id;
+        let bad = |column: &str, e: &dyn Display| corrupt_cell(store, id, column, e);
+        fn json<T: serde::de::DeserializeOwned>(
+            s: &str,
+            column: &str,
+            bad: &dyn Fn(&str, &dyn Display) -> Error,
+        ) -> Result<T> {
+            serde_json::from_str(s).map_err(|e| bad(column, &e))
+        }
+        let grid_path = match &self.grid_path {
+            Some(s) => Some(json(s, "grid_path", &bad)?),
             None => None,
         };
-        let intermediate: BTreeMap<u64, f64> = serde_json::from_str(&self.intermediate)?;
         Ok(TrialRecord {
-            id: self.id,
+            id,
             number: u64::try_from(self.number)
-                .map_err(|_| Error::Corrupt(format!("negative trial number {}", self.number)))?,
-            state: TrialState::parse(&self.state)?,
-            plan: serde_json::from_str(&self.plan)?,
-            params: serde_json::from_str(&self.params)?,
+                .map_err(|_| bad("number", &format!("negative trial number {}", self.number)))?,
+            state: TrialState::parse(&self.state).map_err(|e| match e {
+                Error::Corrupt(m) => bad("state", &m),
+                other => other,
+            })?,
+            plan: json(&self.plan, "plan", &bad)?,
+            params: json(&self.params, "params", &bad)?,
             grid_path,
-            intermediate,
-            metrics: serde_json::from_str(&self.metrics)?,
+            intermediate: json(&self.intermediate, "intermediate", &bad)?,
+            metrics: json(&self.metrics, "metrics", &bad)?,
             value: self.value,
             error: self.error,
             worker: self.worker,
             attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
             started_at: self.started_at,
             finished_at: self.finished_at,
+            failures: u32::try_from(self.failures).unwrap_or(0),
+            preemptions: u32::try_from(self.preemptions).unwrap_or(0),
+            host: self.host,
+            pid: self.pid.and_then(|p| u32::try_from(p).ok()),
+            lease_until: self.lease_until,
+            released: self.released,
         })
     }
 }
@@ -231,6 +295,64 @@ pub struct FinishUpdate {
     pub running: RunningUpdate,
     pub value: Option<f64>,
     pub error: Option<String>,
+    /// For a failed attempt with retries left: count the failure, store the
+    /// error, and give the trial back (running, no holder) for the next
+    /// claim instead of finishing it.
+    pub retry: bool,
+}
+
+/// The process that holds a lease. A lease whose holder is on this host and
+/// whose process is gone is taken over at once instead of after its timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Holder {
+    /// This process: the kernel's host name (the container's, in one) and pid.
+    pub fn this_process() -> Self {
+        Holder {
+            host: host_name(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Whether the process `pid` on `host` is provably gone: `host` is this
+    /// host and `/proc/<pid>` is missing or a zombie. Without `/proc` (not
+    /// Linux) nothing is provable and the lease timeout decides.
+    pub(crate) fn holder_is_dead(&self, host: &str, pid: u32) -> bool {
+        host == self.host && pid != self.pid && !process_alive(pid)
+    }
+}
+
+/// The host name as the kernel knows it, else `$HOSTNAME`, else `unknown`.
+pub(crate) fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether process `pid` exists (and is not a zombie), read from `/proc`
+/// (std only, no signals). Unknown (no `/proc`) counts as alive.
+fn process_alive(pid: u32) -> bool {
+    let proc_dir = std::path::Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Plans new trials from the stored history (all trials of the study).
@@ -251,17 +373,28 @@ pub trait TrialStore: Send {
     /// [`Error::FingerprintMismatch`] and nothing is written.
     fn open_study(&mut self, name: &str, fingerprint: &str, config: &str) -> Result<i64>;
 
+    /// The id and stored configuration of study `name`, without creating or
+    /// changing anything (what reading a study needs).
+    fn find_study(&mut self, name: &str) -> Result<Option<(i64, String)>>;
+
+    /// Where the store is, as named in "study 'X' does not exist in ..."
+    /// (the path of an SQLite file, the URL of a server without password).
+    fn location(&self) -> String;
+
     /// Every trial of the study, by number.
     fn load_trials(&mut self, study: i64) -> Result<Vec<TrialRecord>>;
 
     /// Atomically: takes over the lowest-numbered running trial whose lease
-    /// ran out, or else asks `planner` for a new trial and creates it.
+    /// ran out, was given back, or whose holder is provably dead
+    /// ([`Holder`]), or else asks `planner` for a new trial and creates it.
+    /// `holder` is recorded with the lease.
     fn claim(
         &mut self,
         study: i64,
         worker: &str,
         token: &str,
         lease: Duration,
+        holder: &Holder,
         planner: &mut Planner<'_>,
     ) -> Result<ClaimOutcome>;
 
@@ -289,7 +422,8 @@ pub trait TrialStore: Send {
 /// Which store a study uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
-    /// An SQLite file (created if missing); the default.
+    /// An SQLite file (created if missing); the default. The path must not
+    /// be empty (SQLite would use a throw-away temporary database).
     Sqlite(std::path::PathBuf),
     /// A PostgreSQL connection string, e.g.
     /// `postgres://user:pass@host:5432/db` or `host=... user=... dbname=...`.
@@ -305,11 +439,23 @@ impl Storage {
     pub fn postgres(url: impl Into<String>) -> Self {
         Storage::Postgres(url.into())
     }
-    /// Connects (creating the tables if the database has none).
+    /// Connects (creating the tables if the database has none). A missing
+    /// SQLite file is created; an existing one must be a study database (an
+    /// empty or damaged file is [`Error::Damaged`], never started over).
     pub fn connect(&self) -> Result<Box<dyn TrialStore>> {
         Ok(match self {
             Storage::Sqlite(p) => Box::new(SqliteStore::open(p)?),
             Storage::Postgres(u) => Box::new(PostgresStore::connect(u)?),
+        })
+    }
+
+    /// Connects for reading only: nothing is created (a missing SQLite file
+    /// or a database without the tuner's tables is
+    /// [`Error::StudyNotFound`] for `study`) and nothing can be written.
+    pub fn connect_read_only(&self, study: &str) -> Result<Box<dyn TrialStore>> {
+        Ok(match self {
+            Storage::Sqlite(p) => Box::new(SqliteStore::open_read_only(p, study)?),
+            Storage::Postgres(u) => Box::new(PostgresStore::connect_read_only(u, study)?),
         })
     }
 }
