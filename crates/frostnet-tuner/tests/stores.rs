@@ -199,3 +199,36 @@ fn a_garbage_row_is_one_line_naming_the_row_and_column() {
     let m = one_line(&study.results().unwrap_err());
     assert!(m.contains("column `state`"), "{m}");
 }
+
+/// A store written before failure counts and lease holders existed (schema
+/// version 1) is upgraded in place by a worker, keeping every trial; reading
+/// alone never changes it.
+#[test]
+fn a_version_1_store_is_upgraded_by_a_worker_and_keeps_its_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stored_study(dir.path());
+    let before = Study::open_existing("s", &Storage::sqlite(&path))
+        .unwrap()
+        .results()
+        .unwrap();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for col in ["failures", "preemptions", "host", "pid"] {
+            c.execute_batch(&format!("ALTER TABLE tuner_trials DROP COLUMN {col}"))
+                .unwrap();
+        }
+        c.execute_batch("UPDATE tuner_meta SET value = '1' WHERE key = 'schema_version'")
+            .unwrap();
+    }
+    let err = Study::open_existing("s", &Storage::sqlite(&path))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::WrongSchema { .. }), "{err}");
+    assert!(err.to_string().contains("run a worker on it once"), "{err}");
+
+    let mut study = builder(&path, "s").max_trials(6).open().unwrap();
+    assert_eq!(study.results().unwrap(), before);
+    let r = study.optimize(quadratic).unwrap();
+    assert_eq!(r.trials.len(), 6);
+    assert_eq!(&r.trials[..4], &before.trials[..]);
+}
