@@ -159,7 +159,7 @@ fn status_needs_only_the_store_and_the_last_line_reads_as_written() {
 }
 
 #[test]
-fn status_on_a_closed_pipe_exits_quietly() {
+fn status_on_a_closed_pipe_exits_quietly_and_on_a_full_disk_fails_in_one_line() {
     let dir = scratch("pipe");
     let store = store_of(&dir);
     let out = frostnet(&[
@@ -179,6 +179,26 @@ fn status_on_a_closed_pipe_exits_quietly() {
         let err = text(&out.stderr);
         assert!(out.status.success(), "{:?}: {err}", out.status);
         assert!(err.is_empty(), "{err}");
+    }
+    // A full disk is a one-line error, not a panic.
+    if Path::new("/dev/full").exists() {
+        let out = Command::new(EXE)
+            .args(["tune", "status", "--store", &store])
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("frostnet: writing to standard output: "),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
