@@ -321,8 +321,11 @@ impl Holder {
     /// Whether the process `pid` on `host` is provably gone: `host` is this
     /// host and `/proc/<pid>` is missing or a zombie. Without `/proc` (not
     /// Linux) nothing is provable and the lease timeout decides.
+    /// Hosts must have distinct names (containers sharing one host name and
+    /// one store would misjudge each other's processes); an unknown name
+    /// proves nothing.
     pub(crate) fn holder_is_dead(&self, host: &str, pid: u32) -> bool {
-        host == self.host && pid != self.pid && !process_alive(pid)
+        host == self.host && host != UNKNOWN_HOST && pid != self.pid && !process_alive(pid)
     }
 }
 
@@ -334,8 +337,10 @@ pub(crate) fn host_name() -> String {
         .map(|s| s.trim().to_string())
         .find(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| UNKNOWN_HOST.into())
 }
+
+const UNKNOWN_HOST: &str = "unknown";
 
 /// Whether process `pid` exists (and is not a zombie), read from `/proc`
 /// (std only, no signals). Unknown (no `/proc`) counts as alive.
