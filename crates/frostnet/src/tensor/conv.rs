@@ -1,4 +1,5 @@
-//! 2-D convolution over NHWC tensors by im2col + gemm, with TensorFlow's padding rules.
+//! 2-D convolution over NHWC tensors by im2col + gemm (or the direct kernel in `direct_conv` for
+//! few input channels), with TensorFlow's padding rules.
 //!
 //! The kernel layout is Keras's HWIO `(kh, kw, in, out)`, which flattened row-major is exactly the
 //! `(kh*kw*in) x out` matrix that multiplies an im2col matrix whose columns run `(kh, kw, c)`. So
@@ -260,8 +261,25 @@ pub(crate) fn apply_epilogue_serial(out: &mut [f32], filters: usize, steps: &[Ep
 }
 
 /// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs, then `epilogue` applied to
-/// each chunk of output while it is hot. Returns NHWC output data.
+/// each chunk of output while it is hot. Returns NHWC output data. Few-input-channel spatial
+/// kernels run the direct kernel ([`super::direct_conv`]), the rest im2col + matmul.
 pub fn conv2d_forward(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
+    if super::direct_conv::prefers_direct(g, filters) {
+        super::direct_conv::conv2d_direct(x, g, kernel, filters, epilogue)
+    } else {
+        conv2d_forward_im2col(x, g, kernel, filters, epilogue)
+    }
+}
+
+/// [`conv2d_forward`] by im2col + matmul (a plain matmul for pointwise kernels), whatever the
+/// geometry.
+pub fn conv2d_forward_im2col(
     x: &[f32],
     g: &Conv2dGeometry,
     kernel: &[f32],
@@ -471,7 +489,7 @@ mod tests {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
             let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
             let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
-            let got = conv2d_forward(&x, &g, &kern, f, &[]);
+            let got = conv2d_forward_im2col(&x, &g, &kern, f, &[]);
             let want = naive(&x, &g, &kern, f);
             for (a, b) in got.iter().zip(&want) {
                 assert!(
@@ -516,15 +534,21 @@ mod tests {
                     ((v as f64 + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
                 })
                 .collect();
+            type Engine = fn(&[f32], &Conv2dGeometry, &[f32], usize, &[EpilogueStep]) -> Vec<f32>;
+            let engines: [(&str, Engine); 2] = [
+                ("im2col", conv2d_forward_im2col),
+                ("direct", crate::tensor::direct_conv::conv2d_direct),
+            ];
             for isa in crate::tensor::isa::Isa::supported() {
-                let got = crate::tensor::isa::with_forced(isa, || {
-                    conv2d_forward(&x, &g, &kern, f, &steps)
-                });
-                for (a, b) in got.iter().zip(&want) {
-                    assert!(
-                        (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()) * 10.0,
-                        "{isa} {shape:?} {k:?}: {a} vs {b}"
-                    );
+                for (name, engine) in engines {
+                    let got =
+                        crate::tensor::isa::with_forced(isa, || engine(&x, &g, &kern, f, &steps));
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()) * 10.0,
+                            "{isa} {name} {shape:?} {k:?}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

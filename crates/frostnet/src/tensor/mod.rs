@@ -1,7 +1,8 @@
 //! Dense f32 tensors, row-major, images in NHWC (Keras's layout, so Keras weights load without
 //! transposes), and the kernels the layers are built from.
 
-pub(crate) mod conv;
+pub mod conv;
+pub mod direct_conv;
 pub mod isa;
 mod matmul;
 pub mod pool;
