@@ -4,7 +4,11 @@
 //! ```text
 //! frostnet-bench WORKLOAD [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench profile WORKLOAD [--warmup W] [--reps R] [--threads N]
+//! frostnet-bench kernels [--warmup W] [--reps R] [--threads N]
 //! ```
+//!
+//! `kernels` times sgemm and InceptionV3's spatial convolutions (im2col vs direct) at every
+//! instruction set the CPU runs (see `kernels.rs`).
 //!
 //! `profile` (every workload but sgemm) runs the model layer by layer, timing each layer's
 //! forward (and, for training, backward) call, and prints the time summed by layer class to
@@ -16,6 +20,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod kernels;
 mod profile;
 mod sys;
 mod workloads;
@@ -37,6 +42,7 @@ pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// Command-line options.
 pub(crate) struct Args {
     pub(crate) profile: bool,
+    pub(crate) kernels: bool,
     pub(crate) workload: String,
     pub(crate) warmup: usize,
     pub(crate) reps: usize,
@@ -45,11 +51,13 @@ pub(crate) struct Args {
 
 const USAGE: &str =
     "usage: frostnet-bench [profile] WORKLOAD [--warmup W] [--reps R] [--threads N]\n\
+     frostnet-bench kernels [--warmup W] [--reps R] [--threads N]\n\
      workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         profile: false,
+        kernels: false,
         workload: String::new(),
         warmup: 3,
         reps: 10,
@@ -68,11 +76,12 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => args.threads = num("--threads")?,
             "-h" | "--help" => return Err(USAGE.into()),
             "profile" if args.workload.is_empty() && !args.profile => args.profile = true,
+            "kernels" if args.workload.is_empty() && !args.profile => args.kernels = true,
             w if WORKLOADS.contains(&w) && args.workload.is_empty() => args.workload = w.into(),
             other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
         }
     }
-    if args.workload.is_empty() {
+    if args.workload.is_empty() && !args.kernels {
         return Err(USAGE.into());
     }
     if args.reps == 0 {
@@ -128,6 +137,9 @@ fn run(args: &Args) -> Res<()> {
         .build_global()?;
     if args.profile {
         return profile::run(args);
+    }
+    if args.kernels {
+        return kernels::run(args, 1);
     }
     let mut w = workloads::build(&args.workload)?;
     let (wall, cpu) = time_reps(args.warmup, args.reps, &mut *w.step)?;

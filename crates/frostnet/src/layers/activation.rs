@@ -158,4 +158,10 @@ impl Layer for Activation {
     fn clear_cache(&mut self) {
         self.out = None;
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }

@@ -94,6 +94,37 @@ impl BatchNormalization {
         None
     }
 
+    /// Whether a forward pass in `mode` normalises with the moving statistics (inference mode, or
+    /// a frozen layer in training mode: Keras 3). Only then is the layer a fixed per-channel
+    /// affine map the executor may fuse into the preceding convolution.
+    pub(crate) fn uses_moving_stats(&self, mode: Mode) -> bool {
+        !(mode == Mode::Train && self.base.trainable)
+    }
+
+    /// `(scale, shift, inv_std)` with `y = x * scale + shift`, from the given statistics and the
+    /// current gamma/beta. The unfused forward pass and the fused epilogue both use this, so they
+    /// compute bit-identical outputs.
+    fn affine(&self, mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let c = mean.len();
+        let inv_std: Vec<f32> = var
+            .iter()
+            .map(|v| 1.0 / (v + self.epsilon).sqrt())
+            .collect();
+        let gamma = self.param(GAMMA, c, 1.0);
+        let beta = self.param(BETA, c, 0.0);
+        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+        let shift: Vec<f32> = (0..c).map(|j| beta[j] - mean[j] * scale[j]).collect();
+        (scale, shift, inv_std)
+    }
+
+    /// The inference-mode `(scale, shift)`, computed from the current weights on every call (a
+    /// few operations per channel), so a fused pass can never use stale statistics.
+    pub(crate) fn inference_affine(&self) -> (Vec<f32>, Vec<f32>) {
+        let c = self.base.w(self.idx(MEAN).expect("always present")).len();
+        let (scale, shift, _) = self.affine(&self.param(MEAN, c, 0.0), &self.param(VAR, c, 1.0));
+        (scale, shift)
+    }
+
     fn param(&self, which: usize, channels: usize, default: f32) -> Vec<f32> {
         match self.idx(which) {
             Some(i) => self.base.w(i).data().to_vec(),
@@ -206,7 +237,7 @@ impl Layer for BatchNormalization {
         let x = inputs[0];
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
         let c = *x.shape().last().expect("rank checked");
-        let batch_stats = ctx.mode == Mode::Train && self.base.trainable;
+        let batch_stats = !self.uses_moving_stats(ctx.mode);
         let (mean, var) = if batch_stats {
             let (mean, var) = moments(x.data(), c);
             // The moving-statistics update: outside the gradient, biased variance (Keras 3).
@@ -222,15 +253,8 @@ impl Layer for BatchNormalization {
         } else {
             (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
         };
-        let inv_std: Vec<f32> = var
-            .iter()
-            .map(|v| 1.0 / (v + self.epsilon).sqrt())
-            .collect();
-        let gamma = self.param(GAMMA, c, 1.0);
-        let beta = self.param(BETA, c, 0.0);
         // y = x * scale + shift, with xhat = (x - mean) * inv_std kept for backward.
-        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
-        let shift: Vec<f32> = (0..c).map(|j| beta[j] - mean[j] * scale[j]).collect();
+        let (scale, shift, inv_std) = self.affine(&mean, &var);
         let mut y = Tensor::zeros(x.shape());
         let mut xhat = ctx.keep.then(|| Tensor::zeros(x.shape()));
         let block = block_rows(c) * c;
@@ -331,5 +355,11 @@ impl Layer for BatchNormalization {
 
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }

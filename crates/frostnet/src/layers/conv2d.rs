@@ -5,7 +5,7 @@ use super::{
     LayerBase, Shape, WeightKind,
 };
 use crate::error::{Error, Result};
-use crate::tensor::conv::{conv2d_backward, conv2d_forward};
+use crate::tensor::conv::{conv2d_backward, conv2d_forward, EpilogueStep};
 use crate::tensor::{conv_output_len, random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
@@ -63,6 +63,34 @@ impl Conv2D {
 }
 
 conv_options!(Conv2D);
+
+impl Conv2D {
+    /// The inference forward pass with `extra` epilogue steps after the layer's own bias and
+    /// activation: the executor's fusion of a following BatchNormalization and activation
+    /// (models/model.rs). Keeps no cache, so only for nodes no backward pass goes through.
+    pub(crate) fn forward_fused(&mut self, x: &Tensor, extra: &[EpilogueStep]) -> Result<Tensor> {
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        self.cache = None;
+        self.run(x, extra)
+    }
+
+    fn run(&self, x: &Tensor, extra: &[EpilogueStep]) -> Result<Tensor> {
+        let g = self.geometry(x)?;
+        let f = self.filters;
+        let act = self.activation;
+        let act_fn = move |v: &mut [f32]| act.apply(v, f);
+        let mut steps = Vec::with_capacity(2 + extra.len());
+        if self.use_bias {
+            steps.push(EpilogueStep::Bias(self.base.w(BIAS).data()));
+        }
+        if act != ActivationFn::Linear {
+            steps.push(EpilogueStep::Map(&act_fn));
+        }
+        steps.extend_from_slice(extra);
+        let y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f, &steps);
+        Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)
+    }
+}
 
 impl Layer for Conv2D {
     fn base(&self) -> &LayerBase {
@@ -131,16 +159,7 @@ impl Layer for Conv2D {
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
         let x = inputs[0];
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
-        let g = self.geometry(x)?;
-        let f = self.filters;
-        let mut y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f);
-        if self.use_bias {
-            let b = self.base.w(BIAS).data();
-            y.chunks_mut(f)
-                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
-        }
-        self.activation.apply(&mut y, f);
-        let y = Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)?;
+        let y = self.run(x, &[])?;
         if ctx.keep {
             self.cache = Some((x.clone(), y.clone()));
         }
@@ -196,5 +215,11 @@ impl Layer for Conv2D {
 
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }

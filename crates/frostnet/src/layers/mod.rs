@@ -261,6 +261,14 @@ pub trait Layer: Send + Sync {
     fn as_model_mut(&mut self) -> Option<&mut Model> {
         None
     }
+    /// The concrete layer, for layers the executor fuses (a convolution with a following
+    /// BatchNormalization and activation, models/model.rs); `None` for all others.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 
     /// Current weight values, in Keras's `get_weights()` order.
     fn get_weights(&self) -> Vec<Tensor> {

@@ -51,14 +51,13 @@ impl ReLU {
     /// Keras's formula: keep `x` above the threshold, clip to `[0, max_value]`, subtract the
     /// leaky part below the threshold.
     fn f(&self, x: f32) -> f32 {
-        let mut y = if x > self.threshold { x } else { 0.0 };
-        if let Some(m) = self.max_value {
-            y = y.clamp(0.0, m);
-        }
-        if self.negative_slope != 0.0 {
-            y -= self.negative_slope * (self.threshold - x).max(0.0);
-        }
-        y
+        relu_value(x, self.threshold, self.max_value, self.negative_slope)
+    }
+
+    /// The forward function as an owned in-place map, for the executor's conv epilogue fusion.
+    pub(crate) fn in_place_fn(&self) -> impl Fn(&mut [f32]) + Sync + 'static {
+        let (t, m, s) = (self.threshold, self.max_value, self.negative_slope);
+        move |v: &mut [f32]| v.iter_mut().for_each(|v| *v = relu_value(*v, t, m, s))
     }
 
     fn df(&self, x: f32) -> f32 {
@@ -73,6 +72,19 @@ impl ReLU {
             0.0
         }
     }
+}
+
+/// Keras's ReLU with threshold, max_value and negative_slope.
+#[inline]
+fn relu_value(x: f32, threshold: f32, max_value: Option<f32>, negative_slope: f32) -> f32 {
+    let mut y = if x > threshold { x } else { 0.0 };
+    if let Some(m) = max_value {
+        y = y.clamp(0.0, m);
+    }
+    if negative_slope != 0.0 {
+        y -= negative_slope * (threshold - x).max(0.0);
+    }
+    y
 }
 
 impl Layer for ReLU {
@@ -134,5 +146,11 @@ impl Layer for ReLU {
     }
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }

@@ -1,7 +1,10 @@
 //! `Model`: a DAG of layer nodes, its executor, and the backward plan.
 
 use crate::error::{fmt_batch_shape, Error, Result};
-use crate::layers::{ForwardCtx, Layer, LayerBase, Mode, Shape, Weight};
+use crate::layers::{
+    Activation, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU, Shape, Weight,
+};
+use crate::tensor::conv::EpilogueStep;
 use crate::tensor::Tensor;
 use rand::rngs::SmallRng;
 
@@ -41,6 +44,10 @@ pub struct Model {
     plan: Vec<bool>,
     /// Names of the layers that ran backward in the last backward pass, in order.
     pub(crate) backward_profile: Vec<String>,
+    /// Whether `run_forward` may fuse Conv2D -> BatchNormalization -> activation chains.
+    fuse: bool,
+    /// Names of the convolutions the last forward pass ran fused (nested models' included).
+    last_fused: Vec<String>,
 }
 
 impl Model {
@@ -63,7 +70,119 @@ impl Model {
             compiled: None,
             stop_reason: None,
             backward_profile: Vec::new(),
+            fuse: true,
+            last_fused: Vec::new(),
         }
+    }
+
+    /// Names of the convolutions that the last forward pass ran with a fused BatchNormalization
+    /// (and activation), nested models' included, in execution order. See
+    /// [`set_fusion`](Self::set_fusion).
+    pub fn last_fused_layers(&self) -> &[String] {
+        &self.last_fused
+    }
+
+    /// Turns the executor's convolution fusion on (the default) or off, here and in nested models.
+    ///
+    /// With fusion on, a `Conv2D` whose only consumer is a `BatchNormalization` that normalises
+    /// with its moving statistics (inference, or a frozen BN inside `fit`, as in Keras 3),
+    /// optionally followed by the BN's only consumer, an `Activation` or `ReLU`, runs as one
+    /// convolution whose output pass applies bias, the BN's scale/shift and the activation,
+    /// whenever no backward pass goes through those layers. The fused pass performs the same f32
+    /// operations in the same order, so its results are bit-identical; turning it off runs every
+    /// layer separately (for per-layer profiling, or to check that claim).
+    pub fn set_fusion(&mut self, enabled: bool) {
+        self.fuse = enabled;
+        for n in &mut self.nodes {
+            if let Some(m) = n.layer.as_model_mut() {
+                m.set_fusion(enabled);
+            }
+        }
+    }
+
+    /// The fusable chains for one forward pass, decided from the current flags and mode every
+    /// call, so a BN that trains again (or a layer that needs a backward pass) is simply not fused:
+    /// nothing is cached that could go stale. Returns `(conv, bn, activation)` node indices.
+    fn plan_fusion(&self, mode: Mode, plan: &[bool]) -> Vec<(usize, usize, Option<usize>)> {
+        if !self.fuse {
+            return Vec::new();
+        }
+        let n = self.nodes.len();
+        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &j in &node.inbound {
+                consumers[j].push(i);
+            }
+        }
+        let is_output = |i: usize| self.outputs.contains(&i);
+        // The single consumer of node i, if it is its only use (not a model output either).
+        let sole = |i: usize| match consumers[i][..] {
+            [j] if !is_output(i) && self.nodes[j].inbound.len() == 1 => Some(j),
+            _ => None,
+        };
+        let any = |i: usize| self.nodes[i].layer.as_any();
+        let mut out = Vec::new();
+        for i in 0..n {
+            if plan[i] || !any(i).is_some_and(|a| a.is::<Conv2D>()) {
+                continue;
+            }
+            let Some(bn) = sole(i) else { continue };
+            let bn_ok = !plan[bn]
+                && any(bn)
+                    .and_then(|a| a.downcast_ref::<BatchNormalization>())
+                    .is_some_and(|b| b.uses_moving_stats(mode));
+            if !bn_ok {
+                continue;
+            }
+            let act = sole(bn).filter(|&k| {
+                !plan[k] && any(k).is_some_and(|a| a.is::<Activation>() || a.is::<ReLU>())
+            });
+            out.push((i, bn, act));
+        }
+        out
+    }
+
+    /// Runs a fused chain from `plan_fusion` on the convolution's input `x`.
+    fn run_fused(
+        &mut self,
+        x: &Tensor,
+        conv: usize,
+        bn: usize,
+        act: Option<usize>,
+    ) -> Result<Tensor> {
+        let any = |i: usize| self.nodes[i].layer.as_any().expect("planned");
+        let bn_layer = any(bn)
+            .downcast_ref::<BatchNormalization>()
+            .expect("planned");
+        let (scale, shift) = bn_layer.inference_affine();
+        let filters = scale.len();
+        type RowFn = Box<dyn Fn(&mut [f32]) + Sync>;
+        let act_fn: Option<RowFn> = act.map(|k| {
+            let a = any(k);
+            match a.downcast_ref::<Activation>() {
+                Some(layer) => {
+                    let f = layer.function();
+                    Box::new(move |v: &mut [f32]| f.apply(v, filters)) as RowFn
+                }
+                None => Box::new(a.downcast_ref::<ReLU>().expect("planned").in_place_fn()) as RowFn,
+            }
+        });
+        let mut steps = vec![EpilogueStep::Affine {
+            scale: &scale,
+            shift: &shift,
+        }];
+        if let Some(f) = act_fn.as_deref() {
+            steps.push(EpilogueStep::Map(f));
+        }
+        for k in std::iter::once(bn).chain(act) {
+            self.nodes[k].layer.clear_cache();
+        }
+        let conv_layer = self.nodes[conv]
+            .layer
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Conv2D>())
+            .expect("planned");
+        conv_layer.forward_fused(x, &steps)
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -249,8 +368,42 @@ impl Model {
         for (k, &i) in self.inputs.iter().enumerate() {
             values[i] = Some(xs[k].clone());
         }
+        // Fused chains: the convolution's node computes the last node's value; the nodes in
+        // between never run (their values would only feed the next node of the chain).
+        self.last_fused.clear();
+        let mut fused_at: Vec<Option<(usize, Option<usize>)>> = vec![None; n];
+        let mut skip = vec![false; n];
+        for (conv, bn, act) in self.plan_fusion(mode, &plan) {
+            fused_at[conv] = Some((bn, act));
+            skip[bn] = true;
+            if let Some(k) = act {
+                skip[k] = true;
+            }
+        }
         for i in 0..n {
             if self.inputs.contains(&i) {
+                continue;
+            }
+            if skip[i] || fused_at[i].is_some() {
+                // Draw the seed the node's own forward pass would have drawn, so layers after a
+                // fused chain (Dropout) see the same random stream as without fusion.
+                let _: u64 = rand::Rng::random(rng);
+            }
+            if skip[i] {
+                continue;
+            }
+            if let Some((bn, act)) = fused_at[i] {
+                let j = self.nodes[i].inbound[0];
+                let y = {
+                    let x = values[j].as_ref().expect("topological order");
+                    self.run_fused(x, i, bn, act)?
+                };
+                self.last_fused.push(self.nodes[i].layer.name().to_string());
+                remaining[j] -= 1;
+                if remaining[j] == 0 {
+                    values[j] = None;
+                }
+                values[act.unwrap_or(bn)] = Some(y);
                 continue;
             }
             let inbound = self.nodes[i].inbound.clone();
@@ -267,6 +420,9 @@ impl Model {
                     .collect();
                 self.nodes[i].layer.forward(&args, &mut ctx)?
             };
+            if let Some(m) = self.nodes[i].layer.as_model() {
+                self.last_fused.extend(m.last_fused.iter().cloned());
+            }
             for &j in &inbound {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {

@@ -1,4 +1,5 @@
-//! 2-D convolution over NHWC tensors by im2col + gemm, with TensorFlow's padding rules.
+//! 2-D convolution over NHWC tensors by im2col + gemm (or the direct kernel in `direct_conv` for
+//! few input channels), with TensorFlow's padding rules.
 //!
 //! The kernel layout is Keras's HWIO `(kh, kw, in, out)`, which flattened row-major is exactly the
 //! `(kh*kw*in) x out` matrix that multiplies an im2col matrix whose columns run `(kh, kw, c)`. So
@@ -192,8 +193,111 @@ fn col2im(dcol: &[f32], g: &Conv2dGeometry, first: usize, images: usize, dx: &mu
         });
 }
 
-/// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs. Returns NHWC output data.
-pub fn conv2d_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: usize) -> Vec<f32> {
+/// One per-channel step of a convolution's output epilogue. The steps run in order over each block
+/// of output rows (a row is one pixel's `filters` values) right after the matmul wrote the block,
+/// so bias, an inference BatchNormalization and an activation cost no extra pass over memory.
+/// Each step performs exactly the f32 operations of the separate layer it replaces, so a fused
+/// forward pass is bit-identical to the unfused one.
+#[derive(Clone, Copy)]
+pub enum EpilogueStep<'a> {
+    /// `y[c] += bias[c]` (a convolution's bias).
+    Bias(&'a [f32]),
+    /// `y[c] = y[c] * scale[c] + shift[c]` (BatchNormalization with fixed statistics).
+    Affine { scale: &'a [f32], shift: &'a [f32] },
+    /// A function over whole rows, in place (an activation; softmax needs whole rows).
+    Map(&'a (dyn Fn(&mut [f32]) + Sync)),
+}
+
+impl std::fmt::Debug for EpilogueStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EpilogueStep::Bias(b) => write!(f, "Bias({})", b.len()),
+            EpilogueStep::Affine { scale, .. } => write!(f, "Affine({})", scale.len()),
+            EpilogueStep::Map(_) => f.write_str("Map"),
+        }
+    }
+}
+
+/// Values per epilogue block: small enough (64 KiB) to stay in L1/L2 between steps.
+const EPILOGUE_BLOCK: usize = 16384;
+
+/// Applies `steps` to `out` (rows of `filters` values), in parallel over blocks of whole rows.
+pub fn apply_epilogue(out: &mut [f32], filters: usize, steps: &[EpilogueStep]) {
+    if steps.is_empty() || filters == 0 {
+        return;
+    }
+    let block = (EPILOGUE_BLOCK / filters).max(1) * filters;
+    if out.len() > block {
+        out.par_chunks_mut(block)
+            .for_each(|b| apply_epilogue_serial(b, filters, steps));
+    } else {
+        apply_epilogue_serial(out, filters, steps);
+    }
+}
+
+/// [`apply_epilogue`] on the calling thread (for kernels already running inside a parallel task).
+pub(crate) fn apply_epilogue_serial(out: &mut [f32], filters: usize, steps: &[EpilogueStep]) {
+    if steps.is_empty() || filters == 0 {
+        return;
+    }
+    let block = (EPILOGUE_BLOCK / filters).max(1) * filters;
+    for blk in out.chunks_mut(block) {
+        for step in steps {
+            match *step {
+                EpilogueStep::Bias(b) => blk
+                    .chunks_exact_mut(filters)
+                    .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b)),
+                EpilogueStep::Affine { scale, shift } => {
+                    for r in blk.chunks_exact_mut(filters) {
+                        for j in 0..filters {
+                            r[j] = r[j] * scale[j] + shift[j];
+                        }
+                    }
+                }
+                EpilogueStep::Map(f) => f(blk),
+            }
+        }
+    }
+}
+
+/// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs, then `epilogue` applied to
+/// each chunk of output while it is hot. Returns NHWC output data. Few-input-channel spatial
+/// kernels run the direct kernel ([`super::direct_conv`]), the rest im2col + matmul.
+pub fn conv2d_forward(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
+    if super::direct_conv::prefers_direct(g, filters) {
+        super::direct_conv::conv2d_direct(x, g, kernel, filters, epilogue)
+    } else {
+        conv2d_forward_im2col(x, g, kernel, filters, epilogue)
+    }
+}
+
+/// [`conv2d_forward`] by im2col + matmul (a plain matmul for pointwise kernels), whatever the
+/// geometry.
+pub fn conv2d_forward_im2col(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
+    for step in epilogue {
+        match *step {
+            EpilogueStep::Bias(b) => assert_eq!(b.len(), filters, "bias length"),
+            EpilogueStep::Affine { scale, shift } => {
+                assert!(
+                    scale.len() == filters && shift.len() == filters,
+                    "affine length"
+                )
+            }
+            EpilogueStep::Map(_) => {}
+        }
+    }
     let rows_per_img = g.oh * g.ow;
     let mut out = vec![0.0f32; g.n * rows_per_img * filters];
     let plen = g.patch_len();
@@ -209,6 +313,7 @@ pub fn conv2d_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: us
             filters,
             false,
         );
+        apply_epilogue(&mut out, filters, epilogue);
         return out;
     }
     let chunk = g.chunk_images().clamp(1, g.n.max(1));
@@ -218,17 +323,19 @@ pub fn conv2d_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: us
         let imgs = chunk.min(g.n - first);
         im2col(x, g, first, imgs, &mut col);
         let m = imgs * rows_per_img;
+        let dst = &mut out[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters];
         matmul(
             &col,
             Transpose::No,
             kernel,
             Transpose::No,
-            &mut out[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters],
+            dst,
             m,
             plen,
             filters,
             false,
         );
+        apply_epilogue(dst, filters, epilogue);
         first += imgs;
     }
     out
@@ -382,13 +489,67 @@ mod tests {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
             let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
             let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
-            let got = conv2d_forward(&x, &g, &kern, f);
+            let got = conv2d_forward_im2col(&x, &g, &kern, f, &[]);
             let want = naive(&x, &g, &kern, f);
             for (a, b) in got.iter().zip(&want) {
                 assert!(
                     (a - b).abs() < 1e-4,
                     "{shape:?} {k:?} {s:?} {p:?}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    /// The epilogue (bias, BN affine, ReLU) in the convolution's output pass equals the
+    /// definition computed in f64, on odd sizes, pointwise and im2col paths, with every ISA.
+    #[test]
+    fn fused_epilogue_matches_f64_reference() {
+        let mut r = random::rng(Some(11));
+        let cases = [
+            ([2, 7, 5, 3], (3, 3), (2, 1), Padding::Same, 5),
+            ([3, 5, 6, 7], (1, 1), (1, 1), Padding::Valid, 9),
+            ([1, 9, 8, 2], (3, 1), (1, 2), Padding::Valid, 3),
+        ];
+        for (shape, k, s, p, f) in cases {
+            let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
+            let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
+            let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
+            let bias = random::uniform(&mut r, f, -0.5, 0.5);
+            let scale = random::uniform(&mut r, f, 0.5, 2.0);
+            let shift = random::uniform(&mut r, f, -0.5, 0.5);
+            let relu = |v: &mut [f32]| v.iter_mut().for_each(|v| *v = v.max(0.0));
+            let steps = [
+                EpilogueStep::Bias(&bias),
+                EpilogueStep::Affine {
+                    scale: &scale,
+                    shift: &shift,
+                },
+                EpilogueStep::Map(&relu),
+            ];
+            let want: Vec<f64> = naive(&x, &g, &kern, f)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let c = i % f;
+                    ((v as f64 + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
+                })
+                .collect();
+            type Engine = fn(&[f32], &Conv2dGeometry, &[f32], usize, &[EpilogueStep]) -> Vec<f32>;
+            let engines: [(&str, Engine); 2] = [
+                ("im2col", conv2d_forward_im2col),
+                ("direct", crate::tensor::direct_conv::conv2d_direct),
+            ];
+            for isa in crate::tensor::isa::Isa::supported() {
+                for (name, engine) in engines {
+                    let got =
+                        crate::tensor::isa::with_forced(isa, || engine(&x, &g, &kern, f, &steps));
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()) * 10.0,
+                            "{isa} {name} {shape:?} {k:?}: {a} vs {b}"
+                        );
+                    }
+                }
             }
         }
     }

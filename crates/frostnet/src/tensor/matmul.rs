@@ -1,7 +1,15 @@
-//! Matrix multiplication through the `gemm` crate (the same kernels candle uses), which picks
-//! AVX2/FMA or AVX-512 micro-kernels at run time and splits large products across rayon threads.
+//! Matrix multiplication with the `gemm` crates' packed micro-kernels (the same kernels candle
+//! uses), at the instruction-set level [`super::isa`] selects: AVX-512F (16-wide) where the CPU has
+//! it, AVX2+FMA (8-wide) otherwise, and scalar kernels elsewhere. Large products are split across
+//! rayon threads.
+//!
+//! `gemm` itself dispatches once per process to the widest kernels it was built with and offers no
+//! way to choose narrower ones, so the kernels are instantiated here per level through
+//! `gemm-common`'s generic driver with `gemm-f32`'s micro-kernel tables (exactly what `gemm` does
+//! internally). That makes `FROSTNET_ISA` and [`super::isa::with_forced`] cover matmul too.
 
-use gemm::{gemm, Parallelism};
+use super::isa::{self, Isa};
+use gemm_common::Parallelism;
 
 /// Whether an operand is read transposed. Transposes are free: they only swap strides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,13 +18,16 @@ pub enum Transpose {
     Yes,
 }
 
-/// `c (m x n) = [c +] op(a) (m x k) * op(b) (k x n)`, all row-major.
+/// `c (m x n) = [c +] op(a) (m x k) * op(b) (k x n)`, all row-major, at [`isa::active`]'s level.
 ///
 /// With `Transpose::Yes`, `a` is stored as `k x m` (and `b` as `n x k`). With `accumulate`, the
 /// product is added to `c` instead of overwriting it (gradient accumulation without a temporary).
 ///
 /// # Panics
-/// If a slice is shorter than its dimensions require: that is a bug in the caller, never user input.
+/// If a slice is shorter than its dimensions require, or `m*k`, `k*n` or `m*n` overflows: callers
+/// derive these sizes from tensors they own, so either is a bug in the caller, never user input.
+/// The check uses checked arithmetic, so no overflow can let the unsafe kernel call read or write
+/// out of bounds.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     a: &[f32],
@@ -29,16 +40,50 @@ pub fn matmul(
     n: usize,
     accumulate: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    matmul_with(isa::active(), a, ta, b, tb, c, m, k, n, accumulate)
+}
+
+/// [`matmul`] at an explicit instruction-set level (narrowed to what the CPU supports), for
+/// kernels that already read [`isa::active`] on their calling thread and for benchmarks.
+///
+/// # Panics
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    isa: Isa,
+    a: &[f32],
+    ta: Transpose,
+    b: &[f32],
+    tb: Transpose,
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    let need = |x: usize, y: usize, what: &str| {
+        x.checked_mul(y)
+            .unwrap_or_else(|| panic!("matmul: {what} = {x} x {y} overflows usize"))
+    };
+    let (mk, kn, mn) = (need(m, k, "m*k"), need(k, n, "k*n"), need(m, n, "m*n"));
+    assert!(
+        a.len() >= mk && b.len() >= kn && c.len() >= mn,
+        "matmul: {m}x{k}x{n} needs a >= {mk}, b >= {kn}, c >= {mn} values; got {}, {}, {}",
+        a.len(),
+        b.len(),
+        c.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            c[..mn].fill(0.0);
         }
         return;
     }
+    // m, k, n >= 1 here and each is at most a product that fits in a slice length (<= isize::MAX
+    // elements), so these casts are lossless.
     let (a_rs, a_cs) = match ta {
         Transpose::No => (k as isize, 1),
         Transpose::Yes => (1, m as isize),
@@ -47,36 +92,181 @@ pub fn matmul(
         Transpose::No => (n as isize, 1),
         Transpose::Yes => (1, k as isize),
     };
-    let par = if m * n * k >= 64 * 64 * 64 {
+    let par = if m.saturating_mul(n).saturating_mul(k) >= 64 * 64 * 64 {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    // SAFETY: the assert above guarantees that every index gemm forms, i*rs + j*cs for i < rows
-    // and j < cols of each operand under the strides chosen here, lies inside its slice; `c` is
-    // borrowed mutably, so it cannot alias `a` or `b`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+    let args = GemmArgs {
+        m,
+        n,
+        k,
+        dst: c.as_mut_ptr(),
+        dst_cs: 1,
+        dst_rs: n as isize,
+        read_dst: accumulate,
+        lhs: a.as_ptr(),
+        lhs_cs: a_cs,
+        lhs_rs: a_rs,
+        rhs: b.as_ptr(),
+        rhs_cs: b_cs,
+        rhs_rs: b_rs,
+        par,
+    };
+    // SAFETY: the checks above guarantee (without overflow) that every index the kernel forms,
+    // i*rs + j*cs for i < rows and j < cols of each operand under the strides chosen here, lies
+    // inside its slice (for op(a): max index (m-1)*k + (k-1) = m*k - 1 < a.len(), likewise for b
+    // and c); `c` is borrowed mutably, so it cannot alias `a` or `b`. `run` only executes
+    // instructions of a level the CPU was detected to support (see `run`).
+    unsafe { args.run(isa.min(isa::detected())) }
+}
+
+/// One product's raw operands, as `gemm`'s drivers take them (column stride first).
+struct GemmArgs {
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    par: Parallelism,
+}
+
+/// Instantiates `gemm-common`'s generic driver with one of `gemm-f32`'s micro-kernel tables, as
+/// `gemm_common::__inject_mod!` does inside `gemm`.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+macro_rules! gemm_level {
+    ($fn_name:ident, $simd:ty, $module:ident, $lanes:expr) => {
+        /// # Safety
+        /// The pointers and strides must describe valid, non-aliasing (dst) operands; the SIMD
+        /// level's features are checked at run time by `try_new` before any kernel runs.
+        unsafe fn $fn_name(a: &GemmArgs) -> bool {
+            use gemm_common::simd::MixedSimd;
+            use gemm_f32::microkernel::$module::f32::{H_M, H_N, H_UKR, MR_DIV_N, NR, UKR};
+            let Some(simd) = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new() else {
+                return false;
+            };
+            // SAFETY: forwarded from this function's contract; `simd` proves the CPU features.
+            unsafe {
+                gemm_common::gemm::gemm_basic_generic::<
+                    _,
+                    f32,
+                    $lanes,
+                    { MR_DIV_N * $lanes },
+                    NR,
+                    MR_DIV_N,
+                    H_M,
+                    H_N,
+                >(
+                    simd,
+                    a.m,
+                    a.n,
+                    a.k,
+                    a.dst,
+                    a.dst_cs,
+                    a.dst_rs,
+                    a.read_dst,
+                    a.lhs,
+                    a.lhs_cs,
+                    a.lhs_rs,
+                    a.rhs,
+                    a.rhs_cs,
+                    a.rhs_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |x, y, z| x * y + z,
+                    &UKR,
+                    &H_UKR,
+                    false,
+                    a.par,
+                );
+            }
+            true
+        }
+    };
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+gemm_level!(gemm_avx512, gemm_common::simd::V4, avx512f, 16);
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+gemm_level!(gemm_avx2, gemm_common::simd::V3, fma, 8);
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+gemm_level!(gemm_scalar, gemm_common::simd::Scalar, scalar, 1);
+
+impl GemmArgs {
+    /// # Safety
+    /// The pointers and strides must describe valid operands with `dst` not aliasing the others.
+    /// Each SIMD level verifies its CPU features (`try_new`) before running and falls back to a
+    /// narrower one if they are missing, so no unsupported instruction is ever executed.
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    unsafe fn run(&self, isa: Isa) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            if isa == isa::detected() && isa != Isa::Portable {
+                // The CPU's widest level is also what gemm's own dispatch picks (built with
+                // x86-v4, it selects AVX-512F kernels exactly when avx512f is detected, else
+                // FMA); its precompiled entry point measured ~15% less CPU time per sgemm than
+                // the same kernels instantiated here, so only narrowed levels come here.
+                return self.native();
+            }
+            if isa >= Isa::Avx512 && gemm_avx512(self) {
+                return;
+            }
+            if isa >= Isa::Avx2 && gemm_avx2(self) {
+                return;
+            }
+            let ran = gemm_scalar(self);
+            debug_assert!(ran, "the scalar level needs no CPU feature");
+        }
+    }
+
+    /// # Safety
+    /// As the x86 version; here `gemm` picks the kernels (NEON on aarch64) by itself.
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    unsafe fn run(&self, _isa: Isa) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.native() }
+    }
+
+    /// `gemm`'s own run-time dispatch (widest kernels the CPU supports among those built).
+    ///
+    /// # Safety
+    /// As `run`; gemm checks the CPU features itself.
+    unsafe fn native(&self) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            gemm_f32::gemm::f32::get_gemm_fn()(
+                self.m,
+                self.n,
+                self.k,
+                self.dst,
+                self.dst_cs,
+                self.dst_rs,
+                self.read_dst,
+                self.lhs,
+                self.lhs_cs,
+                self.lhs_rs,
+                self.rhs,
+                self.rhs_cs,
+                self.rhs_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                self.par,
+            );
+        }
     }
 }
 
@@ -84,8 +274,8 @@ pub fn matmul(
 mod tests {
     use super::*;
 
-    fn naive(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut c = vec![0.0f32; m * n];
+    fn naive(a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
         for i in 0..m {
             for j in 0..n {
                 let mut s = 0.0f64;
@@ -94,39 +284,137 @@ mod tests {
                     let bv = if tb { b[j * k + p] } else { b[p * n + j] };
                     s += av as f64 * bv as f64;
                 }
-                c[i * n + j] = s as f32;
+                c[i * n + j] = s;
             }
         }
         c
     }
 
+    /// Every level this CPU runs, forced through `with_forced`, against an f64 reference on odd
+    /// sizes (tails in every micro-kernel dimension), all transpose combinations, overwrite and
+    /// accumulate, serial and parallel (>= 64^3) products. Tolerance: 1e-5 relative to the sum of
+    /// |a||b| terms, the f32 rounding bound of a length-k dot product.
     #[test]
-    fn matches_naive_on_odd_sizes_and_transposes() {
+    fn every_isa_matches_f64_reference_on_odd_sizes_and_transposes() {
         let mut r = crate::tensor::random::rng(Some(1));
+        let isas = Isa::supported();
+        assert!(isas.contains(&Isa::Portable));
         for &(m, k, n) in &[
             (1, 1, 1),
             (3, 5, 7),
             (17, 33, 9),
+            (31, 1, 47),
             (65, 130, 67),
             (128, 1, 3),
+            (97, 211, 53),
         ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let a = crate::tensor::random::uniform(&mut r, m * k, -1.0, 1.0);
                 let b = crate::tensor::random::uniform(&mut r, k * n, -1.0, 1.0);
-                let t = |x| if x { Transpose::Yes } else { Transpose::No };
-                let mut c = vec![0.5f32; m * n];
-                matmul(&a, t(ta), &b, t(tb), &mut c, m, k, n, false);
+                let abs_a: Vec<f32> = a.iter().map(|x| x.abs()).collect();
+                let abs_b: Vec<f32> = b.iter().map(|x| x.abs()).collect();
                 let want = naive(&a, ta, &b, tb, m, k, n);
-                for (x, y) in c.iter().zip(&want) {
-                    assert!((x - y).abs() < 1e-4, "{m}x{k}x{n} {ta} {tb}: {x} vs {y}");
-                }
-                // accumulate adds on top
-                let mut c2 = vec![1.0f32; m * n];
-                matmul(&a, t(ta), &b, t(tb), &mut c2, m, k, n, true);
-                for (x, y) in c2.iter().zip(&want) {
-                    assert!((x - (y + 1.0)).abs() < 1e-4);
+                let scale = naive(&abs_a, ta, &abs_b, tb, m, k, n);
+                let t = |x| if x { Transpose::Yes } else { Transpose::No };
+                for &isa in &isas {
+                    isa::with_forced(isa, || {
+                        assert_eq!(isa::active(), isa);
+                        let mut c = vec![0.5f32; m * n];
+                        matmul(&a, t(ta), &b, t(tb), &mut c, m, k, n, false);
+                        let mut c2 = vec![1.0f32; m * n];
+                        matmul(&a, t(ta), &b, t(tb), &mut c2, m, k, n, true);
+                        for i in 0..m * n {
+                            let tol = 1e-5 * (scale[i] + 1.0);
+                            let (x, y) = (c[i] as f64, want[i]);
+                            assert!(
+                                (x - y).abs() <= tol,
+                                "{isa} {m}x{k}x{n} {ta} {tb}: {x} vs {y}"
+                            );
+                            let x2 = c2[i] as f64;
+                            assert!(
+                                (x2 - (y + 1.0)).abs() <= tol,
+                                "{isa} accumulate: {x2} vs {y}+1"
+                            );
+                        }
+                    });
                 }
             }
         }
+    }
+
+    #[test]
+    fn degenerate_sizes() {
+        let mut c = vec![3.0f32; 6];
+        matmul(
+            &[],
+            Transpose::No,
+            &[],
+            Transpose::No,
+            &mut c,
+            2,
+            0,
+            3,
+            true,
+        );
+        assert_eq!(c, vec![3.0; 6]);
+        matmul(
+            &[],
+            Transpose::No,
+            &[],
+            Transpose::No,
+            &mut c,
+            2,
+            0,
+            3,
+            false,
+        );
+        assert_eq!(c, vec![0.0; 6]);
+        matmul(
+            &[],
+            Transpose::No,
+            &[0.0; 15],
+            Transpose::No,
+            &mut c,
+            0,
+            5,
+            3,
+            false,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows")]
+    fn overflowing_sizes_panic_before_the_kernel_runs() {
+        // m*k wraps to a small number without checked arithmetic; it must not reach the kernel.
+        let mut c = vec![0.0f32; 4];
+        let huge = usize::MAX / 2 + 1;
+        matmul(
+            &[0.0; 4],
+            Transpose::No,
+            &[0.0; 4],
+            Transpose::No,
+            &mut c,
+            2,
+            huge,
+            2,
+            false,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "needs a >=")]
+    fn short_slices_panic() {
+        let mut c = vec![0.0f32; 4];
+        matmul(
+            &[0.0; 3],
+            Transpose::No,
+            &[0.0; 4],
+            Transpose::No,
+            &mut c,
+            2,
+            2,
+            2,
+            false,
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Dense f32 tensors, row-major, images in NHWC (Keras's layout, so Keras weights load without
 //! transposes), and the kernels the layers are built from.
 
-pub(crate) mod conv;
+pub mod conv;
+pub mod direct_conv;
+pub mod isa;
 mod matmul;
 pub mod pool;
 pub mod random;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
-pub use matmul::{matmul, Transpose};
+pub use matmul::{matmul, matmul_with, Transpose};
 
 use crate::error::{fmt_dims, Error, Result};
 

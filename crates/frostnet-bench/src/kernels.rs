@@ -1,0 +1,169 @@
+//! `frostnet-bench kernels`: the numeric kernels alone, at every instruction set this CPU runs
+//! (forced with `isa::with_forced`), so the ISA and engine choices in `frostnet::tensor` rest on
+//! numbers: sgemm 2048, and InceptionV3's spatial convolutions by im2col + gemm and by the direct
+//! kernel. Prints one table; GFLOP/s are given against wall time and against CPU time (flops /
+//! (process CPU seconds / threads)), the latter being what the cores deliver while they run us,
+//! robust to other processes sharing the machine.
+
+use crate::{median, time_reps, Args, Res};
+use frostnet::tensor::conv::{conv2d_forward_im2col, Conv2dGeometry, Padding};
+use frostnet::tensor::direct_conv::conv2d_direct;
+use frostnet::tensor::isa::{self, Isa};
+use frostnet::tensor::{matmul, Transpose};
+
+/// (name, NHWC input without batch, kernel, strides, padding, filters): InceptionV3's spatial
+/// convolutions at 299x299 (stem, then one of each kind in the mixed blocks).
+type ConvCase = (
+    &'static str,
+    [usize; 3],
+    (usize, usize),
+    usize,
+    Padding,
+    usize,
+);
+const CONVS: [ConvCase; 8] = [
+    (
+        "stem1 3->32 3x3/2",
+        [299, 299, 3],
+        (3, 3),
+        2,
+        Padding::Valid,
+        32,
+    ),
+    (
+        "stem2 32->32 3x3",
+        [149, 149, 32],
+        (3, 3),
+        1,
+        Padding::Valid,
+        32,
+    ),
+    (
+        "stem3 32->64 3x3",
+        [147, 147, 32],
+        (3, 3),
+        1,
+        Padding::Same,
+        64,
+    ),
+    (
+        "stem5 80->192 3x3",
+        [73, 73, 80],
+        (3, 3),
+        1,
+        Padding::Valid,
+        192,
+    ),
+    (
+        "mixed 48->64 5x5",
+        [35, 35, 48],
+        (5, 5),
+        1,
+        Padding::Same,
+        64,
+    ),
+    (
+        "mixed 64->96 3x3",
+        [35, 35, 64],
+        (3, 3),
+        1,
+        Padding::Same,
+        96,
+    ),
+    (
+        "mixed 128->128 1x7",
+        [17, 17, 128],
+        (1, 7),
+        1,
+        Padding::Same,
+        128,
+    ),
+    (
+        "reduce 288->384 3x3/2",
+        [35, 35, 288],
+        (3, 3),
+        2,
+        Padding::Valid,
+        384,
+    ),
+];
+
+fn normal(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5
+        })
+        .collect()
+}
+
+fn row(what: &str, isa: Isa, engine: &str, flops: f64, wall: &[f64], cpu: &[f64], threads: usize) {
+    let (w, c) = (median(wall), median(cpu));
+    println!(
+        "{what:<24} {isa:<8} {engine:<7} {w:>9.2} {c:>9.2} {:>8.1} {:>8.1}",
+        flops / (w * 1e-3) / 1e9,
+        flops / (c * 1e-3 / threads as f64) / 1e9
+    );
+}
+
+pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
+    println!(
+        "kernels: {} threads, batch {batch}, CPU levels {:?}, process default {}",
+        args.threads,
+        Isa::supported(),
+        isa::process_default()
+    );
+    println!(
+        "{:<24} {:<8} {:<7} {:>9} {:>9} {:>8} {:>8}",
+        "kernel", "isa", "engine", "wall ms", "cpu ms", "GF/wall", "GF/cpu"
+    );
+    let n = 2048;
+    let (a, b) = (normal(n * n, 1), normal(n * n, 2));
+    let mut c = vec![0.0f32; n * n];
+    for level in Isa::supported() {
+        let (wall, cpu) = isa::with_forced(level, || {
+            time_reps(args.warmup, args.reps, &mut || {
+                matmul(&a, Transpose::No, &b, Transpose::No, &mut c, n, n, n, false);
+                Ok(())
+            })
+        })?;
+        row(
+            "sgemm 2048",
+            level,
+            "gemm",
+            2.0 * (n * n * n) as f64,
+            &wall,
+            &cpu,
+            args.threads,
+        );
+    }
+    for (name, hwc, k, s, p, f) in CONVS {
+        let shape = [batch, hwc[0], hwc[1], hwc[2]];
+        let g = Conv2dGeometry::new(&shape, k, (s, s), p).ok_or("geometry")?;
+        let x = normal(shape.iter().product(), 3);
+        let kern = normal(g.patch_len() * f, 4);
+        let flops = 2.0 * (g.n * g.oh * g.ow * f * g.patch_len()) as f64;
+        for level in Isa::supported() {
+            type Engine = fn(
+                &[f32],
+                &Conv2dGeometry,
+                &[f32],
+                usize,
+                &[frostnet::tensor::conv::EpilogueStep],
+            ) -> Vec<f32>;
+            let engines: [(&str, Engine); 2] =
+                [("im2col", conv2d_forward_im2col), ("direct", conv2d_direct)];
+            for (ename, engine) in engines {
+                let (wall, cpu) = isa::with_forced(level, || {
+                    time_reps(args.warmup, args.reps, &mut || {
+                        std::hint::black_box(engine(&x, &g, &kern, f, &[]));
+                        Ok(())
+                    })
+                })?;
+                row(name, level, ename, flops, &wall, &cpu, args.threads);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The executor's Conv2D -> BatchNormalization -> activation fusion (models/model.rs) against the
+//! layer-by-layer path: bit-identical outputs in inference, and bit-identical weights after
+//! training while a BatchNormalization flips between frozen (fused) and trainable (not fused).
+
+use frostnet::layers::*;
+use frostnet::tensor::isa::{self, Isa};
+use frostnet::tensor::Padding;
+use frostnet::training::*;
+use frostnet::{Functional, Model, Tensor};
+
+fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    // A small LCG: the test needs fixed, varied numbers, not statistical quality.
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// Three fusable chains (bias + BN + Activation, no bias + scale-free BN + leaky capped ReLU,
+/// tanh conv + BN without activation), one chain that must not fuse (the conv output also feeds
+/// a Concatenate), then pooling, Dropout (checks the random stream) and a Dense head.
+fn model() -> Model {
+    clear_session();
+    let mut f = Functional::new();
+    let x = f.input(Input::new(&[9, 11, 3]));
+    let c1 = f
+        .call(
+            Conv2D::new(5, 3)
+                .strides(2)
+                .padding(Padding::Same)
+                .seed(1)
+                .named("c1"),
+            &[x],
+        )
+        .unwrap();
+    let b1 = f
+        .call(BatchNormalization::new().named("b1"), &[c1])
+        .unwrap();
+    let a1 = f
+        .call(Activation::new(ActivationFn::Relu).named("a1"), &[b1])
+        .unwrap();
+    let c2 = f
+        .call(
+            Conv2D::with_kernel(4, (1, 3))
+                .use_bias(false)
+                .seed(2)
+                .named("c2"),
+            &[a1],
+        )
+        .unwrap();
+    let b2 = f
+        .call(BatchNormalization::new().scale(false).named("b2"), &[c2])
+        .unwrap();
+    let a2 = f
+        .call(
+            ReLU::new()
+                .max_value(1.5)
+                .negative_slope(0.1)
+                .threshold(0.05)
+                .named("a2"),
+            &[b2],
+        )
+        .unwrap();
+    let c3 = f
+        .call(
+            Conv2D::new(3, 1)
+                .activation(ActivationFn::Tanh)
+                .seed(3)
+                .named("c3"),
+            &[a2],
+        )
+        .unwrap();
+    let b3 = f
+        .call(BatchNormalization::new().named("b3"), &[c3])
+        .unwrap();
+    let c4 = f
+        .call(Conv2D::new(2, 1).seed(4).named("c4"), &[b3])
+        .unwrap();
+    let b4 = f
+        .call(BatchNormalization::new().named("b4"), &[c4])
+        .unwrap();
+    let cat = f.call(Concatenate::new().named("cat"), &[b4, c4]).unwrap();
+    let p = f
+        .call(GlobalAveragePooling2D::new().named("gap"), &[cat])
+        .unwrap();
+    let d = f.call(Dropout::new(0.3).named("drop"), &[p]).unwrap();
+    let y = f.call(Dense::new(3).seed(5).named("head"), &[d]).unwrap();
+    f.build(&[x], &[y]).unwrap()
+}
+
+/// Random weights everywhere, BN variances positive, so every epilogue step does real work.
+fn randomize(m: &mut Model, seed: u64) {
+    let named: Vec<(String, Vec<usize>)> = m
+        .named_weights()
+        .into_iter()
+        .map(|(p, w)| (p, w.shape().to_vec()))
+        .collect();
+    let values = named
+        .iter()
+        .enumerate()
+        .map(|(i, (path, shape))| {
+            let n = shape.iter().product();
+            let (lo, hi) = if path.ends_with("moving_variance") {
+                (0.2, 3.0)
+            } else {
+                (-0.8, 0.8)
+            };
+            Tensor::from_vec(shape, uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
+        })
+        .collect();
+    m.set_weights(values).unwrap();
+}
+
+fn pair(seed: u64) -> (Model, Model) {
+    let mut fused = model();
+    let mut plain = model();
+    randomize(&mut fused, seed);
+    randomize(&mut plain, seed);
+    plain.set_fusion(false);
+    (fused, plain)
+}
+
+fn input(seed: u64, batch: usize) -> Tensor {
+    Tensor::from_vec(
+        &[batch, 9, 11, 3],
+        uniform(seed, batch * 9 * 11 * 3, -1.0, 1.0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fused_inference_is_bit_identical_on_every_isa_and_after_set_weights() {
+    let (mut fused, mut plain) = pair(1);
+    let x = input(7, 5);
+    for isa_level in Isa::supported() {
+        isa::with_forced(isa_level, || {
+            let a = fused.call(&x).unwrap();
+            assert_eq!(fused.last_fused_layers(), ["c1", "c2", "c3"]);
+            let b = plain.call(&x).unwrap();
+            assert!(plain.last_fused_layers().is_empty());
+            assert_eq!(a, b, "{isa_level}");
+        });
+    }
+    // New weights (moving statistics included) take effect at once: nothing folded goes stale.
+    randomize(&mut fused, 2);
+    randomize(&mut plain, 2);
+    let a = fused.predict(&x, 2).unwrap();
+    let b = plain.predict(&x, 2).unwrap();
+    assert_eq!(a, b);
+    // and they differ from the first weights' output, so the comparison is not vacuous.
+    let (mut first, _) = pair(1);
+    assert_ne!(first.predict(&x, 2).unwrap(), a);
+}
+
+#[test]
+fn training_with_bn_flipping_between_frozen_and_trainable_matches_unfused() {
+    let (mut fused, mut plain) = pair(3);
+    let x = input(11, 12);
+    let y = Tensor::from_vec(&[12, 3], uniform(12, 36, -1.0, 1.0)).unwrap();
+    let opts = || FitOptions {
+        batch_size: 4,
+        epochs: 2,
+        shuffle: true,
+        seed: Some(9),
+        verbose: 0,
+        ..Default::default()
+    };
+    // Phase 1: convolutions and BNs frozen, head (and Dropout) train: c1-c3 run fused in fit.
+    // Phase 2: b1 and b2 train (batch statistics): nothing fuses (c1 and c2 feed a training BN,
+    // and gradients flow back through c3 to b2).
+    // Phase 3: frozen again, with the moving statistics phase 2 changed.
+    let frozen = ["c1", "b1", "c2", "b2", "c3", "b3", "c4", "b4"];
+    let phases: [(&[&str], &[&str]); 3] = [
+        (&[], &["c1", "c2", "c3"]),
+        (&["b1", "b2"], &[]),
+        (&[], &["c1", "c2", "c3"]),
+    ];
+    for m in [&mut fused, &mut plain] {
+        m.compile(Adam::new(1e-2), Loss::MeanSquaredError, &[]);
+    }
+    for (trainable, want_fused) in phases {
+        for m in [&mut fused, &mut plain] {
+            for name in frozen {
+                m.get_layer_mut(name)
+                    .unwrap()
+                    .set_trainable(trainable.contains(&name));
+            }
+            m.fit(&x, &y, opts()).unwrap();
+        }
+        assert_eq!(fused.last_fused_layers(), want_fused);
+        assert!(plain.last_fused_layers().is_empty());
+        assert_eq!(fused.get_weights(), plain.get_weights());
+        // Inference with whatever the BNs are now (trainable ones run inference mode too).
+        let a = fused.call(&x).unwrap();
+        assert_eq!(fused.last_fused_layers(), ["c1", "c2", "c3"]);
+        assert_eq!(a, plain.call(&x).unwrap());
+    }
+    // Phase 2 really changed b1's moving statistics (so phase 3 fused with new ones).
+    let (before, _) = pair(3);
+    let mv = |m: &Model| {
+        m.named_weights()
+            .into_iter()
+            .find(|(p, _)| p == "b1/moving_mean")
+            .map(|(_, w)| w.value().clone())
+            .unwrap()
+    };
+    assert_ne!(mv(&before), mv(&fused));
+}
