@@ -159,6 +159,6 @@ mod tests {
     fn crop_box_is_keras_smart_resize() {
         // 30 wide, 40 high to a square: 30x30 window starting at row 5.
         assert_eq!(crop_box(40, 30, (16, 16)), (5, 0, 30, 30));
-        assert_eq!(crop_box(10, 30, (10, 15)), (0, 5, 10, 20));
+        assert_eq!(crop_box(10, 30, (10, 15)), (0, 7, 10, 15));
     }
 }
