@@ -7,6 +7,7 @@ mod imagenet;
 mod inception_v3;
 mod mobilenet_v2;
 mod resnet50;
+pub mod transfer;
 mod vgg16;
 
 pub use imagenet::{decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex};
