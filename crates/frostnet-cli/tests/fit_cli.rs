@@ -112,7 +112,7 @@ fn fit_trains_saves_a_reloadable_keras_file_and_predict_names_classes() {
         assert!(line.contains("red ") && line.contains("blue "), "{line}");
         // Two probabilities summing to 1 (a softmax over two classes).
         let probs: Vec<f64> = line
-            .split(|c: char| c == ' ' || c == ',')
+            .split([' ', ','])
             .filter_map(|t| t.parse().ok())
             .collect();
         assert_eq!(probs.len(), 2, "{line}");

@@ -154,10 +154,9 @@ impl Application {
                 Some("6d6bbae143d832006294945121d1f1fc"),
             ),
             (Application::MobileNetV2, top) => {
-                let rows = match rows {
-                    Some(r @ (96 | 128 | 160 | 192 | 224)) => r,
-                    _ => 224,
-                };
+                let rows = rows
+                    .filter(|r| [96, 128, 160, 192, 224].contains(r))
+                    .unwrap_or(224);
                 let tail = if top { "" } else { "_no_top" };
                 (
                     "mobilenet_v2/",
