@@ -4,6 +4,46 @@
 //! ([`unfreeze_from`]). The model takes raw 0..255 RGB images, as
 //! `image_dataset_from_directory` yields them, so a saved file needs nothing else to predict;
 //! [`save_classifier`] keeps the class names in the `.keras` archive's `metadata.json`.
+//!
+//! The README's recipe (InceptionV3 with ImageNet weights on a folder `photos/`):
+//!
+//! ```no_run
+//! use frostnet::applications::transfer::{save_classifier, transfer_model, unfreeze_from, TransferOptions};
+//! use frostnet::applications::Application;
+//! use frostnet::datasets::{image_datasets_from_directory, ImageDatasetOptions, Subset};
+//! use frostnet::training::{Adam, FitOptions, Loss, Metric, ValidationData};
+//!
+//! // Keras's options and defaults: labels from sub-folders, shuffled with the seed, 20% held out.
+//! let (mut train, val) = image_datasets_from_directory("photos", &ImageDatasetOptions {
+//!     image_size: (299, 299),
+//!     validation_split: Some(0.2),
+//!     subset: Some(Subset::Both),
+//!     seed: Some(1337),
+//!     ..Default::default()
+//! })?;
+//! let classes = train.class_names().unwrap().to_vec();
+//! let mut model = transfer_model(&TransferOptions {
+//!     app: Application::InceptionV3,
+//!     weights: Some("imagenet".into()),
+//!     image_size: 299,
+//!     num_classes: classes.len(),
+//!     dropout: 0.2,
+//!     seed: Some(1),
+//! })?;
+//! let loss = Loss::SparseCategoricalCrossentropy { from_logits: false };
+//! model.compile(Adam::new(1e-3), loss, &[Metric::Accuracy]);
+//! let opts = |epochs| FitOptions {
+//!     epochs,
+//!     validation_data: Some(ValidationData::Dataset(Box::new(val.clone()))),
+//!     ..Default::default()
+//! };
+//! model.fit_dataset(&mut train, opts(5))?;                  // the base is frozen: the head trains
+//! unfreeze_from(&mut model, "mixed8")?;                     // then fine-tune the top of the base
+//! model.compile(Adam::new(1e-5), loss, &[Metric::Accuracy]);
+//! model.fit_dataset(&mut train, opts(5))?;
+//! save_classifier(&model, &classes, "pets.keras")?;
+//! # Ok::<(), frostnet::Error>(())
+//! ```
 
 use super::{Application, ApplicationOptions};
 use crate::error::{Error, Result};
