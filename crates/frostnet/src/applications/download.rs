@@ -138,9 +138,11 @@ fn download(url: &str, tmp: &Path, target: &Path) -> Result<()> {
             target.display()
         ),
     };
+    // Time limits on connecting and on the response headers only: ureq's body timeout is a
+    // budget for the whole body, which a 90 MB file on a slow link would exceed.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
-        .timeout_recv_body(Some(std::time::Duration::from_secs(60)))
+        .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
         .build()
         .into();
     let resp = agent
