@@ -295,3 +295,35 @@ fn a_corrupt_file_is_an_error_naming_it_and_bad_options_are_refused() {
     let e = image_dataset_from_directory("/nonexistent/frostnet", &base).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/frostnet"), "{e}");
 }
+
+#[test]
+fn explicit_labels_follow_the_sorted_file_list() {
+    // Keras's `labels=[...]`: one label per file of the whole tree (as with labels=None: the
+    // `nolabels_batch5` case fixes that order against Keras), class names the sorted labels.
+    let r = reference();
+    let files = strings(&r["cases"]["nolabels_batch5"]["file_paths"]);
+    let given: Vec<usize> = (0..files.len()).map(|i| [4, 2, 9][i % 3]).collect();
+    let opts = ImageDatasetOptions {
+        labels: Labels::List(given.clone()),
+        image_size: (4, 4),
+        batch_size: 32,
+        shuffle: false,
+        verbose: false,
+        ..Default::default()
+    };
+    let mut ds = image_dataset_from_directory(folder(), &opts).unwrap();
+    assert_eq!(rel(&ds), files);
+    assert_eq!(ds.class_names().unwrap(), ["2", "4", "9"]);
+    let y = ds.epoch().unwrap().next().unwrap().unwrap().y.unwrap();
+    let want: Vec<f32> = given.iter().map(|&l| l as f32).collect();
+    assert_eq!(y.data(), &want[..]);
+    let e = image_dataset_from_directory(
+        folder(),
+        &ImageDatasetOptions {
+            labels: Labels::List(vec![0, 1]),
+            ..opts
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("2 labels given but 15"), "{e}");
+}
