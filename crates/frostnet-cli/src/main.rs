@@ -8,7 +8,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod fit;
 mod tour;
+mod tour_images;
 mod tune;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,18 +52,27 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Run a model file on a NumPy array and write its predictions as another.
+    /// Run a model file on a NumPy array and write its predictions as another, or classify
+    /// image files (`--image`).
     Predict {
         file: String,
         /// Input `.npy` (f32 or f64), batch axis first.
-        #[arg(long)]
-        input: String,
+        #[arg(long, required_unless_present = "image", requires = "output")]
+        input: Option<String>,
         /// Where to write the predictions (`.npy`, f32).
-        #[arg(long)]
-        output: String,
+        #[arg(long, requires = "input")]
+        output: Option<String>,
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// Image files to classify: prints the top classes with their probabilities.
+        #[arg(long, num_args = 1.., conflicts_with = "input")]
+        image: Vec<String>,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 3, requires = "image")]
+        top: usize,
     },
+    /// Transfer learning on a folder of images: a pretrained base, frozen, and a new head.
+    Fit(fit::FitArgs),
     /// Convert a model file: to `.keras` when OUT ends in `.keras`, else to frostnet's native format.
     Convert { input: String, output: String },
     /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
@@ -157,12 +168,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             input,
             output,
             batch_size,
-        } => {
-            let mut model = frostnet::saving::load_model(&file)?;
-            let x = frostnet::io::npy::read_npy(&input)?;
-            let y = model.predict(&x, batch_size)?;
-            frostnet::io::npy::write_npy(&output, &y)?;
-        }
+            image,
+            top,
+        } => match (input, output) {
+            (Some(input), Some(output)) => {
+                let mut model = frostnet::saving::load_model(&file)?;
+                let x = frostnet::io::npy::read_npy(&input)?;
+                let y = model.predict(&x, batch_size)?;
+                frostnet::io::npy::write_npy(&output, &y)?;
+            }
+            _ => fit::predict_images(&file, &image, top)?,
+        },
+        Command::Fit(args) => fit::run(&args)?,
         Command::Convert { input, output } => {
             let model = frostnet::saving::load_model(&input)?;
             if output.ends_with(".keras") {

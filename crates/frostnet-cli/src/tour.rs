@@ -208,6 +208,9 @@ pub fn run() -> Res<()> {
     crate::tune::run(&args, 1)?;
     std::fs::remove_dir_all(&dir)?;
 
+    heading("7. Real images: drawn, saved as PNG and JPEG, streamed from folders, transferred");
+    crate::tour_images::run()?;
+
     heading("Timing (release build recommended)");
     println!("seed MLP train step, batch 256:           {mlp_ms:.2} ms");
     println!("small CNN train step, batch 64:           {cnn_ms:.2} ms");

@@ -232,9 +232,11 @@ fn input_shape_rules_follow_keras() {
         }),
         Err(Error::InvalidConfig(_))
     ));
+    // ImageNet weights with a classifier need Keras's 1000 classes (checked before any download).
     assert!(matches!(
         inception_v3(&InceptionV3Options {
             weights: Some("imagenet".into()),
+            classes: 10,
             ..Default::default()
         }),
         Err(Error::InvalidConfig(_))

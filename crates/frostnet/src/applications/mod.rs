@@ -2,11 +2,15 @@
 //! layer names, order, shapes and parameter counts match Keras exactly (and Keras weights can be
 //! loaded by name).
 
+pub mod download;
+mod imagenet;
 mod inception_v3;
 mod mobilenet_v2;
 mod resnet50;
+pub mod transfer;
 mod vgg16;
 
+pub use imagenet::{decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex};
 pub use inception_v3::inception_v3;
 pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
 pub use resnet50::{resnet50, ResNet50Options};
@@ -38,7 +42,9 @@ pub struct ApplicationOptions {
     pub classifier_activation: ActivationFn,
     /// A Keras weights file to load (Keras's `weights=PATH`): the official keras-applications
     /// legacy `.h5` files (with or without top), a Keras 3 `.weights.h5`, or any Keras model file
-    /// of the same architecture. `None` keeps the random initialisation.
+    /// of the same architecture; or `"imagenet"`: the file Keras downloads, from the same URL,
+    /// cached in `$KERAS_HOME/models` (see [`download`]). `None` keeps the random
+    /// initialisation.
     pub weights: Option<String>,
 }
 
@@ -120,15 +126,12 @@ pub(crate) fn with_weights(
 ) -> Result<crate::Model> {
     let mut model = model?;
     if let Some(path) = &opts.weights {
-        if path == "imagenet" {
-            // Keras downloads these; frostnet never fetches at run time.
-            return Err(Error::InvalidConfig(format!(
-                "{}: weights='imagenet' means a download, which frostnet does not do; pass the path \
-                 of the Keras weights file instead",
-                model.name()
-            )));
-        }
-        crate::saving::load_weights_into(&mut model, path)?;
+        let path = if path == "imagenet" {
+            imagenet::imagenet_weights_path(&model, opts)?
+        } else {
+            path.clone()
+        };
+        crate::saving::load_weights_into(&mut model, &path)?;
     }
     Ok(model)
 }

@@ -18,4 +18,4 @@ pub use metrics::Metric;
 pub use optimizers::{optimizer_from_state, Adam, Optimizer, OptimizerState, RmsProp, Sgd};
 pub use schedules::LearningRate;
 pub(crate) use trainer::Compiled;
-pub use trainer::{FitOptions, History};
+pub use trainer::{FitOptions, History, ValidationData};

@@ -9,6 +9,7 @@ use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
+use crate::datasets::{Batch, Batches, Dataset};
 use crate::error::{fmt_dims, Error, Result};
 use crate::layers::{Layer, Mode, Weight};
 use crate::models::Model;
@@ -30,9 +31,10 @@ pub struct FitOptions {
     /// Shuffle the training samples before each epoch (seeded by `seed`).
     pub shuffle: bool,
     pub seed: Option<u64>,
-    /// Fraction of the samples, taken from the end before shuffling, held out for validation.
+    /// Fraction of the samples, taken from the end before shuffling, held out for validation
+    /// (tensors only, as in Keras).
+    pub validation_data: Option<ValidationData>,
     pub validation_split: f32,
-    pub validation_data: Option<(Tensor, Tensor)>,
     /// 0 silent, 1 progress bar (plain lines when stdout is not a terminal), 2 one line per epoch.
     pub verbose: u8,
     pub callbacks: Vec<Box<dyn Callback>>,
@@ -51,6 +53,37 @@ impl Default for FitOptions {
             callbacks: Vec::new(),
         }
     }
+}
+
+/// What `fit` validates on after each epoch (Keras's `validation_data`): tensors or a dataset.
+pub enum ValidationData {
+    Tensors(Tensor, Tensor),
+    Dataset(Box<dyn Dataset>),
+}
+
+impl From<(Tensor, Tensor)> for ValidationData {
+    fn from((x, y): (Tensor, Tensor)) -> Self {
+        ValidationData::Tensors(x, y)
+    }
+}
+
+impl<D: Dataset + 'static> From<Box<D>> for ValidationData {
+    fn from(d: Box<D>) -> Self {
+        ValidationData::Dataset(d)
+    }
+}
+
+/// Where `fit`'s training batches come from.
+enum Source<'a> {
+    /// In-memory tensors, shuffled per epoch from the training generator (so a seed gives the
+    /// same run as before datasets existed).
+    Tensors {
+        x: &'a Tensor,
+        y: &'a Tensor,
+        batch_size: usize,
+        shuffle: bool,
+    },
+    Data(&'a mut dyn Dataset),
 }
 
 /// Per-epoch values of every logged quantity (Keras's `History.history`).
@@ -195,23 +228,44 @@ impl Model {
         if batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }
+        let n = x.batch();
+        let batches = (0..n).step_by(batch_size).map(|start| {
+            let end = (start + batch_size).min(n);
+            Ok(Batch {
+                x: x.slice_batch(start, end),
+                y: Some(y.slice_batch(start, end)),
+            })
+        });
+        self.evaluate_batches(Box::new(batches))
+    }
+
+    /// Loss and metrics over one pass of a dataset, in inference mode (Keras's
+    /// `evaluate(dataset)`). The dataset must yield targets.
+    pub fn evaluate_dataset(&mut self, data: &mut dyn Dataset) -> Result<Logs> {
+        let batches = data.epoch()?;
+        self.evaluate_batches(batches)
+    }
+
+    fn evaluate_batches(&mut self, batches: Batches<'_>) -> Result<Logs> {
         let (loss_fn, metrics) = {
             let c = self.compiled()?;
             (c.loss, c.metrics.clone())
         };
         let mut loss = Mean::default();
         let mut ms = vec![Mean::default(); metrics.len()];
-        let n = x.batch();
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch_size).min(n);
-            let (xb, yb) = (x.slice_batch(start, end), y.slice_batch(start, end));
+        let mut seen = 0;
+        for batch in batches {
+            let (xb, yb) = labelled("evaluate", batch?)?;
             let pred = self.call(&xb)?;
-            loss.add(loss_fn.compute(&pred, &yb)?.0 as f64, end - start);
+            let n = xb.batch();
+            loss.add(loss_fn.compute(&pred, &yb)?.0 as f64, n);
             for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
-                acc.add(m.batch_value(&pred, &yb), end - start);
+                acc.add(m.batch_value(&pred, &yb), n);
             }
-            start = end;
+            seen += n;
+        }
+        if seen == 0 {
+            return Err(Error::Data("evaluate: the data set is empty".into()));
         }
         let mut logs = Logs::new();
         logs.insert("loss".into(), loss.value());
@@ -219,6 +273,19 @@ impl Model {
             logs.insert(name.to_string(), acc.value());
         }
         Ok(logs)
+    }
+
+    /// Predictions for every batch of one pass of a dataset, concatenated in order (Keras's
+    /// `predict(dataset)`); targets, if any, are ignored.
+    pub fn predict_dataset(&mut self, data: &mut dyn Dataset) -> Result<Tensor> {
+        let mut parts = Vec::new();
+        for batch in data.epoch()? {
+            parts.push(self.call(&batch?.x)?);
+        }
+        if parts.is_empty() {
+            return Err(Error::Data("predict got an empty data set".into()));
+        }
+        Tensor::concat_batch(&parts)
     }
 
     /// Trains for `opts.epochs` epochs. Returns the per-epoch history of the loss, the metrics and
@@ -234,9 +301,7 @@ impl Model {
                 opts.validation_split
             )));
         }
-        let compiled = self.compiled()?;
-        let metrics = compiled.metrics.clone();
-        let loss_fn = compiled.loss;
+        let loss_fn = self.compiled()?.loss;
         // Fail fast on inputs or labels the model cannot take, before any weight changes.
         let probe = self.call(&x.slice_batch(0, 1))?;
         loss_fn.check_targets(probe.shape(), y)?;
@@ -253,7 +318,7 @@ impl Model {
             (
                 x.slice_batch(0, split),
                 y.slice_batch(0, split),
-                Some((
+                Some(ValidationData::Tensors(
                     x.slice_batch(split, x.batch()),
                     y.slice_batch(split, y.batch()),
                 )),
@@ -261,7 +326,42 @@ impl Model {
         } else {
             (x.clone(), y.clone(), opts.validation_data.take())
         };
-        if let Some((vx, vy)) = &val {
+        let source = Source::Tensors {
+            x: &train_x,
+            y: &train_y,
+            batch_size: opts.batch_size,
+            shuffle: opts.shuffle,
+        };
+        self.fit_source(source, val, opts)
+    }
+
+    /// Trains on a dataset (Keras's `fit(dataset)`): each epoch is one pass over it, in the order
+    /// it yields; its batches are its own (`batch_size`, `shuffle` and `validation_split` of the
+    /// options do not apply). `validation_data` may be tensors or another dataset. Given the
+    /// same batches, training is bit-identical to [`fit`](Self::fit) on tensors.
+    pub fn fit_dataset(&mut self, data: &mut dyn Dataset, mut opts: FitOptions) -> Result<History> {
+        if opts.validation_split > 0.0 {
+            return Err(Error::InvalidConfig(
+                "validation_split is only supported for tensors; pass validation_data (for \
+                 image folders: subset Validation of the same folder)"
+                    .into(),
+            ));
+        }
+        self.compiled()?;
+        let val = opts.validation_data.take();
+        self.fit_source(Source::Data(data), val, opts)
+    }
+
+    fn fit_source(
+        &mut self,
+        mut source: Source<'_>,
+        mut val: Option<ValidationData>,
+        mut opts: FitOptions,
+    ) -> Result<History> {
+        let compiled = self.compiled()?;
+        let metrics = compiled.metrics.clone();
+        let loss_fn = compiled.loss;
+        if let Some(ValidationData::Tensors(vx, vy)) = &val {
             check_data("validation data", vx, vy)?;
         }
         if opts.verbose > 0 && !self.has_trainable() {
@@ -271,12 +371,15 @@ impl Model {
             );
         }
 
-        let n = train_x.batch();
-        let steps = n.div_ceil(opts.batch_size);
+        let steps = match &source {
+            Source::Tensors { x, batch_size, .. } => Some(x.batch().div_ceil(*batch_size)),
+            Source::Data(d) => d.num_batches(),
+        };
         let mut rng = random::rng(opts.seed);
         let mut history = History::default();
         let mut callbacks = std::mem::take(&mut opts.callbacks);
         self.stop_reason = None;
+        let mut probed = matches!(source, Source::Tensors { .. });
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
@@ -284,24 +387,53 @@ impl Model {
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(self, epoch)?;
             }
-            let order: Vec<usize> = if opts.shuffle {
-                random::permutation(&mut rng, n)
-            } else {
-                (0..n).collect()
+            let batches: Batches<'_> = match &mut source {
+                Source::Tensors {
+                    x,
+                    y,
+                    batch_size,
+                    shuffle,
+                } => {
+                    let n = x.batch();
+                    let order: Vec<usize> = if *shuffle {
+                        random::permutation(&mut rng, n)
+                    } else {
+                        (0..n).collect()
+                    };
+                    let (x, y): (&Tensor, &Tensor) = (*x, *y);
+                    let chunks: Vec<Vec<usize>> =
+                        order.chunks(*batch_size).map(<[usize]>::to_vec).collect();
+                    Box::new(chunks.into_iter().map(move |rows| {
+                        Ok(Batch {
+                            x: x.gather_batch(&rows),
+                            y: Some(y.gather_batch(&rows)),
+                        })
+                    }))
+                }
+                Source::Data(d) => d.epoch()?,
             };
             let progress = Progress::start_epoch(opts.verbose, epoch, opts.epochs, steps);
             let mut loss = Mean::default();
             let mut ms = vec![Mean::default(); metrics.len()];
             let mut logs = Logs::new();
-            for (b, rows) in order.chunks(opts.batch_size).enumerate() {
+            for (b, batch) in batches.enumerate() {
+                let (xb, yb) = labelled("fit", batch?)?;
+                if !probed {
+                    // The first batch of a dataset: check it fits the model and the loss before
+                    // any weight changes.
+                    check_data("fit", &xb, &yb)?;
+                    let probe = self.call(&xb.slice_batch(0, 1))?;
+                    loss_fn.check_targets(probe.shape(), &yb)?;
+                    probed = true;
+                }
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_begin(self, b)?;
                 }
-                let (xb, yb) = (train_x.gather_batch(rows), train_y.gather_batch(rows));
                 let (l, pred) = self.step(&xb, &yb, &mut rng)?;
-                loss.add(l as f64, rows.len());
+                let rows = xb.batch();
+                loss.add(l as f64, rows);
                 for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
-                    acc.add(m.batch_value(&pred, &yb), rows.len());
+                    acc.add(m.batch_value(&pred, &yb), rows);
                 }
                 logs.insert(
                     "loss".into(),
@@ -324,10 +456,21 @@ impl Model {
                     break 'epochs;
                 }
             }
-            if let Some((vx, vy)) = &val {
-                for (k, v) in self.evaluate(vx, vy, opts.batch_size)? {
-                    logs.insert(format!("val_{k}"), v);
+            if !probed {
+                return Err(Error::Data("fit: the dataset yielded no batches".into()));
+            }
+            match &mut val {
+                Some(ValidationData::Tensors(vx, vy)) => {
+                    for (k, v) in self.evaluate(vx, vy, opts.batch_size)? {
+                        logs.insert(format!("val_{k}"), v);
+                    }
                 }
+                Some(ValidationData::Dataset(d)) => {
+                    for (k, v) in self.evaluate_dataset(d.as_mut())? {
+                        logs.insert(format!("val_{k}"), v);
+                    }
+                }
+                None => {}
             }
             progress.epoch_done(&logs);
             push(&mut history, &logs);
@@ -344,6 +487,24 @@ impl Model {
         history.stopped = self.stop_reason.take();
         Ok(history)
     }
+}
+
+/// The `(x, y)` of a batch that must have targets.
+fn labelled(what: &str, batch: Batch) -> Result<(Tensor, Tensor)> {
+    let Batch { x, y } = batch;
+    let y = y.ok_or_else(|| {
+        Error::Data(format!(
+            "{what}: the dataset yields no labels (label_mode None); targets are needed"
+        ))
+    })?;
+    if x.shape().is_empty() || y.shape().is_empty() || x.batch() != y.batch() {
+        return Err(Error::Data(format!(
+            "{what}: a batch has x {} but y {}",
+            fmt_dims(x.shape()),
+            fmt_dims(y.shape())
+        )));
+    }
+    Ok((x, y))
 }
 
 fn push(history: &mut History, logs: &Logs) {
