@@ -8,6 +8,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod plot;
 mod tour;
 mod tune;
 
@@ -74,6 +75,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Draw a model's graph (SVG or PNG), like keras.utils.plot_model.
+    PlotModel(plot::PlotModelArgs),
 }
 
 #[derive(Subcommand)]
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 tune::work(&study)?;
             }
         },
+        Command::PlotModel(args) => plot::plot_model(&args)?,
     }
     Ok(())
 }
