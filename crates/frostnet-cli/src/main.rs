@@ -77,6 +77,8 @@ enum Command {
     },
     /// Draw a model's graph (SVG or PNG), like keras.utils.plot_model.
     PlotModel(plot::PlotModelArgs),
+    /// Draw training curves (loss and metrics with their val_ twins) from a CSV log.
+    PlotHistory(plot::PlotHistoryArgs),
 }
 
 #[derive(Subcommand)]
@@ -186,6 +188,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         },
         Command::PlotModel(args) => plot::plot_model(&args)?,
+        Command::PlotHistory(args) => plot::plot_history(&args)?,
     }
     Ok(())
 }

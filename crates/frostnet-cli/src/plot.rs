@@ -62,3 +62,22 @@ pub fn plot_model(args: &PlotModelArgs) -> Result<(), Box<dyn std::error::Error>
     frostnet::plot::plot_model(&model, &args.output, &opts)?;
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct PlotHistoryArgs {
+    /// A CSV written by the CsvLogger callback (or Keras's CSVLogger): `epoch,` then one column
+    /// per logged name.
+    csv: String,
+    /// Where to write the picture: `.svg`, or `.png` (rasterised at --dpi).
+    #[arg(long)]
+    output: String,
+    /// PNG resolution (96 = one SVG pixel per PNG pixel).
+    #[arg(long, default_value_t = 96)]
+    dpi: u32,
+}
+
+pub fn plot_history(args: &PlotHistoryArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let history = frostnet::plot::read_history_csv(&args.csv)?;
+    frostnet::plot::plot_history(&history, &args.output, args.dpi)?;
+    Ok(())
+}

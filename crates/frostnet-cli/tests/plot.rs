@@ -84,5 +84,52 @@ fn plot_model_draws_resnet50_with_the_frozen_prefix_and_a_png() {
         err.contains("model.gif") && err.contains(".svg or .png"),
         "{err}"
     );
-    std::fs::remove_dir_all(svg.parent().unwrap()).unwrap();
+    // Only this test's files: the other test shares the directory.
+    std::fs::remove_file(&svg).unwrap();
+    std::fs::remove_file(&png).unwrap();
+}
+
+#[test]
+fn plot_history_draws_a_csv_log_as_svg_and_png() {
+    let csv = scratch("history/log.csv");
+    std::fs::create_dir_all(csv.parent().unwrap()).unwrap();
+    // The CsvLogger's layout: epoch (0-based), then the logged names sorted.
+    std::fs::write(
+        &csv,
+        "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.25,0.45,1.5\n1,0.75,0.5,0.6,0.875\n",
+    )
+    .unwrap();
+    let svg = csv.with_file_name("curves.svg");
+    let (ok, err) = frostnet(&[
+        "plot-history",
+        csv.to_str().unwrap(),
+        "--output",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let series: Vec<&str> = doc
+        .descendants()
+        .filter_map(|n| n.attribute("data-series"))
+        .collect();
+    assert_eq!(series, ["loss", "val_loss", "accuracy", "val_accuracy"]);
+    let png = csv.with_file_name("curves.png");
+    let (ok, err) = frostnet(&[
+        "plot-history",
+        csv.to_str().unwrap(),
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(png_size(&png), (864, 304));
+    std::fs::write(&csv, "epoch,loss\n0,1.0\n1,oops\n").unwrap();
+    let (ok, err) = frostnet(&["plot-history", csv.to_str().unwrap(), "--output", "x.svg"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("log.csv: line 3: loss 'oops' is not a number"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(csv.parent().unwrap()).unwrap();
 }
