@@ -71,6 +71,7 @@ fn records_and_messages_are_byte_identical_to_tensorflows() {
 }
 
 /// TFRecord's mask, written from the format's definition (independently of the library's).
+#[allow(clippy::manual_rotate)] // spelled out as TensorFlow's crc32c.h states it
 fn masked(data: &[u8]) -> u32 {
     let c = crc32c::crc32c(data);
     ((c >> 15) | (c << 17)).wrapping_add(0xa282ead8)

@@ -116,8 +116,8 @@ pub(crate) fn layout(
         }
     }
     let mut group_span: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
-    for v in 0..n {
-        for &g in &specs[v].groups {
+    for (v, spec) in specs.iter().enumerate() {
+        for &g in &spec.groups {
             let e = group_span.entry(g).or_insert((w.layer[v], w.layer[v]));
             e.0 = e.0.min(w.layer[v]);
             e.1 = e.1.max(w.layer[v]);

@@ -117,6 +117,7 @@ const LINE_ROW: f64 = 16.0;
 const STATUS_ROW: f64 = 18.0;
 const PAD_X: f64 = 8.0;
 const MARGIN: f64 = 16.0;
+const GROUP_LABEL: f64 = 14.0;
 
 /// One box of the drawing.
 struct VNode {
@@ -371,6 +372,8 @@ pub fn model_to_svg(model: &Model, opts: &PlotOptions) -> Result<String> {
         if x0 > x1 {
             continue;
         }
+        // A band above the members for the label, so it sits clear of the first box.
+        y0 -= GROUP_LABEL;
         let colour = if opts.show_trainable {
             group.status.colour()
         } else {
@@ -585,7 +588,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

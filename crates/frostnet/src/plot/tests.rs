@@ -56,13 +56,15 @@ impl Rect {
     }
 }
 
+/// An edge: from, to, its polyline.
+type Edge = (String, String, Vec<(f64, f64)>);
+
 struct Parsed {
     width: f64,
     height: f64,
     /// path -> (box, status, state)
     nodes: BTreeMap<String, (Rect, String, bool)>,
-    /// (from, to, points)
-    edges: Vec<(String, String, Vec<(f64, f64)>)>,
+    edges: Vec<Edge>,
     groups: BTreeMap<String, (Rect, String)>,
     legend: Vec<String>,
 }

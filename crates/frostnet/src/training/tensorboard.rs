@@ -96,7 +96,7 @@ impl Callback for TensorBoard {
         let UpdateFreq::Batches(n) = self.update_freq else {
             return Ok(());
         };
-        if self.global_batch % n as u64 != 0 {
+        if !self.global_batch.is_multiple_of(n as u64) {
             return Ok(());
         }
         let step = self.global_batch as i64;
@@ -141,7 +141,7 @@ impl Callback for TensorBoard {
             w.scalars(iterations, &evaluation)?;
             w.flush()?;
         }
-        if self.histogram_freq > 0 && epoch % self.histogram_freq == 0 {
+        if self.histogram_freq > 0 && epoch.is_multiple_of(self.histogram_freq) {
             // Keras's tag: the weight's path (`dense/kernel`) plus `/histogram`.
             let summary: Vec<u8> = model
                 .named_weights()
