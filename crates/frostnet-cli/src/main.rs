@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod fit;
+mod plot;
 mod tour;
 mod tour_images;
 mod tune;
@@ -85,6 +86,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Draw a model's graph (SVG or PNG), like keras.utils.plot_model.
+    PlotModel(plot::PlotModelArgs),
+    /// Draw training curves (loss and metrics with their val_ twins) from a CSV log.
+    PlotHistory(plot::PlotHistoryArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +204,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 tune::work(&study)?;
             }
         },
+        Command::PlotModel(args) => plot::plot_model(&args)?,
+        Command::PlotHistory(args) => plot::plot_history(&args)?,
     }
     Ok(())
 }

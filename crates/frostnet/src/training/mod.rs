@@ -7,6 +7,7 @@ mod metrics;
 mod optimizers;
 mod progress;
 mod schedules;
+pub mod tensorboard;
 mod trainer;
 
 pub use callbacks::{
@@ -17,5 +18,6 @@ pub use losses::Loss;
 pub use metrics::Metric;
 pub use optimizers::{optimizer_from_state, Adam, Optimizer, OptimizerState, RmsProp, Sgd};
 pub use schedules::LearningRate;
+pub use tensorboard::{TensorBoard, UpdateFreq};
 pub(crate) use trainer::Compiled;
 pub use trainer::{FitOptions, History, ValidationData};
