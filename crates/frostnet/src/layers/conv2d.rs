@@ -1,12 +1,15 @@
 //! `Conv2D` over NHWC images, kernel in Keras's HWIO layout.
 
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_output};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::saving::keras_config::{options::last_dim, Opts};
 use crate::tensor::conv::{conv2d_backward, conv2d_forward};
-use crate::tensor::{conv_output_len, random, Conv2dGeometry, Padding, Tensor};
+use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 const KERNEL: usize = 0;
@@ -35,7 +38,7 @@ impl Conv2D {
     /// A rectangular window, e.g. InceptionV3's `(1, 7)`.
     pub fn with_kernel(filters: usize, kernel_size: (usize, usize)) -> Conv2D {
         Conv2D {
-            base: LayerBase::new("Conv2D"),
+            base: LayerBase::new(CONV2D.class_name),
             filters,
             kernel_size,
             strides: (1, 1),
@@ -49,15 +52,12 @@ impl Conv2D {
     }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
-        Conv2dGeometry::new(x.shape(), self.kernel_size, self.strides, self.padding).ok_or_else(
-            || Error::IncompatibleShape {
-                layer: self.base.name.clone(),
-                expected: format!(
-                    "an NHWC image at least {}x{}",
-                    self.kernel_size.0, self.kernel_size.1
-                ),
-                got: crate::error::fmt_dims(x.shape()),
-            },
+        geometry(
+            &self.base.name,
+            x,
+            self.kernel_size,
+            self.strides,
+            self.padding,
         )
     }
 }
@@ -72,35 +72,19 @@ impl Layer for Conv2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Conv2D"
+        CONV2D.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let [h, w, Some(c)] = s[..] else {
-            return Err(incompatible(
-                &self.base.name,
-                "(None, height, width, channels)",
-                s,
-            ));
-        };
+        let (oh, ow, c) = windowed_output(
+            &self.base.name,
+            s,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+        )?;
         let (kh, kw) = self.kernel_size;
-        let out_len = |len: Option<usize>, k, st| -> Result<Option<usize>> {
-            match len {
-                None => Ok(None),
-                Some(l) => conv_output_len(l, k, st, self.padding)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        incompatible(
-                            &self.base.name,
-                            format!("spatial size at least {kh}x{kw}"),
-                            s,
-                        )
-                    }),
-            }
-        };
-        let oh = out_len(h, kh, self.strides.0)?;
-        let ow = out_len(w, kw, self.strides.1)?;
         if self.base.built {
             if self.base.w(KERNEL).shape()[2] != c {
                 return Err(incompatible(
@@ -139,10 +123,11 @@ impl Layer for Conv2D {
             y.chunks_mut(f)
                 .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
         }
+        let pre = self.activation.pre_activation(&y, ctx.keep);
         self.activation.apply(&mut y, f);
         let y = Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)?;
         if ctx.keep {
-            self.cache = Some((x.clone(), y.clone()));
+            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
         }
         Ok(y)
     }
@@ -197,4 +182,26 @@ impl Layer for Conv2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `Conv2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const CONV2D: LayerEntry = LayerEntry {
+    class_name: "Conv2D",
+    from_config: conv2d_from_config,
+};
+
+fn conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.conv_common()?;
+    let filters = o.size("filters", None)?;
+    let k = o.pair("kernel_size", None)?;
+    o.budget((k.0 * k.1) as u64 * last_dim(inputs) * filters as u64)?;
+    Ok(Box::new(
+        Conv2D::with_kernel(filters, k)
+            .strides2(o.pair("strides", Some((1, 1)))?)
+            .padding(o.padding()?)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
 }

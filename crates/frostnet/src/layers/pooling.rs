@@ -4,16 +4,19 @@
 //! The kernels are in `tensor/pool.rs`. As in Keras/TF, `same` padding never adds values: max
 //! pooling ignores padded positions and average pooling divides by the real inputs only.
 
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_any};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
     Shape,
 };
 use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
     global_max_pool_backward, global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
 };
-use crate::tensor::{conv_output_len, Conv2dGeometry, Padding, Tensor};
+use crate::tensor::{Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 /// What a windowed pooling layer is configured with (Keras names).
@@ -41,31 +44,12 @@ impl PoolConfig {
                 self.strides()
             )));
         }
-        let [h, w, c] = s[..] else {
-            return Err(incompatible(layer, "(None, height, width, channels)", s));
-        };
-        let out = |len: Option<usize>, k, st| -> Result<Option<usize>> {
-            len.map(|l| {
-                conv_output_len(l, k, st, self.padding).ok_or_else(|| {
-                    incompatible(layer, format!("spatial size at least {ph}x{pw}"), s)
-                })
-            })
-            .transpose()
-        };
-        Ok(vec![out(h, ph, sh)?, out(w, pw, sw)?, c])
+        let (h, w, c) = windowed_any(layer, s, self.pool_size, self.strides(), self.padding)?;
+        Ok(vec![h, w, c])
     }
 
     fn geometry(&self, layer: &str, x: &Tensor) -> Result<Conv2dGeometry> {
-        Conv2dGeometry::new(x.shape(), self.pool_size, self.strides(), self.padding).ok_or_else(
-            || Error::IncompatibleShape {
-                layer: layer.to_string(),
-                expected: format!(
-                    "an NHWC image at least {}x{}",
-                    self.pool_size.0, self.pool_size.1
-                ),
-                got: crate::error::fmt_dims(x.shape()),
-            },
-        )
+        geometry(layer, x, self.pool_size, self.strides(), self.padding)
     }
 
     fn to_json(self, base: &LayerBase) -> serde_json::Value {
@@ -142,7 +126,7 @@ impl Layer for MaxPooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "MaxPooling2D"
+        MAX_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -197,7 +181,7 @@ impl Layer for AveragePooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "AveragePooling2D"
+        AVERAGE_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -311,7 +295,7 @@ impl Layer for GlobalAveragePooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "GlobalAveragePooling2D"
+        GLOBAL_AVERAGE_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -362,7 +346,7 @@ impl Layer for GlobalMaxPooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "GlobalMaxPooling2D"
+        GLOBAL_MAX_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -394,4 +378,73 @@ impl Layer for GlobalMaxPooling2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `MaxPooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const MAX_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "MaxPooling2D",
+    from_config: max_pooling2d_from_config,
+};
+
+/// `AveragePooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const AVERAGE_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "AveragePooling2D",
+    from_config: average_pooling2d_from_config,
+};
+
+/// `GlobalAveragePooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const GLOBAL_AVERAGE_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "GlobalAveragePooling2D",
+    from_config: global_average_pooling2d_from_config,
+};
+
+/// `GlobalMaxPooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const GLOBAL_MAX_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "GlobalMaxPooling2D",
+    from_config: global_max_pooling2d_from_config,
+};
+
+/// A pooling window: `pool_size`, `strides` and `padding`.
+type Window = ((usize, usize), (usize, usize), Padding);
+
+/// `pool_size`, `strides` (default: the pool size) and `padding` of a windowed pooling layer.
+fn pool_options(o: &Opts) -> Result<Window> {
+    o.require("data_format", &[json!("channels_last")])?;
+    let pool = o.pair("pool_size", Some((2, 2)))?;
+    let strides = o.pair("strides", Some(pool))?;
+    Ok((pool, strides, o.padding()?))
+}
+
+fn max_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let (pool, strides, padding) = pool_options(o)?;
+    Ok(Box::new(
+        MaxPooling2D::with_pool(pool)
+            .strides2(strides)
+            .padding(padding),
+    ))
+}
+
+fn average_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let (pool, strides, padding) = pool_options(o)?;
+    Ok(Box::new(
+        AveragePooling2D::with_pool(pool)
+            .strides2(strides)
+            .padding(padding),
+    ))
+}
+
+fn global_average_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalAveragePooling2D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
+
+fn global_max_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalMaxPooling2D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
 }

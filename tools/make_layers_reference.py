@@ -1,0 +1,150 @@
+"""Keras-made fixtures for frostnet's broadcasting merges, activations and newer layers.
+
+Run with Keras 3 (TF backend): `python3 tools/make_layers_reference.py`. For each small model it
+writes, under crates/frostnet/tests/fixtures/layers/:
+  NAME.keras  the model as Keras saves it (config + weights)
+  NAME.npz    x (input), y (target), pred (Keras's prediction on x), and after_i (the i-th of
+              model.get_weights() after one SGD(0.1) step on the mean squared error of (x, y)),
+              plus loss (Keras's loss of that step).
+activations.npz also holds reference values of functions Keras cannot name in a config
+(gelu with approximate=True) on a fixed grid.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import keras
+from keras import layers, ops
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "frostnet", "tests", "fixtures", "layers")
+os.makedirs(OUT, exist_ok=True)
+rng = np.random.default_rng(14)
+
+
+def save(name, model, x, extra=None):
+    keras.utils.set_random_seed(1)
+    pred = model.predict(x, verbose=0)
+    y = rng.uniform(-1, 1, size=pred.shape).astype("float32")
+    model.save(os.path.join(OUT, name + ".keras"))
+    arrays = {"x": x, "y": y, "pred": pred}
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    loss = model.train_on_batch(x, y)
+    arrays["loss"] = np.array([loss], dtype="float32")
+    for i, w in enumerate(model.get_weights()):
+        arrays[f"after_{i}"] = np.asarray(w).astype("float32")
+    arrays.update(extra or {})
+    np.savez(os.path.join(OUT, name + ".npz"), **arrays)
+    print(name, pred.shape, len(model.get_weights()), "weights")
+
+
+def merges():
+    # One input; the branches have the shapes an EfficientNet SE block and other broadcasts make:
+    # (4,4,3) with (1,1,3) and with (3,) (a lower rank aligns to the right, as in numpy).
+    x = keras.Input((4, 4, 2), name="image")
+    a = layers.Conv2D(3, 1, name="conv")(x)
+    b = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(a)
+    b = layers.Conv2D(3, 1, activation="sigmoid", name="excite")(b)
+    c = layers.GlobalMaxPooling2D(name="gmax")(a)
+    m = layers.Multiply(name="mul")([a, b])
+    s = layers.Subtract(name="sub")([m, c])
+    av = layers.Average(name="avg")([s, a, b])
+    mx = layers.Maximum(name="max")([av, b, c])
+    mn = layers.Minimum(name="min")([mx, a])
+    ad = layers.Add(name="add")([mn, c, b])
+    out = layers.Dense(2, name="head")(layers.Flatten(name="flat")(ad))
+    model = keras.Model(x, out, name="merges")
+    save("merges", model, rng.uniform(-1, 1, (3, 4, 4, 2)).astype("float32"))
+
+
+ACTIVATIONS = [
+    "relu", "sigmoid", "tanh", "softmax", "linear", "swish", "silu", "gelu", "elu", "selu",
+    "softplus", "softsign", "hard_sigmoid", "hard_swish", "hard_silu", "leaky_relu", "relu6",
+    "mish", "exponential",
+]
+
+
+def activations():
+    x = keras.Input((5,), name="x")
+    d = layers.Dense(6, name="trunk")(x)
+    branches = [layers.Dense(3, activation=a, name=f"d_{a}")(d) for a in ACTIVATIONS]
+    branches.append(layers.Activation("gelu", name="act_gelu")(d))
+    branches.append(layers.Activation("mish", name="act_mish")(d))
+    cat = layers.Concatenate(name="cat")(branches)
+    out = layers.Dense(2, name="head")(cat)
+    model = keras.Model(x, out, name="activations")
+    grid = np.linspace(-4, 4, 33).astype("float32")
+    extra = {
+        "grid": grid,
+        "gelu_tanh": np.asarray(ops.gelu(grid, approximate=True)),
+        "gelu_exact": np.asarray(ops.gelu(grid, approximate=False)),
+    }
+    save("activations", model, rng.uniform(-2, 2, (4, 5)).astype("float32"), extra)
+
+
+def activation_layers():
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            layers.Dense(8, name="d0"),
+            layers.LeakyReLU(negative_slope=0.25, name="leaky"),
+            layers.Dense(8, name="d1"),
+            layers.PReLU(name="prelu"),
+            layers.Dense(8, name="d2"),
+            layers.ELU(alpha=0.7, name="elu"),
+            layers.Identity(name="ident"),
+            layers.Dense(4, name="d3"),
+            layers.Softmax(name="softmax"),
+        ],
+        name="activation_layers",
+    )
+    prelu = model.get_layer("prelu")
+    prelu.set_weights([rng.uniform(0.1, 0.5, (8,)).astype("float32")])
+    save("activation_layers", model, rng.uniform(-2, 2, (4, 6)).astype("float32"))
+
+
+def reshaping():
+    x = rng.uniform(-1, 1, (3, 4, 5, 2)).astype("float32")
+    norm = layers.Normalization(name="norm")
+    adapt = rng.normal(0.5, 2.0, (16, 4, 5, 2)).astype("float32")
+    norm.adapt(adapt)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 5, 2)),
+            norm,
+            layers.UpSampling2D((2, 1), name="up"),
+            layers.Cropping2D(((1, 2), (0, 1)), name="crop"),
+            layers.Conv2D(3, 2, name="conv"),
+            layers.Permute((3, 1, 2), name="perm"),
+            layers.Flatten(name="flat"),
+            layers.Dense(4, name="dense"),
+            layers.RepeatVector(3, name="rep"),
+            layers.Flatten(name="flat2"),
+            layers.Dense(2, name="head"),
+        ],
+        name="reshaping",
+    )
+    save("reshaping", model, x, {"adapt": adapt})
+
+
+def embedding():
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            layers.Embedding(10, 3, name="embed"),
+            layers.Flatten(name="flat"),
+            layers.Dense(2, name="head"),
+        ],
+        name="embedding",
+    )
+    x = rng.integers(0, 10, (4, 5)).astype("float32")
+    save("embedding", model, x)
+
+
+if __name__ == "__main__":
+    keras.utils.set_random_seed(14)
+    merges()
+    activations()
+    activation_layers()
+    reshaping()
+    embedding()
