@@ -8,6 +8,11 @@ writes, under crates/frostnet/tests/fixtures/layers/:
               plus loss (Keras's loss of that step).
 activations.npz also holds reference values of functions Keras cannot name in a config
 (gelu with approximate=True) on a fixed grid.
+
+`python3 tools/make_layers_reference.py --check DIR` instead loads the models frostnet re-saved
+into DIR (`FROSTNET_LAYERS_OUT=DIR cargo test -p frostnet --test keras_layers -- --ignored
+write_layers_roundtrip_files`) with Keras, predicts on each fixture input and compares with
+frostnet's prediction; it exits non-zero if any differs by more than 1e-5.
 """
 
 import os
@@ -141,7 +146,23 @@ def embedding():
     save("embedding", model, x)
 
 
+def check(directory):
+    worst = 0.0
+    for name in ["merges", "activations", "activation_layers", "reshaping", "embedding"]:
+        model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
+        x = np.load(os.path.join(OUT, name + ".npz"))["x"]
+        ours = np.load(os.path.join(directory, name + "_frostnet.npy"))
+        diff = float(np.max(np.abs(model.predict(x, verbose=0) - ours)))
+        worst = max(worst, diff)
+        print(f"{name}: Keras loads frostnet's file; max abs difference {diff:.2e}")
+    return worst <= 1e-5
+
+
 if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        sys.exit(0 if check(sys.argv[2]) else 1)
     keras.utils.set_random_seed(14)
     merges()
     activations()

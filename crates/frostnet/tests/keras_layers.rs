@@ -385,3 +385,20 @@ fn registry_lists_every_new_class() {
         assert!(names.contains(&class), "{class} is not registered");
     }
 }
+
+/// Writes each fixture model re-saved by frostnet (`<name>.keras`) and frostnet's prediction on
+/// the fixture input (`<name>_frostnet.npy`) to `$FROSTNET_LAYERS_OUT`, for
+/// `python3 tools/make_layers_reference.py --check DIR`, which loads them with Keras.
+#[test]
+#[ignore = "writes files for a Keras check run by hand (needs Python and Keras)"]
+fn write_layers_roundtrip_files() {
+    let out = std::env::var("FROSTNET_LAYERS_OUT").expect("set FROSTNET_LAYERS_OUT");
+    std::fs::create_dir_all(&out).unwrap();
+    for name in MODELS {
+        let a = arrays(name);
+        let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
+        save_keras(&m, &format!("{out}/{name}.keras")).unwrap();
+        let y = m.predict(&a["x"], 32).unwrap();
+        frostnet::io::npy::write_npy(&format!("{out}/{name}_frostnet.npy"), &y).unwrap();
+    }
+}
