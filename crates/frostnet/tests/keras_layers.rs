@@ -402,3 +402,25 @@ fn write_layers_roundtrip_files() {
         frostnet::io::npy::write_npy(&format!("{out}/{name}_frostnet.npy"), &y).unwrap();
     }
 }
+
+#[test]
+fn lambda_layer_is_an_error_that_names_it_and_says_why() {
+    let src = fixture("activation_layers.keras");
+    let archive = frostnet_formats::read_keras_archive(&src).unwrap();
+    let mut config = archive.config.clone();
+    let layers = config["config"]["layers"].as_array_mut().unwrap();
+    let ident = layers
+        .iter_mut()
+        .find(|l| l["class_name"] == "Identity")
+        .unwrap();
+    ident["class_name"] = "Lambda".into();
+    ident["config"]["function"] = serde_json::json!({"class_name": "__lambda__",
+        "config": {"code": "4wEAAAAAAAAA", "defaults": null, "closure": null}});
+    match frostnet::saving::build_model(&config, "lambda.keras") {
+        Err(Error::File { message, .. }) => {
+            assert!(message.contains("'ident'"), "{message}");
+            assert!(message.contains("Python code"), "{message}");
+        }
+        other => panic!("expected a file error, got {:?}", other.map(|_| ())),
+    }
+}

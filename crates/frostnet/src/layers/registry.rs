@@ -69,6 +69,18 @@ pub(crate) fn find(class_name: &str) -> Option<&'static LayerEntry> {
     BUILTIN.iter().find(|e| e.class_name == class_name)
 }
 
+/// Why a Keras class that no registry entry can ever read is refused, for an error message that
+/// says more than "unknown".
+pub(crate) fn refusal(class_name: &str) -> Option<&'static str> {
+    match class_name {
+        "Lambda" => Some(
+            "a Lambda layer's function is Python code (marshalled bytecode), which frostnet \
+             cannot load; rebuild the model with built-in layers instead",
+        ),
+        _ => None,
+    }
+}
+
 /// The Keras class names frostnet can load, in registry order.
 pub fn class_names() -> impl Iterator<Item = &'static str> {
     BUILTIN.iter().map(|e| e.class_name)

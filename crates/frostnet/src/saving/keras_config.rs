@@ -432,11 +432,11 @@ fn build_layer(
     };
     o.generic()?;
     let entry = registry::find(&class).ok_or_else(|| {
-        src.layer_err(
-            &name,
-            &class,
-            format!("layer class '{class}' is not known to frostnet"),
-        )
+        let why = registry::refusal(&class).map_or_else(
+            || format!("layer class '{class}' is not known to frostnet"),
+            str::to_string,
+        );
+        src.layer_err(&name, &class, why)
     })?;
     let mut layer = (entry.from_config)(&o, inputs)?;
     layer.base_mut().name = name.clone();
