@@ -148,7 +148,7 @@ def embedding():
 
 def check(directory):
     worst = 0.0
-    for name in ["merges", "activations", "activation_layers", "reshaping", "embedding"]:
+    for name in ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
         ours = np.load(os.path.join(directory, name + "_frostnet.npy"))
@@ -156,6 +156,21 @@ def check(directory):
         worst = max(worst, diff)
         print(f"{name}: Keras loads frostnet's file; max abs difference {diff:.2e}")
     return worst <= 1e-5
+
+
+def sequence():
+    # Dense on a rank-3 input acts on the last axis, as in Keras.
+    x = keras.Input((5, 4), name="seq")
+    h = layers.Dense(6, name="proj")(x)
+    h = layers.LayerNormalization(name="ln")(h)
+    u = layers.UnitNormalization(name="unit")(h)
+    a = layers.GlobalAveragePooling1D(name="gap1")(u)
+    m = layers.GlobalMaxPooling1D(name="gmp1")(h)
+    out = layers.Dense(2, name="head")(layers.Concatenate(name="cat")([a, m]))
+    model = keras.Model(x, out, name="sequence")
+    ln = model.get_layer("ln")
+    ln.set_weights([rng.uniform(0.5, 1.5, (6,)).astype("float32"), rng.uniform(-0.5, 0.5, (6,)).astype("float32")])
+    save("sequence", model, rng.uniform(-2, 2, (3, 5, 4)).astype("float32"))
 
 
 if __name__ == "__main__":
@@ -169,3 +184,4 @@ if __name__ == "__main__":
     activation_layers()
     reshaping()
     embedding()
+    sequence()

@@ -1,5 +1,6 @@
 //! The layers of issue #14 against Keras: broadcasting merges, activations, activation layers,
-//! reshaping layers, Normalization and Embedding. Each Keras-made model (tools/
+//! reshaping layers, Normalization, Embedding, LayerNormalization, UnitNormalization, the 1-D
+//! global poolings and Dense on a rank-3 input. Each Keras-made model (tools/
 //! make_layers_reference.py, Keras 3.15.1) loads, predicts within 1e-5 of Keras, trains one SGD
 //! step within 1e-5 of Keras, and survives a save_keras / load_model round trip; each layer's
 //! backward passes a finite-difference gradient check; registry and error cases are covered.
@@ -51,12 +52,13 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "merges",
     "activations",
     "activation_layers",
     "reshaping",
     "embedding",
+    "sequence",
 ];
 
 #[test]
@@ -326,6 +328,30 @@ fn activation_and_shape_layers_pass_gradient_checks() {
         &mut Normalization::with_axis(&[1]).invert(true),
         vec![rand_tensor(&[2, 3, 2], 13)],
     );
+    let mut ln = LayerNormalization::new();
+    ln.build(&[vec![Some(3), Some(4)]]).unwrap();
+    ln.set_weights(vec![
+        rand_tensor(&[1, 4], 14).reshape(&[4]).unwrap(),
+        rand_tensor(&[1, 4], 15).reshape(&[4]).unwrap(),
+    ])
+    .unwrap();
+    check(&mut ln, vec![rand_tensor(&[2, 3, 4], 16)]);
+    check(
+        &mut LayerNormalization::new().center(false).scale(false),
+        vec![rand_tensor(&[2, 5], 17)],
+    );
+    check(
+        &mut UnitNormalization::new(),
+        vec![rand_tensor(&[2, 3, 4], 18)],
+    );
+    check(
+        &mut GlobalAveragePooling1D::new(),
+        vec![rand_tensor(&[2, 5, 3], 19)],
+    );
+    check(
+        &mut GlobalMaxPooling1D::new().keepdims(true),
+        vec![distinct_tensor(&[2, 5, 3], 20, 0)],
+    );
 }
 
 #[test]
@@ -381,6 +407,10 @@ fn registry_lists_every_new_class() {
         "RepeatVector",
         "Normalization",
         "Embedding",
+        "LayerNormalization",
+        "UnitNormalization",
+        "GlobalAveragePooling1D",
+        "GlobalMaxPooling1D",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }

@@ -48,6 +48,7 @@ mod depthwise_conv2d;
 mod dropout;
 mod embedding;
 mod input;
+mod layer_normalization;
 mod merging;
 pub(crate) mod naming;
 mod normalization;
@@ -71,10 +72,14 @@ pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use input::{Input, InputLayer};
+pub use layer_normalization::{LayerNormalization, UnitNormalization};
 pub use merging::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use naming::clear_session;
 pub use normalization::Normalization;
-pub use pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
+pub use pooling::{
+    AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
+    GlobalMaxPooling2D, MaxPooling2D,
+};
 pub use relu::ReLU;
 pub use rescaling::Rescaling;
 pub use reshape::Reshape;

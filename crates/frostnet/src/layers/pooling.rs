@@ -4,6 +4,7 @@
 //! The kernels are in `tensor/pool.rs`. As in Keras/TF, `same` padding never adds values: max
 //! pooling ignores padded positions and average pooling divides by the real inputs only.
 
+use super::naming;
 use super::registry::LayerEntry;
 use super::window::{geometry, windowed_any};
 use super::{
@@ -218,10 +219,10 @@ impl Layer for AveragePooling2D {
     }
 }
 
-/// Checks a global pooling input: `(None, ..., channels)` with at least one spatial axis.
-fn global_output_shape(layer: &str, s: &Shape, keepdims: bool) -> Result<Shape> {
+/// Checks a global pooling input: `(None, ..., channels)` with `spatial` spatial axes.
+fn global_output_shape(layer: &str, s: &Shape, keepdims: bool, spatial: usize) -> Result<Shape> {
     match s.last() {
-        Some(&Some(c)) if s.len() == 3 => Ok(if keepdims {
+        Some(&Some(c)) if s.len() == spatial + 1 => Ok(if keepdims {
             let mut out = vec![Some(1); s.len() - 1];
             out.push(Some(c));
             out
@@ -230,7 +231,11 @@ fn global_output_shape(layer: &str, s: &Shape, keepdims: bool) -> Result<Shape> 
         }),
         _ => Err(incompatible(
             layer,
-            "(None, height, width, channels) with known channels",
+            if spatial == 1 {
+                "(None, steps, channels) with known channels"
+            } else {
+                "(None, height, width, channels) with known channels"
+            },
             s,
         )),
     }
@@ -260,6 +265,7 @@ macro_rules! global_builders {
                 $t {
                     base: LayerBase::new(stringify!($t)),
                     keepdims: false,
+                    spatial: 2,
                     in_shape: Vec::new(),
                     cache: None,
                 }
@@ -282,6 +288,8 @@ macro_rules! global_builders {
 pub struct GlobalAveragePooling2D {
     base: LayerBase,
     keepdims: bool,
+    /// Number of spatial axes: 2, or 1 inside `GlobalAveragePooling1D`.
+    spatial: usize,
     in_shape: Shape,
     cache: Option<Vec<usize>>,
 }
@@ -299,7 +307,7 @@ impl Layer for GlobalAveragePooling2D {
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        let out = global_output_shape(&self.base.name, s, self.keepdims, self.spatial)?;
         self.in_shape = s.clone();
         self.base.built = true;
         Ok(out)
@@ -333,6 +341,8 @@ impl Layer for GlobalAveragePooling2D {
 pub struct GlobalMaxPooling2D {
     base: LayerBase,
     keepdims: bool,
+    /// Number of spatial axes: 2, or 1 inside `GlobalMaxPooling1D`.
+    spatial: usize,
     in_shape: Shape,
     cache: Option<(Vec<usize>, Vec<u32>)>,
 }
@@ -350,7 +360,7 @@ impl Layer for GlobalMaxPooling2D {
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        let out = global_output_shape(&self.base.name, s, self.keepdims, self.spatial)?;
         self.in_shape = s.clone();
         self.base.built = true;
         Ok(out)
@@ -380,7 +390,108 @@ impl Layer for GlobalMaxPooling2D {
     }
 }
 
+/// A global pooling over the steps of `(None, steps, channels)` sequences, sharing the 2-D
+/// layer's implementation (which pools over every axis between batch and channels).
+macro_rules! global_pooling_1d {
+    ($(#[$doc:meta])* $t:ident, $inner:ident, $entry:ident) => {
+        $(#[$doc])*
+        pub struct $t($inner);
+
+        impl Default for $t {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $t {
+            pub fn new() -> $t {
+                let mut inner = $inner::new();
+                naming::release(&naming::snake_case(stringify!($inner)), &inner.base.name);
+                inner.base = LayerBase::new($entry.class_name);
+                inner.spatial = 1;
+                $t(inner)
+            }
+            /// Keeps the steps axis with size 1 (Keras's `keepdims=True`).
+            pub fn keepdims(self, k: bool) -> Self {
+                $t(self.0.keepdims(k))
+            }
+        }
+
+        impl Layer for $t {
+            fn base(&self) -> &LayerBase {
+                &self.0.base
+            }
+            fn base_mut(&mut self) -> &mut LayerBase {
+                &mut self.0.base
+            }
+            fn class_name(&self) -> &str {
+                $entry.class_name
+            }
+            fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+                self.0.build(inputs)
+            }
+            fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+                self.0.forward(inputs, ctx)
+            }
+            fn backward(
+                &mut self,
+                grad: &Tensor,
+                need_dx: &[bool],
+            ) -> Result<Vec<Option<Tensor>>> {
+                self.0.backward(grad, need_dx)
+            }
+            fn config(&self) -> serde_json::Value {
+                self.0.config()
+            }
+            fn clear_cache(&mut self) {
+                self.0.clear_cache()
+            }
+        }
+    };
+}
+
+global_pooling_1d!(
+    /// Mean over the steps per channel: `(None, steps, c)` -> `(None, c)`.
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GLOBAL_AVERAGE_POOLING1D
+);
+global_pooling_1d!(
+    /// Max over the steps per channel: `(None, steps, c)` -> `(None, c)`.
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GLOBAL_MAX_POOLING1D
+);
+
 // Keras config reading.
+
+/// `GlobalAveragePooling1D`'s Keras class name and config reader, listed in the
+/// [registry](super::registry).
+pub(crate) const GLOBAL_AVERAGE_POOLING1D: LayerEntry = LayerEntry {
+    class_name: "GlobalAveragePooling1D",
+    from_config: global_average_pooling1d_from_config,
+};
+
+/// `GlobalMaxPooling1D`'s Keras class name and config reader, listed in the
+/// [registry](super::registry).
+pub(crate) const GLOBAL_MAX_POOLING1D: LayerEntry = LayerEntry {
+    class_name: "GlobalMaxPooling1D",
+    from_config: global_max_pooling1d_from_config,
+};
+
+fn global_average_pooling1d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalAveragePooling1D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
+
+fn global_max_pooling1d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalMaxPooling1D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
 
 /// `MaxPooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
 pub(crate) const MAX_POOLING2D: LayerEntry = LayerEntry {

@@ -8,8 +8,8 @@
 
 use super::{
     activation, activation_layers, batch_normalization, conv2d, dense, depthwise_conv2d, dropout,
-    embedding, input, merging, normalization, pooling, relu, rescaling, reshape, reshaping,
-    separable_conv2d, zero_padding, Layer, Shape,
+    embedding, input, layer_normalization, merging, normalization, pooling, relu, rescaling,
+    reshape, reshaping, separable_conv2d, zero_padding, Layer, Shape,
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
@@ -42,6 +42,8 @@ static BUILTIN: &[LayerEntry] = &[
     activation_layers::IDENTITY,
     dropout::DROPOUT,
     normalization::NORMALIZATION,
+    layer_normalization::LAYER_NORMALIZATION,
+    layer_normalization::UNIT_NORMALIZATION,
     embedding::EMBEDDING,
     reshaping::FLATTEN,
     reshaping::PERMUTE,
@@ -55,6 +57,8 @@ static BUILTIN: &[LayerEntry] = &[
     pooling::AVERAGE_POOLING2D,
     pooling::GLOBAL_AVERAGE_POOLING2D,
     pooling::GLOBAL_MAX_POOLING2D,
+    pooling::GLOBAL_AVERAGE_POOLING1D,
+    pooling::GLOBAL_MAX_POOLING1D,
     merging::CONCATENATE,
     merging::ADD,
     merging::SUBTRACT,
