@@ -148,7 +148,8 @@ def embedding():
 
 def check(directory):
     worst = 0.0
-    for name in ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]:
+    names = ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]
+    for name in names + ["noise"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
         ours = np.load(os.path.join(directory, name + "_frostnet.npy"))
@@ -173,6 +174,28 @@ def sequence():
     save("sequence", model, rng.uniform(-2, 2, (3, 5, 4)).astype("float32"))
 
 
+def noise():
+    # Training-only layers: Keras's predict (inference) passes through them. Their training
+    # noise comes from Keras's own random stream, so there is no SGD-step reference.
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 3)),
+            layers.Conv2D(3, 1, name="conv"),
+            layers.GaussianNoise(0.3, name="gnoise"),
+            layers.SpatialDropout2D(0.4, name="sdrop"),
+            layers.Flatten(name="flat"),
+            layers.GaussianDropout(0.2, name="gdrop"),
+            layers.Dense(2, name="head"),
+        ],
+        name="noise",
+    )
+    x = rng.uniform(-1, 1, (2, 4, 4, 3)).astype("float32")
+    pred = model.predict(x, verbose=0)
+    model.save(os.path.join(OUT, "noise.keras"))
+    np.savez(os.path.join(OUT, "noise.npz"), x=x, pred=pred)
+    print("noise", pred.shape)
+
+
 if __name__ == "__main__":
     import sys
 
@@ -185,3 +208,4 @@ if __name__ == "__main__":
     reshaping()
     embedding()
     sequence()
+    noise()

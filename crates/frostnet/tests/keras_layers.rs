@@ -411,6 +411,9 @@ fn registry_lists_every_new_class() {
         "UnitNormalization",
         "GlobalAveragePooling1D",
         "GlobalMaxPooling1D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "SpatialDropout2D",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }
@@ -424,7 +427,7 @@ fn registry_lists_every_new_class() {
 fn write_layers_roundtrip_files() {
     let out = std::env::var("FROSTNET_LAYERS_OUT").expect("set FROSTNET_LAYERS_OUT");
     std::fs::create_dir_all(&out).unwrap();
-    for name in MODELS {
+    for name in MODELS.iter().chain(&["noise"]) {
         let a = arrays(name);
         let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
         save_keras(&m, &format!("{out}/{name}.keras")).unwrap();
@@ -453,4 +456,90 @@ fn lambda_layer_is_an_error_that_names_it_and_says_why() {
         }
         other => panic!("expected a file error, got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn noise_layers_pass_through_at_inference_as_keras() {
+    let dir = Scratch::new("noise");
+    let a = arrays("noise");
+    let mut m = load_model(&fixture("noise.keras")).unwrap();
+    close(
+        &m.predict(&a["x"], 32).unwrap(),
+        &a["pred"],
+        1e-5,
+        "noise predict",
+    );
+    let path = dir.path("noise.keras");
+    save_keras(&m, &path).unwrap();
+    let back = load_model(&path).unwrap();
+    assert_eq!(model_config(&m), model_config(&back));
+}
+
+/// Mean and standard deviation.
+fn moments(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+fn train_forward(layer: &mut dyn Layer, x: &Tensor) -> Tensor {
+    layer.build(&[per_sample(x.shape())]).unwrap();
+    let mut ctx = ForwardCtx::infer();
+    ctx.mode = Mode::Train;
+    ctx.keep = true;
+    layer.forward(&[x], &mut ctx).unwrap()
+}
+
+#[test]
+fn noise_layers_have_keras_statistics_in_training() {
+    let x = Tensor::full(&[100, 50, 40], 2.0);
+    // GaussianNoise: x + N(0, 0.3^2).
+    let y = train_forward(&mut GaussianNoise::new(0.3), &x);
+    let d: Vec<f32> = y.data().iter().map(|v| v - 2.0).collect();
+    let (mean, sd) = moments(&d);
+    assert!(mean.abs() < 0.01 && (sd - 0.3).abs() < 0.01, "{mean} {sd}");
+    // GaussianDropout(0.2): x * N(1, 0.2 / 0.8).
+    let y = train_forward(&mut GaussianDropout::new(0.2), &x);
+    let r: Vec<f32> = y.data().iter().map(|v| v / 2.0).collect();
+    let (mean, sd) = moments(&r);
+    assert!(
+        (mean - 1.0).abs() < 0.01 && (sd - 0.5).abs() < 0.01,
+        "{mean} {sd}"
+    );
+    // SpatialDropout2D(0.4): whole channels of an image are dropped, the rest scaled by 1/0.6.
+    let x = Tensor::full(&[200, 3, 3, 50], 1.0);
+    let y = train_forward(&mut SpatialDropout2D::new(0.4), &x);
+    let mut dropped = 0;
+    for img in y.data().chunks(3 * 3 * 50) {
+        for c in 0..50 {
+            let vals: Vec<f32> = (0..9).map(|p| img[p * 50 + c]).collect();
+            assert!(
+                vals.iter().all(|&v| v == vals[0]),
+                "a channel is not dropped as a whole"
+            );
+            assert!(vals[0] == 0.0 || (vals[0] - 1.0 / 0.6).abs() < 1e-6);
+            dropped += usize::from(vals[0] == 0.0);
+        }
+    }
+    let frac = dropped as f64 / (200.0 * 50.0);
+    assert!((frac - 0.4).abs() < 0.02, "dropped fraction {frac}");
+    // Inference: unchanged.
+    let mut ctx = ForwardCtx::infer();
+    let mut l = SpatialDropout2D::new(0.4);
+    l.build(&[per_sample(x.shape())]).unwrap();
+    assert_eq!(l.forward(&[&x], &mut ctx).unwrap().data(), x.data());
+}
+
+#[test]
+fn noise_layers_pass_gradient_checks_in_training() {
+    check(&mut GaussianNoise::new(0.5), vec![rand_tensor(&[2, 5], 30)]);
+    check(
+        &mut GaussianDropout::new(0.3),
+        vec![rand_tensor(&[2, 5], 31)],
+    );
+    check(
+        &mut SpatialDropout2D::new(0.5),
+        vec![rand_tensor(&[2, 2, 2, 4], 32)],
+    );
 }

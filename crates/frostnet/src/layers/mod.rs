@@ -51,6 +51,7 @@ mod input;
 mod layer_normalization;
 mod merging;
 pub(crate) mod naming;
+mod noise;
 mod normalization;
 mod pooling;
 pub mod registry;
@@ -75,6 +76,7 @@ pub use input::{Input, InputLayer};
 pub use layer_normalization::{LayerNormalization, UnitNormalization};
 pub use merging::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use naming::clear_session;
+pub use noise::{GaussianDropout, GaussianNoise, SpatialDropout2D};
 pub use normalization::Normalization;
 pub use pooling::{
     AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,

@@ -8,7 +8,7 @@
 
 use super::{
     activation, activation_layers, batch_normalization, conv2d, dense, depthwise_conv2d, dropout,
-    embedding, input, layer_normalization, merging, normalization, pooling, relu, rescaling,
+    embedding, input, layer_normalization, merging, noise, normalization, pooling, relu, rescaling,
     reshape, reshaping, separable_conv2d, zero_padding, Layer, Shape,
 };
 use crate::error::Result;
@@ -41,6 +41,9 @@ static BUILTIN: &[LayerEntry] = &[
     activation_layers::SOFTMAX,
     activation_layers::IDENTITY,
     dropout::DROPOUT,
+    noise::GAUSSIAN_NOISE,
+    noise::GAUSSIAN_DROPOUT,
+    noise::SPATIAL_DROPOUT2D,
     normalization::NORMALIZATION,
     layer_normalization::LAYER_NORMALIZATION,
     layer_normalization::UNIT_NORMALIZATION,
