@@ -149,6 +149,7 @@ def embedding():
 def check(directory):
     worst = 0.0
     names = ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]
+    names.append("pooling1d")
     for name in names + ["noise"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
@@ -172,6 +173,22 @@ def sequence():
     ln = model.get_layer("ln")
     ln.set_weights([rng.uniform(0.5, 1.5, (6,)).astype("float32"), rng.uniform(-0.5, 0.5, (6,)).astype("float32")])
     save("sequence", model, rng.uniform(-2, 2, (3, 5, 4)).astype("float32"))
+
+
+def pooling1d():
+    model = keras.Sequential(
+        [
+            keras.Input((7, 3)),
+            layers.ZeroPadding1D((1, 2), name="pad"),
+            layers.Dense(4, name="proj"),
+            layers.MaxPooling1D(3, strides=2, padding="same", name="maxp"),
+            layers.AveragePooling1D(2, padding="valid", name="avgp"),
+            layers.Flatten(name="flat"),
+            layers.Dense(2, name="head"),
+        ],
+        name="pooling1d",
+    )
+    save("pooling1d", model, rng.uniform(-2, 2, (3, 7, 3)).astype("float32"))
 
 
 def noise():
@@ -209,3 +226,4 @@ if __name__ == "__main__":
     embedding()
     sequence()
     noise()
+    pooling1d()

@@ -8,7 +8,7 @@
 use frostnet::io::npy::read_npz;
 use frostnet::layers::*;
 use frostnet::saving::{load_model, model_config, save_keras};
-use frostnet::tensor::random;
+use frostnet::tensor::{random, Padding};
 use frostnet::testing::gradient_check;
 use frostnet::training::{FitOptions, Loss, Sgd};
 use frostnet::{Error, Functional, Mode, Tensor};
@@ -52,13 +52,14 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 6] = [
+const MODELS: [&str; 7] = [
     "merges",
     "activations",
     "activation_layers",
     "reshaping",
     "embedding",
     "sequence",
+    "pooling1d",
 ];
 
 #[test]
@@ -352,6 +353,20 @@ fn activation_and_shape_layers_pass_gradient_checks() {
         &mut GlobalMaxPooling1D::new().keepdims(true),
         vec![distinct_tensor(&[2, 5, 3], 20, 0)],
     );
+    for padding in [Padding::Valid, Padding::Same] {
+        check(
+            &mut MaxPooling1D::new(3, 2, padding),
+            vec![distinct_tensor(&[2, 7, 3], 21, 0)],
+        );
+        check(
+            &mut AveragePooling1D::new(2, 1, padding),
+            vec![rand_tensor(&[2, 5, 3], 22)],
+        );
+    }
+    check(
+        &mut ZeroPadding1D::new((2, 1)),
+        vec![rand_tensor(&[2, 4, 3], 23)],
+    );
 }
 
 #[test]
@@ -414,6 +429,9 @@ fn registry_lists_every_new_class() {
         "GaussianNoise",
         "GaussianDropout",
         "SpatialDropout2D",
+        "MaxPooling1D",
+        "AveragePooling1D",
+        "ZeroPadding1D",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }

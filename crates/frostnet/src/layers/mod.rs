@@ -53,6 +53,7 @@ mod merging;
 pub(crate) mod naming;
 mod noise;
 mod normalization;
+mod one_d;
 mod pooling;
 pub mod registry;
 mod relu;
@@ -78,6 +79,7 @@ pub use merging::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtrac
 pub use naming::clear_session;
 pub use noise::{GaussianDropout, GaussianNoise, SpatialDropout2D};
 pub use normalization::Normalization;
+pub use one_d::{AveragePooling1D, MaxPooling1D, ZeroPadding1D};
 pub use pooling::{
     AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
     GlobalMaxPooling2D, MaxPooling2D,

@@ -8,8 +8,8 @@
 
 use super::{
     activation, activation_layers, batch_normalization, conv2d, dense, depthwise_conv2d, dropout,
-    embedding, input, layer_normalization, merging, noise, normalization, pooling, relu, rescaling,
-    reshape, reshaping, separable_conv2d, zero_padding, Layer, Shape,
+    embedding, input, layer_normalization, merging, noise, normalization, one_d, pooling, relu,
+    rescaling, reshape, reshaping, separable_conv2d, zero_padding, Layer, Shape,
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
@@ -62,6 +62,9 @@ static BUILTIN: &[LayerEntry] = &[
     pooling::GLOBAL_MAX_POOLING2D,
     pooling::GLOBAL_AVERAGE_POOLING1D,
     pooling::GLOBAL_MAX_POOLING1D,
+    one_d::MAX_POOLING1D,
+    one_d::AVERAGE_POOLING1D,
+    one_d::ZERO_PADDING1D,
     merging::CONCATENATE,
     merging::ADD,
     merging::SUBTRACT,
