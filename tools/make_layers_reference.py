@@ -149,7 +149,7 @@ def embedding():
 def check(directory):
     worst = 0.0
     names = ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]
-    names.append("pooling1d")
+    names += ["pooling1d", "transpose"]
     for name in names + ["noise"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
@@ -191,6 +191,21 @@ def pooling1d():
     save("pooling1d", model, rng.uniform(-2, 2, (3, 7, 3)).astype("float32"))
 
 
+def transpose():
+    model = keras.Sequential(
+        [
+            keras.Input((3, 4, 2)),
+            layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="gelu", name="up_same"),
+            layers.Conv2DTranspose(2, (2, 3), strides=(1, 2), padding="valid", name="up_valid"),
+            layers.Conv2DTranspose(2, 1, strides=3, padding="valid", name="up_sparse"),
+            layers.Flatten(name="flat"),
+            layers.Dense(2, name="head"),
+        ],
+        name="transpose",
+    )
+    save("transpose", model, rng.uniform(-1, 1, (2, 3, 4, 2)).astype("float32"))
+
+
 def noise():
     # Training-only layers: Keras's predict (inference) passes through them. Their training
     # noise comes from Keras's own random stream, so there is no SGD-step reference.
@@ -227,3 +242,4 @@ if __name__ == "__main__":
     sequence()
     noise()
     pooling1d()
+    transpose()

@@ -52,7 +52,7 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 7] = [
+const MODELS: [&str; 8] = [
     "merges",
     "activations",
     "activation_layers",
@@ -60,6 +60,7 @@ const MODELS: [&str; 7] = [
     "embedding",
     "sequence",
     "pooling1d",
+    "transpose",
 ];
 
 #[test]
@@ -432,6 +433,7 @@ fn registry_lists_every_new_class() {
         "MaxPooling1D",
         "AveragePooling1D",
         "ZeroPadding1D",
+        "Conv2DTranspose",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }

@@ -7,9 +7,10 @@
 //! readers.
 
 use super::{
-    activation, activation_layers, batch_normalization, conv2d, dense, depthwise_conv2d, dropout,
-    embedding, input, layer_normalization, merging, noise, normalization, one_d, pooling, relu,
-    rescaling, reshape, reshaping, separable_conv2d, zero_padding, Layer, Shape,
+    activation, activation_layers, batch_normalization, conv2d, conv2d_transpose, dense,
+    depthwise_conv2d, dropout, embedding, input, layer_normalization, merging, noise,
+    normalization, one_d, pooling, relu, rescaling, reshape, reshaping, separable_conv2d,
+    zero_padding, Layer, Shape,
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
@@ -30,6 +31,7 @@ static BUILTIN: &[LayerEntry] = &[
     input::INPUT_LAYER,
     dense::DENSE,
     conv2d::CONV2D,
+    conv2d_transpose::CONV2D_TRANSPOSE,
     depthwise_conv2d::DEPTHWISE_CONV2D,
     separable_conv2d::SEPARABLE_CONV2D,
     batch_normalization::BATCH_NORMALIZATION,
