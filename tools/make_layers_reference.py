@@ -149,7 +149,7 @@ def embedding():
 def check(directory):
     worst = 0.0
     names = ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]
-    names += ["pooling1d", "transpose"]
+    names += ["pooling1d", "transpose", "conv1d"]
     for name in names + ["noise"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
@@ -206,6 +206,21 @@ def transpose():
     save("transpose", model, rng.uniform(-1, 1, (2, 3, 4, 2)).astype("float32"))
 
 
+def conv1d():
+    model = keras.Sequential(
+        [
+            keras.Input((9, 3)),
+            layers.Conv1D(4, 3, strides=2, padding="same", activation="swish", name="c_same"),
+            layers.Conv1D(2, 2, padding="valid", name="c_valid"),
+            layers.Conv1D(3, 1, name="c_point"),
+            layers.Flatten(name="flat"),
+            layers.Dense(2, name="head"),
+        ],
+        name="conv1d",
+    )
+    save("conv1d", model, rng.uniform(-1, 1, (2, 9, 3)).astype("float32"))
+
+
 def noise():
     # Training-only layers: Keras's predict (inference) passes through them. Their training
     # noise comes from Keras's own random stream, so there is no SGD-step reference.
@@ -243,3 +258,4 @@ if __name__ == "__main__":
     noise()
     pooling1d()
     transpose()
+    conv1d()

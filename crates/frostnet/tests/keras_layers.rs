@@ -52,7 +52,7 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 8] = [
+const MODELS: [&str; 9] = [
     "merges",
     "activations",
     "activation_layers",
@@ -61,6 +61,7 @@ const MODELS: [&str; 8] = [
     "sequence",
     "pooling1d",
     "transpose",
+    "conv1d",
 ];
 
 #[test]
@@ -434,6 +435,7 @@ fn registry_lists_every_new_class() {
         "AveragePooling1D",
         "ZeroPadding1D",
         "Conv2DTranspose",
+        "Conv1D",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }

@@ -42,6 +42,7 @@ macro_rules! conv_options {
 pub(crate) mod activation;
 mod activation_layers;
 mod batch_normalization;
+mod conv1d;
 mod conv2d;
 mod conv2d_transpose;
 mod dense;
@@ -69,6 +70,7 @@ mod zero_padding;
 pub use activation::{Activation, ActivationFn};
 pub use activation_layers::{Identity, LeakyReLU, PReLU, Softmax, ELU};
 pub use batch_normalization::BatchNormalization;
+pub use conv1d::Conv1D;
 pub use conv2d::Conv2D;
 pub use conv2d_transpose::Conv2DTranspose;
 pub use dense::Dense;

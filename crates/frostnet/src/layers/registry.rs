@@ -7,7 +7,7 @@
 //! readers.
 
 use super::{
-    activation, activation_layers, batch_normalization, conv2d, conv2d_transpose, dense,
+    activation, activation_layers, batch_normalization, conv1d, conv2d, conv2d_transpose, dense,
     depthwise_conv2d, dropout, embedding, input, layer_normalization, merging, noise,
     normalization, one_d, pooling, relu, rescaling, reshape, reshaping, separable_conv2d,
     zero_padding, Layer, Shape,
@@ -30,6 +30,7 @@ pub(crate) struct LayerEntry {
 static BUILTIN: &[LayerEntry] = &[
     input::INPUT_LAYER,
     dense::DENSE,
+    conv1d::CONV1D,
     conv2d::CONV2D,
     conv2d_transpose::CONV2D_TRANSPOSE,
     depthwise_conv2d::DEPTHWISE_CONV2D,
