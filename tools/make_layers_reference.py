@@ -149,7 +149,7 @@ def embedding():
 def check(directory):
     worst = 0.0
     names = ["merges", "activations", "activation_layers", "reshaping", "embedding", "sequence"]
-    names += ["pooling1d", "transpose", "conv1d"]
+    names += ["pooling1d", "transpose", "conv1d", "group_norm"]
     for name in names + ["noise"]:
         model = keras.saving.load_model(os.path.join(directory, name + ".keras"))
         x = np.load(os.path.join(OUT, name + ".npz"))["x"]
@@ -221,6 +221,22 @@ def conv1d():
     save("conv1d", model, rng.uniform(-1, 1, (2, 9, 3)).astype("float32"))
 
 
+def group_norm():
+    model = keras.Sequential(
+        [
+            keras.Input((3, 2, 6)),
+            layers.Conv2D(6, 1, name="conv"),
+            layers.GroupNormalization(groups=3, name="gn"),
+            layers.Flatten(name="flat"),
+            layers.Dense(2, name="head"),
+        ],
+        name="group_norm",
+    )
+    gn = model.get_layer("gn")
+    gn.set_weights([rng.uniform(0.5, 1.5, (6,)).astype("float32"), rng.uniform(-0.5, 0.5, (6,)).astype("float32")])
+    save("group_norm", model, rng.uniform(-1, 1, (2, 3, 2, 6)).astype("float32"))
+
+
 def noise():
     # Training-only layers: Keras's predict (inference) passes through them. Their training
     # noise comes from Keras's own random stream, so there is no SGD-step reference.
@@ -259,3 +275,4 @@ if __name__ == "__main__":
     pooling1d()
     transpose()
     conv1d()
+    group_norm()

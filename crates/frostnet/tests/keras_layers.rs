@@ -52,7 +52,7 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 9] = [
+const MODELS: [&str; 10] = [
     "merges",
     "activations",
     "activation_layers",
@@ -62,6 +62,7 @@ const MODELS: [&str; 9] = [
     "pooling1d",
     "transpose",
     "conv1d",
+    "group_norm",
 ];
 
 #[test]
@@ -436,6 +437,7 @@ fn registry_lists_every_new_class() {
         "ZeroPadding1D",
         "Conv2DTranspose",
         "Conv1D",
+        "GroupNormalization",
     ] {
         assert!(names.contains(&class), "{class} is not registered");
     }

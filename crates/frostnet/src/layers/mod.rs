@@ -78,7 +78,7 @@ pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use input::{Input, InputLayer};
-pub use layer_normalization::{LayerNormalization, UnitNormalization};
+pub use layer_normalization::{GroupNormalization, LayerNormalization, UnitNormalization};
 pub use merging::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use naming::clear_session;
 pub use noise::{GaussianDropout, GaussianNoise, SpatialDropout2D};

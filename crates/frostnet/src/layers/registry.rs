@@ -50,6 +50,7 @@ static BUILTIN: &[LayerEntry] = &[
     normalization::NORMALIZATION,
     layer_normalization::LAYER_NORMALIZATION,
     layer_normalization::UNIT_NORMALIZATION,
+    layer_normalization::GROUP_NORMALIZATION,
     embedding::EMBEDDING,
     reshaping::FLATTEN,
     reshaping::PERMUTE,
