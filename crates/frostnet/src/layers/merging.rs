@@ -270,6 +270,8 @@ fn broadcast_shapes(layer: &str, class: &str, inputs: &[Shape]) -> Result<Shape>
 struct Plan {
     out: Vec<usize>,
     strides: Vec<Vec<usize>>,
+    /// No input is broadcast (ResNet's Add): every input is indexed like the output.
+    same: bool,
 }
 
 impl Plan {
@@ -312,7 +314,8 @@ impl Plan {
                 st
             })
             .collect();
-        Ok(Plan { out, strides })
+        let same = padded.iter().all(|p| *p == out);
+        Ok(Plan { out, strides, same })
     }
 
     fn len(&self) -> usize {
@@ -325,9 +328,17 @@ impl Plan {
         if total == 0 {
             return;
         }
+        let k = self.strides.len();
+        if self.same {
+            let mut offs = vec![0usize; k];
+            for o in 0..total {
+                offs.fill(o);
+                f(o, &offs);
+            }
+            return;
+        }
         let r = self.out.len();
         let last = self.out[r - 1];
-        let k = self.strides.len();
         let inner: Vec<usize> = self.strides.iter().map(|s| s[r - 1]).collect();
         let mut idx = vec![0usize; r - 1];
         let mut base = vec![0usize; k];
@@ -400,8 +411,33 @@ impl Elementwise {
         let plan = Plan::new(&self.base.name, self.class, &dims)?;
         let n = inputs.len() as f32;
         let data: Vec<&[f32]> = inputs.iter().map(|x| x.data()).collect();
-        let mut y = vec![0.0f32; plan.len()];
         let op = self.op;
+        if plan.same {
+            // Equal shapes: a plain elementwise fold, in parallel for large tensors.
+            let f = |a: f32, b: f32| match op {
+                Op::Add | Op::Average => a + b,
+                Op::Subtract => a - b,
+                Op::Multiply => a * b,
+                Op::Maximum => a.max(b),
+                Op::Minimum => a.min(b),
+            };
+            let mut y = data[0].to_vec();
+            for x in &data[1..] {
+                if y.len() >= PAR_THRESHOLD {
+                    y.par_iter_mut()
+                        .zip(x.par_iter())
+                        .for_each(|(a, &b)| *a = f(*a, b));
+                } else {
+                    y.iter_mut().zip(x.iter()).for_each(|(a, &b)| *a = f(*a, b));
+                }
+            }
+            if op == Op::Average {
+                y.iter_mut().for_each(|v| *v /= n);
+            }
+            self.keep_inputs(inputs, ctx.keep);
+            return Tensor::from_vec(&plan.out, y);
+        }
+        let mut y = vec![0.0f32; plan.len()];
         plan.visit(|o, offs| {
             let mut v = data[0][offs[0]];
             for (x, &at) in data.iter().zip(offs).skip(1) {
@@ -416,15 +452,21 @@ impl Elementwise {
             }
             y[o] = if op == Op::Average { v / n } else { v };
         });
-        self.cache = ctx.keep.then(|| {
+        self.keep_inputs(inputs, ctx.keep);
+        Tensor::from_vec(&plan.out, y)
+    }
+
+    /// Keeps what backward needs: the input dims, and the inputs themselves when the gradient
+    /// depends on their values.
+    fn keep_inputs(&mut self, inputs: &[&Tensor], keep: bool) {
+        self.cache = keep.then(|| {
             let dims = inputs.iter().map(|x| x.shape().to_vec()).collect();
-            let values = match op {
+            let values = match self.op {
                 Op::Add | Op::Subtract | Op::Average => Vec::new(),
                 _ => inputs.iter().map(|&x| x.clone()).collect(),
             };
             (dims, values)
         });
-        Tensor::from_vec(&plan.out, y)
     }
 
     fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
