@@ -567,3 +567,41 @@ fn noise_layers_pass_gradient_checks_in_training() {
         vec![rand_tensor(&[2, 2, 2, 4], 32)],
     );
 }
+
+/// Prints the time of merge forwards: equal shapes (ResNet's Add, against a plain
+/// `Tensor::add_assign`) and a squeeze-and-excitation broadcast. Run with `--release`.
+#[test]
+#[ignore = "timing, run by hand with --release"]
+fn merge_timings() {
+    let t = |f: &mut dyn FnMut()| {
+        f();
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            f();
+        }
+        start.elapsed().as_secs_f64() / 5.0 * 1e3
+    };
+    let a = rand_tensor(&[8, 56, 56, 256], 1);
+    let b = rand_tensor(&[8, 56, 56, 256], 2);
+    let s = rand_tensor(&[8, 1, 1, 256], 3);
+    let mut add = Add::new();
+    add.build(&[per_sample(a.shape()), per_sample(b.shape())])
+        .unwrap();
+    let mut mul = Multiply::new();
+    mul.build(&[per_sample(a.shape()), per_sample(s.shape())])
+        .unwrap();
+    let plain = t(&mut || {
+        let mut y = a.clone();
+        y.add_assign(&b).unwrap();
+    });
+    let ours = t(&mut || {
+        add.forward(&[&a, &b], &mut ForwardCtx::infer()).unwrap();
+    });
+    let se = t(&mut || {
+        mul.forward(&[&a, &s], &mut ForwardCtx::infer()).unwrap();
+    });
+    println!(
+        "6.4M elements: clone+add_assign {plain:.2} ms, Add {ours:.2} ms, \
+         SE Multiply (.., 256) * (1, 1, 256) {se:.2} ms"
+    );
+}
