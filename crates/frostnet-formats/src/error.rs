@@ -50,7 +50,7 @@ pub enum Error {
     /// Only 32-bit IEEE floats are read, because that is what Keras writes
     /// for float32 models and converting anything else would hide a lossy
     /// step from the caller.
-    #[error("{}: {location}: unsupported dtype {dtype} (only 32-bit floats are read)", file.display())]
+    #[error("{}: {location}: unsupported dtype {dtype} (only 32-bit floats, and integers a 32-bit float holds exactly, are read)", file.display())]
     UnsupportedDtype {
         /// The file.
         file: PathBuf,

@@ -151,7 +151,10 @@ impl H5 {
     }
 
     /// Reads the dataset at `name` (a path relative to `group`, which is at
-    /// `group_path`) as 32-bit floats.
+    /// `group_path`) as 32-bit floats. 32- and 64-bit integer datasets (Keras's
+    /// int64 Normalization `count`) are accepted when every value is an integer
+    /// a 32-bit float holds exactly (magnitude at most 2^24); any other is an
+    /// unsupported-dtype error rather than a silently rounded value.
     ///
     /// Before reading, checks that the element type is a 4-byte IEEE float,
     /// that the shape's byte count does not overflow, and that the file has
@@ -170,21 +173,33 @@ impl H5 {
         let dtype = ds
             .dtype()
             .map_err(|e| o.invalid(&path, format!("cannot read datatype: {e}")))?;
-        let big_endian = match (&dtype, ds.datatype()) {
+        // Keras stores a few integer variables (Normalization's int64 `count`); they are read
+        // into f32 when every value is an integer f32 holds exactly (|v| <= 2^24).
+        let (elem, big_endian) = match (&dtype, ds.datatype()) {
             (
-                DType::F32,
-                Ok(Datatype::FloatingPoint {
-                    size: 4,
-                    byte_order,
-                    ..
-                }),
-            ) => match byte_order {
-                DatatypeByteOrder::LittleEndian => false,
-                DatatypeByteOrder::BigEndian => true,
-                other => return Err(o.dtype(&path, format!("f32 with {other:?} byte order"))),
-            },
-            (DType::F32, Ok(other)) => return Err(o.dtype(&path, format!("{other:?}"))),
-            (DType::F32, Err(e)) => {
+                DType::F32 | DType::I64 | DType::I32,
+                Ok(
+                    Datatype::FloatingPoint {
+                        size, byte_order, ..
+                    }
+                    | Datatype::FixedPoint {
+                        size, byte_order, ..
+                    },
+                ),
+            ) if size as usize == elem_size(&dtype) => {
+                let big = match byte_order {
+                    DatatypeByteOrder::LittleEndian => false,
+                    DatatypeByteOrder::BigEndian => true,
+                    other => {
+                        return Err(o.dtype(&path, format!("{dtype} with {other:?} byte order")))
+                    }
+                };
+                (elem_size(&dtype), big)
+            }
+            (DType::F32 | DType::I64 | DType::I32, Ok(other)) => {
+                return Err(o.dtype(&path, format!("{other:?}")))
+            }
+            (DType::F32 | DType::I64 | DType::I32, Err(e)) => {
                 return Err(o.invalid(&path, format!("cannot read datatype: {e}")))
             }
             (other, _) => return Err(o.dtype(&path, other.to_string())),
@@ -195,8 +210,8 @@ impl H5 {
         let count = shape
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= usize::MAX as u64 / 4);
-        let needed = count.map_or(u64::MAX, |n| n * 4);
+            .filter(|&n| n <= usize::MAX as u64 / 8);
+        let needed = count.map_or(u64::MAX, |n| n * elem as u64);
         let layout = ds
             .layout()
             .map_err(|e| o.invalid(&path, format!("cannot read storage layout: {e}")))?;
@@ -245,17 +260,40 @@ impl H5 {
                 ),
             ));
         }
-        let data = raw
-            .chunks_exact(4)
-            .map(|b| {
-                let b = [b[0], b[1], b[2], b[3]];
-                if big_endian {
-                    f32::from_be_bytes(b)
-                } else {
-                    f32::from_le_bytes(b)
+        let data = match dtype {
+            DType::F32 => raw
+                .chunks_exact(4)
+                .map(|b| {
+                    let b = [b[0], b[1], b[2], b[3]];
+                    if big_endian {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    }
+                })
+                .collect(),
+            _ => {
+                let ints: Vec<i64> = raw
+                    .chunks_exact(elem)
+                    .map(|b| match *b {
+                        [a, b, c, d] if big_endian => i32::from_be_bytes([a, b, c, d]) as i64,
+                        [a, b, c, d] => i32::from_le_bytes([a, b, c, d]) as i64,
+                        [a, b, c, d, e, f, g, h] if big_endian => {
+                            i64::from_be_bytes([a, b, c, d, e, f, g, h])
+                        }
+                        [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+                        _ => unreachable!("chunks_exact(elem) with elem 4 or 8"),
+                    })
+                    .collect();
+                if let Some(v) = ints.iter().find(|v| v.unsigned_abs() > 1 << 24) {
+                    return Err(o.dtype(
+                        &path,
+                        format!("{dtype} holding {v}, which a 32-bit float cannot hold exactly"),
+                    ));
                 }
-            })
-            .collect();
+                ints.into_iter().map(|v| v as f32).collect()
+            }
+        };
         let shape = shape
             .iter()
             .map(|&d| usize::try_from(d))
@@ -354,5 +392,13 @@ pub(crate) fn describe(value: &AttrValue) -> String {
     match s.char_indices().nth(60) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s,
+    }
+}
+
+/// Bytes per element of the dtypes [`H5::read_f32`] accepts.
+fn elem_size(dtype: &DType) -> usize {
+    match dtype {
+        DType::I64 => 8,
+        _ => 4,
     }
 }

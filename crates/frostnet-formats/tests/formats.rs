@@ -447,6 +447,26 @@ fn float64_weights_are_refused_not_converted() {
 }
 
 #[test]
+fn int64_weights_load_exactly_or_are_refused() {
+    // Keras's int64 Normalization `count`: integers a 32-bit float holds exactly become floats.
+    let ok = read_legacy_h5(fixture("int64_weight.h5")).unwrap();
+    let dense = ok.layers.iter().find(|l| l.name == "dense").unwrap();
+    let bias = &dense.weights[1].data;
+    assert_eq!(bias[0], 3.0);
+    assert_eq!(bias[1], -7.0);
+    // 2^24 + 1 would round: refused, naming the dataset.
+    match read_legacy_h5(fixture("big_int64_weight.h5")).unwrap_err() {
+        Error::UnsupportedDtype {
+            location, dtype, ..
+        } => {
+            assert_eq!(location, "/dense/dense/bias:0");
+            assert!(dtype.contains("16777217"), "{dtype}");
+        }
+        other => panic!("wrong error: {other}"),
+    }
+}
+
+#[test]
 fn errors_name_the_file_and_the_problem() {
     let dir = tempdir("errors");
 

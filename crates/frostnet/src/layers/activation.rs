@@ -1,12 +1,14 @@
 //! Activation functions, and the `Activation` layer that applies one.
 
+use super::registry::LayerEntry;
 use super::{check_runtime_shape, expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
-/// The activations Keras layers accept by name.
+/// The activations Keras layers accept by name (`activation="silu"`), with Keras 3's definitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ActivationFn {
     #[default]
@@ -16,10 +18,92 @@ pub enum ActivationFn {
     Tanh,
     /// Softmax over the last axis.
     Softmax,
+    /// `x * sigmoid(x)`; Keras's `silu` (alias `swish`).
+    Silu,
+    /// `x * Φ(x)` with the exact normal CDF (Keras's `gelu`, `approximate=False`).
+    Gelu,
+    /// GELU's tanh approximation, `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))` (`approximate=True`).
+    /// Keras cannot name it in a config (the string `gelu` is the exact form), so it is written
+    /// as `gelu_approximate`, which only frostnet reads.
+    GeluTanh,
+    /// `x` if `x > 0`, else `exp(x) - 1`.
+    Elu,
+    /// `scale * elu(x, alpha)` with Keras's fixed `alpha` and `scale`.
+    Selu,
+    /// `log(1 + exp(x))`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// Keras 3's `relu6(x + 3) / 6`.
+    HardSigmoid,
+    /// `x * hard_sigmoid(x)`; Keras's `hard_silu` (alias `hard_swish`).
+    HardSilu,
+    /// `x` if `x > 0`, else `0.2 x` (Keras's default `negative_slope`).
+    LeakyRelu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x * tanh(softplus(x))`.
+    Mish,
+    /// `exp(x)`.
+    Exponential,
+}
+
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_SCALE: f32 = 1.050_701;
+const LEAKY_SLOPE: f32 = 0.2;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// `log(1 + exp(v))` without overflow.
+fn softplus(v: f32) -> f32 {
+    v.max(0.0) + (-v.abs()).exp().ln_1p()
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+fn gelu_tanh(v: f32) -> f32 {
+    0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v)).tanh())
+}
+
+fn gelu(v: f32) -> f32 {
+    0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// ELU with slope parameter `alpha` (shared with the `ELU` layer).
+pub(crate) fn elu(v: f32, alpha: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        alpha * v.exp_m1()
+    }
 }
 
 impl ActivationFn {
-    /// Keras's name (`"relu"`).
+    /// Every activation, for listing what frostnet implements.
+    pub const ALL: [ActivationFn; 18] = [
+        ActivationFn::Linear,
+        ActivationFn::Relu,
+        ActivationFn::Sigmoid,
+        ActivationFn::Tanh,
+        ActivationFn::Softmax,
+        ActivationFn::Silu,
+        ActivationFn::Gelu,
+        ActivationFn::GeluTanh,
+        ActivationFn::Elu,
+        ActivationFn::Selu,
+        ActivationFn::Softplus,
+        ActivationFn::Softsign,
+        ActivationFn::HardSigmoid,
+        ActivationFn::HardSilu,
+        ActivationFn::LeakyRelu,
+        ActivationFn::Relu6,
+        ActivationFn::Mish,
+        ActivationFn::Exponential,
+    ];
+
+    /// Keras's name (`"relu"`), as Keras 3 writes it in configs.
     pub fn as_str(self) -> &'static str {
         match self {
             ActivationFn::Linear => "linear",
@@ -27,62 +111,185 @@ impl ActivationFn {
             ActivationFn::Sigmoid => "sigmoid",
             ActivationFn::Tanh => "tanh",
             ActivationFn::Softmax => "softmax",
+            ActivationFn::Silu => "silu",
+            ActivationFn::Gelu => "gelu",
+            ActivationFn::GeluTanh => "gelu_approximate",
+            ActivationFn::Elu => "elu",
+            ActivationFn::Selu => "selu",
+            ActivationFn::Softplus => "softplus",
+            ActivationFn::Softsign => "softsign",
+            ActivationFn::HardSigmoid => "hard_sigmoid",
+            ActivationFn::HardSilu => "hard_silu",
+            ActivationFn::LeakyRelu => "leaky_relu",
+            ActivationFn::Relu6 => "relu6",
+            ActivationFn::Mish => "mish",
+            ActivationFn::Exponential => "exponential",
         }
     }
 
-    /// Parses Keras's name.
+    /// Parses Keras's name, including its aliases (`swish`, `hard_swish`).
     pub fn parse(name: &str) -> Result<ActivationFn> {
-        Ok(match name {
-            "linear" | "None" => ActivationFn::Linear,
-            "relu" => ActivationFn::Relu,
-            "sigmoid" => ActivationFn::Sigmoid,
-            "tanh" => ActivationFn::Tanh,
-            "softmax" => ActivationFn::Softmax,
-            other => {
-                return Err(Error::InvalidConfig(format!(
-                    "unknown activation '{other}'"
-                )))
-            }
-        })
+        let alias = match name {
+            "None" => Some(ActivationFn::Linear),
+            "swish" => Some(ActivationFn::Silu),
+            "hard_swish" => Some(ActivationFn::HardSilu),
+            _ => None,
+        };
+        alias
+            .or_else(|| Self::ALL.into_iter().find(|f| f.as_str() == name))
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown activation '{name}'")))
+    }
+
+    /// Whether `backward` needs the activation's input rather than its output (the functions
+    /// whose output does not determine their derivative).
+    pub fn saves_input(self) -> bool {
+        matches!(
+            self,
+            ActivationFn::Silu
+                | ActivationFn::Gelu
+                | ActivationFn::GeluTanh
+                | ActivationFn::HardSilu
+                | ActivationFn::Mish
+        )
+    }
+
+    /// Before [`apply`](Self::apply): a copy of the pre-activation values when a backward pass
+    /// will follow (`keep`) and this function's derivative needs them.
+    pub(crate) fn pre_activation(self, z: &[f32], keep: bool) -> Option<Vec<f32>> {
+        (keep && self.saves_input()).then(|| z.to_vec())
+    }
+
+    /// What a layer keeps for [`backward`](Self::backward): the pre-activation values from
+    /// [`pre_activation`](Self::pre_activation) if there are any, else the output `y`.
+    pub(crate) fn kept(self, pre: Option<Vec<f32>>, y: &Tensor) -> Tensor {
+        match pre {
+            Some(z) => Tensor::from_vec(y.shape(), z).unwrap_or_else(|_| y.clone()),
+            None => y.clone(),
+        }
+    }
+
+    /// The scalar function (every activation but softmax).
+    fn scalar(self) -> fn(f32) -> f32 {
+        match self {
+            ActivationFn::Linear | ActivationFn::Softmax => |v| v,
+            ActivationFn::Relu => |v| v.max(0.0),
+            ActivationFn::Sigmoid => sigmoid,
+            ActivationFn::Tanh => f32::tanh,
+            ActivationFn::Silu => |v| v * sigmoid(v),
+            ActivationFn::Gelu => gelu,
+            ActivationFn::GeluTanh => gelu_tanh,
+            ActivationFn::Elu => |v| elu(v, 1.0),
+            ActivationFn::Selu => |v| SELU_SCALE * elu(v, SELU_ALPHA),
+            ActivationFn::Softplus => softplus,
+            ActivationFn::Softsign => |v| v / (1.0 + v.abs()),
+            ActivationFn::HardSigmoid => |v| (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            ActivationFn::HardSilu => |v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            ActivationFn::LeakyRelu => |v| if v > 0.0 { v } else { LEAKY_SLOPE * v },
+            ActivationFn::Relu6 => |v| v.clamp(0.0, 6.0),
+            ActivationFn::Mish => |v| v * softplus(v).tanh(),
+            ActivationFn::Exponential => f32::exp,
+        }
+    }
+
+    /// The derivative as a function of what [`kept`](Self::kept) holds: the input `x` for the
+    /// functions that [`saves_input`](Self::saves_input), else the output `y`.
+    fn derivative(self) -> fn(f32) -> f32 {
+        match self {
+            ActivationFn::Linear | ActivationFn::Softmax => |_| 1.0,
+            ActivationFn::Relu => |y| if y <= 0.0 { 0.0 } else { 1.0 },
+            ActivationFn::Sigmoid => |y| y * (1.0 - y),
+            ActivationFn::Tanh => |y| 1.0 - y * y,
+            // Output-determined: y > 0 exactly where x > 0 for these.
+            ActivationFn::Elu => |y| if y > 0.0 { 1.0 } else { y + 1.0 },
+            ActivationFn::Selu => |y| {
+                if y > 0.0 {
+                    SELU_SCALE
+                } else {
+                    y + SELU_SCALE * SELU_ALPHA
+                }
+            },
+            // 1 - exp(-softplus(x)) = sigmoid(x).
+            ActivationFn::Softplus => |y| -(-y).exp_m1(),
+            // x = y / (1 - |y|), so 1 / (1 + |x|)^2 = (1 - |y|)^2.
+            ActivationFn::Softsign => |y| (1.0 - y.abs()) * (1.0 - y.abs()),
+            ActivationFn::HardSigmoid => |y| if y > 0.0 && y < 1.0 { 1.0 / 6.0 } else { 0.0 },
+            ActivationFn::LeakyRelu => |y| if y > 0.0 { 1.0 } else { LEAKY_SLOPE },
+            ActivationFn::Relu6 => |y| if y > 0.0 && y < 6.0 { 1.0 } else { 0.0 },
+            ActivationFn::Exponential => |y| y,
+            // Input-determined.
+            ActivationFn::Silu => |x| {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            },
+            ActivationFn::Gelu => |x| {
+                let pdf = (-0.5 * x * x).exp()
+                    * (0.5 * std::f32::consts::FRAC_2_SQRT_PI)
+                    * std::f32::consts::FRAC_1_SQRT_2;
+                0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)) + x * pdf
+            },
+            ActivationFn::GeluTanh => |x| {
+                let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+                let t = u.tanh();
+                let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x);
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+            },
+            ActivationFn::HardSilu => |x| {
+                if x <= -3.0 {
+                    0.0
+                } else if x >= 3.0 {
+                    1.0
+                } else {
+                    (2.0 * x + 3.0) / 6.0
+                }
+            },
+            ActivationFn::Mish => |x| {
+                let sp = softplus(x);
+                let t = sp.tanh();
+                t + x * (1.0 - t * t) * sigmoid(x)
+            },
+        }
     }
 
     /// Applies the activation in place; `row` is the length of the last axis (for softmax).
     pub fn apply(self, x: &mut [f32], row: usize) {
-        let par = x.len() >= PAR_THRESHOLD;
-        let map = |x: &mut [f32], f: fn(f32) -> f32| {
-            if par {
-                x.par_iter_mut().for_each(|v| *v = f(*v));
-            } else {
-                x.iter_mut().for_each(|v| *v = f(*v));
-            }
-        };
         match self {
             ActivationFn::Linear => {}
-            ActivationFn::Relu => map(x, |v| v.max(0.0)),
-            ActivationFn::Sigmoid => map(x, |v| 1.0 / (1.0 + (-v).exp())),
-            ActivationFn::Tanh => map(x, f32::tanh),
             ActivationFn::Softmax => x.chunks_mut(row.max(1)).for_each(softmax_row),
+            _ => {
+                let f = self.scalar();
+                if x.len() >= PAR_THRESHOLD {
+                    x.par_iter_mut().for_each(|v| *v = f(*v));
+                } else {
+                    x.iter_mut().for_each(|v| *v = f(*v));
+                }
+            }
         }
     }
 
-    /// Turns `dy` (gradient w.r.t. the activation's output `y`) into the gradient w.r.t. its
-    /// input, in place. Every supported activation's derivative is a function of its output.
-    pub fn backward(self, y: &[f32], dy: &mut [f32], row: usize) {
+    /// Turns `dy` (gradient w.r.t. the activation's output) into the gradient w.r.t. its input,
+    /// in place. `saved` is what [`kept`](Self::kept) returned: the output `y`, or for the
+    /// functions that [`saves_input`](Self::saves_input) the input.
+    pub fn backward(self, saved: &[f32], dy: &mut [f32], row: usize) {
         match self {
             ActivationFn::Linear => {}
-            ActivationFn::Relu => dy.iter_mut().zip(y).for_each(|(d, &y)| {
-                if y <= 0.0 {
-                    *d = 0.0
-                }
-            }),
-            ActivationFn::Sigmoid => dy.iter_mut().zip(y).for_each(|(d, &y)| *d *= y * (1.0 - y)),
-            ActivationFn::Tanh => dy.iter_mut().zip(y).for_each(|(d, &y)| *d *= 1.0 - y * y),
             ActivationFn::Softmax => {
                 let row = row.max(1);
-                dy.chunks_mut(row).zip(y.chunks(row)).for_each(|(d, y)| {
-                    let dot: f32 = d.iter().zip(y).map(|(a, b)| a * b).sum();
-                    d.iter_mut().zip(y).for_each(|(d, &y)| *d = y * (*d - dot));
-                })
+                dy.chunks_mut(row)
+                    .zip(saved.chunks(row))
+                    .for_each(|(d, y)| {
+                        let dot: f32 = d.iter().zip(y).map(|(a, b)| a * b).sum();
+                        d.iter_mut().zip(y).for_each(|(d, &y)| *d = y * (*d - dot));
+                    })
+            }
+            _ => {
+                let f = self.derivative();
+                if dy.len() >= PAR_THRESHOLD {
+                    dy.par_iter_mut()
+                        .zip(saved.par_iter())
+                        .for_each(|(d, &s)| *d *= f(s));
+                } else {
+                    dy.iter_mut().zip(saved).for_each(|(d, &s)| *d *= f(s));
+                }
             }
         }
     }
@@ -110,7 +317,7 @@ pub struct Activation {
 impl Activation {
     pub fn new(f: ActivationFn) -> Activation {
         Activation {
-            base: LayerBase::new("Activation"),
+            base: LayerBase::new(ACTIVATION.class_name),
             f,
             shape: Vec::new(),
             out: None,
@@ -129,7 +336,7 @@ impl Layer for Activation {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Activation"
+        ACTIVATION.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -141,8 +348,9 @@ impl Layer for Activation {
         check_runtime_shape(&self.base.name, &self.shape, inputs[0])?;
         let mut y = inputs[0].clone();
         let row = *y.shape().last().unwrap_or(&1);
+        let pre = self.f.pre_activation(y.data(), ctx.keep);
         self.f.apply(y.data_mut(), row);
-        self.out = ctx.keep.then(|| y.clone());
+        self.out = ctx.keep.then(|| self.f.kept(pre, &y));
         Ok(y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
@@ -164,4 +372,16 @@ impl Layer for Activation {
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }
+}
+
+// Keras config reading.
+
+/// `Activation`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const ACTIVATION: LayerEntry = LayerEntry {
+    class_name: "Activation",
+    from_config: activation_from_config,
+};
+
+fn activation_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    Ok(Box::new(Activation::new(o.activation()?)))
 }

@@ -5,14 +5,16 @@
 //! BN runs in inference mode even inside `fit`. The moving statistics are updated in the forward
 //! pass, outside the gradient, with the *biased* batch variance, as Keras 3 does.
 
+use super::registry::LayerEntry;
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
     Mode, Shape, WeightKind,
 };
 use crate::error::Result;
+use crate::saving::keras_config::Opts;
 use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const GAMMA: usize = 0;
 const BETA: usize = 1;
@@ -50,7 +52,7 @@ impl BatchNormalization {
     /// Keras's defaults: momentum 0.99, epsilon 1e-3, center and scale.
     pub fn new() -> BatchNormalization {
         BatchNormalization {
-            base: LayerBase::new("BatchNormalization"),
+            base: LayerBase::new(BATCH_NORMALIZATION.class_name),
             momentum: 0.99,
             epsilon: 1e-3,
             center: true,
@@ -193,7 +195,7 @@ impl Layer for BatchNormalization {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "BatchNormalization"
+        BATCH_NORMALIZATION.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
@@ -341,6 +343,12 @@ impl Layer for BatchNormalization {
         Ok(vec![Some(dx)])
     }
 
+    fn state_description(&self) -> (String, &'static str) {
+        (
+            "BatchNormalization moving statistics".to_string(),
+            " (2 x channels each)",
+        )
+    }
     fn config(&self) -> serde_json::Value {
         json!({
             "name": self.base.name,
@@ -362,4 +370,38 @@ impl Layer for BatchNormalization {
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }
+}
+
+// Keras config reading.
+
+/// `BatchNormalization`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const BATCH_NORMALIZATION: LayerEntry = LayerEntry {
+    class_name: "BatchNormalization",
+    from_config: batch_normalization_from_config,
+};
+
+fn batch_normalization_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    // Keras 3 writes -1, tf-keras the absolute axis ([3] for images).
+    let rank = inputs.first().map_or(0, |s| s.len() as i64 + 1);
+    let axis_ok = match o.get("axis") {
+        None => true,
+        Some(Value::Array(a)) if a.len() == 1 => {
+            a[0].as_i64().is_some_and(|x| x == -1 || x == rank - 1)
+        }
+        Some(v) => v.as_i64().is_some_and(|x| x == -1 || x == rank - 1),
+    };
+    if !axis_ok {
+        return Err(o.err(format!(
+            "axis {} is not implemented (only the last axis)",
+            o.get("axis").expect("checked")
+        )));
+    }
+    o.require("renorm", &[json!(false)])?;
+    Ok(Box::new(
+        BatchNormalization::new()
+            .momentum(o.float("momentum", 0.99)?)
+            .epsilon(o.float("epsilon", 1e-3)?)
+            .center(o.boolean("center", true)?)
+            .scale(o.boolean("scale", true)?),
+    ))
 }

@@ -1,12 +1,15 @@
 //! `Conv2D` over NHWC images, kernel in Keras's HWIO layout.
 
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_output};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::saving::keras_config::{options::last_dim, Opts};
 use crate::tensor::conv::{conv2d_backward, conv2d_forward, EpilogueStep};
-use crate::tensor::{conv_output_len, random, Conv2dGeometry, Padding, Tensor};
+use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 const KERNEL: usize = 0;
@@ -35,7 +38,7 @@ impl Conv2D {
     /// A rectangular window, e.g. InceptionV3's `(1, 7)`.
     pub fn with_kernel(filters: usize, kernel_size: (usize, usize)) -> Conv2D {
         Conv2D {
-            base: LayerBase::new("Conv2D"),
+            base: LayerBase::new(CONV2D.class_name),
             filters,
             kernel_size,
             strides: (1, 1),
@@ -49,15 +52,12 @@ impl Conv2D {
     }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
-        Conv2dGeometry::new(x.shape(), self.kernel_size, self.strides, self.padding).ok_or_else(
-            || Error::IncompatibleShape {
-                layer: self.base.name.clone(),
-                expected: format!(
-                    "an NHWC image at least {}x{}",
-                    self.kernel_size.0, self.kernel_size.1
-                ),
-                got: crate::error::fmt_dims(x.shape()),
-            },
+        geometry(
+            &self.base.name,
+            x,
+            self.kernel_size,
+            self.strides,
+            self.padding,
         )
     }
 }
@@ -71,10 +71,10 @@ impl Conv2D {
     pub(crate) fn forward_fused(&mut self, x: &Tensor, extra: &[EpilogueStep]) -> Result<Tensor> {
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
         self.cache = None;
-        self.run(x, extra)
+        self.run(x, extra, true)
     }
 
-    fn run(&self, x: &Tensor, extra: &[EpilogueStep]) -> Result<Tensor> {
+    fn run(&self, x: &Tensor, extra: &[EpilogueStep], activate: bool) -> Result<Tensor> {
         let g = self.geometry(x)?;
         let f = self.filters;
         let act = self.activation;
@@ -83,7 +83,7 @@ impl Conv2D {
         if self.use_bias {
             steps.push(EpilogueStep::Bias(self.base.w(BIAS).data()));
         }
-        if act != ActivationFn::Linear {
+        if activate && act != ActivationFn::Linear {
             steps.push(EpilogueStep::Map(&act_fn));
         }
         steps.extend_from_slice(extra);
@@ -100,35 +100,19 @@ impl Layer for Conv2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Conv2D"
+        CONV2D.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let [h, w, Some(c)] = s[..] else {
-            return Err(incompatible(
-                &self.base.name,
-                "(None, height, width, channels)",
-                s,
-            ));
-        };
+        let (oh, ow, c) = windowed_output(
+            &self.base.name,
+            s,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+        )?;
         let (kh, kw) = self.kernel_size;
-        let out_len = |len: Option<usize>, k, st| -> Result<Option<usize>> {
-            match len {
-                None => Ok(None),
-                Some(l) => conv_output_len(l, k, st, self.padding)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        incompatible(
-                            &self.base.name,
-                            format!("spatial size at least {kh}x{kw}"),
-                            s,
-                        )
-                    }),
-            }
-        };
-        let oh = out_len(h, kh, self.strides.0)?;
-        let ow = out_len(w, kw, self.strides.1)?;
         if self.base.built {
             if self.base.w(KERNEL).shape()[2] != c {
                 return Err(incompatible(
@@ -159,9 +143,16 @@ impl Layer for Conv2D {
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
         let x = inputs[0];
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
-        let y = self.run(x, &[])?;
+        // An activation whose derivative needs the pre-activation values runs after the output
+        // pass when a backward pass will follow, so that those values can be kept.
+        let split = ctx.keep && self.activation.saves_input();
+        let mut y = self.run(x, &[], !split)?;
+        let pre = self.activation.pre_activation(y.data(), ctx.keep);
+        if pre.is_some() {
+            self.activation.apply(y.data_mut(), self.filters);
+        }
         if ctx.keep {
-            self.cache = Some((x.clone(), y.clone()));
+            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
         }
         Ok(y)
     }
@@ -222,4 +213,26 @@ impl Layer for Conv2D {
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }
+}
+
+// Keras config reading.
+
+/// `Conv2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const CONV2D: LayerEntry = LayerEntry {
+    class_name: "Conv2D",
+    from_config: conv2d_from_config,
+};
+
+fn conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.conv_common()?;
+    let filters = o.size("filters", None)?;
+    let k = o.pair("kernel_size", None)?;
+    o.budget((k.0 * k.1) as u64 * last_dim(inputs) * filters as u64)?;
+    Ok(Box::new(
+        Conv2D::with_kernel(filters, k)
+            .strides2(o.pair("strides", Some((1, 1)))?)
+            .padding(o.padding()?)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
 }

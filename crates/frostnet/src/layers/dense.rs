@@ -1,10 +1,12 @@
 //! `Dense`: `y = activation(x · kernel + bias)` over the last axis.
 
+use super::registry::LayerEntry;
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
 use crate::error::Result;
+use crate::saving::keras_config::{options::last_dim, Opts};
 use crate::tensor::{matmul, random, Tensor, Transpose};
 use serde_json::json;
 
@@ -26,7 +28,7 @@ pub struct Dense {
 impl Dense {
     pub fn new(units: usize) -> Dense {
         Dense {
-            base: LayerBase::new("Dense"),
+            base: LayerBase::new(DENSE.class_name),
             units,
             activation: ActivationFn::Linear,
             use_bias: true,
@@ -61,7 +63,7 @@ impl Layer for Dense {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Dense"
+        DENSE.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
@@ -120,9 +122,10 @@ impl Layer for Dense {
             u,
             self.use_bias,
         );
+        let pre = self.activation.pre_activation(y.data(), ctx.keep);
         self.activation.apply(y.data_mut(), u);
         if ctx.keep {
-            self.cache = Some((x.clone(), y.clone()));
+            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
         }
         Ok(y)
     }
@@ -189,4 +192,22 @@ impl Layer for Dense {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `Dense`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const DENSE: LayerEntry = LayerEntry {
+    class_name: "Dense",
+    from_config: dense_from_config,
+};
+
+fn dense_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let units = o.size("units", None)?;
+    o.budget(last_dim(inputs) * units as u64)?;
+    Ok(Box::new(
+        Dense::new(units)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
 }

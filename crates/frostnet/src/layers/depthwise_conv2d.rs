@@ -5,61 +5,20 @@
 //! There is no gemm here: each output sums only `kh * kw` products per channel, so a direct loop
 //! over NHWC rows (parallel over output rows) is memory-bound and simple.
 
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_output};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
 use crate::error::{Error, Result};
-use crate::tensor::{conv_output_len, random, Conv2dGeometry, Padding, Tensor, PAR_THRESHOLD};
+use crate::saving::keras_config::{options::last_dim, Opts};
+use crate::tensor::{random, Conv2dGeometry, Padding, Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
 const KERNEL: usize = 0;
 const BIAS: usize = 1;
-
-/// Output `(height, width, in_channels)` of a windowed layer on an NHWC per-sample shape.
-pub(crate) fn windowed_output(
-    layer: &str,
-    s: &Shape,
-    kernel: (usize, usize),
-    strides: (usize, usize),
-    padding: Padding,
-) -> Result<(Option<usize>, Option<usize>, usize)> {
-    let (kh, kw) = kernel;
-    if kh == 0 || kw == 0 || strides.0 == 0 || strides.1 == 0 {
-        return Err(Error::InvalidConfig(format!(
-            "layer '{layer}': kernel_size {kernel:?} and strides {strides:?} must be positive"
-        )));
-    }
-    let [h, w, Some(c)] = s[..] else {
-        return Err(incompatible(layer, "(None, height, width, channels)", s));
-    };
-    let out = |len: Option<usize>, k, st| -> Result<Option<usize>> {
-        len.map(|l| {
-            conv_output_len(l, k, st, padding)
-                .ok_or_else(|| incompatible(layer, format!("spatial size at least {kh}x{kw}"), s))
-        })
-        .transpose()
-    };
-    Ok((out(h, kh, strides.0)?, out(w, kw, strides.1)?, c))
-}
-
-/// The geometry of a forward input, with a typed error for an input smaller than the window.
-pub(crate) fn geometry(
-    layer: &str,
-    x: &Tensor,
-    kernel: (usize, usize),
-    strides: (usize, usize),
-    padding: Padding,
-) -> Result<Conv2dGeometry> {
-    Conv2dGeometry::new(x.shape(), kernel, strides, padding).ok_or_else(|| {
-        Error::IncompatibleShape {
-            layer: layer.to_string(),
-            expected: format!("an NHWC image at least {}x{}", kernel.0, kernel.1),
-            got: crate::error::fmt_dims(x.shape()),
-        }
-    })
-}
 
 /// Depthwise convolution forward: `x` NHWC with `g.c` channels, kernel `(kh, kw, c, dm)`. Returns
 /// `(n, oh, ow, c * dm)` data.
@@ -216,7 +175,7 @@ impl DepthwiseConv2D {
     }
     pub fn with_kernel(kernel_size: (usize, usize)) -> DepthwiseConv2D {
         DepthwiseConv2D {
-            base: LayerBase::new("DepthwiseConv2D"),
+            base: LayerBase::new(DEPTHWISE_CONV2D.class_name),
             kernel_size,
             strides: (1, 1),
             padding: Padding::Valid,
@@ -244,7 +203,7 @@ impl Layer for DepthwiseConv2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "DepthwiseConv2D"
+        DEPTHWISE_CONV2D.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
@@ -313,10 +272,11 @@ impl Layer for DepthwiseConv2D {
             y.chunks_mut(oc)
                 .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
         }
+        let pre = self.activation.pre_activation(&y, ctx.keep);
         self.activation.apply(&mut y, oc);
         let y = Tensor::from_vec(&[g.n, g.oh, g.ow, oc], y)?;
         if ctx.keep {
-            self.cache = Some((x.clone(), y.clone()));
+            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
         }
         Ok(y)
     }
@@ -376,4 +336,27 @@ impl Layer for DepthwiseConv2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `DepthwiseConv2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const DEPTHWISE_CONV2D: LayerEntry = LayerEntry {
+    class_name: "DepthwiseConv2D",
+    from_config: depthwise_conv2d_from_config,
+};
+
+fn depthwise_conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.conv_common()?;
+    let k = o.pair("kernel_size", None)?;
+    let dm = o.size("depth_multiplier", Some(1))?;
+    o.budget((k.0 * k.1) as u64 * last_dim(inputs) * dm as u64)?;
+    Ok(Box::new(
+        DepthwiseConv2D::with_kernel(k)
+            .strides2(o.pair("strides", Some((1, 1)))?)
+            .padding(o.padding()?)
+            .depth_multiplier(dm)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
 }

@@ -1,11 +1,13 @@
 //! `Dropout`: zeroes a fraction of its inputs in training mode and scales the rest by
 //! `1 / (1 - rate)`. Depends on the mode only, never on `trainable` (as in Keras).
 
+use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Mode, Shape};
 use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::Tensor;
 use rand::Rng;
-use serde_json::json;
+use serde_json::{json, Value};
 
 pub struct Dropout {
     base: LayerBase,
@@ -17,7 +19,7 @@ impl Dropout {
     /// `rate` must lie in `[0, 1)`; [`Layer::build`] reports it otherwise.
     pub fn new(rate: f32) -> Dropout {
         Dropout {
-            base: LayerBase::new("Dropout"),
+            base: LayerBase::new(DROPOUT.class_name),
             rate,
             mask: None,
         }
@@ -32,7 +34,7 @@ impl Layer for Dropout {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Dropout"
+        DROPOUT.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -83,4 +85,21 @@ impl Layer for Dropout {
     fn clear_cache(&mut self) {
         self.mask = None;
     }
+}
+
+// Keras config reading.
+
+/// `Dropout`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const DROPOUT: LayerEntry = LayerEntry {
+    class_name: "Dropout",
+    from_config: dropout_from_config,
+};
+
+fn dropout_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("noise_shape", &[Value::Null])?;
+    let rate = o.float("rate", 0.0)?;
+    if !(0.0..1.0).contains(&rate) {
+        return Err(o.err(format!("rate {rate} is not in [0, 1)")));
+    }
+    Ok(Box::new(Dropout::new(rate)))
 }

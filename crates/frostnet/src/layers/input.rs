@@ -1,7 +1,9 @@
 //! The input of a model: `Input::new(&[28, 28, 1])`, Keras's `keras.Input(shape=...)`.
 
+use super::registry::LayerEntry;
 use super::{expect_inputs, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::Result;
+use crate::saving::keras_config::Opts;
 use crate::tensor::Tensor;
 use serde_json::json;
 
@@ -27,8 +29,11 @@ impl Input {
 }
 
 impl InputLayer {
+    /// Keras's class name, which config readers compare entries with.
+    pub(crate) const CLASS: &'static str = "InputLayer";
+
     pub fn new(shape: Shape) -> InputLayer {
-        let mut base = LayerBase::new("InputLayer");
+        let mut base = LayerBase::new(INPUT_LAYER.class_name);
         base.built = true;
         base.input_shape = Some(shape.clone());
         InputLayer { base, shape }
@@ -46,7 +51,10 @@ impl Layer for InputLayer {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "InputLayer"
+        INPUT_LAYER.class_name
+    }
+    fn is_input(&self) -> bool {
+        true
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         expect_inputs(&self.base.name, inputs, 0)?;
@@ -64,4 +72,16 @@ impl Layer for InputLayer {
             .collect();
         json!({"name": self.base.name, "batch_shape": shape, "dtype": "float32"})
     }
+}
+
+// Keras config reading.
+
+/// `InputLayer`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const INPUT_LAYER: LayerEntry = LayerEntry {
+    class_name: InputLayer::CLASS,
+    from_config: input_layer_from_config,
+};
+
+fn input_layer_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    Ok(Box::new(InputLayer::new(o.input_shape()?)))
 }

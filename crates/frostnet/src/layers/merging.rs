@@ -1,11 +1,13 @@
-//! Merging layers, which take several tensors: `Concatenate` (along an axis), `Add` and
-//! `Multiply` (elementwise, same shapes).
+//! Merging layers, which take several tensors: `Concatenate` (along an axis) and the elementwise
+//! `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`, which broadcast as Keras does.
 //!
 //! Incompatible shapes are reported at build time with the layer's name and both shapes, since a
 //! wrong branch in an Inception-style block is otherwise hard to find.
 
+use super::registry::LayerEntry;
 use super::{check_runtime_shape, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{fmt_batch_shape, Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
@@ -74,7 +76,7 @@ impl Concatenate {
     /// batch axis 0 cannot be used).
     pub fn with_axis(axis: isize) -> Concatenate {
         Concatenate {
-            base: LayerBase::new("Concatenate"),
+            base: LayerBase::new(CONCATENATE.class_name),
             axis,
             in_shapes: Vec::new(),
             cache: None,
@@ -108,7 +110,7 @@ impl Layer for Concatenate {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Concatenate"
+        CONCATENATE.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
@@ -224,191 +226,443 @@ impl Layer for Concatenate {
     }
 }
 
-/// Checks that all elementwise-merge inputs have one shape, and returns it.
-fn same_shapes(layer: &str, class: &str, inputs: &[Shape]) -> Result<Shape> {
+/// The elementwise operation of a broadcasting merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Add,
+    Subtract,
+    Multiply,
+    Average,
+    Maximum,
+    Minimum,
+}
+
+/// Keras's output shape of an elementwise merge: per-sample shapes aligned to the right (a
+/// lower-rank input gets axes of size 1 inserted after the batch axis), and along each axis sizes
+/// equal or 1 (numpy broadcasting); an unknown size stays unknown.
+fn broadcast_shapes(layer: &str, class: &str, inputs: &[Shape]) -> Result<Shape> {
     at_least_one(layer, inputs)?;
     let mut out = inputs[0].clone();
     for s in &inputs[1..] {
-        let ok = s.len() == out.len()
-            && s.iter()
-                .zip(&out)
-                .all(|(a, b)| a.is_none() || b.is_none() || a == b);
-        if !ok {
-            return Err(mismatch(layer, class, &inputs[0], s));
+        let (long, short) = if s.len() > out.len() {
+            (s, &out)
+        } else {
+            (&out, s)
+        };
+        let lead = long.len() - short.len();
+        let mut next: Shape = long[..lead].to_vec();
+        for (&a, &b) in long[lead..].iter().zip(short.iter()) {
+            next.push(match (a, b) {
+                (None, _) | (_, None) => None,
+                (Some(1), b) => b,
+                (a, Some(1)) => a,
+                (Some(a), Some(b)) if a == b => Some(a),
+                _ => return Err(mismatch(layer, class, &inputs[0], s)),
+            });
         }
-        for (o, d) in out.iter_mut().zip(s) {
-            if o.is_none() {
-                *o = *d;
-            }
-        }
+        out = next;
     }
     Ok(out)
 }
 
-/// Checks at run time that all inputs have the first input's dims.
-fn same_dims(layer: &str, class: &str, xs: &[&Tensor]) -> Result<()> {
-    for x in &xs[1..] {
-        if x.shape() != xs[0].shape() {
+/// How the inputs of one call map onto the broadcast output: the output dims (batch included)
+/// and, per input and output axis, the input's stride along it (0 where the input is broadcast).
+struct Plan {
+    out: Vec<usize>,
+    strides: Vec<Vec<usize>>,
+    /// No input is broadcast (ResNet's Add): every input is indexed like the output.
+    same: bool,
+}
+
+impl Plan {
+    fn new(layer: &str, class: &str, dims: &[&[usize]]) -> Result<Plan> {
+        let rank = dims.iter().map(|d| d.len()).max().unwrap_or(1).max(1);
+        // Lower ranks get 1s after the batch axis, as Keras's `expand_dims(x, 1)`.
+        let padded: Vec<Vec<usize>> = dims
+            .iter()
+            .map(|d| {
+                let mut p = d[..1.min(d.len())].to_vec();
+                p.extend(std::iter::repeat_n(1, rank - d.len()));
+                p.extend_from_slice(&d[1.min(d.len())..]);
+                p
+            })
+            .collect();
+        let mut out = vec![1usize; rank];
+        for p in &padded {
+            for (o, &d) in out.iter_mut().zip(p) {
+                if d != 1 {
+                    if *o != 1 && *o != d {
+                        return Err(Error::ShapeMismatch {
+                            context: format!("layer '{layer}' ({class})"),
+                            left: crate::error::fmt_dims(dims[0]),
+                            right: crate::error::fmt_dims(p),
+                        });
+                    }
+                    *o = d;
+                }
+            }
+        }
+        let strides = padded
+            .iter()
+            .map(|p| {
+                let mut st = vec![0usize; rank];
+                let mut acc = 1;
+                for a in (0..rank).rev() {
+                    st[a] = if p[a] == 1 { 0 } else { acc };
+                    acc *= p[a];
+                }
+                st
+            })
+            .collect();
+        let same = padded.iter().all(|p| *p == out);
+        Ok(Plan { out, strides, same })
+    }
+
+    fn len(&self) -> usize {
+        self.out.iter().product()
+    }
+
+    /// Calls `f(output index, per-input offsets)` for every output element in order.
+    fn visit(&self, mut f: impl FnMut(usize, &[usize])) {
+        let total = self.len();
+        if total == 0 {
+            return;
+        }
+        let k = self.strides.len();
+        if self.same {
+            let mut offs = vec![0usize; k];
+            for o in 0..total {
+                offs.fill(o);
+                f(o, &offs);
+            }
+            return;
+        }
+        let r = self.out.len();
+        let last = self.out[r - 1];
+        let inner: Vec<usize> = self.strides.iter().map(|s| s[r - 1]).collect();
+        let mut idx = vec![0usize; r - 1];
+        let mut base = vec![0usize; k];
+        let mut offs = vec![0usize; k];
+        for o in 0..total / last {
+            for j in 0..last {
+                for i in 0..k {
+                    offs[i] = base[i] + j * inner[i];
+                }
+                f(o * last + j, &offs);
+            }
+            for ax in (0..r - 1).rev() {
+                idx[ax] += 1;
+                for (b, s) in base.iter_mut().zip(&self.strides) {
+                    *b += s[ax];
+                }
+                if idx[ax] < self.out[ax] {
+                    break;
+                }
+                for (b, s) in base.iter_mut().zip(&self.strides) {
+                    *b -= s[ax] * self.out[ax];
+                }
+                idx[ax] = 0;
+            }
+        }
+    }
+}
+
+/// The state of every elementwise merge: inputs are broadcast against each other as in Keras
+/// (see [`broadcast_shapes`]); backward sums each input's gradient over the axes it was
+/// broadcast along.
+struct Elementwise {
+    base: LayerBase,
+    op: Op,
+    class: &'static str,
+    in_shapes: Vec<Shape>,
+    /// The input dims of the kept forward pass and, for Multiply, Maximum and Minimum (whose
+    /// gradients depend on the values), the inputs themselves.
+    cache: Option<(Vec<Vec<usize>>, Vec<Tensor>)>,
+}
+
+impl Elementwise {
+    fn new(op: Op, class: &'static str) -> Elementwise {
+        Elementwise {
+            base: LayerBase::new(class),
+            op,
+            class,
+            in_shapes: Vec::new(),
+            cache: None,
+        }
+    }
+
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        if self.op == Op::Subtract && inputs.len() != 2 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}' (Subtract) must be called on exactly 2 inputs, got {}",
+                self.base.name,
+                inputs.len()
+            )));
+        }
+        let out = broadcast_shapes(&self.base.name, self.class, inputs)?;
+        self.in_shapes = inputs.to_vec();
+        self.base.built = true;
+        Ok(out)
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        check_all(&self.base.name, &self.in_shapes, inputs)?;
+        let dims: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+        let plan = Plan::new(&self.base.name, self.class, &dims)?;
+        let n = inputs.len() as f32;
+        let data: Vec<&[f32]> = inputs.iter().map(|x| x.data()).collect();
+        let op = self.op;
+        if plan.same {
+            // Equal shapes: a plain elementwise fold, in parallel for large tensors.
+            let f = |a: f32, b: f32| match op {
+                Op::Add | Op::Average => a + b,
+                Op::Subtract => a - b,
+                Op::Multiply => a * b,
+                Op::Maximum => a.max(b),
+                Op::Minimum => a.min(b),
+            };
+            let mut y = data[0].to_vec();
+            for x in &data[1..] {
+                if y.len() >= PAR_THRESHOLD {
+                    y.par_iter_mut()
+                        .zip(x.par_iter())
+                        .for_each(|(a, &b)| *a = f(*a, b));
+                } else {
+                    y.iter_mut().zip(x.iter()).for_each(|(a, &b)| *a = f(*a, b));
+                }
+            }
+            if op == Op::Average {
+                y.iter_mut().for_each(|v| *v /= n);
+            }
+            self.keep_inputs(inputs, ctx.keep);
+            return Tensor::from_vec(&plan.out, y);
+        }
+        let mut y = vec![0.0f32; plan.len()];
+        plan.visit(|o, offs| {
+            let mut v = data[0][offs[0]];
+            for (x, &at) in data.iter().zip(offs).skip(1) {
+                let b = x[at];
+                v = match op {
+                    Op::Add | Op::Average => v + b,
+                    Op::Subtract => v - b,
+                    Op::Multiply => v * b,
+                    Op::Maximum => v.max(b),
+                    Op::Minimum => v.min(b),
+                };
+            }
+            y[o] = if op == Op::Average { v / n } else { v };
+        });
+        self.keep_inputs(inputs, ctx.keep);
+        Tensor::from_vec(&plan.out, y)
+    }
+
+    /// Keeps what backward needs: the input dims, and the inputs themselves when the gradient
+    /// depends on their values.
+    fn keep_inputs(&mut self, inputs: &[&Tensor], keep: bool) {
+        self.cache = keep.then(|| {
+            let dims = inputs.iter().map(|x| x.shape().to_vec()).collect();
+            let values = match self.op {
+                Op::Add | Op::Subtract | Op::Average => Vec::new(),
+                _ => inputs.iter().map(|&x| x.clone()).collect(),
+            };
+            (dims, values)
+        });
+    }
+
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (dims, xs) = take_cache(&mut self.cache, &self.base.name)?;
+        let dims: Vec<&[usize]> = dims.iter().map(|d| d.as_slice()).collect();
+        let plan = Plan::new(&self.base.name, self.class, &dims)?;
+        if grad.shape() != plan.out.as_slice() {
             return Err(Error::ShapeMismatch {
-                context: format!("layer '{layer}' ({class})"),
-                left: crate::error::fmt_dims(xs[0].shape()),
-                right: crate::error::fmt_dims(x.shape()),
+                context: format!("layer '{}' ({}) backward", self.base.name, self.class),
+                left: crate::error::fmt_dims(&plan.out),
+                right: crate::error::fmt_dims(grad.shape()),
             });
         }
-    }
-    Ok(())
-}
-
-/// Sums its inputs elementwise (ResNet's shortcut). All inputs must have the same shape.
-pub struct Add {
-    base: LayerBase,
-    in_shapes: Vec<Shape>,
-    /// Number of inputs seen by the kept forward pass.
-    cache: Option<usize>,
-}
-
-impl Default for Add {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Add {
-    pub fn new() -> Add {
-        Add {
-            base: LayerBase::new("Add"),
-            in_shapes: Vec::new(),
-            cache: None,
-        }
-    }
-}
-
-impl Layer for Add {
-    fn base(&self) -> &LayerBase {
-        &self.base
-    }
-    fn base_mut(&mut self) -> &mut LayerBase {
-        &mut self.base
-    }
-    fn class_name(&self) -> &str {
-        "Add"
-    }
-    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
-        let out = same_shapes(&self.base.name, "Add", inputs)?;
-        self.in_shapes = inputs.to_vec();
-        self.base.built = true;
-        Ok(out)
-    }
-    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
-        check_all(&self.base.name, &self.in_shapes, inputs)?;
-        same_dims(&self.base.name, "Add", inputs)?;
-        let mut y = inputs[0].clone();
-        for x in &inputs[1..] {
-            y.add_assign(x)?;
-        }
-        self.cache = ctx.keep.then_some(inputs.len());
-        Ok(y)
-    }
-    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let n = take_cache(&mut self.cache, &self.base.name)?;
-        Ok((0..n)
-            .map(|k| {
-                need_dx
-                    .get(k)
-                    .copied()
-                    .unwrap_or(false)
-                    .then(|| grad.clone())
-            })
-            .collect())
-    }
-    fn config(&self) -> serde_json::Value {
-        json!({"name": self.base.name, "trainable": self.base.trainable})
-    }
-    fn clear_cache(&mut self) {
-        self.cache = None;
-    }
-}
-
-/// Multiplies its inputs elementwise (gating, squeeze-and-excitation). Same shapes required.
-pub struct Multiply {
-    base: LayerBase,
-    in_shapes: Vec<Shape>,
-    cache: Option<Vec<Tensor>>,
-}
-
-impl Default for Multiply {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Multiply {
-    pub fn new() -> Multiply {
-        Multiply {
-            base: LayerBase::new("Multiply"),
-            in_shapes: Vec::new(),
-            cache: None,
-        }
-    }
-}
-
-impl Layer for Multiply {
-    fn base(&self) -> &LayerBase {
-        &self.base
-    }
-    fn base_mut(&mut self) -> &mut LayerBase {
-        &mut self.base
-    }
-    fn class_name(&self) -> &str {
-        "Multiply"
-    }
-    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
-        let out = same_shapes(&self.base.name, "Multiply", inputs)?;
-        self.in_shapes = inputs.to_vec();
-        self.base.built = true;
-        Ok(out)
-    }
-    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
-        check_all(&self.base.name, &self.in_shapes, inputs)?;
-        same_dims(&self.base.name, "Multiply", inputs)?;
-        let mut y = inputs[0].clone();
-        for x in &inputs[1..] {
-            y.data_mut()
-                .iter_mut()
-                .zip(x.data())
-                .for_each(|(a, b)| *a *= b);
-        }
-        self.cache = ctx
-            .keep
-            .then(|| inputs.iter().map(|&x| x.clone()).collect());
-        Ok(y)
-    }
-    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let xs = take_cache(&mut self.cache, &self.base.name)?;
-        let mut out = Vec::with_capacity(xs.len());
-        for k in 0..xs.len() {
+        let g = grad.data();
+        let n = dims.len();
+        let data: Vec<&[f32]> = xs.iter().map(|x| x.data()).collect();
+        let mut out = Vec::with_capacity(n);
+        for k in 0..n {
             if !need_dx.get(k).copied().unwrap_or(false) {
                 out.push(None);
                 continue;
             }
-            // d(prod)/dx_k = product of the other inputs (no division, so zeros are safe).
-            let mut dx = grad.clone();
-            for (j, x) in xs.iter().enumerate() {
-                if j != k {
-                    dx.data_mut()
-                        .iter_mut()
-                        .zip(x.data())
-                        .for_each(|(a, b)| *a *= b);
+            let mut dx = vec![0.0f32; dims[k].iter().product()];
+            match self.op {
+                Op::Add => plan.visit(|o, offs| dx[offs[k]] += g[o]),
+                Op::Average => plan.visit(|o, offs| dx[offs[k]] += g[o] / n as f32),
+                Op::Subtract => {
+                    let sign = if k == 0 { 1.0 } else { -1.0 };
+                    plan.visit(|o, offs| dx[offs[k]] += sign * g[o])
+                }
+                // The product of the other inputs (no division, so zeros are safe).
+                Op::Multiply => plan.visit(|o, offs| {
+                    let mut p = g[o];
+                    for (j, (x, &at)) in data.iter().zip(offs).enumerate() {
+                        if j != k {
+                            p *= x[at];
+                        }
+                    }
+                    dx[offs[k]] += p;
+                }),
+                // The gradient goes to the first input that holds the extreme value, as
+                // TensorFlow's pairwise maximum/minimum route ties to their left operand.
+                Op::Maximum | Op::Minimum => {
+                    let max = self.op == Op::Maximum;
+                    plan.visit(|o, offs| {
+                        let mut win = 0;
+                        for j in 1..n {
+                            let (b, w) = (data[j][offs[j]], data[win][offs[win]]);
+                            if (max && b > w) || (!max && b < w) {
+                                win = j;
+                            }
+                        }
+                        if win == k {
+                            dx[offs[k]] += g[o];
+                        }
+                    })
                 }
             }
-            out.push(Some(dx));
+            out.push(Some(Tensor::from_vec(dims[k], dx)?));
         }
         Ok(out)
     }
-    fn config(&self) -> serde_json::Value {
-        json!({"name": self.base.name, "trainable": self.base.trainable})
-    }
-    fn clear_cache(&mut self) {
-        self.cache = None;
-    }
 }
+
+/// Declares one public elementwise merge layer over [`Elementwise`].
+macro_rules! elementwise_layer {
+    ($(#[$doc:meta])* $t:ident, $op:expr, $entry:ident, $from:ident) => {
+        $(#[$doc])*
+        pub struct $t(Elementwise);
+
+        impl Default for $t {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $t {
+            pub fn new() -> $t {
+                $t(Elementwise::new($op, $entry.class_name))
+            }
+        }
+
+        impl Layer for $t {
+            fn base(&self) -> &LayerBase {
+                &self.0.base
+            }
+            fn base_mut(&mut self) -> &mut LayerBase {
+                &mut self.0.base
+            }
+            fn class_name(&self) -> &str {
+                $entry.class_name
+            }
+            fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+                self.0.build(inputs)
+            }
+            fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+                self.0.forward(inputs, ctx)
+            }
+            fn backward(
+                &mut self,
+                grad: &Tensor,
+                need_dx: &[bool],
+            ) -> Result<Vec<Option<Tensor>>> {
+                self.0.backward(grad, need_dx)
+            }
+            fn config(&self) -> serde_json::Value {
+                json!({"name": self.0.base.name, "trainable": self.0.base.trainable})
+            }
+            fn clear_cache(&mut self) {
+                self.0.cache = None;
+            }
+        }
+
+        fn $from(_o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+            Ok(Box::new($t::new()))
+        }
+    };
+}
+
+elementwise_layer!(
+    /// Sums its inputs elementwise (ResNet's shortcut), broadcasting as Keras does.
+    Add, Op::Add, ADD, add_from_config
+);
+elementwise_layer!(
+    /// The first input minus the second (exactly two inputs), broadcasting as Keras does.
+    Subtract, Op::Subtract, SUBTRACT, subtract_from_config
+);
+elementwise_layer!(
+    /// Multiplies its inputs elementwise (gating; squeeze-and-excitation multiplies
+    /// `(None, H, W, C)` by `(None, 1, 1, C)`), broadcasting as Keras does.
+    Multiply, Op::Multiply, MULTIPLY, multiply_from_config
+);
+elementwise_layer!(
+    /// The mean of its inputs elementwise, broadcasting as Keras does.
+    Average, Op::Average, AVERAGE, average_from_config
+);
+elementwise_layer!(
+    /// The elementwise maximum of its inputs, broadcasting as Keras does.
+    Maximum, Op::Maximum, MAXIMUM, maximum_from_config
+);
+elementwise_layer!(
+    /// The elementwise minimum of its inputs, broadcasting as Keras does.
+    Minimum, Op::Minimum, MINIMUM, minimum_from_config
+);
+
+// Keras config reading.
+
+/// `Concatenate`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const CONCATENATE: LayerEntry = LayerEntry {
+    class_name: "Concatenate",
+    from_config: concatenate_from_config,
+};
+
+/// `Add`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const ADD: LayerEntry = LayerEntry {
+    class_name: "Add",
+    from_config: add_from_config,
+};
+
+/// `Multiply`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const MULTIPLY: LayerEntry = LayerEntry {
+    class_name: "Multiply",
+    from_config: multiply_from_config,
+};
+
+fn concatenate_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let axis = match o.get("axis") {
+        None => -1,
+        Some(v) => v
+            .as_i64()
+            .filter(|a| a.abs() <= 64)
+            .ok_or_else(|| o.err(format!("axis {v} is not an integer")))?,
+    };
+    Ok(Box::new(Concatenate::with_axis(axis as isize)))
+}
+
+/// `Subtract`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const SUBTRACT: LayerEntry = LayerEntry {
+    class_name: "Subtract",
+    from_config: subtract_from_config,
+};
+
+/// `Average`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const AVERAGE: LayerEntry = LayerEntry {
+    class_name: "Average",
+    from_config: average_from_config,
+};
+
+/// `Maximum`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const MAXIMUM: LayerEntry = LayerEntry {
+    class_name: "Maximum",
+    from_config: maximum_from_config,
+};
+
+/// `Minimum`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const MINIMUM: LayerEntry = LayerEntry {
+    class_name: "Minimum",
+    from_config: minimum_from_config,
+};

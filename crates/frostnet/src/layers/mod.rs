@@ -40,37 +40,58 @@ macro_rules! conv_options {
 }
 
 pub(crate) mod activation;
+mod activation_layers;
 mod batch_normalization;
+mod conv1d;
 mod conv2d;
+mod conv2d_transpose;
 mod dense;
 mod depthwise_conv2d;
 mod dropout;
+mod embedding;
 mod input;
+mod layer_normalization;
 mod merging;
 pub(crate) mod naming;
+mod noise;
+mod normalization;
+mod one_d;
 mod pooling;
+pub mod registry;
 mod relu;
 mod rescaling;
 mod reshape;
 mod reshaping;
 mod separable_conv2d;
 mod weight;
+mod window;
 mod zero_padding;
 
 pub use activation::{Activation, ActivationFn};
+pub use activation_layers::{Identity, LeakyReLU, PReLU, Softmax, ELU};
 pub use batch_normalization::BatchNormalization;
+pub use conv1d::Conv1D;
 pub use conv2d::Conv2D;
+pub use conv2d_transpose::Conv2DTranspose;
 pub use dense::Dense;
 pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use input::{Input, InputLayer};
-pub use merging::{Add, Concatenate, Multiply};
+pub use layer_normalization::{GroupNormalization, LayerNormalization, UnitNormalization};
+pub use merging::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use naming::clear_session;
-pub use pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
+pub use noise::{GaussianDropout, GaussianNoise, SpatialDropout2D};
+pub use normalization::Normalization;
+pub use one_d::{AveragePooling1D, MaxPooling1D, ZeroPadding1D};
+pub use pooling::{
+    AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
+    GlobalMaxPooling2D, MaxPooling2D,
+};
 pub use relu::ReLU;
 pub use rescaling::Rescaling;
 pub use reshape::Reshape;
-pub use reshaping::Flatten;
+pub use reshaping::{Cropping2D, Flatten, Permute, RepeatVector, UpSampling2D};
 pub use separable_conv2d::SeparableConv2D;
 pub use weight::{Weight, WeightKind};
 pub use zero_padding::ZeroPadding2D;
@@ -207,6 +228,15 @@ pub trait Layer: Send + Sync {
 
     fn name(&self) -> &str {
         &self.base().name
+    }
+    /// Whether this is a model's input (`InputLayer`), which holds a place rather than computing.
+    fn is_input(&self) -> bool {
+        false
+    }
+    /// How a summary names this layer's non-trainable state, and what one layer holds of it
+    /// (e.g. `("BatchNormalization moving statistics", " (2 x channels each)")`).
+    fn state_description(&self) -> (String, &'static str) {
+        (format!("{} state", self.class_name()), "")
     }
     fn is_trainable(&self) -> bool {
         self.base().trainable

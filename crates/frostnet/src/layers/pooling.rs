@@ -4,16 +4,20 @@
 //! The kernels are in `tensor/pool.rs`. As in Keras/TF, `same` padding never adds values: max
 //! pooling ignores padded positions and average pooling divides by the real inputs only.
 
+use super::naming;
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_any};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
     Shape,
 };
 use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
     global_max_pool_backward, global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
 };
-use crate::tensor::{conv_output_len, Conv2dGeometry, Padding, Tensor};
+use crate::tensor::{Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 /// What a windowed pooling layer is configured with (Keras names).
@@ -41,31 +45,12 @@ impl PoolConfig {
                 self.strides()
             )));
         }
-        let [h, w, c] = s[..] else {
-            return Err(incompatible(layer, "(None, height, width, channels)", s));
-        };
-        let out = |len: Option<usize>, k, st| -> Result<Option<usize>> {
-            len.map(|l| {
-                conv_output_len(l, k, st, self.padding).ok_or_else(|| {
-                    incompatible(layer, format!("spatial size at least {ph}x{pw}"), s)
-                })
-            })
-            .transpose()
-        };
-        Ok(vec![out(h, ph, sh)?, out(w, pw, sw)?, c])
+        let (h, w, c) = windowed_any(layer, s, self.pool_size, self.strides(), self.padding)?;
+        Ok(vec![h, w, c])
     }
 
     fn geometry(&self, layer: &str, x: &Tensor) -> Result<Conv2dGeometry> {
-        Conv2dGeometry::new(x.shape(), self.pool_size, self.strides(), self.padding).ok_or_else(
-            || Error::IncompatibleShape {
-                layer: layer.to_string(),
-                expected: format!(
-                    "an NHWC image at least {}x{}",
-                    self.pool_size.0, self.pool_size.1
-                ),
-                got: crate::error::fmt_dims(x.shape()),
-            },
-        )
+        geometry(layer, x, self.pool_size, self.strides(), self.padding)
     }
 
     fn to_json(self, base: &LayerBase) -> serde_json::Value {
@@ -142,7 +127,7 @@ impl Layer for MaxPooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "MaxPooling2D"
+        MAX_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -197,7 +182,7 @@ impl Layer for AveragePooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "AveragePooling2D"
+        AVERAGE_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -234,10 +219,10 @@ impl Layer for AveragePooling2D {
     }
 }
 
-/// Checks a global pooling input: `(None, ..., channels)` with at least one spatial axis.
-fn global_output_shape(layer: &str, s: &Shape, keepdims: bool) -> Result<Shape> {
+/// Checks a global pooling input: `(None, ..., channels)` with `spatial` spatial axes.
+fn global_output_shape(layer: &str, s: &Shape, keepdims: bool, spatial: usize) -> Result<Shape> {
     match s.last() {
-        Some(&Some(c)) if s.len() == 3 => Ok(if keepdims {
+        Some(&Some(c)) if s.len() == spatial + 1 => Ok(if keepdims {
             let mut out = vec![Some(1); s.len() - 1];
             out.push(Some(c));
             out
@@ -246,7 +231,11 @@ fn global_output_shape(layer: &str, s: &Shape, keepdims: bool) -> Result<Shape> 
         }),
         _ => Err(incompatible(
             layer,
-            "(None, height, width, channels) with known channels",
+            if spatial == 1 {
+                "(None, steps, channels) with known channels"
+            } else {
+                "(None, height, width, channels) with known channels"
+            },
             s,
         )),
     }
@@ -276,6 +265,7 @@ macro_rules! global_builders {
                 $t {
                     base: LayerBase::new(stringify!($t)),
                     keepdims: false,
+                    spatial: 2,
                     in_shape: Vec::new(),
                     cache: None,
                 }
@@ -298,6 +288,8 @@ macro_rules! global_builders {
 pub struct GlobalAveragePooling2D {
     base: LayerBase,
     keepdims: bool,
+    /// Number of spatial axes: 2, or 1 inside `GlobalAveragePooling1D`.
+    spatial: usize,
     in_shape: Shape,
     cache: Option<Vec<usize>>,
 }
@@ -311,11 +303,11 @@ impl Layer for GlobalAveragePooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "GlobalAveragePooling2D"
+        GLOBAL_AVERAGE_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        let out = global_output_shape(&self.base.name, s, self.keepdims, self.spatial)?;
         self.in_shape = s.clone();
         self.base.built = true;
         Ok(out)
@@ -349,6 +341,8 @@ impl Layer for GlobalAveragePooling2D {
 pub struct GlobalMaxPooling2D {
     base: LayerBase,
     keepdims: bool,
+    /// Number of spatial axes: 2, or 1 inside `GlobalMaxPooling1D`.
+    spatial: usize,
     in_shape: Shape,
     cache: Option<(Vec<usize>, Vec<u32>)>,
 }
@@ -362,11 +356,11 @@ impl Layer for GlobalMaxPooling2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "GlobalMaxPooling2D"
+        GLOBAL_MAX_POOLING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
-        let out = global_output_shape(&self.base.name, s, self.keepdims)?;
+        let out = global_output_shape(&self.base.name, s, self.keepdims, self.spatial)?;
         self.in_shape = s.clone();
         self.base.built = true;
         Ok(out)
@@ -394,4 +388,174 @@ impl Layer for GlobalMaxPooling2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+/// A global pooling over the steps of `(None, steps, channels)` sequences, sharing the 2-D
+/// layer's implementation (which pools over every axis between batch and channels).
+macro_rules! global_pooling_1d {
+    ($(#[$doc:meta])* $t:ident, $inner:ident, $entry:ident) => {
+        $(#[$doc])*
+        pub struct $t($inner);
+
+        impl Default for $t {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $t {
+            pub fn new() -> $t {
+                let mut inner = $inner::new();
+                naming::release(&naming::snake_case(stringify!($inner)), &inner.base.name);
+                inner.base = LayerBase::new($entry.class_name);
+                inner.spatial = 1;
+                $t(inner)
+            }
+            /// Keeps the steps axis with size 1 (Keras's `keepdims=True`).
+            pub fn keepdims(self, k: bool) -> Self {
+                $t(self.0.keepdims(k))
+            }
+        }
+
+        impl Layer for $t {
+            fn base(&self) -> &LayerBase {
+                &self.0.base
+            }
+            fn base_mut(&mut self) -> &mut LayerBase {
+                &mut self.0.base
+            }
+            fn class_name(&self) -> &str {
+                $entry.class_name
+            }
+            fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+                self.0.build(inputs)
+            }
+            fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+                self.0.forward(inputs, ctx)
+            }
+            fn backward(
+                &mut self,
+                grad: &Tensor,
+                need_dx: &[bool],
+            ) -> Result<Vec<Option<Tensor>>> {
+                self.0.backward(grad, need_dx)
+            }
+            fn config(&self) -> serde_json::Value {
+                self.0.config()
+            }
+            fn clear_cache(&mut self) {
+                self.0.clear_cache()
+            }
+        }
+    };
+}
+
+global_pooling_1d!(
+    /// Mean over the steps per channel: `(None, steps, c)` -> `(None, c)`.
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GLOBAL_AVERAGE_POOLING1D
+);
+global_pooling_1d!(
+    /// Max over the steps per channel: `(None, steps, c)` -> `(None, c)`.
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GLOBAL_MAX_POOLING1D
+);
+
+// Keras config reading.
+
+/// `GlobalAveragePooling1D`'s Keras class name and config reader, listed in the
+/// [registry](super::registry).
+pub(crate) const GLOBAL_AVERAGE_POOLING1D: LayerEntry = LayerEntry {
+    class_name: "GlobalAveragePooling1D",
+    from_config: global_average_pooling1d_from_config,
+};
+
+/// `GlobalMaxPooling1D`'s Keras class name and config reader, listed in the
+/// [registry](super::registry).
+pub(crate) const GLOBAL_MAX_POOLING1D: LayerEntry = LayerEntry {
+    class_name: "GlobalMaxPooling1D",
+    from_config: global_max_pooling1d_from_config,
+};
+
+fn global_average_pooling1d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalAveragePooling1D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
+
+fn global_max_pooling1d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalMaxPooling1D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
+
+/// `MaxPooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const MAX_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "MaxPooling2D",
+    from_config: max_pooling2d_from_config,
+};
+
+/// `AveragePooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const AVERAGE_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "AveragePooling2D",
+    from_config: average_pooling2d_from_config,
+};
+
+/// `GlobalAveragePooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const GLOBAL_AVERAGE_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "GlobalAveragePooling2D",
+    from_config: global_average_pooling2d_from_config,
+};
+
+/// `GlobalMaxPooling2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const GLOBAL_MAX_POOLING2D: LayerEntry = LayerEntry {
+    class_name: "GlobalMaxPooling2D",
+    from_config: global_max_pooling2d_from_config,
+};
+
+/// A pooling window: `pool_size`, `strides` and `padding`.
+type Window = ((usize, usize), (usize, usize), Padding);
+
+/// `pool_size`, `strides` (default: the pool size) and `padding` of a windowed pooling layer.
+fn pool_options(o: &Opts) -> Result<Window> {
+    o.require("data_format", &[json!("channels_last")])?;
+    let pool = o.pair("pool_size", Some((2, 2)))?;
+    let strides = o.pair("strides", Some(pool))?;
+    Ok((pool, strides, o.padding()?))
+}
+
+fn max_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let (pool, strides, padding) = pool_options(o)?;
+    Ok(Box::new(
+        MaxPooling2D::with_pool(pool)
+            .strides2(strides)
+            .padding(padding),
+    ))
+}
+
+fn average_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let (pool, strides, padding) = pool_options(o)?;
+    Ok(Box::new(
+        AveragePooling2D::with_pool(pool)
+            .strides2(strides)
+            .padding(padding),
+    ))
+}
+
+fn global_average_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalAveragePooling2D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
+}
+
+fn global_max_pooling2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    Ok(Box::new(
+        GlobalMaxPooling2D::new().keepdims(o.boolean("keepdims", false)?),
+    ))
 }

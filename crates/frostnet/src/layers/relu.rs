@@ -1,8 +1,10 @@
 //! The `ReLU` layer with Keras's options: `max_value` (ReLU6 in MobileNetV2), `negative_slope`
 //! (leaky) and `threshold`.
 
+use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
 use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
@@ -28,7 +30,7 @@ impl ReLU {
     /// Plain `max(x, 0)`.
     pub fn new() -> ReLU {
         ReLU {
-            base: LayerBase::new("ReLU"),
+            base: LayerBase::new(RELU.class_name),
             max_value: None,
             negative_slope: 0.0,
             threshold: 0.0,
@@ -95,7 +97,7 @@ impl Layer for ReLU {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "ReLU"
+        RELU.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -153,4 +155,22 @@ impl Layer for ReLU {
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }
+}
+
+// Keras config reading.
+
+/// `ReLU`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const RELU: LayerEntry = LayerEntry {
+    class_name: "ReLU",
+    from_config: relu_from_config,
+};
+
+fn relu_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let mut r = ReLU::new()
+        .negative_slope(o.float("negative_slope", 0.0)?)
+        .threshold(o.float("threshold", 0.0)?);
+    if o.get("max_value").is_some() {
+        r = r.max_value(o.float("max_value", 0.0)?);
+    }
+    Ok(Box::new(r))
 }

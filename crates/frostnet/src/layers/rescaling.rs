@@ -1,8 +1,10 @@
 //! `Rescaling`: `y = x * scale + offset`, the preprocessing step that maps pixel values into the
 //! range a network was trained on (`1/255`, or `1/127.5` with offset `-1` for MobileNet).
 
+use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::Result;
+use crate::saving::keras_config::Opts;
 use crate::tensor::Tensor;
 use serde_json::json;
 
@@ -18,7 +20,7 @@ pub struct Rescaling {
 impl Rescaling {
     pub fn new(scale: f32) -> Rescaling {
         Rescaling {
-            base: LayerBase::new("Rescaling"),
+            base: LayerBase::new(RESCALING.class_name),
             scale,
             offset: 0.0,
             cache: None,
@@ -38,7 +40,7 @@ impl Layer for Rescaling {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Rescaling"
+        RESCALING.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -65,4 +67,19 @@ impl Layer for Rescaling {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `Rescaling`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const RESCALING: LayerEntry = LayerEntry {
+    class_name: "Rescaling",
+    from_config: rescaling_from_config,
+};
+
+fn rescaling_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let scale = o.float("scale", 1.0)?;
+    Ok(Box::new(
+        Rescaling::new(scale).offset(o.float("offset", 0.0)?),
+    ))
 }

@@ -1,10 +1,12 @@
 //! `Reshape`: gives each sample a new shape with the same number of elements; one axis may be
 //! `-1`, inferred (Keras's `target_shape`).
 
+use super::registry::LayerEntry;
 use super::{expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
+use crate::saving::keras_config::{Opts, MAX_DIM};
 use crate::tensor::Tensor;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Reshapes each sample to `target_shape` (the batch axis excluded).
 pub struct Reshape {
@@ -18,7 +20,7 @@ impl Reshape {
     /// `target_shape` per sample; at most one entry may be `-1`.
     pub fn new(target_shape: &[isize]) -> Reshape {
         Reshape {
-            base: LayerBase::new("Reshape"),
+            base: LayerBase::new(RESHAPE.class_name),
             target_shape: target_shape.to_vec(),
             cache: None,
         }
@@ -75,7 +77,7 @@ impl Layer for Reshape {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "Reshape"
+        RESHAPE.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -110,4 +112,29 @@ impl Layer for Reshape {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `Reshape`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const RESHAPE: LayerEntry = LayerEntry {
+    class_name: "Reshape",
+    from_config: reshape_from_config,
+};
+
+fn reshape_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    let t = o
+        .get("target_shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| o.err("missing 'target_shape'"))?;
+    let dims = t
+        .iter()
+        .map(|d| {
+            d.as_i64()
+                .filter(|&d| d == -1 || (1..=MAX_DIM as i64).contains(&d))
+                .map(|d| d as isize)
+                .ok_or_else(|| o.err(format!("target_shape entry {d} is not a size")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Box::new(Reshape::new(&dims)))
 }

@@ -1,12 +1,15 @@
 //! `SeparableConv2D`: a depthwise convolution followed by a 1x1 (pointwise) convolution, with one
 //! bias and one activation at the end (Xception). Far fewer weights than a full `Conv2D`.
 
-use super::depthwise_conv2d::{depthwise_backward, depthwise_forward, geometry, windowed_output};
+use super::depthwise_conv2d::{depthwise_backward, depthwise_forward};
+use super::registry::LayerEntry;
+use super::window::{geometry, windowed_output};
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
 use crate::error::{Error, Result};
+use crate::saving::keras_config::{options::last_dim, Opts};
 use crate::tensor::{matmul, random, Padding, Tensor, Transpose};
 use serde_json::json;
 
@@ -43,7 +46,7 @@ impl SeparableConv2D {
     }
     pub fn with_kernel(filters: usize, kernel_size: (usize, usize)) -> SeparableConv2D {
         SeparableConv2D {
-            base: LayerBase::new("SeparableConv2D"),
+            base: LayerBase::new(SEPARABLE_CONV2D.class_name),
             filters,
             kernel_size,
             strides: (1, 1),
@@ -72,7 +75,7 @@ impl Layer for SeparableConv2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "SeparableConv2D"
+        SEPARABLE_CONV2D.class_name
     }
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
@@ -155,13 +158,14 @@ impl Layer for SeparableConv2D {
             f,
             self.use_bias,
         );
+        let pre = self.activation.pre_activation(&y, ctx.keep);
         self.activation.apply(&mut y, f);
         let y = Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)?;
         if ctx.keep {
             self.cache = Some(Cache {
                 x: x.clone(),
                 mid: Tensor::from_vec(&[g.n, g.oh, g.ow, mc], mid)?,
-                y: y.clone(),
+                y: self.activation.kept(pre, &y),
             });
         }
         Ok(y)
@@ -257,4 +261,29 @@ impl Layer for SeparableConv2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `SeparableConv2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const SEPARABLE_CONV2D: LayerEntry = LayerEntry {
+    class_name: "SeparableConv2D",
+    from_config: separable_conv2d_from_config,
+};
+
+fn separable_conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.conv_common()?;
+    let cin = last_dim(inputs);
+    let filters = o.size("filters", None)?;
+    let k = o.pair("kernel_size", None)?;
+    let dm = o.size("depth_multiplier", Some(1))?;
+    o.budget((k.0 * k.1) as u64 * cin * dm as u64 + cin * dm as u64 * filters as u64)?;
+    Ok(Box::new(
+        SeparableConv2D::with_kernel(filters, k)
+            .strides2(o.pair("strides", Some((1, 1)))?)
+            .padding(o.padding()?)
+            .depth_multiplier(dm)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
 }

@@ -1,14 +1,16 @@
 //! `ZeroPadding2D`: adds rows and columns of zeros around NHWC images (MobileNet's and ResNet's
 //! explicit padding before strided convolutions).
 
+use super::registry::LayerEntry;
 use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase,
     Shape,
 };
 use crate::error::Result;
+use crate::saving::keras_config::{Opts, MAX_DIM};
 use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Pads height and width with zeros: `((top, bottom), (left, right))`, Keras's `padding`.
 pub struct ZeroPadding2D {
@@ -38,7 +40,7 @@ impl ZeroPadding2D {
     /// `((top, bottom), (left, right))`.
     pub fn with_padding(padding: ((usize, usize), (usize, usize))) -> ZeroPadding2D {
         ZeroPadding2D {
-            base: LayerBase::new("ZeroPadding2D"),
+            base: LayerBase::new(ZERO_PADDING2D.class_name),
             padding,
             in_shape: Vec::new(),
             cache: None,
@@ -54,7 +56,7 @@ impl Layer for ZeroPadding2D {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        "ZeroPadding2D"
+        ZERO_PADDING2D.class_name
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -129,4 +131,37 @@ impl Layer for ZeroPadding2D {
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+}
+
+// Keras config reading.
+
+/// `ZeroPadding2D`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const ZERO_PADDING2D: LayerEntry = LayerEntry {
+    class_name: "ZeroPadding2D",
+    from_config: zero_padding2d_from_config,
+};
+
+fn zero_padding2d_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.require("data_format", &[json!("channels_last")])?;
+    let n = |v: &Value| match v.as_u64() {
+        Some(n) if n <= MAX_DIM => Ok(n as usize),
+        _ => Err(o.err(format!("padding {v} is not a size"))),
+    };
+    let p = match o.get("padding") {
+        None => ((1, 1), (1, 1)),
+        Some(Value::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+            (Value::Array(h), Value::Array(w)) if h.len() == 2 && w.len() == 2 => {
+                ((n(&h[0])?, n(&h[1])?), (n(&w[0])?, n(&w[1])?))
+            }
+            (h, w) => {
+                let (h, w) = (n(h)?, n(w)?);
+                ((h, h), (w, w))
+            }
+        },
+        Some(v) => {
+            let p = n(v)?;
+            ((p, p), (p, p))
+        }
+    };
+    Ok(Box::new(ZeroPadding2D::with_padding(p)))
 }

@@ -35,7 +35,7 @@ impl Model {
         // Frozen: per top-level layer, its non-trainable params and how many of them are state.
         let mut frozen: Vec<(String, usize, usize)> = Vec::new();
         // State in trainable layers, per class: (params, layers).
-        let mut state: Vec<(String, usize, usize)> = Vec::new();
+        let mut state: Vec<(String, usize, usize, &str)> = Vec::new();
         let whole_model_frozen = !self.is_trainable();
         for layer in self.layers() {
             collect(layer, whole_model_frozen, &mut frozen, &mut state);
@@ -78,17 +78,7 @@ impl Model {
             }
             parts.push(text);
         }
-        for (class, params, layers) in &state {
-            let what = if class == "BatchNormalization" {
-                "BatchNormalization moving statistics".to_string()
-            } else {
-                format!("{class} state")
-            };
-            let each = if class == "BatchNormalization" {
-                " (2 x channels each)"
-            } else {
-                ""
-            };
+        for (what, params, layers, each) in &state {
             let plural = if *layers == 1 { "layer" } else { "layers" };
             parts.push(format!(
                 "{} = {what} in {layers} {plural}{each}",
@@ -121,7 +111,7 @@ fn collect(
     layer: &dyn Layer,
     inside_frozen: bool,
     frozen: &mut Vec<(String, usize, usize)>,
-    state: &mut Vec<(String, usize, usize)>,
+    state: &mut Vec<(String, usize, usize, &'static str)>,
 ) {
     let weights = layer.weights();
     if weights.is_empty() {
@@ -155,13 +145,13 @@ fn collect(
         return;
     }
     if n_state > 0 {
-        let class = layer.class_name().to_string();
-        match state.iter_mut().find(|s| s.0 == class) {
+        let (what, each) = layer.state_description();
+        match state.iter_mut().find(|s| s.0 == what) {
             Some(s) => {
                 s.1 += n_state;
                 s.2 += 1;
             }
-            None => state.push((class, n_state, 1)),
+            None => state.push((what, n_state, 1, each)),
         }
     }
 }

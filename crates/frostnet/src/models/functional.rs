@@ -157,7 +157,7 @@ impl Functional {
         }
         let input_nodes: Vec<usize> = inputs.iter().map(|t| t.node).collect();
         for &i in &input_nodes {
-            if self.nodes[i].layer.class_name() != "InputLayer" {
+            if !self.nodes[i].layer.is_input() {
                 return Err(Error::Graph(format!(
                     "model '{name}': input '{}' is not an Input",
                     self.nodes[i].layer.name()

@@ -59,7 +59,7 @@ impl Model {
             });
         }
         if self.nodes.is_empty() {
-            if layer.class_name() == "InputLayer" {
+            if layer.is_input() {
                 let shape = layer.build(&[])?;
                 self.nodes.push(Node {
                     layer,
@@ -85,7 +85,7 @@ impl Model {
                 output_shape: shape,
             });
             self.inputs = vec![0];
-        } else if layer.class_name() == "InputLayer" {
+        } else if layer.is_input() {
             return Err(Error::InvalidConfig(format!(
                 "Sequential model '{}' already has an input; an Input can only come first",
                 self.base.name

@@ -66,7 +66,7 @@ impl Model {
                     name: layer.name().to_string(),
                     class: layer.class_name().to_string(),
                     output_shape: crate::error::fmt_batch_shape(self.node_output_shape(i)),
-                    is_input: layer.class_name() == "InputLayer",
+                    is_input: layer.is_input(),
                     params: layer.count_params(),
                     connected_to: self
                         .inbound_names(i)

@@ -40,7 +40,7 @@
 //! resume training. Legacy `.h5` optimizer weights are not read: those models load uncompiled.
 
 mod keras_archive;
-mod keras_config;
+pub(crate) mod keras_config;
 mod keras_optimizer;
 mod keras_weights;
 mod native;

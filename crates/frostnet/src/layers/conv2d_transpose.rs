@@ -1,0 +1,258 @@
+//! `Conv2DTranspose` over NHWC images: the transpose (input gradient) of the Conv2D that maps its
+//! output back to its input, as TensorFlow's `conv2d_transpose` is. The kernel is Keras's
+//! `(kh, kw, filters, in_channels)`, which is exactly that Conv2D's HWIO kernel, so the conv
+//! kernels of `tensor::conv` are reused: forward is that Conv2D's input gradient, backward is its
+//! forward pass (for the input gradient) and its kernel gradient.
+
+use super::registry::LayerEntry;
+use super::{
+    check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
+    LayerBase, Shape, WeightKind,
+};
+use crate::error::{Error, Result};
+use crate::saving::keras_config::{options::last_dim, Opts};
+use crate::tensor::conv::{conv2d_backward, conv2d_forward};
+use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
+use serde_json::json;
+
+const KERNEL: usize = 0;
+const BIAS: usize = 1;
+
+/// Output length of a transposed convolution along one axis (Keras's `deconv_output_length`
+/// without `output_padding`).
+fn transpose_len(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
+    match padding {
+        Padding::Same => input * stride,
+        Padding::Valid => input * stride + kernel.saturating_sub(stride),
+    }
+}
+
+/// A transposed 2-D convolution ("deconvolution"). Weights: `kernel (kh, kw, filters, in)`
+/// glorot-uniform, `bias (filters)` zeros.
+pub struct Conv2DTranspose {
+    base: LayerBase,
+    filters: usize,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    activation: ActivationFn,
+    use_bias: bool,
+    seed: Option<u64>,
+    in_shape: Shape,
+    cache: Option<(Tensor, Tensor)>,
+}
+
+impl Conv2DTranspose {
+    /// `filters` outputs with a square `kernel_size` window.
+    pub fn new(filters: usize, kernel_size: usize) -> Conv2DTranspose {
+        Conv2DTranspose::with_kernel(filters, (kernel_size, kernel_size))
+    }
+    /// A rectangular window.
+    pub fn with_kernel(filters: usize, kernel_size: (usize, usize)) -> Conv2DTranspose {
+        Conv2DTranspose {
+            base: LayerBase::new(CONV2D_TRANSPOSE.class_name),
+            filters,
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            activation: ActivationFn::Linear,
+            use_bias: true,
+            seed: None,
+            in_shape: Vec::new(),
+            cache: None,
+        }
+    }
+
+    /// The geometry of the Conv2D this layer transposes: from this layer's output `(n, oh, ow,
+    /// filters)` to its input `(n, h, w, c)`.
+    fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
+        let [n, h, w, _] = *x.shape() else {
+            return Err(Error::IncompatibleShape {
+                layer: self.base.name.clone(),
+                expected: "(batch, height, width, channels)".into(),
+                got: crate::error::fmt_dims(x.shape()),
+            });
+        };
+        let (kh, kw) = self.kernel_size;
+        let (sh, sw) = self.strides;
+        let out = [
+            n,
+            transpose_len(h, kh, sh, self.padding),
+            transpose_len(w, kw, sw, self.padding),
+            self.filters,
+        ];
+        let g = Conv2dGeometry::new(&out, self.kernel_size, self.strides, self.padding)
+            .ok_or_else(|| Error::IncompatibleShape {
+                layer: self.base.name.clone(),
+                expected: format!("an output at least {kh}x{kw}"),
+                got: crate::error::fmt_dims(&out),
+            })?;
+        debug_assert_eq!((g.oh, g.ow), (h, w));
+        Ok(g)
+    }
+}
+
+conv_options!(Conv2DTranspose);
+
+impl Layer for Conv2DTranspose {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        CONV2D_TRANSPOSE.class_name
+    }
+
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let (kh, kw) = self.kernel_size;
+        let (sh, sw) = self.strides;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || self.filters == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': filters, kernel_size {:?} and strides {:?} must be positive",
+                self.base.name, self.kernel_size, self.strides
+            )));
+        }
+        let [h, w, Some(c)] = s[..] else {
+            return Err(incompatible(
+                &self.base.name,
+                "(None, height, width, channels)",
+                s,
+            ));
+        };
+        if self.base.built {
+            if self.base.w(KERNEL).shape()[3] != c {
+                return Err(incompatible(
+                    &self.base.name,
+                    "the channel count it was built with",
+                    s,
+                ));
+            }
+        } else {
+            let mut rng = random::rng(self.seed);
+            let f = self.filters;
+            // Keras's glorot for this kernel: fan_in = kh*kw*filters, fan_out = kh*kw*in.
+            let k = random::glorot_uniform(&mut rng, kh * kw * f * c, kh * kw * f, kh * kw * c);
+            self.base.add_weight(
+                "kernel",
+                Tensor::from_vec(&[kh, kw, f, c], k)?,
+                WeightKind::Param,
+            );
+            if self.use_bias {
+                self.base
+                    .add_weight("bias", Tensor::zeros(&[f]), WeightKind::Param);
+            }
+            self.base.built = true;
+        }
+        self.in_shape = s.clone();
+        Ok(vec![
+            h.map(|h| transpose_len(h, kh, sh, self.padding)),
+            w.map(|w| transpose_len(w, kw, sw, self.padding)),
+            Some(self.filters),
+        ])
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let g = self.geometry(x)?;
+        let c = x.shape()[3];
+        // The transposed Conv2D's input gradient; no kernel gradient is asked, so its forward
+        // input (this layer's output, not yet computed) is not read.
+        let mut y = conv2d_backward(&[], &g, self.base.w(KERNEL).data(), c, x.data(), None, true)
+            .expect("need_dx was set");
+        let f = self.filters;
+        if self.use_bias {
+            let b = self.base.w(BIAS).data();
+            y.chunks_mut(f)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+        }
+        let pre = self.activation.pre_activation(&y, ctx.keep);
+        self.activation.apply(&mut y, f);
+        let y = Tensor::from_vec(&[g.n, g.h, g.w, f], y)?;
+        if ctx.keep {
+            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (x, y) = take_cache(&mut self.cache, &self.base.name)?;
+        let g = self.geometry(&x)?;
+        let (f, c) = (self.filters, x.shape()[3]);
+        let mut dy = grad.clone();
+        self.activation.backward(y.data(), dy.data_mut(), f);
+        if self.use_bias && self.base.wants_grad(BIAS) {
+            let mut db = vec![0.0f32; f];
+            dy.data()
+                .chunks(f)
+                .for_each(|r| db.iter_mut().zip(r).for_each(|(a, b)| *a += b));
+            self.base.set_grad(BIAS, Tensor::from_vec(&[f], db)?);
+        }
+        if self.base.wants_grad(KERNEL) {
+            // The transposed Conv2D's kernel gradient with input dy and output gradient x.
+            let mut dk = Tensor::zeros(self.base.w(KERNEL).shape());
+            conv2d_backward(
+                dy.data(),
+                &g,
+                self.base.w(KERNEL).data(),
+                c,
+                x.data(),
+                Some(dk.data_mut()),
+                false,
+            );
+            self.base.set_grad(KERNEL, dk);
+        }
+        let dx = if need_dx.first().copied().unwrap_or(false) {
+            let d = conv2d_forward(dy.data(), &g, self.base.w(KERNEL).data(), c);
+            Some(Tensor::from_vec(x.shape(), d)?)
+        } else {
+            None
+        };
+        Ok(vec![dx])
+    }
+
+    fn config(&self) -> serde_json::Value {
+        json!({
+            "name": self.base.name,
+            "trainable": self.base.trainable,
+            "filters": self.filters,
+            "kernel_size": [self.kernel_size.0, self.kernel_size.1],
+            "strides": [self.strides.0, self.strides.1],
+            "padding": self.padding.as_str(),
+            "data_format": "channels_last",
+            "dilation_rate": [1, 1],
+            "output_padding": null,
+            "activation": self.activation.as_str(),
+            "use_bias": self.use_bias,
+        })
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+}
+
+fn conv2d_transpose_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    o.conv_common()?;
+    o.require("output_padding", &[serde_json::Value::Null])?;
+    let filters = o.size("filters", None)?;
+    let k = o.pair("kernel_size", None)?;
+    o.budget((k.0 * k.1) as u64 * last_dim(inputs) * filters as u64)?;
+    Ok(Box::new(
+        Conv2DTranspose::with_kernel(filters, k)
+            .strides2(o.pair("strides", Some((1, 1)))?)
+            .padding(o.padding()?)
+            .activation(o.activation()?)
+            .use_bias(o.boolean("use_bias", true)?),
+    ))
+}
+
+/// `Conv2DTranspose`'s Keras class name and config reader, listed in the
+/// [registry](super::registry).
+pub(crate) const CONV2D_TRANSPOSE: LayerEntry = LayerEntry {
+    class_name: "Conv2DTranspose",
+    from_config: conv2d_transpose_from_config,
+};

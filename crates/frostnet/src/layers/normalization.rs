@@ -1,0 +1,291 @@
+//! `Normalization`: `(x - mean) / max(sqrt(variance), 1e-7)` with a mean and variance per
+//! position of the kept `axis` (Keras's default: the last axis), computed by [`adapt`] from data
+//! or loaded from a file; `invert` undoes it.
+//!
+//! Its weights are Keras's `mean`, `variance` and `count`, all non-trainable state. Keras stores
+//! `count` as an int64 scalar; Keras 3 never updates it (it is kept "for backwards
+//! compatibility", always 0), and tf-keras counts the samples `adapt` saw. frostnet holds it as an
+//! f32 state weight, which is exact for every count up to 2^24: the file reader refuses a larger
+//! one rather than round it, and frostnet writes it back as a float, which Keras casts to its
+//! int64 variable on load.
+//!
+//! [`adapt`]: Normalization::adapt
+
+use super::registry::LayerEntry;
+use super::{
+    check_runtime_shape, expect_inputs, incompatible, ForwardCtx, Layer, LayerBase, Shape,
+    WeightKind,
+};
+use crate::error::{Error, Result};
+use crate::saving::keras_config::Opts;
+use crate::tensor::Tensor;
+use serde_json::{json, Value};
+
+const MEAN: usize = 0;
+const VARIANCE: usize = 1;
+/// Keras's `backend.epsilon()`, the floor of the standard deviation.
+const EPSILON: f32 = 1e-7;
+
+/// Standardizes inputs with a mean and variance per position of the kept axes.
+pub struct Normalization {
+    base: LayerBase,
+    /// Kept axes as Keras gives them (negative counts from the end, 0 is the batch axis).
+    axis: Vec<i64>,
+    invert: bool,
+    in_shape: Shape,
+    /// Kept axes as per-sample axis indices, sorted.
+    keep: Vec<usize>,
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Normalization {
+    /// One mean and variance per entry of the last axis.
+    pub fn new() -> Normalization {
+        Normalization::with_axis(&[-1])
+    }
+    /// Kept axes, counted with the batch axis (`-1` is the last axis); statistics are computed
+    /// over every other axis.
+    pub fn with_axis(axis: &[i64]) -> Normalization {
+        Normalization {
+            base: LayerBase::new(NORMALIZATION.class_name),
+            axis: axis.to_vec(),
+            invert: false,
+            in_shape: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
+    /// Maps normalized values back: `mean + x * max(sqrt(variance), 1e-7)`.
+    pub fn invert(mut self, invert: bool) -> Self {
+        self.invert = invert;
+        self
+    }
+
+    /// Computes the mean and (population) variance of `data` over the non-kept axes, as Keras's
+    /// `adapt` does on an array, building the layer for `data`'s per-sample shape if needed.
+    pub fn adapt(&mut self, data: &Tensor) -> Result<()> {
+        if data.shape().is_empty() || data.batch() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': adapt needs at least one sample",
+                self.base.name
+            )));
+        }
+        let shape: Shape = data.shape()[1..].iter().map(|&d| Some(d)).collect();
+        if self.base.built {
+            check_runtime_shape(&self.base.name, &self.in_shape, data)?;
+        } else {
+            self.build(&[shape])?;
+        }
+        let dims = data.shape()[1..].to_vec();
+        let st = self.stat_strides(&dims);
+        let k = self.base.w(MEAN).len();
+        let mut sum = vec![0.0f64; k];
+        let mut sq = vec![0.0f64; k];
+        let per = data.sample_len();
+        let mut count = vec![0u64; k];
+        for sample in data.data().chunks(per.max(1)) {
+            visit(&dims, &st, |p, at| {
+                let v = sample[p] as f64;
+                sum[at] += v;
+                sq[at] += v * v;
+                count[at] += 1;
+            });
+        }
+        let shape = self.base.w(MEAN).shape().to_vec();
+        let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, &n)| s / n as f64).collect();
+        let var: Vec<f32> = sq
+            .iter()
+            .zip(&count)
+            .zip(&mean)
+            .map(|((q, &n), m)| (q / n as f64 - m * m).max(0.0) as f32)
+            .collect();
+        let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
+        self.base.weights[MEAN].assign(Tensor::from_vec(&shape, mean)?)?;
+        self.base.weights[VARIANCE].assign(Tensor::from_vec(&shape, var)?)?;
+        Ok(())
+    }
+
+    /// Per per-sample axis, the stride into the statistics (0 along reduced axes).
+    fn stat_strides(&self, dims: &[usize]) -> Vec<usize> {
+        let mut st = vec![0; dims.len()];
+        let mut acc = 1;
+        for a in (0..dims.len()).rev() {
+            if self.keep.contains(&a) {
+                st[a] = acc;
+                acc *= dims[a];
+            }
+        }
+        st
+    }
+
+    /// `max(sqrt(variance), epsilon)` per statistic.
+    fn scales(&self) -> Vec<f32> {
+        self.base
+            .w(VARIANCE)
+            .data()
+            .iter()
+            .map(|v| v.sqrt().max(EPSILON))
+            .collect()
+    }
+}
+
+/// Calls `f(position in a sample, statistic index)` over one sample of `dims`.
+fn visit(dims: &[usize], st: &[usize], mut f: impl FnMut(usize, usize)) {
+    let n: usize = dims.iter().product();
+    let mut idx = vec![0; dims.len()];
+    let mut at = 0;
+    for p in 0..n {
+        f(p, at);
+        for ax in (0..dims.len()).rev() {
+            idx[ax] += 1;
+            at += st[ax];
+            if idx[ax] < dims[ax] {
+                break;
+            }
+            at -= st[ax] * dims[ax];
+            idx[ax] = 0;
+        }
+    }
+}
+
+impl Layer for Normalization {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        NORMALIZATION.class_name
+    }
+    fn state_description(&self) -> (String, &'static str) {
+        (
+            "Normalization mean, variance and count".to_string(),
+            " (2 x kept size + 1 each)",
+        )
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        let rank = s.len() as i64 + 1;
+        let mut keep = Vec::with_capacity(self.axis.len());
+        for &a in &self.axis {
+            let full = if a < 0 { a + rank } else { a };
+            if full <= 0 || full >= rank {
+                return Err(Error::InvalidConfig(format!(
+                    "layer '{}': axis {a} is not a per-sample axis of an input of rank {rank} \
+                     (the batch axis cannot be kept)",
+                    self.base.name
+                )));
+            }
+            keep.push(full as usize - 1);
+        }
+        keep.sort_unstable();
+        keep.dedup();
+        let mut stat_shape = Vec::with_capacity(keep.len());
+        for &a in &keep {
+            stat_shape.push(
+                s[a].ok_or_else(|| incompatible(&self.base.name, "known sizes on kept axes", s))?,
+            );
+        }
+        if self.base.built {
+            if self.base.w(MEAN).shape() != stat_shape.as_slice() {
+                return Err(incompatible(
+                    &self.base.name,
+                    "the shape it was built with",
+                    s,
+                ));
+            }
+        } else {
+            self.base
+                .add_weight("mean", Tensor::zeros(&stat_shape), WeightKind::State);
+            self.base.add_weight(
+                "variance",
+                Tensor::full(&stat_shape, 1.0),
+                WeightKind::State,
+            );
+            self.base
+                .add_weight("count", Tensor::zeros(&[]), WeightKind::State);
+            self.base.built = true;
+        }
+        self.keep = keep;
+        self.in_shape = s.clone();
+        Ok(s.clone())
+    }
+    fn forward(&mut self, inputs: &[&Tensor], _ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs[0];
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let dims = x.shape()[1..].to_vec();
+        let st = self.stat_strides(&dims);
+        let mean = self.base.w(MEAN).data();
+        let scale = self.scales();
+        let mut y = x.clone();
+        let per = x.sample_len();
+        if per > 0 {
+            for sample in y.data_mut().chunks_mut(per) {
+                visit(&dims, &st, |p, at| {
+                    sample[p] = if self.invert {
+                        mean[at] + sample[p] * scale[at]
+                    } else {
+                        (sample[p] - mean[at]) / scale[at]
+                    }
+                });
+            }
+        }
+        Ok(y)
+    }
+    fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let dims = grad.shape()[1..].to_vec();
+        let st = self.stat_strides(&dims);
+        let scale = self.scales();
+        let mut dx = grad.clone();
+        let per = grad.sample_len();
+        if per > 0 {
+            for sample in dx.data_mut().chunks_mut(per) {
+                visit(&dims, &st, |p, at| {
+                    if self.invert {
+                        sample[p] *= scale[at];
+                    } else {
+                        sample[p] /= scale[at];
+                    }
+                });
+            }
+        }
+        Ok(vec![Some(dx)])
+    }
+    fn config(&self) -> Value {
+        json!({"name": self.base.name, "trainable": self.base.trainable, "axis": self.axis,
+               "invert": self.invert, "mean": null, "variance": null})
+    }
+}
+
+fn normalization_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    if o.get("mean").is_some() || o.get("variance").is_some() {
+        return Err(o.err(
+            "a mean and variance given in the config (not adapted) are not implemented in \
+             frostnet",
+        ));
+    }
+    let one = |v: &Value| {
+        v.as_i64()
+            .filter(|a| a.abs() <= 64)
+            .ok_or_else(|| o.err(format!("axis {v} is not an integer")))
+    };
+    let axis = match o.get("axis") {
+        None => vec![-1],
+        Some(Value::Array(a)) => a.iter().map(one).collect::<Result<Vec<_>>>()?,
+        Some(v) => vec![one(v)?],
+    };
+    Ok(Box::new(
+        Normalization::with_axis(&axis).invert(o.boolean("invert", false)?),
+    ))
+}
+
+/// `Normalization`'s Keras class name and config reader, listed in the [registry](super::registry).
+pub(crate) const NORMALIZATION: LayerEntry = LayerEntry {
+    class_name: "Normalization",
+    from_config: normalization_from_config,
+};
