@@ -77,6 +77,15 @@ impl Layer for Conv2D {
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        // Keras raises in the constructor; ours cannot fail, so the layer is refused when it is
+        // added to a model (built), before any size is divided by a zero stride.
+        let (k, st) = (self.kernel_size, self.strides);
+        if self.filters == 0 || k.0 == 0 || k.1 == 0 || st.0 == 0 || st.1 == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': filters ({}), kernel_size {k:?} and strides {st:?} must be positive",
+                self.base.name, self.filters
+            )));
+        }
         let [h, w, Some(c)] = s[..] else {
             return Err(incompatible(
                 &self.base.name,
