@@ -212,18 +212,12 @@ fn emit(text: &str) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("writing to stdout: {e}")))
 }
 
-/// True when `e` is (or wraps) the error a write into a pipe whose reader has gone away returns.
+/// True when `e` is the error `emit` returns for a pipe on stdout whose reader has gone away.
+/// Only stdout's: a FIFO given as an output file whose reader left is a failed save, reported
+/// as an error (frostnet's own error type wraps that one).
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Output that still goes through `print!` (the tour, the tuner's and training's progress lines)
