@@ -1,6 +1,9 @@
 //! `frostnet`: summarize and explain models, train the bundled examples, and take the tour.
 //!
-//! Errors print as one line on stderr and exit with status 1.
+//! Errors print as one line on stderr and exit with status 1. Output goes through a locked stdout
+//! handle and its errors are propagated: a reader that closes the pipe early (`| head -1`) ends the
+//! command quietly with status 0, as pipeline tools do; any other write error (a full disk) is a
+//! one-line error with status 1.
 
 /// Training allocates and frees many activation-sized buffers per step; glibc's malloc hands
 /// those back to the kernel (mmap/munmap) each time, and the page faults cost ~25% of a small
@@ -26,6 +29,9 @@ use frostnet::{SummaryOptions, SummaryStyle};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// On an error, also print the chain of underlying causes, one per line.
+    #[arg(long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,7 +130,7 @@ impl ModelArgs {
     fn build(&self) -> frostnet::Result<frostnet::Model> {
         use frostnet::applications::{self as apps, ApplicationOptions, Pooling};
         let Some(app) = &self.app else {
-            return frostnet::saving::load_model(self.file.as_deref().unwrap_or_default());
+            return load(self.file.as_deref().unwrap_or_default());
         };
         let opts = ApplicationOptions {
             include_top: !self.no_top,
@@ -146,6 +152,17 @@ impl ModelArgs {
     }
 }
 
+/// Loads a model file, printing on stderr what the file holds but the model does not (an
+/// optimizer frostnet lacks, for instance), as Keras warns when it loads such a file.
+fn load(path: &str) -> frostnet::Result<frostnet::Model> {
+    let (model, report) = frostnet::saving::load_model_with_report(path)?;
+    for w in &report.warnings {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "frostnet: warning: {path}: {w}");
+    }
+    Ok(model)
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Tour => tour::run()?,
@@ -159,15 +176,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Style::Keras3 => SummaryStyle::Keras3,
                 Style::Classic => SummaryStyle::Classic,
             };
-            print!(
-                "{}",
-                model.summary_with(&SummaryOptions {
-                    show_trainable,
-                    style
-                })
-            );
+            emit(&model.summary_with(&SummaryOptions {
+                show_trainable,
+                style,
+            }))?;
         }
-        Command::Explain { model } => print!("{}", model.build()?.explain()),
+        Command::Explain { model } => emit(&model.build()?.explain())?,
         Command::Predict {
             file,
             input,
@@ -177,7 +191,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             top,
         } => match (input, output) {
             (Some(input), Some(output)) => {
-                let mut model = frostnet::saving::load_model(&file)?;
+                let mut model = load(&file)?;
                 let x = frostnet::io::npy::read_npy(&input)?;
                 let y = model.predict(&x, batch_size)?;
                 frostnet::io::npy::write_npy(&output, &y)?;
@@ -186,7 +200,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         },
         Command::Fit(args) => fit::run(&args)?,
         Command::Convert { input, output } => {
-            let model = frostnet::saving::load_model(&input)?;
+            let model = load(&input)?;
             if output.ends_with(".keras") {
                 frostnet::saving::save_keras(&model, &output)?;
             } else {
@@ -210,9 +224,98 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Writes `text` to stdout through the locked handle and flushes it, so that a closed pipe or a
+/// full disk comes back as an error instead of the panic `print!` raises.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing to stdout: {e}")))
+}
+
+/// True when `e` is the error `emit` returns for a pipe on stdout whose reader has gone away.
+/// Only stdout's: a FIFO given as an output file whose reader left is a failed save, reported
+/// as an error (frostnet's own error type wraps that one).
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Output that still goes through `print!` (the tour, the tuner's and training's progress lines)
+/// panics with "failed printing to stdout: <io error>" when the write fails. Turn that panic into
+/// what a pipeline tool does: a closed pipe ends the process quietly (status 0), any other output
+/// error is one line on stderr and status 1. Every other panic keeps Rust's default report.
+fn quiet_output_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        for stream in ["stdout", "stderr"] {
+            if let Some(err) = payload.strip_prefix(&format!("failed printing to {stream}: ")) {
+                // std formats the io::Error as "<description> (os error N)"; EPIPE is 32.
+                if err.contains(&format!("(os error {})", EPIPE)) || stream == "stderr" {
+                    std::process::exit(if stream == "stderr" { 1 } else { 0 });
+                }
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "frostnet: writing to {stream}: {err}");
+                std::process::exit(1);
+            }
+        }
+        default(info)
+    }));
+}
+
+/// `EPIPE` on Linux and the BSDs (macOS included).
+const EPIPE: i32 = 32;
+
+/// Longest error line printed without `--verbose`. The library keeps its messages short; this
+/// guards against what it quotes (a path, a name from a file) being long.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// The error as one line: newlines folded, the middle of an overlong line elided (the file is
+/// named at the start, the problem at the end).
+fn one_line(e: &dyn std::error::Error) -> String {
+    let text = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= MAX_ERROR_CHARS {
+        return text;
+    }
+    let keep = (MAX_ERROR_CHARS - 5) / 2;
+    let head: String = chars[..keep].iter().collect();
+    let tail: String = chars[chars.len() - keep..].iter().collect();
+    format!("{head} ... {tail}")
+}
+
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("frostnet: {e}");
+    quiet_output_panics();
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    if let Err(e) = run(cli) {
+        if is_broken_pipe(e.as_ref()) {
+            return;
+        }
+        // eprintln! itself panics if stderr is closed; there is nowhere left to report to then.
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        if verbose {
+            let _ = writeln!(err, "frostnet: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                let _ = writeln!(err, "  caused by: {s}");
+                source = s.source();
+            }
+        } else {
+            let _ = writeln!(err, "frostnet: {}", one_line(e.as_ref()));
+        }
         std::process::exit(1);
     }
 }

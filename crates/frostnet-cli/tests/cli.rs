@@ -153,3 +153,133 @@ fn two_workers_share_one_sqlite_study_and_status_shows_it() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `frostnet summary ... | head -1`: the reader is gone before the summary is written. The pipe's
+/// read end is closed before the child starts, so its write fails with EPIPE every time.
+#[test]
+fn closed_pipe_on_stdout_ends_quietly() {
+    for args in [
+        &["summary", "--app", "resnet50"][..],
+        &["explain", "--app", "seed_d"][..],
+        // The tour prints with `println!`: its panic on EPIPE is turned into a quiet exit.
+        &["tour"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_frostnet"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+}
+
+/// Stdout on a full disk: one line naming the problem, status 1, no panic.
+#[test]
+fn full_disk_on_stdout_is_a_one_line_error() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        panic!("/dev/full is missing on this system");
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_frostnet"))
+        .args(["summary", "--app", "seed_d"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("frostnet: writing to stdout: No space left on device"),
+        "{err}"
+    );
+}
+
+fn scratch(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("frostnet-cli-h-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+/// `cnn_seq.keras` with its compile config's metrics replaced.
+fn keras_with_metrics(path: &str, metrics: serde_json::Value) {
+    use std::io::{Read, Write};
+    let src = format!(
+        "{}/../frostnet/tests/fixtures/cnn_seq.keras",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if name == "config.json" {
+            let mut c: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            c["compile_config"]["metrics"] = metrics.clone();
+            bytes = c.to_string().into_bytes();
+        }
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap();
+}
+
+/// What a file holds but frostnet cannot restore is a warning on stderr naming the file, what
+/// was dropped and why; the command still succeeds, as Keras's load_model does.
+#[test]
+fn dropped_compile_config_is_a_warning_on_stderr() {
+    let path = scratch("metrics.keras");
+    keras_with_metrics(&path, serde_json::json!(["no_such_metric"]));
+    let (ok, out, err) = frostnet(&["summary", &path]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("Optimizer params"), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("frostnet: warning: {path}: compile config"))
+            && err.contains("metric \"no_such_metric\" is not implemented"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).ok();
+}
+
+/// A malformed .npy header: one line under 200 characters naming the file; `--verbose` adds
+/// nothing the one line lacks here but is accepted anywhere on the command line.
+#[test]
+fn bad_npy_input_is_one_short_line() {
+    let model = format!(
+        "{}/../frostnet/tests/fixtures/cnn_seq.keras",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let npy = scratch("bad.npy");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, \n";
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header);
+    std::fs::write(&npy, bytes).unwrap();
+    let out = scratch("y.npy");
+    let (ok, _, err) = frostnet(&["predict", &model, "--input", &npy, "--output", &out]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.len() < 200, "{} chars: {err}", err.len());
+    assert!(err.starts_with(&format!("frostnet: {npy}: ")), "{err}");
+    assert!(!std::path::Path::new(&out).exists());
+    let (ok, _, err) = frostnet(&[
+        "--verbose",
+        "predict",
+        &model,
+        "--input",
+        &npy,
+        "--output",
+        &out,
+    ]);
+    assert!(
+        !ok && err.starts_with(&format!("frostnet: {npy}: ")),
+        "{err}"
+    );
+    std::fs::remove_file(&npy).ok();
+}

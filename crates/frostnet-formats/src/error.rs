@@ -62,9 +62,9 @@ pub enum Error {
     /// A dataset declares more data than the file could possibly hold. This
     /// is checked before anything is allocated.
     #[error(
-        "{}: {location}: dataset of shape {shape:?} needs {needed} bytes, \
+        "{}: {location}: dataset of shape {} needs {needed} bytes, \
          but only {available} bytes are left in the file for it",
-        file.display()
+        file.display(), short_shape(shape)
     )]
     TooLarge {
         /// The file.
@@ -181,4 +181,22 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
         file: path.to_path_buf(),
         source,
     })
+}
+
+/// A shape for a one-line message: `(33000, 33000)`, with the middle of a long one elided so a
+/// hostile file cannot make the message long.
+pub(crate) fn short_shape(shape: &[u64]) -> String {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    if dims.len() > 8 {
+        format!(
+            "({}, ... {} more ..., {})",
+            dims[..3].join(", "),
+            dims.len() - 5,
+            dims[dims.len() - 2..].join(", ")
+        )
+    } else if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    }
 }

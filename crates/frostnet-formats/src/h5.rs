@@ -35,6 +35,8 @@ pub(crate) struct H5 {
     /// object header of a few dozen bytes, so a file cannot hold more than
     /// `len / 16` of them; more means the walk is going around a cycle.
     groups_budget: Cell<u64>,
+    /// The caller's cap on one dataset's bytes ([`crate::Limits::max_dataset_bytes`]).
+    max_dataset_bytes: u64,
 }
 
 /// The HDF5 format signature.
@@ -70,7 +72,14 @@ impl H5 {
             plain_budget: Cell::new(len),
             chunked_budget: Cell::new(len.saturating_mul(MAX_COMPRESSION_RATIO)),
             groups_budget: Cell::new(len / 16 + 64),
+            max_dataset_bytes: u64::MAX,
         })
+    }
+
+    /// Refuses, before reading it, any dataset whose data needs more than `max` bytes.
+    pub(crate) fn limit_datasets(mut self, max: u64) -> H5 {
+        self.max_dataset_bytes = max;
+        self
     }
 
     pub(crate) fn root(&self) -> hdf5_pure::Group {
@@ -220,6 +229,16 @@ impl H5 {
             Layout::Chunked { .. } => &self.chunked_budget,
             other => return Err(o.invalid(&path, format!("unsupported storage layout {other:?}"))),
         };
+        if needed > self.max_dataset_bytes {
+            return Err(o.invalid(
+                &path,
+                format!(
+                    "shape {} is {needed} bytes, larger than any weight of the model ({})",
+                    crate::error::short_shape(&shape),
+                    self.max_dataset_bytes
+                ),
+            ));
+        }
         if needed > budget.get() {
             return Err(o.too_large(&path, &shape, needed, budget.get()));
         }
@@ -227,7 +246,10 @@ impl H5 {
             Layout::Compact { size } | Layout::Contiguous { size, .. } if size != needed => {
                 return Err(o.invalid(
                     &path,
-                    format!("storage holds {size} bytes, but shape {shape:?} needs {needed}"),
+                    format!(
+                        "storage holds {size} bytes, but shape {} needs {needed}",
+                        crate::error::short_shape(&shape)
+                    ),
                 ));
             }
             Layout::Contiguous {
@@ -255,8 +277,9 @@ impl H5 {
             return Err(o.invalid(
                 &path,
                 format!(
-                    "read {} bytes, but shape {shape:?} needs {needed}",
-                    raw.len()
+                    "read {} bytes, but shape {} needs {needed}",
+                    raw.len(),
+                    crate::error::short_shape(&shape)
                 ),
             ));
         }
@@ -298,7 +321,15 @@ impl H5 {
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| o.invalid(&path, format!("shape {shape:?} does not fit in usize")))?;
+            .map_err(|_| {
+                o.invalid(
+                    &path,
+                    format!(
+                        "shape {} does not fit in usize",
+                        crate::error::short_shape(&shape)
+                    ),
+                )
+            })?;
         Ok(Weight {
             name: name.to_string(),
             shape,

@@ -46,8 +46,18 @@ pub fn read_weights_h5(path: impl AsRef<Path>) -> Result<WeightsFile> {
 /// from the class name. Layers the config does not mention keep their
 /// listing order after the ones it does.
 pub fn read_weights_h5_ordered(path: impl AsRef<Path>, config: &Value) -> Result<WeightsFile> {
+    read_weights_h5_ordered_limited(path, config, &crate::Limits::default())
+}
+
+/// [`read_weights_h5_ordered`] with caps on what may be allocated (see [`crate::Limits`]).
+pub fn read_weights_h5_ordered_limited(
+    path: impl AsRef<Path>,
+    config: &Value,
+    limits: &crate::Limits,
+) -> Result<WeightsFile> {
     let path = path.as_ref();
-    let h5 = H5::open(read_file(path)?, Origin::new(path, ""))?;
+    let h5 =
+        H5::open(read_file(path)?, Origin::new(path, ""))?.limit_datasets(limits.max_dataset_bytes);
     parse(&h5, Some(config))
 }
 

@@ -146,3 +146,31 @@ pub(crate) fn parse(h5: &H5) -> Result<LegacyH5> {
         layers,
     })
 }
+
+/// Only the `model_config` attribute of a legacy file (`None` for a weights-only one).
+pub(crate) fn model_config(h5: &H5) -> Result<Option<Value>> {
+    let root = h5.root();
+    let full_model = h5
+        .group_names(&root, "/")?
+        .iter()
+        .any(|n| n == "model_weights");
+    if !full_model {
+        return Ok(None);
+    }
+    let attrs = h5.attrs(&root, "/")?;
+    match attrs.get("model_config") {
+        None => Ok(None),
+        Some(v) => match attr_strings(v).as_deref() {
+            Some([s]) => serde_json::from_str(s).map(Some).map_err(|e| {
+                h5.origin.invalid(
+                    "/",
+                    format!("attribute model_config is not valid JSON: {e}"),
+                )
+            }),
+            _ => Err(h5.origin.invalid(
+                "/",
+                format!("attribute model_config is not a string: {}", describe(v)),
+            )),
+        },
+    }
+}

@@ -106,7 +106,7 @@ use serde_json::Value;
 
 pub use archive::read_keras_archive;
 pub use error::{Error, Result};
-pub use keras3::{read_weights_h5, read_weights_h5_ordered};
+pub use keras3::{read_weights_h5, read_weights_h5_ordered, read_weights_h5_ordered_limited};
 pub use legacy::read_legacy_h5;
 
 /// One saved variable of a layer.
@@ -243,6 +243,68 @@ impl KerasFile {
     }
 }
 
+/// Caps a reader applies on top of what the file itself can hold.
+///
+/// The file alone bounds every allocation (a dataset cannot need more bytes than the file has
+/// left, a deflated member not more than deflate's ratio allows), but a small file can still
+/// declare gigabytes: a `config.json` that inflates to a sea of whitespace, a gzip-compressed
+/// dataset of shape (33000, 33000) where a 4-value weight belongs. A caller who knows what it
+/// expects passes tighter caps; every one is checked against the declared size, before
+/// anything is read or decompressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest decompressed size of `config.json` or `metadata.json` in a `.keras` zip.
+    pub max_json_bytes: u64,
+    /// Largest decompressed size of the `model.weights.h5` member of a `.keras` zip.
+    pub max_weights_member_bytes: u64,
+    /// Largest data size (elements x 4 bytes) of any one dataset.
+    pub max_dataset_bytes: u64,
+}
+
+impl Limits {
+    /// 64 MiB for a JSON member: InceptionV3's config, the largest of Keras's applications,
+    /// is 0.1 MiB.
+    pub const DEFAULT_MAX_JSON_BYTES: u64 = 64 << 20;
+}
+
+impl Default for Limits {
+    /// JSON members capped at [`Limits::DEFAULT_MAX_JSON_BYTES`]; weights only by the file.
+    fn default() -> Limits {
+        Limits {
+            max_json_bytes: Limits::DEFAULT_MAX_JSON_BYTES,
+            max_weights_member_bytes: u64::MAX,
+            max_dataset_bytes: u64::MAX,
+        }
+    }
+}
+
+/// Reads only a file's model config: `config.json` of a `.keras` archive, the `model_config`
+/// attribute of a legacy full-model `.h5`; `None` for a weights-only file. No weight is read,
+/// so a caller can build the model first and then read the weights with [`read_any_limited`]
+/// capped at what the model needs.
+pub fn read_config(path: impl AsRef<Path>, limits: &Limits) -> Result<Option<Value>> {
+    let path = path.as_ref();
+    let bytes = error::read_file(path)?;
+    let origin = error::Origin::new(path, "");
+    if bytes.starts_with(archive::ZIP_MAGIC) {
+        return archive::config_only(bytes, path, limits).map(Some);
+    }
+    if !h5::has_signature(&bytes) {
+        return Err(origin.unknown("neither a zip archive nor an HDF5 file"));
+    }
+    let h5 = h5::H5::open(bytes, origin)?;
+    if legacy::looks_like(&h5)? {
+        legacy::model_config(&h5)
+    } else if keras3::looks_like(&h5)? {
+        Ok(None)
+    } else {
+        Err(h5.origin.unknown(
+            "HDF5 file has neither a layers group (Keras 3 weights) \
+             nor model_weights or layer_names (legacy Keras)",
+        ))
+    }
+}
+
 /// Reads any Keras file, telling the format from its content.
 ///
 /// A zip signature means a `.keras` archive. An HDF5 signature means either a
@@ -250,16 +312,21 @@ impl KerasFile {
 /// file (a `model_weights` group, or a `layer_names` attribute at the root).
 /// The file name is not consulted.
 pub fn read_any(path: impl AsRef<Path>) -> Result<KerasFile> {
+    read_any_limited(path, &Limits::default())
+}
+
+/// [`read_any`] with caps on what may be allocated (see [`Limits`]).
+pub fn read_any_limited(path: impl AsRef<Path>, limits: &Limits) -> Result<KerasFile> {
     let path = path.as_ref();
     let bytes = error::read_file(path)?;
     let origin = error::Origin::new(path, "");
     if bytes.starts_with(archive::ZIP_MAGIC) {
-        return archive::parse(bytes, path).map(KerasFile::Archive);
+        return archive::parse(bytes, path, limits).map(KerasFile::Archive);
     }
     if !h5::has_signature(&bytes) {
         return Err(origin.unknown("neither a zip archive nor an HDF5 file"));
     }
-    let h5 = h5::H5::open(bytes, origin)?;
+    let h5 = h5::H5::open(bytes, origin)?.limit_datasets(limits.max_dataset_bytes);
     if legacy::looks_like(&h5)? {
         legacy::parse(&h5).map(KerasFile::Legacy)
     } else if keras3::looks_like(&h5)? {

@@ -86,7 +86,7 @@ pub(crate) fn fmt_batch_shape(shape: &Shape) -> String {
     if parts.len() == 1 {
         "(None,)".to_string()
     } else {
-        format!("({})", parts.join(", "))
+        join_dims(parts)
     }
 }
 
@@ -94,12 +94,46 @@ pub(crate) fn fmt_batch_shape(shape: &Shape) -> String {
 pub(crate) fn fmt_dims(dims: &[usize]) -> String {
     match dims {
         [d] => format!("({d},)"),
-        _ => format!(
-            "({})",
-            dims.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => join_dims(dims.iter().map(|d| d.to_string()).collect()),
     }
 }
+
+/// Most axes a shape shows in a message; a longer one (only a hostile file has one) shows its
+/// first and last axes and how many are left out, so the message stays one short line.
+const MAX_SHOWN_AXES: usize = 8;
+
+fn join_dims(parts: Vec<String>) -> String {
+    if parts.len() <= MAX_SHOWN_AXES {
+        return format!("({})", parts.join(", "));
+    }
+    format!(
+        "({}, ... {} more axes ..., {})",
+        parts[..3].join(", "),
+        parts.len() - 5,
+        parts[parts.len() - 2..].join(", ")
+    )
+}
+
+/// `text` cut to at most `max` characters by replacing its middle with ` ... `: what a
+/// message is about comes first and what is wrong with it last, so both ends are kept.
+/// Newlines become `; ` so the result is one line.
+pub(crate) fn elide(text: &str, max: usize) -> String {
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let chars: Vec<char> = one_line.chars().collect();
+    if chars.len() <= max {
+        return one_line;
+    }
+    let keep = max.saturating_sub(5) / 2;
+    let head: String = chars[..keep].iter().collect();
+    let tail: String = chars[chars.len() - keep..].iter().collect();
+    format!("{head} ... {tail}")
+}
+
+/// The longest message a file error carries: with the file name in front, the line stays
+/// under ~200 characters for files with ordinary paths.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 160;

@@ -7,10 +7,12 @@ use npyz::WriterBuilder;
 use std::collections::HashMap;
 use std::io::Read;
 
+/// `npyz`'s header errors quote the parser's state over several lines; one short line is
+/// kept (the start says where, the end what went wrong).
 fn file_err(path: &str, message: impl std::fmt::Display) -> Error {
     Error::File {
         path: path.to_string(),
-        message: message.to_string(),
+        message: crate::error::elide(&message.to_string(), crate::error::MAX_MESSAGE_CHARS),
     }
 }
 
@@ -78,27 +80,18 @@ pub fn read_npz(path: &str) -> Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-/// Writes a tensor as a `.npy` file (f32, C order), through a temporary file and a rename.
+/// Writes a tensor as a `.npy` file (f32, C order), by the rules of
+/// [`write_output`](crate::saving::write_output): a regular file is replaced atomically, a
+/// device or FIFO is written through.
 pub fn write_npy(path: &str, t: &Tensor) -> Result<()> {
-    let tmp = format!("{path}.tmp{}", std::process::id());
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    crate::saving::write_output(path, |f| {
         let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
         let mut w = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape)
-            .writer(&mut f)
+            .writer(f)
             .begin_nd()?;
         w.extend(t.data().iter().copied())?;
-        w.finish()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Io {
-            path: path.into(),
-            source: e,
-        }
+        w.finish()
     })
 }

@@ -6,7 +6,7 @@ use super::{
     check_runtime_shape, expect_inputs, incompatible, take_cache, ActivationFn, ForwardCtx, Layer,
     LayerBase, Shape, WeightKind,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::saving::keras_config::{options::last_dim, Opts};
 use crate::tensor::conv::{conv2d_backward, conv2d_forward, EpilogueStep};
 use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
@@ -105,6 +105,14 @@ impl Layer for Conv2D {
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        // Keras raises in the constructor; ours cannot fail, so the layer is refused when it is
+        // added to a model (built). Zero kernel sizes and strides are refused by the geometry.
+        if self.filters == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': filters must be positive",
+                self.base.name
+            )));
+        }
         let (oh, ow, c) = windowed_output(
             &self.base.name,
             s,

@@ -26,6 +26,8 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// `units` outputs. `units = 0` is refused with [`Error::InvalidConfig`](crate::Error) when
+    /// the layer is built (added to a model that knows its input shape), not here.
     pub fn new(units: usize) -> Dense {
         Dense {
             base: LayerBase::new(DENSE.class_name),
@@ -68,6 +70,14 @@ impl Layer for Dense {
 
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &expect_inputs(&self.base.name, inputs, 1)?[0];
+        // Keras raises in the constructor; `new` cannot fail, so the layer is refused when it is
+        // added to a model (built).
+        if self.units == 0 {
+            return Err(crate::Error::InvalidConfig(format!(
+                "layer '{}': units must be positive, got 0",
+                self.base.name
+            )));
+        }
         let Some(&Some(fan_in)) = s.last() else {
             return Err(incompatible(&self.base.name, "a known last axis", s));
         };

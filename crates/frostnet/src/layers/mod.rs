@@ -8,7 +8,8 @@
 macro_rules! conv_options {
     ($t:ty) => {
         impl $t {
-            /// The same stride along both axes.
+            /// The same stride along both axes. A stride (or kernel size) of 0 is refused with
+            /// [`Error::InvalidConfig`](crate::Error) when the layer is built.
             pub fn strides(mut self, s: usize) -> Self {
                 self.strides = (s, s);
                 self

@@ -44,10 +44,12 @@ pub(crate) struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// Messages quote values from the file (a JSON value, a layer name), which a damaged file
+    /// can make arbitrarily long: the middle of a long message is elided.
     pub(crate) fn err(&self, message: impl Into<String>) -> Error {
         Error::File {
             path: self.file.to_string(),
-            message: message.into(),
+            message: crate::error::elide(&message.into(), crate::error::MAX_MESSAGE_CHARS),
         }
     }
     pub(crate) fn layer_err(
@@ -190,17 +192,21 @@ fn inbound_refs(
         }
     }
     let node = &nodes[0];
-    let mut refs = Vec::new();
+    // (layer, node index, tensor index) triples.
+    let mut triples = Vec::new();
     match node {
         // Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ entries anywhere in args.
-        Value::Object(o) => collect_keras_tensors(o.get("args").unwrap_or(&Value::Null), &mut refs),
+        Value::Object(o) => {
+            collect_keras_tensors(o.get("args").unwrap_or(&Value::Null), &mut triples)
+        }
         // tf-keras: [["conv", 0, 0, {}], ...].
         Value::Array(calls) => {
             for c in calls {
                 let name = c.get(0).and_then(Value::as_str);
+                let node = c.get(1).and_then(Value::as_u64);
                 let tensor = c.get(2).and_then(Value::as_u64);
-                match (name, tensor) {
-                    (Some(n), Some(t)) => refs.push((n.to_string(), t)),
+                match (name, node, tensor) {
+                    (Some(n), Some(k), Some(t)) => triples.push((n.to_string(), k, t)),
                     _ => {
                         return Err(src.layer_err(
                             lname,
@@ -213,13 +219,34 @@ fn inbound_refs(
         }
         _ => return Err(src.layer_err(lname, class, "malformed inbound node")),
     }
+    // Every layer is called once (checked above for this one, and for every other layer when
+    // its own entry is read), so node 0 is the only node there is: any other index points at a
+    // call that does not exist, and Keras would fail to find it.
+    let mut refs = Vec::with_capacity(triples.len());
+    for (from, node, tensor) in triples {
+        if node == u64::MAX || tensor == u64::MAX {
+            return Err(src.layer_err(
+                lname,
+                class,
+                format!("malformed keras_history of its input from '{from}'"),
+            ));
+        }
+        if node != 0 {
+            return Err(src.layer_err(
+                lname,
+                class,
+                format!("takes its input from node {node} of '{from}', which has only node 0"),
+            ));
+        }
+        refs.push((from, tensor));
+    }
     if refs.is_empty() {
         return Err(src.layer_err(lname, class, "inbound node references no tensor"));
     }
     Ok(refs)
 }
 
-fn collect_keras_tensors(v: &Value, out: &mut Vec<(String, u64)>) {
+fn collect_keras_tensors(v: &Value, out: &mut Vec<(String, u64, u64)>) {
     match v {
         Value::Array(items) => items.iter().for_each(|i| collect_keras_tensors(i, out)),
         Value::Object(o)
@@ -227,9 +254,14 @@ fn collect_keras_tensors(v: &Value, out: &mut Vec<(String, u64)>) {
         {
             let h = o.get("config").and_then(|c| c.get("keras_history"));
             let name = h.and_then(|h| h.get(0)).and_then(Value::as_str);
+            let node = h.and_then(|h| h.get(1)).and_then(Value::as_u64);
             let tensor = h.and_then(|h| h.get(2)).and_then(Value::as_u64);
-            // A malformed history is kept with an impossible tensor index and reported below.
-            out.push((name.unwrap_or("?").to_string(), tensor.unwrap_or(u64::MAX)));
+            // A malformed history is kept with impossible indices and reported by the caller.
+            out.push((
+                name.unwrap_or("?").to_string(),
+                node.unwrap_or(u64::MAX),
+                tensor.unwrap_or(u64::MAX),
+            ));
         }
         _ => {}
     }
@@ -248,10 +280,11 @@ fn endpoint_names(v: Option<&Value>, what: &str, model: &str, src: &Source) -> R
         .into_iter()
         .map(|t| {
             let name = t.get(0).and_then(Value::as_str).ok_or_else(bad)?;
-            match t.get(2).and_then(Value::as_u64) {
-                Some(0) => Ok(name.to_string()),
+            // Node 0 is the only node of a layer called once (see `inbound_refs`).
+            match (t.get(1).and_then(Value::as_u64), t.get(2).and_then(Value::as_u64)) {
+                (Some(0), Some(0)) => Ok(name.to_string()),
                 _ => Err(src.err(format!(
-                    "model '{model}': {what} entry {t} is not the single output of '{name}'"
+                    "model '{model}': {what} entry {t} is not the single output of node 0 of '{name}'"
                 ))),
             }
         })
@@ -403,7 +436,8 @@ fn check_size(shape: &Shape, model: &str, layer: &str, src: &Source) -> Result<(
     match n {
         Some(n) if n <= MAX_SAMPLE_ELEMENTS => Ok(()),
         _ => Err(src.err(format!(
-            "model '{model}', layer '{layer}': output shape {shape:?} is too large"
+            "model '{model}', layer '{layer}': output shape {} is too large",
+            crate::error::fmt_batch_shape(shape)
         ))),
     }
 }

@@ -22,27 +22,54 @@ use crate::training::{optimizer_from_state, Compiled, Loss, Metric, OptimizerSta
 use hdf5_pure::{DType, Datatype, DatatypeByteOrder, Layout};
 use serde_json::{json, Value};
 
-/// Largest `model.weights.h5` read back for its optimizer state.
-const MAX_WEIGHTS_BYTES: u64 = 1 << 32;
-
 /// Compiles `model` from the archive's `compile_config` and optimizer state, if it has both and
 /// frostnet implements what they name.
-pub(crate) fn restore(model: &mut Model, config: &Value, file: &str) -> Result<()> {
+///
+/// A `compile_config` that names what frostnet does not implement leaves the model uncompiled
+/// and is returned as a warning (Keras also warns and loads uncompiled when compiling from the
+/// saved config fails). Optimizer state that the file has (`/optimizer` exists) but that cannot
+/// be read, a truncated file for instance, is an error: it is never dropped silently.
+pub(crate) fn restore(
+    model: &mut Model,
+    config: &Value,
+    file: &str,
+    limits: &frostnet_formats::Limits,
+    has_optimizer: bool,
+) -> Result<Option<super::LoadWarning>> {
     let src = Source { file };
-    let Some(cc) = config.get("compile_config").filter(|c| c.is_object()) else {
-        return Ok(());
+    let Some(cc) = config.get("compile_config").filter(|c| !c.is_null()) else {
+        return Ok(None);
     };
-    let Some((class, opt_cfg, loss, metrics)) = supported(cc) else {
-        return Ok(());
+    let (class, opt_cfg, loss, metrics) = match supported(cc) {
+        Ok(s) => s,
+        Err(reason) => {
+            return Ok(Some(super::LoadWarning {
+                dropped: "compile config and optimizer state (the model loads uncompiled)".into(),
+                reason: crate::error::elide(&reason, 100),
+            }))
+        }
     };
-    let bytes = weights_bytes(file).map_err(|e| src.err(format!("model.weights.h5: {e}")))?;
+    let bytes = weights_bytes(file, limits.max_weights_member_bytes)
+        .map_err(|e| src.err(format!("model.weights.h5: {e}")))?;
     let h5 = hdf5_pure::File::from_bytes(bytes)
         .map_err(|e| src.err(format!("model.weights.h5: {e}")))?;
     let read = |i: usize| {
-        read_var(&h5, i).map_err(|e| src.err(format!("model.weights.h5:/optimizer/vars/{i}: {e}")))
+        read_var(&h5, i, limits.max_dataset_bytes)
+            .map_err(|e| src.err(format!("model.weights.h5:/optimizer/vars/{i}: {e}")))
     };
-    if h5.dataset("optimizer/vars/0").is_err() {
-        return Ok(()); // compiled but never trained: no optimizer state saved
+    if !has_optimizer {
+        return Ok(None); // compiled but saved without optimizer variables
+    }
+    let vars = h5
+        .group("optimizer/vars")
+        .and_then(|g| g.datasets())
+        .map_err(|e| {
+            src.err(format!(
+                "model.weights.h5:/optimizer/vars: unreadable ({e})"
+            ))
+        })?;
+    if vars.is_empty() {
+        return Ok(None); // compiled but never built: no optimizer variables saved
     }
     let iterations = match read(0)? {
         Var::Int(n) if n >= 0 => n as u64,
@@ -111,50 +138,75 @@ pub(crate) fn restore(model: &mut Model, config: &Value, file: &str) -> Result<(
             .map(|m| (m.resolve(&loss), m.log_name()))
             .collect(),
     });
-    Ok(())
+    Ok(None)
 }
 
 /// The optimizer class and config, loss and metrics of a `compile_config`, if frostnet implements
-/// all of them as configured.
-fn supported(cc: &Value) -> Option<(String, Value, Loss, Vec<Metric>)> {
-    let opt = cc.get("optimizer")?;
-    let class = opt.get("class_name")?.as_str()?;
-    let c = opt.get("config").filter(|c| c.is_object())?;
+/// all of them as configured; otherwise what it does not implement.
+fn supported(cc: &Value) -> std::result::Result<(String, Value, Loss, Vec<Metric>), String> {
+    let opt = cc
+        .get("optimizer")
+        .ok_or("compile_config has no optimizer")?;
+    let class = opt
+        .get("class_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("optimizer {opt} has no class_name"))?;
+    let c = opt
+        .get("config")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| format!("optimizer {class} has no config"))?;
     let off = |k: &str| c.get(k).is_none_or(|v| v.is_null() || v == &json!(false));
-    if !(off("use_ema")
-        && off("clipnorm")
-        && off("clipvalue")
-        && off("global_clipnorm")
-        && off("gradient_accumulation_steps")
-        && off("loss_scale_factor")
-        && off("amsgrad"))
-    {
-        return None;
+    for option in [
+        "use_ema",
+        "clipnorm",
+        "clipvalue",
+        "global_clipnorm",
+        "gradient_accumulation_steps",
+        "loss_scale_factor",
+        "amsgrad",
+    ] {
+        if !off(option) {
+            return Err(format!(
+                "optimizer option {option} = {} is not implemented in frostnet",
+                c[option]
+            ));
+        }
     }
     let mut cfg = c.clone();
+    let no_decay = c.get("weight_decay").is_none_or(Value::is_null);
     let class = match class {
-        "Adam" if c.get("weight_decay").is_none_or(Value::is_null) => "Adam",
+        "Adam" if no_decay => "Adam",
         "AdamW" => "AdamW",
-        "SGD" if c.get("weight_decay").is_none_or(Value::is_null) => "SGD",
+        "SGD" if no_decay => "SGD",
         // Keras creates RMSprop's momentum and average-gradient slots as separate lists, an
         // order frostnet does not reproduce; plain RMSprop has one slot per weight.
         "RMSprop"
-            if c.get("weight_decay").is_none_or(Value::is_null)
+            if no_decay
                 && c.get("momentum").and_then(Value::as_f64).unwrap_or(0.0) == 0.0
                 && !c.get("centered").and_then(Value::as_bool).unwrap_or(false) =>
         {
             "RMSprop"
         }
-        _ => return None,
+        other => {
+            return Err(format!(
+                "optimizer {other} with this configuration is not implemented in frostnet"
+            ))
+        }
     };
     if class == "Adam" {
         cfg["weight_decay"] = Value::Null;
     }
-    let loss = match cc.get("loss")? {
-        Value::String(s) => Loss::parse(s).ok()?,
+    let unknown_loss = |v: &Value| format!("loss {v} is not implemented in frostnet");
+    let loss_value = cc.get("loss").ok_or("compile_config has no loss")?;
+    let loss = match loss_value {
+        Value::String(s) => Loss::parse(s).map_err(|_| unknown_loss(loss_value))?,
         Value::Object(o) => {
-            let name = crate::layers::naming::snake_case(o.get("class_name")?.as_str()?);
-            let mut loss = Loss::parse(&name).ok()?;
+            let name = o
+                .get("class_name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| unknown_loss(loss_value))?;
+            let mut loss = Loss::parse(&crate::layers::naming::snake_case(name))
+                .map_err(|_| unknown_loss(loss_value))?;
             let logits = o
                 .get("config")
                 .and_then(|c| c.get("from_logits"))
@@ -164,38 +216,49 @@ fn supported(cc: &Value) -> Option<(String, Value, Loss, Vec<Metric>)> {
                 Loss::BinaryCrossentropy { from_logits }
                 | Loss::CategoricalCrossentropy { from_logits }
                 | Loss::SparseCategoricalCrossentropy { from_logits } => *from_logits = logits,
-                _ if logits => return None,
+                _ if logits => return Err(unknown_loss(loss_value)),
                 _ => {}
             }
             loss
         }
-        _ => return None,
+        _ => return Err(unknown_loss(loss_value)),
     };
     let metrics = match cc.get("metrics") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(m)) => m
             .iter()
-            .map(|m| Metric::parse(m.as_str()?).ok())
-            .collect::<Option<Vec<_>>>()?,
-        Some(_) => return None,
+            .map(|m| {
+                m.as_str()
+                    .and_then(|s| Metric::parse(s).ok())
+                    .ok_or_else(|| format!("metric {m} is not implemented in frostnet"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        Some(other) => return Err(format!("metrics {other} is not a list")),
     };
-    Some((class.to_string(), cfg, loss, metrics))
+    Ok((class.to_string(), cfg, loss, metrics))
 }
 
-/// The bytes of `model.weights.h5` in the archive at `file`.
-fn weights_bytes(file: &str) -> std::result::Result<Vec<u8>, String> {
+/// The bytes of `model.weights.h5` in the archive at `file`, refused if it declares more than
+/// `max` bytes (what the model can need, see `limits_for`).
+fn weights_bytes(file: &str, max: u64) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
     let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| e.to_string())?;
     let member = zip.by_name("model.weights.h5").map_err(|e| e.to_string())?;
-    if member.size() > MAX_WEIGHTS_BYTES {
-        return Err(format!("{} bytes is too large", member.size()));
+    if member.size() > max {
+        return Err(format!(
+            "declares {} bytes, more than the {max} the model can need",
+            member.size()
+        ));
     }
     let mut bytes = Vec::with_capacity(member.size() as usize);
     member
-        .take(MAX_WEIGHTS_BYTES)
+        .take(max.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("inflates past the {max} bytes the model can need"));
+    }
     Ok(bytes)
 }
 
@@ -206,7 +269,7 @@ enum Var {
 
 /// Reads `/optimizer/vars/<i>`: an int64 scalar or a little-endian float32 array, checking its
 /// stored size against its shape and the file before reading.
-fn read_var(h5: &hdf5_pure::File, i: usize) -> std::result::Result<Var, String> {
+fn read_var(h5: &hdf5_pure::File, i: usize, max: u64) -> std::result::Result<Var, String> {
     let ds = h5
         .dataset(&format!("optimizer/vars/{i}"))
         .map_err(|e| format!("missing ({e})"))?;
@@ -240,6 +303,11 @@ fn read_var(h5: &hdf5_pure::File, i: usize) -> std::result::Result<Var, String> 
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .and_then(|n| n.checked_mul(elem))
         .ok_or("shape overflows")?;
+    if count > max {
+        return Err(format!(
+            "declares {count} bytes, more than the model's largest weight ({max})"
+        ));
+    }
     match ds.layout().map_err(|e| e.to_string())? {
         Layout::Contiguous {
             address: Some(a),

@@ -38,16 +38,25 @@
 //! A `.keras` archive's optimizer (Adam/AdamW, SGD, plain RMSprop) and its state are restored
 //! (`keras_optimizer.rs`), so the model is compiled as Keras's `load_model` compiles it and can
 //! resume training. Legacy `.h5` optimizer weights are not read: those models load uncompiled.
+//!
+//! # Output paths
+//!
+//! Every writer goes through [`write_output`]: a regular file is replaced atomically and durably
+//! (temporary file, fsync, rename, directory fsync), symlinks are followed, devices and FIFOs are
+//! written through, directories and read-only files are refused (see `output.rs`).
 
 mod keras_archive;
 pub(crate) mod keras_config;
 mod keras_optimizer;
 mod keras_weights;
 mod native;
+mod output;
 
 pub use keras_archive::save_keras;
 pub use keras_config::{build_model, model_config};
 pub use native::{load_weights, save_model, save_weights};
+pub(crate) use output::write_atomic;
+pub use output::write_output;
 
 use crate::models::Model;
 use frostnet_formats::KerasFile;
@@ -62,7 +71,7 @@ pub(crate) fn formats_error(path: &str, e: frostnet_formats::Error) -> Error {
         .unwrap_or(text);
     Error::File {
         path: path.to_string(),
-        message,
+        message: crate::error::elide(&message, crate::error::MAX_MESSAGE_CHARS),
     }
 }
 
@@ -82,27 +91,98 @@ fn read_head(path: &str) -> Result<Vec<u8>> {
 /// file written by [`save_model`]. The format is told by content, not by name. Layer names and
 /// `trainable` flags are restored; weights are checked against the architecture before any is
 /// assigned. Anything wrong with the file is an [`Error::File`] naming it (and the layer).
+///
+/// What the file holds but frostnet cannot restore is left out; [`load_model_with_report`] says
+/// what and why, this function does not.
 pub fn load_model(path: &str) -> Result<Model> {
+    load_model_with_report(path).map(|(model, _)| model)
+}
+
+/// Something a load left out of the model, and why. Keras prints these as warnings; the CLI
+/// prints them on stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadWarning {
+    /// What was not restored (`"compile config and optimizer state"`).
+    pub dropped: String,
+    /// Why (`"metric 'f7' is not implemented in frostnet"`).
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} not restored: {}", self.dropped, self.reason)
+    }
+}
+
+/// What [`load_model_with_report`] left out; empty when the file was restored in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub warnings: Vec<LoadWarning>,
+}
+
+/// [`load_model`], also returning what the file holds but the loaded model does not have: a
+/// compile config naming an optimizer, loss or metric frostnet lacks (the model loads
+/// uncompiled), a legacy `.h5`'s training config. Damaged data (a truncated file, optimizer
+/// state that cannot be read) is an error, never a warning.
+pub fn load_model_with_report(path: &str) -> Result<(Model, LoadReport)> {
+    let mut report = LoadReport::default();
     let head = read_head(path)?;
     let is_keras = head.starts_with(b"PK\x03\x04") || head.starts_with(b"\x89HDF\r\n\x1a\n");
     if !is_keras {
-        return native::load_model(path);
+        return native::load_model(path).map(|m| (m, report));
     }
-    let file = frostnet_formats::read_any(path).map_err(|e| formats_error(path, e))?;
-    let (config, layout) = match &file {
-        KerasFile::Archive(a) => (&a.config, Layout::Keras3),
-        KerasFile::Legacy(l) => match &l.model_config {
-            Some(c) => (c, Layout::Legacy),
-            None => return Err(weights_only(path)),
-        },
+    // The architecture first, then the weights capped at what that architecture needs: a
+    // dataset larger than the model's largest weight is refused before it is read.
+    let config = frostnet_formats::read_config(path, &frostnet_formats::Limits::default())
+        .map_err(|e| formats_error(path, e))?
+        .ok_or_else(|| weights_only(path))?;
+    let mut model = keras_config::build_model(&config, path)?;
+    let limits = limits_for(&model);
+    let file =
+        frostnet_formats::read_any_limited(path, &limits).map_err(|e| formats_error(path, e))?;
+    let layout = match &file {
+        KerasFile::Archive(_) => Layout::Keras3,
+        KerasFile::Legacy(_) => Layout::Legacy,
         KerasFile::Weights(_) => return Err(weights_only(path)),
     };
-    let mut model = keras_config::build_model(config, path)?;
     keras_weights::assign(&mut model, file.layers(), layout, path)?;
-    if let KerasFile::Archive(a) = &file {
-        keras_optimizer::restore(&mut model, &a.config, path)?;
+    match &file {
+        KerasFile::Archive(a) => {
+            let has_optimizer = a.weights.has_optimizer;
+            let warning =
+                keras_optimizer::restore(&mut model, &a.config, path, &limits, has_optimizer)?;
+            report.warnings.extend(warning);
+        }
+        KerasFile::Legacy(l) if l.training_config.is_some() => {
+            report.warnings.push(LoadWarning {
+                dropped: "training config and optimizer state (the model loads uncompiled)".into(),
+                reason: "frostnet does not read them from legacy .h5 files; save as .keras \
+                         to keep them"
+                    .into(),
+            });
+        }
+        _ => {}
     }
-    Ok(model)
+    Ok((model, report))
+}
+
+/// The caps on what a Keras file loaded into `model` may declare: no dataset larger than the
+/// model's largest weight (optimizer slots have their weight's shape; 64 bytes at least, for
+/// scalars and seed states), and a `model.weights.h5` member no larger than five times all the
+/// weights (the weights plus up to three optimizer slots each) plus 16 MiB of HDF5 structure.
+pub(crate) fn limits_for(model: &Model) -> frostnet_formats::Limits {
+    let sizes: Vec<u64> = model
+        .named_weights()
+        .iter()
+        .map(|(_, w)| w.value().len() as u64 * 4)
+        .collect();
+    let largest = sizes.iter().copied().max().unwrap_or(0).max(64);
+    let total: u64 = sizes.iter().sum();
+    frostnet_formats::Limits {
+        max_dataset_bytes: largest,
+        max_weights_member_bytes: total.saturating_mul(5).saturating_add(16 << 20),
+        ..Default::default()
+    }
 }
 
 fn weights_only(path: &str) -> Error {
@@ -118,12 +198,17 @@ fn weights_only(path: &str) -> Error {
 /// every shape is checked first, and every layer with weights must be in the file; on any error
 /// the model is unchanged.
 pub fn load_weights_into(model: &mut Model, path: &str) -> Result<()> {
-    let file = frostnet_formats::read_any(path).map_err(|e| formats_error(path, e))?;
+    let file = frostnet_formats::read_any_limited(path, &limits_for(model))
+        .map_err(|e| formats_error(path, e))?;
     let (entries, layout) = match file {
         KerasFile::Weights(_) => {
             // Re-read with the model's config: matches layers stored without their names.
-            let w = frostnet_formats::read_weights_h5_ordered(path, &model_config(model))
-                .map_err(|e| formats_error(path, e))?;
+            let w = frostnet_formats::read_weights_h5_ordered_limited(
+                path,
+                &model_config(model),
+                &limits_for(model),
+            )
+            .map_err(|e| formats_error(path, e))?;
             (w.layers, Layout::Keras3)
         }
         KerasFile::Archive(a) => (a.weights.layers, Layout::Keras3),
@@ -185,38 +270,3 @@ fn assign_by_order(
 }
 
 use crate::error::{Error, Result};
-use std::path::Path;
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// crash never leaves a half-written file where a good one was.
-pub(crate) fn write_atomic(path: &str, bytes: &[u8]) -> Result<()> {
-    let io = |e| Error::Io {
-        path: path.to_string(),
-        source: e,
-    };
-    let p = Path::new(path);
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = p.file_name().ok_or_else(|| Error::File {
-        path: path.into(),
-        message: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, p)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}

@@ -134,7 +134,8 @@ impl Tensor {
         Tensor { shape, data }
     }
 
-    /// Concatenates tensors along the leading axis.
+    /// Concatenates tensors along the leading axis. An empty list, a 0-d tensor or mismatched
+    /// per-sample shapes are [`Error::Data`] / [`Error::ShapeMismatch`].
     pub fn concat_batch(parts: &[Tensor]) -> Result<Tensor> {
         let first = parts
             .first()
@@ -142,6 +143,11 @@ impl Tensor {
         let mut data = Vec::new();
         let mut n = 0;
         for p in parts {
+            if p.shape.is_empty() {
+                return Err(Error::Data(
+                    "concatenating batches: a 0-d tensor has no batch axis".into(),
+                ));
+            }
             if p.shape[1..] != first.shape[1..] {
                 return Err(Error::ShapeMismatch {
                     context: "concatenating batches".into(),

@@ -73,7 +73,10 @@ impl Loss {
                 }
             }
             _ => {
-                if y.shape()[1..] != pred_shape[1..] {
+                if y.shape().is_empty()
+                    || pred_shape.is_empty()
+                    || y.shape()[1..] != pred_shape[1..]
+                {
                     return Err(Error::Data(format!(
                         "{}: targets of shape {} do not match model outputs of shape {}",
                         self.name(),
@@ -87,7 +90,18 @@ impl Loss {
     }
 
     /// The batch loss and `dloss/dpred`.
+    ///
+    /// Predictions and targets must have a batch axis and the same batch size; anything else is
+    /// an [`Error::Data`] (the loops below index both by position).
     pub fn compute(&self, pred: &Tensor, y: &Tensor) -> Result<(f32, Tensor)> {
+        if pred.shape().is_empty() || y.shape().is_empty() || pred.batch() != y.batch() {
+            return Err(Error::Data(format!(
+                "{}: predictions of shape {} and targets of shape {} need the same batch size",
+                self.name(),
+                fmt_dims(pred.shape()),
+                fmt_dims(y.shape())
+            )));
+        }
         self.check_targets(pred.shape(), y)?;
         let n = pred.batch().max(1);
         let row = pred.sample_len().max(1);
