@@ -28,6 +28,7 @@ pub mod error;
 pub mod io;
 pub mod layers;
 pub mod models;
+pub mod ops;
 pub mod saving;
 pub mod seed;
 pub mod tensor;

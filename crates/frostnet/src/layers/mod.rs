@@ -283,8 +283,14 @@ impl LayerBase {
     }
 }
 
-/// The interface every layer implements. Custom layers implement it too; the crate's
-/// [`gradient_check`](crate::testing::gradient_check) verifies any layer's `backward`.
+/// The interface every layer implements.
+///
+/// A custom layer either writes its forward pass from [ops](crate::ops) (an
+/// [`OpsLayer`](crate::ops::OpsLayer) wrapped in [`Autodiff`](crate::ops::Autodiff)) and gets
+/// `backward` derived, or implements this trait with a hand-written `backward` where that is
+/// faster, as the built-in layers do. Either way it creates its weights with
+/// [`LayerBase::add_weight_init`], marks itself built, and
+/// [`gradient_check`](crate::testing::gradient_check) verifies it in one call.
 pub trait Layer: Send + Sync {
     fn base(&self) -> &LayerBase;
     fn base_mut(&mut self) -> &mut LayerBase;
