@@ -43,6 +43,7 @@ pub(crate) mod activation;
 mod activation_layers;
 mod batch_normalization;
 mod conv2d;
+pub mod custom;
 mod dense;
 mod depthwise_conv2d;
 mod dropout;
@@ -290,7 +291,9 @@ impl LayerBase {
 /// `backward` derived, or implements this trait with a hand-written `backward` where that is
 /// faster, as the built-in layers do. Either way it creates its weights with
 /// [`LayerBase::add_weight_init`], marks itself built, and
-/// [`gradient_check`](crate::testing::gradient_check) verifies it in one call.
+/// [`gradient_check`](crate::testing::gradient_check) verifies it in one call. Its class is
+/// registered by name ([`register_layer`](custom::register_layer)) so that saved models
+/// containing it load again.
 pub trait Layer: Send + Sync {
     fn base(&self) -> &LayerBase;
     fn base_mut(&mut self) -> &mut LayerBase;
