@@ -163,6 +163,9 @@ fn reductions_over_axes() {
     assert!(v.sum(&[3], false).is_err());
     assert_eq!(v.sum(&[1], true).unwrap().shape(), [2, 1, 5]);
     assert_eq!(v.mean(&[0, 2], false).unwrap().shape(), [3]);
+    // A repeated axis counts once.
+    let once = v.mean(&[1], false).unwrap().value();
+    assert_eq!(v.mean(&[1, 1], false).unwrap().value(), once);
 }
 
 #[test]

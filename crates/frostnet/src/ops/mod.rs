@@ -32,7 +32,7 @@ use crate::layers::ActivationFn;
 use crate::tensor::conv::{conv2d_backward, conv2d_forward};
 use crate::tensor::pool;
 use crate::tensor::{matmul, Conv2dGeometry, Padding, Tensor, Transpose};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// How a recorded operation sends its output gradient to its inputs: given the output gradient
@@ -57,6 +57,8 @@ pub(crate) struct Recorded {
 pub struct Tape {
     nodes: RefCell<Vec<Node>>,
     recording: bool,
+    /// Set by `gradients`, which takes the recorded backward functions.
+    consumed: Cell<bool>,
 }
 
 /// A tensor value on a [`Tape`]. Cheap to copy (a tape reference and an index).
@@ -84,6 +86,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Vec::new()),
             recording,
+            consumed: Cell::new(false),
         }
     }
 
@@ -163,16 +166,22 @@ impl Tape {
         })
     }
 
-    /// Backpropagates from the scalar (or any) `output` with seed gradient ones.
+    /// Backpropagates from `output` (seeded with ones, so a scalar output gives its gradient).
+    /// This consumes what was recorded: values stay readable, but a second call is an error.
     pub fn gradients(&self, output: &Var) -> Result<Gradients> {
         let seed = Tensor::full(output.value().shape(), 1.0);
-        let nodes: Vec<_> = self
-            .nodes
-            .borrow_mut()
-            .drain(..)
-            .map(|n| (n.parents, n.needs_grad, n.back))
+        if self.consumed.replace(true) {
+            return Err(Error::State(
+                "Tape::gradients was already called on this tape".into(),
+            ));
+        }
+        let mut nodes = self.nodes.borrow_mut();
+        let graph: Vec<_> = nodes
+            .iter_mut()
+            .map(|n| (n.parents.clone(), n.needs_grad, n.back.take()))
             .collect();
-        let grads = Recorded { nodes }.backward(output.id, seed)?;
+        drop(nodes);
+        let grads = Recorded { nodes: graph }.backward(output.id, seed)?;
         Ok(Gradients { grads })
     }
 
@@ -232,8 +241,24 @@ fn mismatch(op: &str, a: &[usize], b: &[usize]) -> Error {
     }
 }
 
+/// Largest number of elements a broadcast result may have (checked before allocating).
+const MAX_BROADCAST: usize = 1 << 31;
+
 /// NumPy's broadcasting of two shapes.
 fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let out = broadcast_dims(op, a, b)?;
+    match out.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= MAX_BROADCAST => Ok(out),
+        _ => Err(Error::InvalidConfig(format!(
+            "{op}: broadcasting {} with {} gives {}, too many elements",
+            fmt_dims(a),
+            fmt_dims(b),
+            fmt_dims(&out)
+        ))),
+    }
+}
+
+fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
@@ -558,6 +583,9 @@ impl<'t> Var<'t> {
         for &a in axes {
             check_axis("sum/mean", a, shape.len())?;
         }
+        let mut axes = axes.to_vec();
+        axes.sort_unstable();
+        axes.dedup();
         let kept: Vec<usize> = shape
             .iter()
             .enumerate()
@@ -932,6 +960,7 @@ mod tests {
         );
         assert_eq!(broadcast_shape("t", &[], &[5]).unwrap(), vec![5]);
         assert!(broadcast_shape("t", &[2, 3], &[4]).is_err());
+        assert!(broadcast_shape("t", &[1 << 20, 1], &[1, 1 << 20]).is_err());
     }
 
     #[test]
@@ -941,6 +970,12 @@ mod tests {
         let b = a.mul(&a).unwrap().exp();
         assert!(!b.needs_grad());
         assert!(tape.nodes.borrow().iter().all(|n| n.back.is_none()));
+        // Gradients consume the record; values stay readable; a second call is an error.
+        let x = tape.variable(Tensor::from_slice(&[3.0]));
+        let y = x.square();
+        assert_eq!(tape.gradients(&y).unwrap().of(&x).unwrap().data(), &[6.0]);
+        assert_eq!(y.value().data(), &[9.0]);
+        assert!(tape.gradients(&y).is_err());
         let off = Tape::new(false);
         let v = off.variable(Tensor::from_slice(&[1.0]));
         assert!(!v.square().needs_grad());
