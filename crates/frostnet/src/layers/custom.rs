@@ -65,12 +65,9 @@ pub fn register_layer(registered_name: &str, from_config: CustomFromConfig) -> R
     let (package, class) = registered_name
         .split_once('>')
         .unwrap_or(("Custom", registered_name));
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-    };
-    if !valid(package) || !valid(class) {
+    // Keras allows any package string; the class part is the Python class name.
+    let class_ok = !class.is_empty() && class.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if package.trim().is_empty() || !class_ok {
         return Err(Error::InvalidConfig(format!(
             "'{registered_name}' is not a registered name of the form 'package>ClassName'"
         )));
