@@ -43,7 +43,6 @@ pub(crate) mod activation;
 mod activation_layers;
 mod batch_normalization;
 mod conv2d;
-pub mod custom;
 mod dense;
 mod depthwise_conv2d;
 mod dropout;
@@ -54,6 +53,8 @@ pub(crate) mod naming;
 mod normalization;
 mod pooling;
 pub mod registry;
+// After `registry` rather than in alphabetical order: keeps merges of new layer files clean.
+pub mod custom;
 mod relu;
 mod rescaling;
 mod reshape;
