@@ -3,6 +3,32 @@
 //! The check projects the layer's output on a fixed random tensor `r`, so the scalar
 //! `L = sum(layer(x) * r)` has `dL/dy = r`; the layer's `backward(r)` must then agree with central
 //! differences of `L` for every input element and every trainable weight.
+//!
+//! One call checks a custom layer, hand-written `backward` or derived from
+//! [ops](crate::ops) alike; an unbuilt layer is built from the inputs' shapes first:
+//!
+//! ```
+//! use frostnet::layers::{Initializer, LayerBase, Mode, Shape, WeightKind};
+//! use frostnet::ops::{Autodiff, OpsLayer, Scope, Var};
+//! use frostnet::{testing::gradient_check, Tensor};
+//! struct Gate;
+//! impl OpsLayer for Gate {
+//!     fn class_name(&self) -> &str { "Gate" }
+//!     fn build(&mut self, base: &mut LayerBase, inputs: &[Shape]) -> frostnet::Result<Shape> {
+//!         let f = inputs[0].last().copied().flatten().unwrap_or(1);
+//!         let init = Initializer::GlorotUniform { seed: Some(1) };
+//!         base.add_weight_init("kernel", &[f, f], init, WeightKind::Param, true)?;
+//!         Ok(inputs[0].clone())
+//!     }
+//!     fn forward<'t>(&self, x: &[Var<'t>], w: &mut Scope<'t>) -> frostnet::Result<Var<'t>> {
+//!         x[0].mul(&x[0].matmul(&w.weight("kernel")?)?.sigmoid()) // x * sigmoid(x W)
+//!     }
+//! }
+//! let x = Tensor::from_vec(&[2, 3], vec![0.5, -1.0, 2.0, 1.5, 0.2, -0.7])?;
+//! let report = gradient_check(&mut Autodiff::new(Gate), &[x], Mode::Train, 1e-2)?;
+//! assert!(report.max_rel_error < 1e-2, "{report:?}");
+//! # Ok::<(), frostnet::Error>(())
+//! ```
 
 use crate::error::{Error, Result};
 use crate::layers::{ForwardCtx, Layer, Mode};
@@ -39,7 +65,8 @@ fn objective(layer: &mut dyn Layer, xs: &[Tensor], r: &Tensor, mode: Mode) -> Re
         .sum())
 }
 
-/// Checks `layer.backward` against central differences with step `eps`, in `mode`.
+/// Checks `layer.backward` against central differences with step `eps`, in `mode`. A layer not
+/// built yet is built for the inputs' per-sample shapes (the batch axis dropped).
 ///
 /// Moving statistics that a training-mode forward updates are restored after every evaluation,
 /// so the check sees one fixed function.
@@ -49,6 +76,13 @@ pub fn gradient_check(
     mode: Mode,
     eps: f32,
 ) -> Result<GradCheckReport> {
+    if !layer.is_built() {
+        let shapes: Vec<crate::Shape> = inputs
+            .iter()
+            .map(|t| crate::layers::shape_of(t.shape().get(1..).unwrap_or(&[])))
+            .collect();
+        layer.build(&shapes)?;
+    }
     let saved = layer.get_weights();
     let y = run(layer, inputs, mode, true)?;
     let mut rng = random::rng(Some(7));

@@ -59,6 +59,8 @@ mod normalization;
 mod one_d;
 mod pooling;
 pub mod registry;
+// After `registry` rather than in alphabetical order: keeps merges of new layer files clean.
+pub mod custom;
 mod relu;
 mod rescaling;
 mod reshape;
@@ -94,7 +96,7 @@ pub use rescaling::Rescaling;
 pub use reshape::Reshape;
 pub use reshaping::{Cropping2D, Flatten, Permute, RepeatVector, UpSampling2D};
 pub use separable_conv2d::SeparableConv2D;
-pub use weight::{Weight, WeightKind};
+pub use weight::{Initializer, Weight, WeightKind};
 pub use zero_padding::ZeroPadding2D;
 
 use crate::error::{fmt_batch_shape, Error, Result};
@@ -182,10 +184,99 @@ impl LayerBase {
         }
     }
 
-    /// Adds a weight whose flag follows the layer's current `trainable`.
-    pub(crate) fn add_weight(&mut self, name: &str, value: Tensor, kind: WeightKind) {
+    /// Adds a weight whose flag follows the layer's current `trainable` (the built-in layers'
+    /// form: they compute the initial value themselves). Weights keep the order they were added.
+    pub fn add_weight(&mut self, name: &str, value: Tensor, kind: WeightKind) {
         let w = Weight::new(name, value, kind, self.trainable);
         self.weights.push(w);
+    }
+
+    /// Keras's `self.add_weight(name, shape, initializer, trainable)` for custom layers; `kind`
+    /// says whether the weight can ever train (`Param`) or is a statistic the layer updates by
+    /// its own rule (`State`, never trained, like BN's moving mean). The weight trains iff it is
+    /// a `Param`, `trainable` is set and the layer is not frozen.
+    ///
+    /// As in Keras, weights created trainable come before the others in [`Layer::weights`] (and
+    /// in saved files), each group in creation order, so a file Keras writes for the same class
+    /// lines up. Returns the new weight's index in the layer's weights; a second weight of the
+    /// same name is an error.
+    pub fn add_weight_init(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        initializer: Initializer,
+        kind: WeightKind,
+        trainable: bool,
+    ) -> Result<usize> {
+        if self.weights.iter().any(|w| w.name() == name) {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}' already has a weight named '{name}'",
+                self.name
+            )));
+        }
+        let value = initializer.tensor(shape)?;
+        let trains = kind == WeightKind::Param && trainable;
+        let w = Weight::new(name, value, kind, trainable && self.trainable);
+        let at = if trains {
+            // After the last weight created trainable, before the non-trainable ones.
+            self.weights
+                .iter()
+                .rposition(|w| w.created_trainable())
+                .map_or(0, |i| i + 1)
+        } else {
+            self.weights.len()
+        };
+        let mut w = w;
+        w.mark_created_trainable(trains);
+        self.weights.insert(at, w);
+        Ok(at)
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The layer's own `trainable` flag (see [`Layer::set_trainable`] to change it and its
+    /// weights together).
+    pub fn trainable(&self) -> bool {
+        self.trainable
+    }
+    /// Whether `build` has created the weights. A custom layer sets it at the end of its first
+    /// `build` (with [`set_built`](Self::set_built)), so that [`Layer::is_built`] is right and a
+    /// second `build` does not create the weights again.
+    pub fn built(&self) -> bool {
+        self.built
+    }
+    pub fn set_built(&mut self, built: bool) {
+        self.built = built;
+    }
+    /// The weights in order.
+    pub fn weights(&self) -> &[Weight] {
+        &self.weights
+    }
+    pub fn weights_mut(&mut self) -> &mut [Weight] {
+        &mut self.weights
+    }
+    /// The weight called `name`, or an error naming the layer.
+    pub fn weight(&self, name: &str) -> Result<&Weight> {
+        let i = self.weight_index(name)?;
+        Ok(&self.weights[i])
+    }
+    pub fn weight_mut(&mut self, name: &str) -> Result<&mut Weight> {
+        let i = self.weight_index(name)?;
+        Ok(&mut self.weights[i])
+    }
+    /// The index of the weight called `name`.
+    pub fn weight_index(&self, name: &str) -> Result<usize> {
+        self.weights
+            .iter()
+            .position(|w| w.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "layer '{}' has no weight named '{name}'",
+                    self.name
+                ))
+            })
     }
 
     /// The weight at `i`'s value (layers know their own weight order).
@@ -193,18 +284,31 @@ impl LayerBase {
         self.weights[i].value()
     }
 
-    /// Whether weight `i` wants a gradient now.
-    pub(crate) fn wants_grad(&self, i: usize) -> bool {
+    /// Whether weight `i` wants a gradient now (it is trainable: a `Param` with its flag set).
+    /// A hand-written `backward` computes a weight's gradient only when this holds.
+    pub fn wants_grad(&self, i: usize) -> bool {
         self.weights.get(i).is_some_and(|w| w.is_trainable())
     }
 
-    pub(crate) fn set_grad(&mut self, i: usize, g: Tensor) {
+    /// Stores the gradient of weight `i` (for the optimizer).
+    ///
+    /// # Panics
+    /// If `i` is not a weight index of this layer (a bug in the layer, never user input).
+    pub fn set_grad(&mut self, i: usize, g: Tensor) {
         self.weights[i].grad = Some(g);
     }
 }
 
-/// The interface every layer implements. Custom layers implement it too; the crate's
-/// [`gradient_check`](crate::testing::gradient_check) verifies any layer's `backward`.
+/// The interface every layer implements.
+///
+/// A custom layer either writes its forward pass from [ops](crate::ops) (an
+/// [`OpsLayer`](crate::ops::OpsLayer) wrapped in [`Autodiff`](crate::ops::Autodiff)) and gets
+/// `backward` derived, or implements this trait with a hand-written `backward` where that is
+/// faster, as the built-in layers do. Either way it creates its weights with
+/// [`LayerBase::add_weight_init`], marks itself built, and
+/// [`gradient_check`](crate::testing::gradient_check) verifies it in one call. Its class is
+/// registered by name ([`register_layer`](custom::register_layer)) so that saved models
+/// containing it load again.
 pub trait Layer: Send + Sync {
     fn base(&self) -> &LayerBase;
     fn base_mut(&mut self) -> &mut LayerBase;

@@ -80,7 +80,16 @@ static BUILTIN: &[LayerEntry] = &[
 
 /// The entry for a Keras class name, if frostnet knows the class.
 pub(crate) fn find(class_name: &str) -> Option<&'static LayerEntry> {
-    BUILTIN.iter().find(|e| e.class_name == class_name)
+    BUILTIN
+        .iter()
+        .find(|e| e.class_name == class_name)
+        .or_else(|| super::custom::is_registered(class_name).then_some(&super::custom::ENTRY))
+}
+
+/// Whether `class_name` is a built-in layer class.
+pub(crate) fn builtin(class_name: &str) -> bool {
+    BUILTIN.iter().any(|e| e.class_name == class_name)
+        || matches!(class_name, "Sequential" | "Functional" | "Model")
 }
 
 /// Why a Keras class that no registry entry can ever read is refused, for an error message that

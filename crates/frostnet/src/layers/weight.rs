@@ -28,18 +28,24 @@ pub struct Weight {
     kind: WeightKind,
     flag: bool,
     id: u64,
+    /// Created by `add_weight_init` as trainable: Keras lists these first.
+    created_trainable: bool,
     /// Gradient of the loss with respect to this weight from the last backward pass, if computed.
     pub(crate) grad: Option<Tensor>,
 }
 
 impl Weight {
-    pub(crate) fn new(name: &str, value: Tensor, kind: WeightKind, trainable: bool) -> Weight {
+    /// A weight with its value, kind and trainable flag, for a custom layer's own bookkeeping
+    /// (most custom layers call [`LayerBase::add_weight_init`](super::LayerBase::add_weight_init)
+    /// instead). A `State` weight never trains, whatever `trainable` says.
+    pub fn new(name: &str, value: Tensor, kind: WeightKind, trainable: bool) -> Weight {
         Weight {
             name: name.to_string(),
             value,
             kind,
             flag: trainable,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            created_trainable: false,
             grad: None,
         }
     }
@@ -74,6 +80,17 @@ impl Weight {
     pub(crate) fn set_flag(&mut self, trainable: bool) {
         self.flag = trainable;
     }
+    pub(crate) fn created_trainable(&self) -> bool {
+        self.created_trainable
+    }
+    pub(crate) fn mark_created_trainable(&mut self, yes: bool) {
+        self.created_trainable = yes;
+    }
+    /// Sets this weight's own flag (Keras's `variable.trainable = ...`). A `State` weight keeps
+    /// not training: [`is_trainable`](Self::is_trainable) requires `Param`.
+    pub fn set_trainable(&mut self, trainable: bool) {
+        self.flag = trainable;
+    }
     /// A process-unique identity: optimizer slots are keyed by it, so they survive freezing and
     /// unfreezing.
     pub fn id(&self) -> u64 {
@@ -82,6 +99,25 @@ impl Weight {
     /// The last computed gradient.
     pub fn grad(&self) -> Option<&Tensor> {
         self.grad.as_ref()
+    }
+    /// Stores (or with `None` clears) the gradient an optimizer will apply. A hand-written
+    /// `backward` stores gradients for trainable weights only; the shape must match the value's.
+    pub fn set_grad(&mut self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad {
+            if g.shape() != self.value.shape() {
+                return Err(Error::WeightShape {
+                    weight: format!("{} (gradient)", self.name),
+                    expected: fmt_dims(self.value.shape()),
+                    got: fmt_dims(g.shape()),
+                });
+            }
+        }
+        self.grad = grad;
+        Ok(())
+    }
+    /// Removes and returns the gradient (what an optimizer does when it applies it).
+    pub fn take_grad(&mut self) -> Option<Tensor> {
+        self.grad.take()
     }
 
     /// Replaces the value, keeping the shape.
@@ -95,5 +131,74 @@ impl Weight {
         }
         self.value = value;
         Ok(())
+    }
+}
+
+/// How [`LayerBase::add_weight_init`](super::LayerBase::add_weight_init) fills a new weight
+/// (Keras's `initializer=` argument, with Keras's formulas).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Initializer {
+    /// `"zeros"`.
+    Zeros,
+    /// `"ones"`.
+    Ones,
+    /// `keras.initializers.Constant(value)`.
+    Constant(f32),
+    /// `RandomUniform(minval, maxval, seed)`.
+    RandomUniform {
+        min: f32,
+        max: f32,
+        seed: Option<u64>,
+    },
+    /// `GlorotUniform(seed)`: `U(-l, l)`, `l = sqrt(6 / (fan_in + fan_out))` with Keras's fans
+    /// (last axis is `fan_out`, the rest times the receptive field is `fan_in`).
+    GlorotUniform { seed: Option<u64> },
+}
+
+impl Initializer {
+    /// A tensor of `shape` drawn from this initializer. Fails (rather than allocating) if the
+    /// shape holds more than 2^31 values.
+    pub fn tensor(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= 1 << 31)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!("weight shape {} is too large", fmt_dims(shape)))
+            })?;
+        let data = match self {
+            Initializer::Zeros => vec![0.0; n],
+            Initializer::Ones => vec![1.0; n],
+            Initializer::Constant(v) => vec![*v; n],
+            Initializer::RandomUniform { min, max, seed } => {
+                if min.partial_cmp(max) != Some(std::cmp::Ordering::Less) {
+                    return Err(Error::InvalidConfig(format!(
+                        "RandomUniform needs min < max, got {min} and {max}"
+                    )));
+                }
+                crate::tensor::random::uniform(
+                    &mut crate::tensor::random::rng(*seed),
+                    n,
+                    *min,
+                    *max,
+                )
+            }
+            Initializer::GlorotUniform { seed } => {
+                let (fan_in, fan_out) = match shape {
+                    [] => (1, 1),
+                    [d] => (*d, *d),
+                    _ => {
+                        let receptive: usize = shape[..shape.len() - 2].iter().product();
+                        (
+                            receptive * shape[shape.len() - 2],
+                            receptive * shape[shape.len() - 1],
+                        )
+                    }
+                };
+                let mut rng = crate::tensor::random::rng(*seed);
+                crate::tensor::random::glorot_uniform(&mut rng, n, fan_in, fan_out)
+            }
+        };
+        Tensor::from_vec(shape, data)
     }
 }

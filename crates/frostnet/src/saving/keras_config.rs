@@ -463,11 +463,18 @@ fn build_layer(
         name: &name,
         class: &class,
         src,
+        registered_name: entry.get("registered_name").and_then(Value::as_str),
     };
     o.generic()?;
     let entry = registry::find(&class).ok_or_else(|| {
         let why = registry::refusal(&class).map_or_else(
-            || format!("layer class '{class}' is not known to frostnet"),
+            || match o.registered_name.filter(|r| r.contains('>')) {
+                Some(r) => format!(
+                    "custom layer class '{r}' is not registered: call \
+                     frostnet::layers::custom::register_layer(\"{r}\", ...) before loading"
+                ),
+                None => format!("layer class '{class}' is not known to frostnet"),
+            },
             str::to_string,
         );
         src.layer_err(&name, &class, why)

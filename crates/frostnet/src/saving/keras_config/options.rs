@@ -14,6 +14,8 @@ pub(crate) struct Opts<'a> {
     pub(crate) name: &'a str,
     pub(crate) class: &'a str,
     pub(crate) src: &'a Source<'a>,
+    /// Keras's `registered_name` (`"package>Class"` for registered custom classes).
+    pub(crate) registered_name: Option<&'a str>,
 }
 
 impl Opts<'_> {

@@ -52,6 +52,11 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
     }
     let mut v = json!({"module": "keras.layers", "class_name": layer.class_name(), "config": cfg,
                        "registered_name": null});
+    // A registered custom class is written as Keras writes one: no module, its registered name.
+    if let Some(r) = crate::layers::custom::registered_name_of(layer.class_name()) {
+        v["module"] = Value::Null;
+        v["registered_name"] = json!(r);
+    }
     if let Some(s) = in_shapes.first() {
         let shape = if in_shapes.len() == 1 {
             shape_json(s)
