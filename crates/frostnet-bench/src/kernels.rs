@@ -1,12 +1,14 @@
 //! `frostnet-bench kernels`: the numeric kernels alone, at every instruction set this CPU runs
 //! (forced with `isa::with_forced`), so the ISA and engine choices in `frostnet::tensor` rest on
 //! numbers: sgemm 2048, and InceptionV3's spatial convolutions by im2col + gemm and by the direct
-//! kernel. Prints one table; GFLOP/s are given against wall time and against CPU time (flops /
+//! kernel, and MobileNetV2's depthwise convolutions (forward, input gradient, kernel gradient) at
+//! batch 8. Prints one table; GFLOP/s are given against wall time and against CPU time (flops /
 //! (process CPU seconds / threads)), the latter being what the cores deliver while they run us,
 //! robust to other processes sharing the machine.
 
 use crate::{median, time_reps, Args, Res};
 use frostnet::tensor::conv::{conv2d_forward_im2col, Conv2dGeometry, Padding};
+use frostnet::tensor::depthwise;
 use frostnet::tensor::direct_conv::conv2d_direct;
 use frostnet::tensor::isa::{self, Isa};
 use frostnet::tensor::{matmul, Transpose};
@@ -88,6 +90,20 @@ const CONVS: [ConvCase; 8] = [
     ),
 ];
 
+/// (name, NHWC input without batch, stride): MobileNetV2's 3x3 depthwise convolutions at 224x224
+/// (`same` padding; Keras pads its stride-2 ones explicitly, which is the same work).
+const DEPTHWISE: [(&str, [usize; 3], usize); 6] = [
+    ("dw 112x112x32 /1", [112, 112, 32], 1),
+    ("dw 112x112x96 /2", [112, 112, 96], 2),
+    ("dw 56x56x144 /1", [56, 56, 144], 1),
+    ("dw 28x28x192 /1", [28, 28, 192], 1),
+    ("dw 14x14x576 /1", [14, 14, 576], 1),
+    ("dw 7x7x960 /1", [7, 7, 960], 1),
+];
+
+/// Batch for the depthwise cases: one image is too little work to measure.
+const DEPTHWISE_BATCH: usize = 8;
+
 fn normal(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
@@ -162,6 +178,40 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
                     })
                 })?;
                 row(name, level, ename, flops, &wall, &cpu, args.threads);
+            }
+        }
+    }
+    for (name, hwc, s) in DEPTHWISE {
+        let shape = [DEPTHWISE_BATCH, hwc[0], hwc[1], hwc[2]];
+        let g = Conv2dGeometry::new(&shape, (3, 3), (s, s), Padding::Same).ok_or("geometry")?;
+        let x = normal(shape.iter().product(), 5);
+        let kern = normal(9 * g.c, 6);
+        let dy = normal(g.n * g.oh * g.ow * g.c, 7);
+        let flops = 2.0 * (g.n * g.oh * g.ow * g.c * 9) as f64;
+        for level in Isa::supported() {
+            type Pass<'a> = (&'a str, Box<dyn Fn() -> Vec<f32> + 'a>);
+            let passes: [Pass; 3] = [
+                (
+                    "fwd",
+                    Box::new(|| depthwise::depthwise_forward(&x, &g, &kern, 1)),
+                ),
+                (
+                    "dx",
+                    Box::new(|| depthwise::depthwise_input_grad(&dy, &g, &kern, 1)),
+                ),
+                (
+                    "dk",
+                    Box::new(|| depthwise::depthwise_kernel_grad(&x, &g, &dy, 1)),
+                ),
+            ];
+            for (pass, f) in passes {
+                let (wall, cpu) = isa::with_forced(level, || {
+                    time_reps(args.warmup, args.reps, &mut || {
+                        std::hint::black_box(f());
+                        Ok(())
+                    })
+                })?;
+                row(name, level, pass, flops, &wall, &cpu, args.threads);
             }
         }
     }

@@ -7,8 +7,8 @@
 //! frostnet-bench kernels [--warmup W] [--reps R] [--threads N]
 //! ```
 //!
-//! `kernels` times sgemm and InceptionV3's spatial convolutions (im2col vs direct) at every
-//! instruction set the CPU runs (see `kernels.rs`).
+//! `kernels` times sgemm, InceptionV3's spatial convolutions (im2col vs direct) and
+//! MobileNetV2's depthwise convolutions at every instruction set the CPU runs (see `kernels.rs`).
 //!
 //! `profile` (every workload but sgemm) runs the model layer by layer, timing each layer's
 //! forward (and, for training, backward) call, and prints the time summed by layer class to

@@ -148,7 +148,7 @@ impl Layer for Conv1D {
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
         let g = self.geometry(x)?;
         let f = self.filters;
-        let mut y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f);
+        let mut y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f, &[]);
         if self.use_bias {
             let b = self.base.w(BIAS).data();
             y.chunks_mut(f)

@@ -206,7 +206,7 @@ impl Layer for Conv2DTranspose {
             self.base.set_grad(KERNEL, dk);
         }
         let dx = if need_dx.first().copied().unwrap_or(false) {
-            let d = conv2d_forward(dy.data(), &g, self.base.w(KERNEL).data(), c);
+            let d = conv2d_forward(dy.data(), &g, self.base.w(KERNEL).data(), c, &[]);
             Some(Tensor::from_vec(x.shape(), d)?)
         } else {
             None

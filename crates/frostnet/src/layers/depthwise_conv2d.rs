@@ -2,8 +2,8 @@
 //! building block of MobileNet. Kernel in Keras's layout `(kh, kw, in, depth_multiplier)`; output
 //! channel `c * depth_multiplier + m` comes from input channel `c`.
 //!
-//! There is no gemm here: each output sums only `kh * kw` products per channel, so a direct loop
-//! over NHWC rows (parallel over output rows) is memory-bound and simple.
+//! There is no gemm here: each output sums only `kh * kw` products per channel; the numeric
+//! kernels (channel-vectorized, parallel over rows) live in `tensor::depthwise`.
 
 use super::registry::LayerEntry;
 use super::window::{geometry, windowed_output};
@@ -13,8 +13,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::saving::keras_config::{options::last_dim, Opts};
-use crate::tensor::{random, Conv2dGeometry, Padding, Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::{depthwise, random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 const KERNEL: usize = 0;
@@ -23,42 +22,7 @@ const BIAS: usize = 1;
 /// Depthwise convolution forward: `x` NHWC with `g.c` channels, kernel `(kh, kw, c, dm)`. Returns
 /// `(n, oh, ow, c * dm)` data.
 pub(crate) fn depthwise_forward(x: &[f32], g: &Conv2dGeometry, k: &[f32], dm: usize) -> Vec<f32> {
-    let (c, oc) = (g.c, g.c * dm);
-    let img_len = g.h * g.w * c;
-    let row_len = g.ow * oc;
-    let mut out = vec![0.0f32; g.n * g.oh * row_len];
-    let kernel = |row: usize, o: &mut [f32]| {
-        let (img, oy) = (row / g.oh, row % g.oh);
-        let src = &x[img * img_len..(img + 1) * img_len];
-        for ox in 0..g.ow {
-            let dst = &mut o[ox * oc..(ox + 1) * oc];
-            for ky in 0..g.kh {
-                let Some(iy) = g.in_row(oy, ky) else { continue };
-                for kx in 0..g.kw {
-                    let Some(ix) = g.in_col(ox, kx) else { continue };
-                    let xs = &src[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
-                    let ks = &k[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
-                    for (ch, &xv) in xs.iter().enumerate() {
-                        for m in 0..dm {
-                            dst[ch * dm + m] += xv * ks[ch * dm + m];
-                        }
-                    }
-                }
-            }
-        }
-    };
-    if row_len > 0 {
-        if out.len() >= PAR_THRESHOLD {
-            out.par_chunks_mut(row_len)
-                .enumerate()
-                .for_each(|(r, o)| kernel(r, o));
-        } else {
-            out.chunks_mut(row_len)
-                .enumerate()
-                .for_each(|(r, o)| kernel(r, o));
-        }
-    }
-    out
+    depthwise::depthwise_forward(x, g, k, dm)
 }
 
 /// Depthwise convolution backward: the kernel gradient (when asked) and the input gradient (when
@@ -72,84 +36,8 @@ pub(crate) fn depthwise_backward(
     need_dk: bool,
     need_dx: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let (c, oc) = (g.c, g.c * dm);
-    let img_len = g.h * g.w * c;
-    let out_img = g.oh * g.ow * oc;
-    let klen = g.kh * g.kw * oc;
-    // Kernel gradient: each image adds its own contribution; images are summed at the end.
-    let dk = need_dk.then(|| {
-        let per_image = |img: usize| {
-            let mut acc = vec![0.0f32; klen];
-            let src = &x[img * img_len..(img + 1) * img_len];
-            let gy = &dy[img * out_img..(img + 1) * out_img];
-            for oy in 0..g.oh {
-                for ky in 0..g.kh {
-                    let Some(iy) = g.in_row(oy, ky) else { continue };
-                    for ox in 0..g.ow {
-                        let d = &gy[(oy * g.ow + ox) * oc..(oy * g.ow + ox + 1) * oc];
-                        for kx in 0..g.kw {
-                            let Some(ix) = g.in_col(ox, kx) else { continue };
-                            let xs = &src[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
-                            let a = &mut acc[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
-                            for (ch, &xv) in xs.iter().enumerate() {
-                                for m in 0..dm {
-                                    a[ch * dm + m] += xv * d[ch * dm + m];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            acc
-        };
-        let sum = |a: Vec<f32>, b: Vec<f32>| -> Vec<f32> {
-            a.iter().zip(&b).map(|(x, y)| x + y).collect()
-        };
-        if g.n * out_img >= PAR_THRESHOLD {
-            (0..g.n)
-                .into_par_iter()
-                .map(per_image)
-                .reduce(|| vec![0.0; klen], sum)
-        } else {
-            (0..g.n).map(per_image).fold(vec![0.0; klen], sum)
-        }
-    });
-    let dx = need_dx.then(|| {
-        let mut dx = vec![0.0f32; g.n * img_len];
-        let per_image = |img: usize, d: &mut [f32]| {
-            let gy = &dy[img * out_img..(img + 1) * out_img];
-            for oy in 0..g.oh {
-                for ky in 0..g.kh {
-                    let Some(iy) = g.in_row(oy, ky) else { continue };
-                    for ox in 0..g.ow {
-                        let dyv = &gy[(oy * g.ow + ox) * oc..(oy * g.ow + ox + 1) * oc];
-                        for kx in 0..g.kw {
-                            let Some(ix) = g.in_col(ox, kx) else { continue };
-                            let ks = &k[(ky * g.kw + kx) * oc..(ky * g.kw + kx + 1) * oc];
-                            let dst = &mut d[(iy * g.w + ix) * c..(iy * g.w + ix + 1) * c];
-                            for (ch, dv) in dst.iter_mut().enumerate() {
-                                for m in 0..dm {
-                                    *dv += ks[ch * dm + m] * dyv[ch * dm + m];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        if img_len > 0 {
-            if dx.len() >= PAR_THRESHOLD {
-                dx.par_chunks_mut(img_len)
-                    .enumerate()
-                    .for_each(|(i, d)| per_image(i, d));
-            } else {
-                dx.chunks_mut(img_len)
-                    .enumerate()
-                    .for_each(|(i, d)| per_image(i, d));
-            }
-        }
-        dx
-    });
+    let dk = need_dk.then(|| depthwise::depthwise_kernel_grad(x, g, dy, dm));
+    let dx = need_dx.then(|| depthwise::depthwise_input_grad(dy, g, k, dm));
     (dk, dx)
 }
 

@@ -849,7 +849,7 @@ impl<'t> Var<'t> {
         let filters = ks[3];
         let y = Tensor::from_vec(
             &[g.n, g.oh, g.ow, filters],
-            conv2d_forward(x.data(), &g, w.data(), filters),
+            conv2d_forward(x.data(), &g, w.data(), filters, &[]),
         )?;
         self.tape.push(y, &[self, kernel], move || {
             Box::new(move |dy: &Tensor, need: &[bool]| {

@@ -2,6 +2,7 @@
 //! transposes), and the kernels the layers are built from.
 
 pub mod conv;
+pub mod depthwise;
 pub mod direct_conv;
 pub mod isa;
 mod matmul;
