@@ -83,3 +83,17 @@ fn long_shapes_in_config_errors_are_cut() {
     assert!(!text.contains("Some("), "{text}");
     std::fs::remove_file(&path).ok();
 }
+
+/// Found by cargo-fuzz (docs/FUZZING.md), kept as `fuzz_npy_nested_header.npy`: a 153-byte
+/// `.npy` whose header nests `{` 20 deep made npyz's backtracking header parser run for
+/// minutes. It is refused before parsing.
+#[test]
+fn npy_header_nesting_brackets_is_refused_at_once() {
+    let path = fixture("fuzz_npy_nested_header.npy");
+    let start = std::time::Instant::now();
+    let e = read_npy(&path).unwrap_err();
+    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+    assert_short(&e.to_string(), &path, &["nests brackets"]);
+    // A plain header still reads.
+    read_npy(&fixture("cnn_input.npy")).unwrap();
+}

@@ -50,12 +50,47 @@ fn to_tensor<R: Read>(path: &str, arr: npyz::NpyFile<R>) -> Result<Tensor> {
     Tensor::from_vec(&shape, data)
 }
 
+/// Deepest bracket nesting in the header of an array this module reads:
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` nests 2.
+const MAX_HEADER_DEPTH: usize = 2;
+
+/// Refuses a header that nests brackets deeper than a plain array's. npyz parses the header with
+/// a backtracking grammar that takes exponential time on nested brackets: cargo-fuzz found a
+/// 153-byte file (`{{{...` inside the header) that ran for minutes (docs/FUZZING.md).
+fn check_header_depth(path: &str, bytes: &[u8]) -> Result<()> {
+    let (start, len) = match (bytes.get(6), bytes.get(8..12)) {
+        (Some(1), Some(b)) => (10, u16::from_le_bytes([b[0], b[1]]) as usize),
+        (Some(2 | 3), Some(b)) => (12, u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
+        _ => return Ok(()), // not a header npyz accepts either; it reports the problem
+    };
+    let header = &bytes[start.min(bytes.len())..start.saturating_add(len).min(bytes.len())];
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for &c in header {
+        match c {
+            b'{' | b'(' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_HEADER_DEPTH {
+        return Err(file_err(
+            path,
+            format!("header nests brackets {deepest} deep; a plain f32/f64 array's nests {MAX_HEADER_DEPTH}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads one `.npy` array.
 pub fn read_npy(path: &str) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
         path: path.into(),
         source: e,
     })?;
+    check_header_depth(path, &bytes)?;
     let arr = npyz::NpyFile::new(&bytes[..]).map_err(|e| file_err(path, e))?;
     to_tensor(path, arr)
 }
