@@ -56,8 +56,8 @@ pub mod error;
 pub mod io;
 pub mod layers;
 pub mod models;
-pub mod plot;
 pub mod ops;
+pub mod plot;
 pub mod prelude;
 pub mod saving;
 pub mod seed;
@@ -66,8 +66,8 @@ pub mod testing;
 pub mod training;
 
 pub use error::{Error, Result};
-/// Re-exported: configs (`Layer::config`, `model_config`) are `serde_json` values.
-pub use serde_json;
 pub use layers::{Layer, Mode, Shape};
 pub use models::{Functional, Model, Sequential, SummaryOptions, SummaryStyle};
+/// Re-exported: configs (`Layer::config`, `model_config`) are `serde_json` values.
+pub use serde_json;
 pub use tensor::Tensor;

@@ -109,8 +109,8 @@ impl Layer for Conv2D {
         // added to a model (built). Zero kernel sizes and strides are refused by the geometry.
         if self.filters == 0 {
             return Err(Error::InvalidConfig(format!(
-                "layer '{}': filters must be positive",
-                self.base.name
+                "layer '{}': filters ({}) must be positive",
+                self.base.name, self.filters
             )));
         }
         let (oh, ow, c) = windowed_output(
