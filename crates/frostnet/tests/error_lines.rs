@@ -97,3 +97,32 @@ fn npy_header_nesting_brackets_is_refused_at_once() {
     // A plain header still reads.
     read_npy(&fixture("cnn_input.npy")).unwrap();
 }
+
+/// The same header inside an `.npz` member is refused the same way, naming the member.
+#[test]
+fn npz_member_header_nesting_brackets_is_refused_at_once() {
+    let nested = std::fs::read(fixture("fuzz_npy_nested_header.npy")).unwrap();
+    let plain = std::fs::read(fixture("cnn_input.npy")).unwrap();
+    let path = std::env::temp_dir().join(format!("frostnet-nested-{}.npz", std::process::id()));
+    let write = |members: &[(&str, &[u8])]| {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (name, bytes) in members {
+            z.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.finish().unwrap();
+    };
+    let p = path.to_str().unwrap().to_string();
+    write(&[("x.npy", &plain), ("bad.npy", &nested)]);
+    let start = std::time::Instant::now();
+    let e = frostnet::io::npy::read_npz(&p).unwrap_err();
+    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+    assert_short(&e.to_string(), &p, &["bad.npy", "nests brackets"]);
+    // Plain members still read, keyed without `.npy` as np.load keys them.
+    write(&[("x.npy", &plain)]);
+    let arrays = frostnet::io::npy::read_npz(&p).unwrap();
+    let direct = read_npy(&fixture("cnn_input.npy")).unwrap();
+    assert_eq!(arrays["x"].data(), direct.data());
+    std::fs::remove_file(&path).ok();
+}

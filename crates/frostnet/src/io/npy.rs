@@ -95,22 +95,43 @@ pub fn read_npy(path: &str) -> Result<Tensor> {
     to_tensor(path, arr)
 }
 
-/// Reads every array of an `.npz` archive, keyed by name.
+/// Largest `.npz` member read (4 GiB): checked while reading, so a member that inflates past it
+/// is an error, not an allocation of whatever size it declares.
+const MAX_NPZ_MEMBER: u64 = 4 << 30;
+
+/// Reads every array of an `.npz` archive, keyed by name (without `.npy`, as NumPy's `np.load`).
+///
+/// Each member is read through the zip reader with a size cap and its header checked for
+/// nesting before npyz parses it, exactly as [`read_npy`] does for a single file.
 pub fn read_npz(path: &str) -> Result<HashMap<String, Tensor>> {
     let file = std::fs::File::open(path).map_err(|e| Error::Io {
         path: path.into(),
         source: e,
     })?;
-    let mut npz =
-        npyz::npz::NpzArchive::new(std::io::BufReader::new(file)).map_err(|e| file_err(path, e))?;
-    let names: Vec<String> = npz.array_names().map(|s| s.to_string()).collect();
+    let mut zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| file_err(path, e))?;
     let mut out = HashMap::new();
-    for name in names {
-        let arr = npz
-            .by_name(&name)
-            .map_err(|e| file_err(path, e))?
-            .ok_or_else(|| file_err(path, format!("missing array {name}")))?;
-        out.insert(name, to_tensor(path, arr)?);
+    for i in 0..zip.len() {
+        let member = zip.by_index(i).map_err(|e| file_err(path, e))?;
+        let name = member.name().map_err(|e| file_err(path, e))?.to_string();
+        let Some(key) = name.strip_suffix(".npy") else {
+            continue;
+        };
+        let place = format!("{path} ({name})");
+        let mut bytes = Vec::new();
+        member
+            .take(MAX_NPZ_MEMBER + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| file_err(&place, e))?;
+        if bytes.len() as u64 > MAX_NPZ_MEMBER {
+            return Err(file_err(
+                &place,
+                format!("member inflates past {MAX_NPZ_MEMBER} bytes"),
+            ));
+        }
+        check_header_depth(&place, &bytes)?;
+        let arr = npyz::NpyFile::new(&bytes[..]).map_err(|e| file_err(&place, e))?;
+        out.insert(key.to_string(), to_tensor(&place, arr)?);
     }
     Ok(out)
 }
