@@ -33,6 +33,37 @@ fn is_last_axis(o: &Opts, rank: usize) -> Result<()> {
     }
 }
 
+/// The options and weight accessors LayerNormalization and GroupNormalization share
+/// (`epsilon`, `center`, `scale`; `gamma` comes first when both weights exist, as in Keras),
+/// written once; the struct has fields of those names.
+macro_rules! affine_norm_options {
+    ($t:ty) => {
+        impl $t {
+            pub fn epsilon(mut self, e: f32) -> Self {
+                self.epsilon = e;
+                self
+            }
+            pub fn center(mut self, c: bool) -> Self {
+                self.center = c;
+                self
+            }
+            pub fn scale(mut self, s: bool) -> Self {
+                self.scale = s;
+                self
+            }
+            fn gamma(&self) -> Option<&Tensor> {
+                self.scale.then(|| self.base.w(0))
+            }
+            fn beta(&self) -> Option<&Tensor> {
+                self.center.then(|| self.base.w(usize::from(self.scale)))
+            }
+        }
+    };
+}
+
+affine_norm_options!(LayerNormalization);
+affine_norm_options!(GroupNormalization);
+
 /// `gamma * (x - mean) / sqrt(variance + epsilon) + beta` over the last axis of each sample
 /// position. Weights (Keras's order): `gamma` (ones, if `scale`), `beta` (zeros, if `center`).
 pub struct LayerNormalization {
@@ -61,24 +92,6 @@ impl LayerNormalization {
             in_shape: Vec::new(),
             cache: None,
         }
-    }
-    pub fn epsilon(mut self, e: f32) -> Self {
-        self.epsilon = e;
-        self
-    }
-    pub fn center(mut self, c: bool) -> Self {
-        self.center = c;
-        self
-    }
-    pub fn scale(mut self, s: bool) -> Self {
-        self.scale = s;
-        self
-    }
-    fn gamma(&self) -> Option<&Tensor> {
-        self.scale.then(|| self.base.w(0))
-    }
-    fn beta(&self) -> Option<&Tensor> {
-        self.center.then(|| self.base.w(usize::from(self.scale)))
     }
 }
 
@@ -346,24 +359,6 @@ impl GroupNormalization {
             in_shape: Vec::new(),
             cache: None,
         }
-    }
-    pub fn epsilon(mut self, e: f32) -> Self {
-        self.epsilon = e;
-        self
-    }
-    pub fn center(mut self, c: bool) -> Self {
-        self.center = c;
-        self
-    }
-    pub fn scale(mut self, s: bool) -> Self {
-        self.scale = s;
-        self
-    }
-    fn gamma(&self) -> Option<&Tensor> {
-        self.scale.then(|| self.base.w(0))
-    }
-    fn beta(&self) -> Option<&Tensor> {
-        self.center.then(|| self.base.w(usize::from(self.scale)))
     }
 
     /// Calls `f(group, indices of that group within one sample)` for each group of a sample of
