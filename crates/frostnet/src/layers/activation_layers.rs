@@ -393,23 +393,8 @@ impl PReLU {
     }
 
     /// Calls `f(position in sample, position in alpha)` for one sample's positions.
-    fn visit(&self, dims: &[usize], mut f: impl FnMut(usize, usize)) {
-        let st = self.alpha_strides(dims);
-        let n: usize = dims.iter().product();
-        let mut idx = vec![0; dims.len()];
-        let mut at = 0;
-        for p in 0..n {
-            f(p, at);
-            for ax in (0..dims.len()).rev() {
-                idx[ax] += 1;
-                at += st[ax];
-                if idx[ax] < dims[ax] {
-                    break;
-                }
-                at -= st[ax] * dims[ax];
-                idx[ax] = 0;
-            }
-        }
+    fn visit(&self, dims: &[usize], f: impl FnMut(usize, usize)) {
+        super::normalization::visit(dims, &self.alpha_strides(dims), f);
     }
 }
 

@@ -133,8 +133,10 @@ impl Normalization {
     }
 }
 
-/// Calls `f(position in a sample, statistic index)` over one sample of `dims`.
-fn visit(dims: &[usize], st: &[usize], mut f: impl FnMut(usize, usize)) {
+/// Calls `f(position in a sample, statistic index)` over one sample of `dims`, where `st` gives
+/// the statistic index's stride along each axis (0 on an axis the statistics do not vary along).
+/// PReLU walks its broadcast `alpha` the same way.
+pub(super) fn visit(dims: &[usize], st: &[usize], mut f: impl FnMut(usize, usize)) {
     let n: usize = dims.iter().product();
     let mut idx = vec![0; dims.len()];
     let mut at = 0;
