@@ -32,6 +32,7 @@ fn wiring(model: &Model) -> Res<Vec<Wiring>> {
     let text = model.summary_with(&SummaryOptions {
         show_trainable: false,
         style: SummaryStyle::Classic,
+        ..Default::default()
     });
     let names: Vec<String> = model
         .layers()

@@ -53,6 +53,14 @@ enum Command {
         show_trainable: bool,
         #[arg(long, value_enum, default_value = "keras3")]
         style: Style,
+        /// Instead, frostnet's extended table: mult-adds per layer, a Trainable column that
+        /// says `Partial` for partly frozen nested models, and memory for inference and for one
+        /// training step.
+        #[arg(long, conflicts_with_all = ["show_trainable", "style"])]
+        extras: bool,
+        /// The batch size the extras count mult-adds and memory for.
+        #[arg(long, default_value_t = 32, requires = "extras", value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
     },
     /// Explain where a model's non-trainable parameters come from.
     Explain {
@@ -170,8 +178,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             model,
             show_trainable,
             style,
+            extras,
+            batch_size,
         } => {
             let model = model.build()?;
+            let width = frostnet::models::terminal_width();
+            if extras {
+                emit(&model.summary_extras(batch_size as usize, width))?;
+                return Ok(());
+            }
             let style = match style {
                 Style::Keras3 => SummaryStyle::Keras3,
                 Style::Classic => SummaryStyle::Classic,
@@ -179,6 +194,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             emit(&model.summary_with(&SummaryOptions {
                 show_trainable,
                 style,
+                console_width: width,
             }))?;
         }
         Command::Explain { model } => emit(&model.build()?.explain())?,

@@ -4,14 +4,28 @@
 use std::process::Command;
 
 fn frostnet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
-        .output()
-        .unwrap();
+    frostnet_with_columns(args, None)
+}
+
+/// Runs the CLI with `COLUMNS` set or removed (a summary follows the terminal's width).
+fn frostnet_with_columns(args: &[&str], columns: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frostnet"));
+    match columns {
+        Some(c) => cmd.env("COLUMNS", c),
+        None => cmd.env_remove("COLUMNS"),
+    };
+    let out = cmd.args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn reference_path(name: &str) -> String {
+    format!(
+        "{}/../frostnet/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
     )
 }
 
@@ -34,7 +48,10 @@ fn tour_trains_freezes_and_searches() {
         .any(|l| l.starts_with("23/23 - ") && l.contains("ms/step - loss: ")));
     assert!(out.contains("Frozen base conv kernel bit-identical after training the head: true"));
     assert!(out.contains("Layers that ran backward in the last step: [\"new_head\"]"));
-    assert!(out.contains("Non-trainable params: 40 = 40 frozen (batch_normalization: 40, of which 20 moving statistics)"));
+    assert!(out.contains(
+        "Non-trainable params: 40\n  20 frozen weights (batch_normalization: 20)\n  \
+         20 BatchNormalization moving statistics in 1 frozen layer\n"
+    ));
     assert!(out.contains("best trial: #"));
     assert!(out.contains("seed MLP train step, batch 256:"));
 }
@@ -282,4 +299,54 @@ fn bad_npy_input_is_one_short_line() {
         "{err}"
     );
     std::fs::remove_file(&npy).ok();
+}
+
+/// `COLUMNS=60 frostnet summary`: Keras's table shrunk to the terminal as rich draws it; without
+/// COLUMNS and with stdout a pipe, the canonical wide table. Fixtures made by
+/// tools/make_summary_width_reference.py with Keras 3.15.1.
+#[test]
+fn summary_follows_the_terminal_width() {
+    for kind in ["sequential", "functional"] {
+        let file = reference_path(&format!("summary_width/{kind}.keras"));
+        let (ok, out, err) = frostnet_with_columns(&["summary", &file], Some("60"));
+        assert!(ok, "{err}");
+        assert_eq!(
+            out,
+            reference(&format!("summary_width/{kind}_60.txt")),
+            "{kind}"
+        );
+        let (ok, out, err) =
+            frostnet_with_columns(&["summary", &file, "--show-trainable"], Some("80"));
+        assert!(ok, "{err}");
+        assert_eq!(
+            out,
+            reference(&format!("summary_width/{kind}_80_trainable.txt")),
+            "{kind}"
+        );
+        // Not a terminal and no COLUMNS: Keras's own line length (a 200-column terminal's).
+        let (ok, out, err) = frostnet_with_columns(&["summary", &file], None);
+        assert!(ok, "{err}");
+        assert_eq!(
+            out,
+            reference(&format!("summary_width/{kind}_200.txt")),
+            "{kind}"
+        );
+    }
+}
+
+/// `summary --extras`: VGG16's 15,470,264,320 mult-adds per image (counted from Keras's summary in
+/// frostnet's tests/summary_extras.rs) for a batch of 2, and the memory lines.
+#[test]
+fn summary_extras_counts_mult_adds_and_memory() {
+    let (ok, out, err) = frostnet(&["summary", "--app", "vgg16", "--extras", "--batch-size", "2"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(" Mult-adds (batch 2): 30,940,528,640\n"),
+        "{out}"
+    );
+    assert!(out.contains(" Memory, inference (batch 2): "), "{out}");
+    assert!(out.contains(" Memory, training step (batch 2): "), "{out}");
+    assert!(out.contains("│ block1_conv1 (Conv2D)"), "{out}");
+    let (ok, _, err) = frostnet(&["summary", "--app", "vgg16", "--extras", "--batch-size", "0"]);
+    assert!(!ok && err.lines().count() <= 3, "{err}");
 }

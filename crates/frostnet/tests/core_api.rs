@@ -60,16 +60,26 @@ fn weights_follow_keras_order_and_kinds() {
 fn explain_accounts_for_every_non_trainable_param() {
     let cases = [
         ("c", "Non-trainable params: 20 = BatchNormalization moving statistics in 1 layer (2 x channels each)"),
-        ("d", "Non-trainable params: 40 = 40 frozen (batch_normalization: 40, of which 20 moving statistics)"),
-        ("a", "Non-trainable params: 1,010 = 1,010 frozen (dense: 1,010)"),
+        ("a", "Non-trainable params: 1,010 = frozen weights (dense: 1,010)"),
         ("f", "Non-trainable params: 0 (every weight trains)"),
-        ("e2", "Non-trainable params: 9 = 9 frozen (conv2d: 9)"),
+        ("e2", "Non-trainable params: 9 = frozen weights (conv2d: 9)"),
     ];
     for (case, line) in cases {
         clear_session();
         let text = seed::build(case).unwrap().explain();
         assert!(text.lines().any(|l| l == line), "case {case}:\n{text}");
     }
+    // A frozen BatchNormalization: gamma and beta (2 x 10) are frozen weights, its moving mean and
+    // variance (2 x 10) the state of a frozen layer; one line per cause.
+    clear_session();
+    let text = seed::build("d").unwrap().explain();
+    assert!(
+        text.ends_with(
+            "Non-trainable params: 40\n  20 frozen weights (batch_normalization: 20)\n  \
+             20 BatchNormalization moving statistics in 1 frozen layer\n"
+        ),
+        "{text}"
+    );
     // Frozen layers and BN statistics together.
     clear_session();
     let mut m = Sequential::new();
@@ -78,7 +88,10 @@ fn explain_accounts_for_every_non_trainable_param() {
     m.add(BatchNormalization::new()).unwrap();
     let text = m.explain();
     assert!(
-        text.contains("Non-trainable params: 21 = 15 frozen (dense: 15) + 6 BatchNormalization moving statistics in 1 layer (2 x channels each)"),
+        text.ends_with(
+            "Non-trainable params: 21\n  15 frozen weights (dense: 15)\n  \
+             6 BatchNormalization moving statistics in 1 training layer (2 x channels each)\n"
+        ),
         "{text}"
     );
 }
@@ -234,4 +247,43 @@ fn seed_example_prints_exactly_the_reference_summaries() {
             &std::fs::read_to_string(fixture(&format!("seed_cases/keras3_{case}.txt"))).unwrap();
     }
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+/// `Tensor::rand`/`randn`/`uniform`/`ones`, as `keras.random` and `torch.rand*`: seeded and
+/// repeatable, and with the moments of their distributions (100,000 samples: the mean of U(0,1) is
+/// 1/2 and its variance 1/12; N(0,1)'s are 0 and 1, within 5 standard errors).
+#[test]
+fn random_constructors_have_their_distributions() {
+    let n = 100_000;
+    let moments = |t: &Tensor| {
+        let mean = t.data().iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let var = t
+            .data()
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        (mean, var)
+    };
+    let u = Tensor::rand(&[n], 3);
+    assert_eq!(u.shape(), &[n]);
+    assert_eq!(u, Tensor::rand(&[n], 3));
+    assert_ne!(u, Tensor::rand(&[n], 4));
+    let (mean, var) = moments(&u);
+    assert!(
+        (mean - 0.5).abs() < 5.0 * (1.0 / 12.0 / n as f64).sqrt(),
+        "{mean}"
+    );
+    assert!((var - 1.0 / 12.0).abs() < 0.002, "{var}");
+    let g = Tensor::randn(&[100, 1000], 5);
+    let (mean, var) = moments(&g);
+    assert!(mean.abs() < 5.0 / (n as f64).sqrt(), "{mean}");
+    assert!((var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(), "{var}");
+    let w = Tensor::uniform(&[1000], -2.0, 3.0, 1).unwrap();
+    assert!(w.data().iter().all(|v| (-2.0..3.0).contains(v)));
+    assert!(matches!(
+        Tensor::uniform(&[3], 1.0, 1.0, None),
+        Err(frostnet::Error::InvalidConfig(_))
+    ));
+    assert_eq!(Tensor::ones(&[2, 2]).data(), &[1.0; 4]);
 }

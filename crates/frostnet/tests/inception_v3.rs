@@ -38,6 +38,7 @@ fn summary(m: &Model, style: SummaryStyle, show_trainable: bool) -> String {
     m.summary_with(&SummaryOptions {
         show_trainable,
         style,
+        ..Default::default()
     })
 }
 
@@ -208,6 +209,96 @@ fn explain_attributes_non_trainable_params_to_batch_norm_statistics() {
                 (2 x channels each)"),
         "{text}"
     );
+}
+
+/// `explain()` on the fine-tuning recipe (`layers[:249]` frozen) splits the 10,687,904
+/// non-trainable params into three causes, each counted here from Keras's own summary: rows whose
+/// `Trainable` column is `N` are frozen; a BatchNormalization row of `c` channels holds `2c`
+/// moving statistics and the rest (beta; InceptionV3's BN has no gamma) is learnable.
+#[test]
+fn explain_splits_a_partly_frozen_network_by_cause() {
+    let keras = fixture("inception_v3_finetune_summary.txt");
+    // Rows wrap: the first line holds shape, params and flag; the class may be on the next.
+    let mut rows: Vec<(String, String, usize, String)> = Vec::new();
+    for line in keras.lines().filter(|l| l.starts_with('│')) {
+        let cells: Vec<&str> = line.split('│').map(str::trim).collect();
+        match cells[3].replace(',', "").parse::<usize>() {
+            Ok(params) => rows.push((
+                cells[1].to_string(),
+                cells[2].to_string(),
+                params,
+                cells[5].to_string(),
+            )),
+            Err(_) => {
+                if let Some(last) = rows.last_mut() {
+                    last.0 = format!("{} {}", last.0, cells[1]);
+                }
+            }
+        }
+    }
+    let (mut frozen_weights, mut frozen_stats, mut frozen_bn, mut training_stats, mut training_bn) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    for (name, shape, params, flag) in &rows {
+        let bn = name.ends_with("(BatchNormalization)");
+        let channels: usize = shape
+            .trim_end_matches(')')
+            .rsplit(", ")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        match (flag.as_str(), bn) {
+            ("N", true) => {
+                frozen_weights += params - 2 * channels;
+                frozen_stats += 2 * channels;
+                frozen_bn += 1;
+            }
+            ("N", false) => frozen_weights += params,
+            ("Y", true) => {
+                training_stats += 2 * channels;
+                training_bn += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(frozen_weights + frozen_stats + training_stats, 10_687_904);
+    let mut m = finetune_model();
+    m.set_trainable_range(0..249, false).unwrap();
+    let text = m.explain();
+    let th = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+    let lines: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(lines[0], "Non-trainable params: 10,687,904", "{text}");
+    assert!(
+        lines[1].starts_with(&format!("  {} frozen weights in ", th(frozen_weights))),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "  {} BatchNormalization moving statistics in {frozen_bn} frozen layers",
+            th(frozen_stats)
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        lines[3],
+        format!(
+            "  {} BatchNormalization moving statistics in {training_bn} training layers (2 x channels each)",
+            th(training_stats)
+        ),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 4, "{text}");
 }
 
 #[test]

@@ -81,6 +81,7 @@ fn check_classic_summary(model: &Model, kind: &str) {
     let got = model.summary_with(&SummaryOptions {
         style: SummaryStyle::Classic,
         show_trainable: false,
+        ..Default::default()
     });
     assert_eq!(got, want, "{kind}: classic summary");
 }

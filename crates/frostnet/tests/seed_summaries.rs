@@ -30,6 +30,7 @@ fn check(case: &str, style: SummaryStyle, show_trainable: bool) {
     let got = model.summary_with(&SummaryOptions {
         show_trainable,
         style,
+        ..Default::default()
     });
     assert_eq!(
         got, want,

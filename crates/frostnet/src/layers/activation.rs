@@ -329,6 +329,10 @@ impl Activation {
 }
 
 impl Layer for Activation {
+    /// The output only.
+    fn kept_for_backward(&self, _inputs: &[u64], output: u64) -> u64 {
+        output * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -188,6 +188,10 @@ fn moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 impl Layer for BatchNormalization {
+    /// The standardised input (`xhat`); nothing in inference mode.
+    fn kept_for_backward(&self, inputs: &[u64], _output: u64) -> u64 {
+        inputs.iter().sum::<u64>() * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -90,6 +90,9 @@ impl Conv1D {
 }
 
 impl Layer for Conv1D {
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        super::mult_adds_per_position(output, self.base.weights().first()?.len())
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -93,6 +93,9 @@ impl Conv2D {
 }
 
 impl Layer for Conv2D {
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        super::mult_adds_per_position(output, self.base.weights().first()?.len())
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -95,6 +95,12 @@ impl Conv2DTranspose {
 conv_options!(Conv2DTranspose);
 
 impl Layer for Conv2DTranspose {
+    /// Every input position scatters the whole kernel, so the count follows the input.
+    fn mult_adds(&self, _output: &Shape) -> Option<u64> {
+        let mut input = self.in_shape.clone();
+        *input.last_mut()? = Some(1);
+        super::mult_adds_per_position(&input, self.base.weights().first()?.len())
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -58,6 +58,9 @@ impl Dense {
 }
 
 impl Layer for Dense {
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        super::mult_adds_per_position(output, self.base.weights().first()?.len())
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -84,6 +84,9 @@ impl DepthwiseConv2D {
 conv_options!(DepthwiseConv2D);
 
 impl Layer for DepthwiseConv2D {
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        super::mult_adds_per_position(output, self.base.weights().first()?.len())
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

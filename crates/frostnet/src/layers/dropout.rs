@@ -27,6 +27,10 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
+    /// The mask (one f32 per value).
+    fn kept_for_backward(&self, _inputs: &[u64], output: u64) -> u64 {
+        output * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

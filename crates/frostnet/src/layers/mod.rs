@@ -299,6 +299,15 @@ impl LayerBase {
     }
 }
 
+/// Mult-adds of a kernel applied once at every output position (all dimensions of `output` but
+/// the last, the channels the kernel's last axis produces): Dense, Conv1D/2D, DepthwiseConv2D.
+pub(crate) fn mult_adds_per_position(output: &Shape, kernel_len: usize) -> Option<u64> {
+    let (_, positions) = output.split_last()?;
+    positions
+        .iter()
+        .try_fold(kernel_len as u64, |acc, d| Some(acc * (*d)? as u64))
+}
+
 /// The interface every layer implements.
 ///
 /// A custom layer either writes its forward pass from [ops](crate::ops) (an
@@ -388,6 +397,21 @@ pub trait Layer: Send + Sync {
     /// The `input_shape` given at construction, if any.
     fn declared_input_shape(&self) -> Option<&Shape> {
         self.base().input_shape.as_ref()
+    }
+    /// Multiply-accumulate operations per sample to compute an output of `output` shape: the
+    /// products of weights with activations (bias additions, activations and normalisation are
+    /// not counted, as in torchinfo's "Mult-Adds"). `Some(0)` for layers without such products,
+    /// `None` when a dimension is unknown. Shown by [`Model::summary_extras`](crate::Model).
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        let _ = output;
+        Some(0)
+    }
+    /// Bytes this layer keeps from a forward pass for its backward pass, given the element counts
+    /// of its inputs and its output (for the summary's memory estimate). The default, a copy of
+    /// every input and of the output, is what Dense and the convolutions keep; layers that keep
+    /// less (a shape, a mask, indices) say so in their own file.
+    fn kept_for_backward(&self, inputs: &[u64], output: u64) -> u64 {
+        (inputs.iter().sum::<u64>() + output) * 4
     }
     /// `Some` for models used as layers.
     fn as_model(&self) -> Option<&Model> {

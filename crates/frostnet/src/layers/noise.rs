@@ -10,26 +10,10 @@ use super::registry::LayerEntry;
 use super::{expect_inputs, incompatible, take_cache, ForwardCtx, Layer, LayerBase, Mode, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
+use crate::tensor::random::standard_normal;
 use crate::tensor::Tensor;
-use rand::rngs::SmallRng;
 use rand::Rng;
 use serde_json::{json, Value};
-
-/// `n` standard normal samples (Box-Muller).
-fn standard_normal(rng: &mut SmallRng, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        // u1 in (0, 1] so that ln(u1) is finite.
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        out.push((r * t.cos()) as f32);
-        out.push((r * t.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
 
 fn rate_in_unit(layer: &str, rate: f32) -> Result<()> {
     if (0.0..1.0).contains(&rate) {

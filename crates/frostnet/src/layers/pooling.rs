@@ -120,6 +120,10 @@ pub struct MaxPooling2D {
 pool_builders!(MaxPooling2D);
 
 impl Layer for MaxPooling2D {
+    /// The argmax of every output value (u32).
+    fn kept_for_backward(&self, _inputs: &[u64], output: u64) -> u64 {
+        output * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -175,6 +179,10 @@ pub struct AveragePooling2D {
 pool_builders!(AveragePooling2D);
 
 impl Layer for AveragePooling2D {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -296,6 +304,10 @@ pub struct GlobalAveragePooling2D {
 global_builders!(GlobalAveragePooling2D);
 
 impl Layer for GlobalAveragePooling2D {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -349,6 +361,10 @@ pub struct GlobalMaxPooling2D {
 global_builders!(GlobalMaxPooling2D);
 
 impl Layer for GlobalMaxPooling2D {
+    /// The argmax of every output value (u32).
+    fn kept_for_backward(&self, _inputs: &[u64], output: u64) -> u64 {
+        output * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -90,6 +90,10 @@ fn relu_value(x: f32, threshold: f32, max_value: Option<f32>, negative_slope: f3
 }
 
 impl Layer for ReLU {
+    /// The input only.
+    fn kept_for_backward(&self, inputs: &[u64], _output: u64) -> u64 {
+        inputs.iter().sum::<u64>() * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

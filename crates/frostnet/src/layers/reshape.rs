@@ -70,6 +70,10 @@ impl Reshape {
 }
 
 impl Layer for Reshape {
+    /// A shape.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -36,6 +36,10 @@ impl Flatten {
 }
 
 impl Layer for Flatten {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -146,6 +150,10 @@ impl Permute {
 }
 
 impl Layer for Permute {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -231,6 +239,10 @@ impl RepeatVector {
 }
 
 impl Layer for RepeatVector {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -326,6 +338,10 @@ impl UpSampling2D {
 }
 
 impl Layer for UpSampling2D {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -429,6 +445,10 @@ impl Cropping2D {
 }
 
 impl Layer for Cropping2D {
+    /// Shapes only.
+    fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
+        0
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

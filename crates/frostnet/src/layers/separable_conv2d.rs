@@ -68,6 +68,12 @@ impl SeparableConv2D {
 conv_options!(SeparableConv2D);
 
 impl Layer for SeparableConv2D {
+    /// The depthwise and the pointwise kernel, both at every output position (the depthwise
+    /// stride already applies).
+    fn mult_adds(&self, output: &Shape) -> Option<u64> {
+        let depthwise = super::mult_adds_per_position(output, self.base.weights().first()?.len())?;
+        Some(depthwise + super::mult_adds_per_position(output, self.base.weights().get(1)?.len())?)
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }

@@ -1,6 +1,7 @@
 //! Models: a DAG of layers (`model.rs`), built as a chain (`sequential.rs`) or a graph
 //! (`functional.rs`), with Keras's summaries (`summary.rs`, `summary_classic.rs`) and
-//! frostnet's `explain()` (`explain.rs`).
+//! frostnet's `explain()` (`explain.rs`) and summary extras (mult-adds, memory:
+//! `summary_extras.rs`).
 
 mod explain;
 mod functional;
@@ -8,8 +9,10 @@ mod model;
 mod sequential;
 mod summary;
 mod summary_classic;
+mod summary_extras;
 
 pub use functional::{Functional, SymbolicTensor};
 pub use model::{Model, ModelKind};
 pub use sequential::Sequential;
-pub use summary::{SummaryOptions, SummaryStyle};
+pub use summary::{terminal_width, SummaryOptions, SummaryStyle};
+pub use summary_extras::MemoryEstimate;

@@ -103,7 +103,11 @@ impl Model {
     /// The fusable chains for one forward pass, decided from the current flags and mode every
     /// call, so a BN that trains again (or a layer that needs a backward pass) is simply not fused:
     /// nothing is cached that could go stale. Returns `(conv, bn, activation)` node indices.
-    fn plan_fusion(&self, mode: Mode, plan: &[bool]) -> Vec<(usize, usize, Option<usize>)> {
+    pub(crate) fn plan_fusion(
+        &self,
+        mode: Mode,
+        plan: &[bool],
+    ) -> Vec<(usize, usize, Option<usize>)> {
         if !self.fuse {
             return Vec::new();
         }
@@ -562,6 +566,9 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
 impl Layer for Model {
     fn base(&self) -> &LayerBase {
         &self.base
+    }
+    fn mult_adds(&self, _output: &Shape) -> Option<u64> {
+        Model::mult_adds(self, 1)
     }
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base

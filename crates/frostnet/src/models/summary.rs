@@ -24,6 +24,29 @@ pub struct SummaryOptions {
     /// Adds the "Trainable" column (`summary(show_trainable=True)`).
     pub show_trainable: bool,
     pub style: SummaryStyle,
+    /// The width of the terminal the Keras 3 table is printed on. Keras's table is as wide as its
+    /// `line_length` (88, 100, 108 or 120) but never wider than the terminal minus 4 columns, its
+    /// columns shrunk in proportion. `None` is a terminal wide enough for `line_length`: the
+    /// canonical table. [`terminal_width`] reads the width as Keras does.
+    pub console_width: Option<usize>,
+}
+
+/// The terminal width Keras's summary would see (`shutil.get_terminal_size`): `COLUMNS` if set,
+/// else the width of the terminal on stdout, else `None`. Not a terminal is where frostnet differs
+/// on purpose: Keras assumes 80 columns and narrows a summary piped to a file to 76; frostnet
+/// prints the canonical table there, because a file has no width to fit.
+pub fn terminal_width() -> Option<usize> {
+    if let Some(cols) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+    {
+        return Some(cols);
+    }
+    let term = console::Term::stdout();
+    if !term.is_term() {
+        return None;
+    }
+    term.size_checked().map(|(_rows, cols)| cols as usize)
 }
 
 /// One row of the summary, independent of the style.
@@ -53,7 +76,7 @@ impl Model {
     /// The summary in a chosen style, optionally with the "Trainable" column.
     pub fn summary_with(&self, opts: &SummaryOptions) -> String {
         match opts.style {
-            SummaryStyle::Keras3 => self.keras3_summary(opts.show_trainable),
+            SummaryStyle::Keras3 => self.keras3_summary(opts.show_trainable, opts.console_width),
             SummaryStyle::Classic => super::summary_classic::render(self, opts.show_trainable),
         }
     }
@@ -97,7 +120,39 @@ impl Model {
                 && (1..self.nodes.len()).all(|i| self.nodes[i].inbound == [i - 1]))
     }
 
-    fn keras3_summary(&self, show_trainable: bool) -> String {
+    /// Keras 3's lines under the table: total, trainable, non-trainable (and optimizer) params.
+    pub(crate) fn param_totals(&self) -> String {
+        let c = self.counts();
+        let opt = self.optimizer_footprint();
+        let (opt_params, opt_bytes) = opt.unwrap_or_default();
+        let total = c.trainable + c.non_trainable + opt_params;
+        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt_bytes;
+        let mut out = format!(
+            " Total params: {} ({})\n",
+            fmt_thousands(total),
+            readable_size(total_bytes as f64, "B")
+        );
+        out += &format!(
+            " Trainable params: {} ({})\n",
+            fmt_thousands(c.trainable),
+            readable_size((c.trainable * 4) as f64, "B")
+        );
+        out += &format!(
+            " Non-trainable params: {} ({})\n",
+            fmt_thousands(c.non_trainable),
+            readable_size((c.non_trainable * 4) as f64, "B")
+        );
+        if opt.is_some() {
+            out += &format!(
+                " Optimizer params: {} ({})\n",
+                fmt_thousands(opt_params),
+                readable_size(opt_bytes as f64, "B")
+            );
+        }
+        out
+    }
+
+    fn keras3_summary(&self, show_trainable: bool, console_width: Option<usize>) -> String {
         let sequential_like = self.is_sequential_like();
         let (mut line_length, mut positions, mut header, mut justify): (
             usize,
@@ -125,15 +180,6 @@ impl Model {
             header.push("Trainable");
             justify.push(Justify::Center);
         }
-        let mut widths = Vec::new();
-        let mut current = 0usize;
-        for p in &positions {
-            let w = (p * line_length as f64) as usize - current;
-            widths.push(w + 2); // rich adds one space of padding on each side
-            current += w;
-        }
-        let widths = shrink_evenly(widths, line_length - (header.len() + 1));
-
         let mut rows: Vec<Vec<String>> = Vec::new();
         for r in self.summary_rows() {
             let mut cells = vec![
@@ -159,61 +205,76 @@ impl Model {
         }
 
         let mut out = format!("Model: \"{}\"\n", self.name());
-        let rule = |l: char, fill: char, mid: char, r: char| {
-            let mut s = String::new();
-            s.push(l);
-            for (i, w) in widths.iter().enumerate() {
-                s.extend(std::iter::repeat_n(fill, *w));
-                s.push(if i + 1 == widths.len() { r } else { mid });
-            }
-            s.push('\n');
-            s
-        };
-        let header_cells: Vec<String> = header.iter().map(|s| s.to_string()).collect();
-        out += &rule('┏', '━', '┳', '┓');
-        out += &render_row(&header_cells, &widths, &justify, '┃');
-        out += &rule('┡', '━', '╇', '┩');
-        for (i, cells) in rows.iter().enumerate() {
-            if i > 0 {
-                out += &rule('├', '─', '┼', '┤');
-            }
-            out += &render_row(cells, &widths, &justify, '│');
-        }
-        out += &rule('└', '─', '┴', '┘');
-
-        let c = self.counts();
-        let opt = self.optimizer_footprint();
-        let (opt_params, opt_bytes) = opt.unwrap_or_default();
-        let total = c.trainable + c.non_trainable + opt_params;
-        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt_bytes;
-        out += &format!(
-            " Total params: {} ({})\n",
-            fmt_thousands(total),
-            readable_size(total_bytes as f64, "B")
+        out += &draw_table(
+            &header,
+            &justify,
+            &positions,
+            line_length,
+            console_width,
+            &rows,
         );
-        out += &format!(
-            " Trainable params: {} ({})\n",
-            fmt_thousands(c.trainable),
-            readable_size((c.trainable * 4) as f64, "B")
-        );
-        out += &format!(
-            " Non-trainable params: {} ({})\n",
-            fmt_thousands(c.non_trainable),
-            readable_size((c.non_trainable * 4) as f64, "B")
-        );
-        if opt.is_some() {
-            out += &format!(
-                " Optimizer params: {} ({})\n",
-                fmt_thousands(opt_params),
-                readable_size(opt_bytes as f64, "B")
-            );
-        }
+        out += &self.param_totals();
         out
     }
 }
 
+/// Keras 3's rich table: columns at `positions` (fractions of `line_length`), shrunk to the
+/// console, a rule under the header and between rows.
+pub(crate) fn draw_table(
+    header: &[&str],
+    justify: &[Justify],
+    positions: &[f64],
+    line_length: usize,
+    console_width: Option<usize>,
+    rows: &[Vec<String>],
+) -> String {
+    // Keras: `line_length = min(line_length, terminal columns - 4)`, then the columns at their
+    // positions of it (Keras raises "Insufficient console width" below 4 columns each; here the
+    // table stops shrinking there instead).
+    let min_length = positions
+        .iter()
+        .map(|p| (4.0 / p).ceil() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(4 * positions.len());
+    let line_length = match console_width {
+        Some(w) => line_length.min(w.saturating_sub(4)).max(min_length),
+        None => line_length,
+    };
+    let mut widths = Vec::new();
+    let mut current = 0usize;
+    for p in positions {
+        let w = ((p * line_length as f64) as usize).saturating_sub(current);
+        widths.push(w + 2); // rich adds one space of padding on each side
+        current += w;
+    }
+    let widths = shrink_evenly(widths, line_length.saturating_sub(header.len() + 1));
+    let rule = |l: char, fill: char, mid: char, r: char| {
+        let mut s = String::new();
+        s.push(l);
+        for (i, w) in widths.iter().enumerate() {
+            s.extend(std::iter::repeat_n(fill, *w));
+            s.push(if i + 1 == widths.len() { r } else { mid });
+        }
+        s.push('\n');
+        s
+    };
+    let header_cells: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    let mut out = rule('┏', '━', '┳', '┓');
+    out += &render_row(&header_cells, &widths, justify, '┃', true);
+    out += &rule('┡', '━', '╇', '┩');
+    for (i, cells) in rows.iter().enumerate() {
+        if i > 0 {
+            out += &rule('├', '─', '┼', '┤');
+        }
+        out += &render_row(cells, &widths, justify, '│', false);
+    }
+    out += &rule('└', '─', '┴', '┘');
+    out
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Justify {
+pub(crate) enum Justify {
     Left,
     Right,
     Center,
@@ -239,20 +300,40 @@ fn shrink_evenly(widths: Vec<usize>, max_width: usize) -> Vec<usize> {
         .collect()
 }
 
-/// One table row: every cell wrapped to its column, padded with a space each side.
-fn render_row(cells: &[String], widths: &[usize], justify: &[Justify], border: char) -> String {
+/// One table row: every cell wrapped to its column, padded with a space each side. Header cells
+/// sit at the bottom of a wrapped header row (rich's header alignment), body cells at the top.
+fn render_row(
+    cells: &[String],
+    widths: &[usize],
+    justify: &[Justify],
+    border: char,
+    bottom: bool,
+) -> String {
     let wrapped: Vec<Vec<String>> = cells
         .iter()
         .zip(widths)
         .zip(justify)
-        .map(|((c, &w), &j)| wrap_cell(c, w - 2, j))
+        .map(|((c, &w), &j)| wrap_cell(c, w.saturating_sub(2), j))
         .collect();
     let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
+    let wrapped: Vec<Vec<String>> = if bottom {
+        wrapped
+            .into_iter()
+            .zip(widths)
+            .map(|(lines, w)| {
+                let blank =
+                    std::iter::repeat_n(" ".repeat(w.saturating_sub(2)), height - lines.len());
+                blank.chain(lines).collect()
+            })
+            .collect()
+    } else {
+        wrapped
+    };
     let mut out = String::new();
     for line in 0..height {
         out.push(border);
         for (col, lines) in wrapped.iter().enumerate() {
-            let inner = widths[col] - 2;
+            let inner = widths[col].saturating_sub(2);
             let text = lines
                 .get(line)
                 .cloned()

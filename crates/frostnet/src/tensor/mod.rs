@@ -33,6 +33,58 @@ impl Tensor {
         }
     }
 
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// Uniform samples in `[0, 1)` (`keras.random.uniform(shape)`), from `seed` or, with `None`,
+    /// from the process-wide seed sequence (repeatable for a given order of calls).
+    ///
+    /// ```
+    /// use frostnet::Tensor;
+    /// let x = Tensor::rand(&[2, 3], 7);
+    /// assert_eq!(x, Tensor::rand(&[2, 3], 7));
+    /// assert!(x.data().iter().all(|v| (0.0..1.0).contains(v)));
+    /// ```
+    pub fn rand(shape: &[usize], seed: impl Into<Option<u64>>) -> Tensor {
+        let mut rng = random::rng(seed.into());
+        Tensor {
+            shape: shape.to_vec(),
+            data: random::uniform(&mut rng, shape.iter().product(), 0.0, 1.0),
+        }
+    }
+
+    /// Uniform samples in `[low, high)` (`keras.random.uniform(shape, minval, maxval)`); an
+    /// empty or non-finite range is an error, as in Keras.
+    pub fn uniform(
+        shape: &[usize],
+        low: f32,
+        high: f32,
+        seed: impl Into<Option<u64>>,
+    ) -> Result<Tensor> {
+        if !(low.is_finite() && high.is_finite() && low < high) {
+            return Err(Error::InvalidConfig(format!(
+                "Tensor::uniform: need finite low < high, got [{low}, {high})"
+            )));
+        }
+        let mut rng = random::rng(seed.into());
+        let n = shape.iter().product();
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: random::uniform(&mut rng, n, low, high),
+        })
+    }
+
+    /// Standard normal samples (`keras.random.normal(shape)`, `torch.randn`).
+    pub fn randn(shape: &[usize], seed: impl Into<Option<u64>>) -> Tensor {
+        let mut rng = random::rng(seed.into());
+        Tensor {
+            shape: shape.to_vec(),
+            data: random::standard_normal(&mut rng, shape.iter().product()),
+        }
+    }
+
     /// A tensor filled with one value.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Tensor {

@@ -19,6 +19,22 @@ pub fn uniform(rng: &mut SmallRng, n: usize, low: f32, high: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(low..high)).collect()
 }
 
+/// `n` standard normal samples (Box-Muller).
+pub fn standard_normal(rng: &mut SmallRng, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        // u1 in (0, 1] so that ln(u1) is finite.
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        out.push((r * t.cos()) as f32);
+        out.push((r * t.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
+
 /// Glorot (Xavier) uniform: `U(-l, l)` with `l = sqrt(6 / (fan_in + fan_out))`, Keras's default
 /// kernel initializer.
 pub fn glorot_uniform(rng: &mut SmallRng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {

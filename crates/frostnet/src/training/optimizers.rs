@@ -44,6 +44,11 @@ pub trait Optimizer: Send + Sync {
     /// "Optimizer params" line.
     fn slot_params(&self) -> usize;
     fn has_lr_variable(&self) -> bool;
+    /// Slot arrays the optimizer keeps per trainable weight, each the weight's size (Adam: 2),
+    /// known before any step: for the summary's memory estimate.
+    fn slots_per_weight(&self) -> usize {
+        0
+    }
     /// The state to save for resuming: `weights` names each weight the optimizer may hold slots
     /// for. `None` (the default) for an optimizer that cannot be saved.
     fn state(&self, _weights: &[(String, &Weight)]) -> Option<OptimizerState> {
@@ -282,6 +287,9 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     shared_optimizer_methods!();
+    fn slots_per_weight(&self) -> usize {
+        usize::from(self.momentum != 0.0)
+    }
     fn name(&self) -> &'static str {
         "SGD"
     }
@@ -362,6 +370,9 @@ impl Adam {
 
 impl Optimizer for Adam {
     shared_optimizer_methods!();
+    fn slots_per_weight(&self) -> usize {
+        2
+    }
     fn name(&self) -> &'static str {
         if self.weight_decay.is_some() {
             "AdamW"
@@ -443,6 +454,9 @@ impl RmsProp {
 
 impl Optimizer for RmsProp {
     shared_optimizer_methods!();
+    fn slots_per_weight(&self) -> usize {
+        1 + usize::from(self.momentum != 0.0) + usize::from(self.centered)
+    }
     fn name(&self) -> &'static str {
         "RMSprop"
     }

@@ -1,0 +1,316 @@
+//! Summary extras that no Keras summary prints: the mult-adds of every layer for a batch size,
+//! memory for inference and for one training step, and a `Trainable` column that says `Partial`
+//! for a partly frozen nested model (Keras says `Y` or `N` and so hides exactly the case this
+//! project is about). Opt-in: [`Model::summary`] stays byte-identical to Keras.
+
+use super::model::Model;
+use super::summary::{draw_table, fmt_thousands, readable_size, Justify};
+use crate::layers::{Layer, Mode, Shape, WeightKind};
+
+const F32: u64 = 4;
+
+/// Bytes one step of a model needs, by what holds them (f32 everywhere). From
+/// [`Model::memory_estimate`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Every weight, trainable or not.
+    pub params: u64,
+    /// One gradient per trainable weight (training only).
+    pub gradients: u64,
+    /// The optimizer's slots (Adam: two per trainable weight), if the model is compiled.
+    pub optimizer_state: u64,
+    /// What the layers that backward goes through keep from the forward pass for it (each
+    /// layer says what: Dense and the convolutions their input and output, BatchNormalization
+    /// the standardised input, pooling indices or nothing). A frozen prefix keeps none.
+    pub activations_kept: u64,
+    /// The most activation memory alive at once during an inference forward pass, each
+    /// activation freed after its last consumer as the executor does, fused Conv2D ->
+    /// BatchNormalization -> activation chains writing one output.
+    pub inference_activations: u64,
+    /// The same for the forward pass of a training step (fewer chains fuse: a BN that trains
+    /// does not).
+    pub training_activations: u64,
+}
+
+impl MemoryEstimate {
+    /// Parameters plus the forward pass's peak activations.
+    pub fn inference(&self) -> u64 {
+        self.params + self.inference_activations
+    }
+    /// Parameters, gradients, optimizer state, the activations kept for backward and the
+    /// training forward pass's transient peak.
+    pub fn training_step(&self) -> u64 {
+        self.params
+            + self.gradients
+            + self.optimizer_state
+            + self.activations_kept
+            + self.training_activations
+    }
+}
+
+fn elements(shape: &Shape) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, d| Some(acc * (*d)? as u64))
+}
+
+impl Model {
+    /// Multiply-accumulate operations of one forward pass over `batch_size` samples (see
+    /// [`Layer::mult_adds`] for what counts); a shared layer counts once per call. `None` when an
+    /// input dimension is not fixed.
+    pub fn mult_adds(&self, batch_size: usize) -> Option<u64> {
+        self.nodes.iter().try_fold(0u64, |acc, node| {
+            Some(acc + node.layer.mult_adds(&node.output_shape)? * batch_size as u64)
+        })
+    }
+
+    /// What one inference or training step over `batch_size` samples holds in memory; `None`
+    /// when an input dimension is not fixed.
+    pub fn memory_estimate(&self, batch_size: usize) -> Option<MemoryEstimate> {
+        let trainable: u64 = self
+            .trainable_weights()
+            .iter()
+            .map(|w| w.len() as u64)
+            .sum();
+        let slots = self
+            .compiled
+            .as_ref()
+            .map_or(0, |c| c.optimizer.slots_per_weight() as u64);
+        Some(MemoryEstimate {
+            params: self.weights().iter().map(|w| w.len() as u64).sum::<u64>() * F32,
+            gradients: trainable * F32,
+            optimizer_state: trainable * slots * F32,
+            activations_kept: self.activations_kept(batch_size as u64, false)?,
+            inference_activations: self.activations_peak(batch_size as u64, Mode::Infer)?,
+            training_activations: self.activations_peak(batch_size as u64, Mode::Train)?,
+        })
+    }
+
+    fn node_bytes(&self, i: usize, batch: u64) -> Option<u64> {
+        Some(elements(&self.nodes[i].output_shape)? * batch * F32)
+    }
+
+    /// The forward pass's most live activation bytes: inputs are copied in, every output lives
+    /// until its last consumer ran (the model's outputs to the end), a fused chain writes one
+    /// output, and a nested model adds its own peak while it runs.
+    fn activations_peak(&self, batch: u64, mode: Mode) -> Option<u64> {
+        let n = self.nodes.len();
+        let plan = match mode {
+            Mode::Train => self.backward_plan(false),
+            Mode::Infer => vec![false; n],
+        };
+        let mut skip = vec![false; n];
+        let mut writes = (0..n).collect::<Vec<usize>>();
+        for (conv, bn, act) in self.plan_fusion(mode, &plan) {
+            skip[bn] = true;
+            writes[conv] = act.unwrap_or(bn);
+            if let Some(a) = act {
+                skip[a] = true;
+            }
+        }
+        let mut remaining = vec![0usize; n];
+        for node in &self.nodes {
+            for &j in &node.inbound {
+                remaining[j] += 1;
+            }
+        }
+        for &o in &self.outputs {
+            remaining[o] += 1;
+        }
+        let mut live = 0u64;
+        for &i in &self.inputs {
+            live += self.node_bytes(i, batch)?;
+        }
+        let mut peak = live;
+        for i in 0..n {
+            if self.inputs.contains(&i) || skip[i] {
+                continue;
+            }
+            let out = self.node_bytes(writes[i], batch)?;
+            let inside = match self.nodes[i].layer.as_model() {
+                Some(m) => m.activations_peak(batch, mode)?,
+                None => 0,
+            };
+            peak = peak.max(live + out + inside);
+            live += out;
+            for &j in &self.nodes[i].inbound {
+                remaining[j] -= 1;
+                if remaining[j] == 0 {
+                    live -= self.node_bytes(j, batch)?;
+                }
+            }
+        }
+        Some(peak)
+    }
+
+    /// Per node: whether a training step's backward pass goes through it (it has trainable
+    /// weights, or something before it has), as `run_forward` plans it.
+    fn backward_plan(&self, upstream_trains: bool) -> Vec<bool> {
+        let mut planned = vec![false; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            planned[i] = if self.inputs.contains(&i) {
+                upstream_trains
+            } else {
+                let trains = node.layer.is_trainable()
+                    && node.layer.weights().iter().any(|w| w.is_trainable());
+                trains || node.inbound.iter().any(|&j| planned[j])
+            };
+        }
+        planned
+    }
+
+    /// Bytes the layers that backward goes through keep for it.
+    fn activations_kept(&self, batch: u64, upstream_trains: bool) -> Option<u64> {
+        let planned = self.backward_plan(upstream_trains);
+        let mut kept = 0u64;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if self.inputs.contains(&i) || !planned[i] {
+                continue;
+            }
+            kept += match node.layer.as_model() {
+                Some(m) => m.activations_kept(batch, node.inbound.iter().any(|&j| planned[j]))?,
+                None => {
+                    let inputs: Option<Vec<u64>> = node
+                        .inbound
+                        .iter()
+                        .map(|&j| Some(elements(&self.nodes[j].output_shape)? * batch))
+                        .collect();
+                    let output = elements(&node.output_shape)? * batch;
+                    node.layer.kept_for_backward(&inputs?, output)
+                }
+            };
+        }
+        Some(kept)
+    }
+
+    /// Keras 3's table with two more columns, `Mult-Adds` (for `batch_size` samples) and
+    /// `Trainable` (`Y`, `N`, or `Partial` for a nested model with both), and under the totals
+    /// the mult-adds and the memory of an inference and of a training step:
+    ///
+    /// ```
+    /// use frostnet::layers::{Dense, Input};
+    /// use frostnet::Sequential;
+    /// let mut m = Sequential::new();
+    /// m.add(Input::new(&[8])).unwrap();
+    /// m.add(Dense::new(4)).unwrap();
+    /// let text = m.summary_extras(32, None);
+    /// // 8 x 4 products per sample.
+    /// assert!(text.contains(" Mult-adds (batch 32): 1,024\n"), "{text}");
+    /// ```
+    pub fn summary_extras(&self, batch_size: usize, console_width: Option<usize>) -> String {
+        let sequential_like = self.is_sequential_like();
+        let (line_length, positions, mut header, mut justify) = if sequential_like {
+            (
+                116,
+                vec![0.34, 0.60, 0.74, 0.89, 1.0],
+                vec!["Layer (type)", "Output Shape", "Param #"],
+                vec![Justify::Left, Justify::Left, Justify::Right],
+            )
+        } else {
+            (
+                136,
+                vec![0.24, 0.44, 0.56, 0.70, 0.9, 1.0],
+                vec!["Layer (type)", "Output Shape", "Param #", "Mult-Adds"],
+                vec![Justify::Left, Justify::Left, Justify::Right, Justify::Right],
+            )
+        };
+        if sequential_like {
+            header.push("Mult-Adds");
+            justify.push(Justify::Right);
+        } else {
+            header.insert(4, "Connected to");
+            justify.insert(4, Justify::Left);
+        }
+        header.push("Trainable");
+        justify.push(Justify::Center);
+        let rows: Vec<Vec<String>> = self
+            .listed_nodes()
+            .zip(self.summary_rows())
+            .map(|(i, r)| {
+                let layer = self.nodes[i].layer.as_ref();
+                let mult_adds = layer
+                    .mult_adds(&self.nodes[i].output_shape)
+                    .map_or("?".to_string(), |m| {
+                        fmt_thousands((m * batch_size as u64) as usize)
+                    });
+                let mut cells = vec![
+                    format!("{} ({})", r.name, r.class),
+                    r.output_shape,
+                    fmt_thousands(r.params),
+                    mult_adds,
+                ];
+                if !sequential_like {
+                    cells.push(if r.connected_to.is_empty() {
+                        "-".into()
+                    } else {
+                        r.connected_to.join(", ")
+                    });
+                }
+                cells.push(trainable_cell(layer).into());
+                cells
+            })
+            .collect();
+        let mut out = format!("Model: \"{}\"\n", self.name());
+        out += &draw_table(
+            &header,
+            &justify,
+            &positions,
+            line_length,
+            console_width,
+            &rows,
+        );
+        out += &self.param_totals();
+        let batch = format!("batch {batch_size}");
+        match self.mult_adds(batch_size) {
+            Some(m) => out += &format!(" Mult-adds ({batch}): {}\n", fmt_thousands(m as usize)),
+            None => out += &format!(" Mult-adds ({batch}): unknown (input size not fixed)\n"),
+        }
+        match self.memory_estimate(batch_size) {
+            Some(mem) => {
+                let size = |b: u64| readable_size(b as f64, "B");
+                out += &format!(
+                    " Memory, inference ({batch}): {} = params {} + activations {} (peak)\n",
+                    size(mem.inference()),
+                    size(mem.params),
+                    size(mem.inference_activations)
+                );
+                out += &format!(
+                    " Memory, training step ({batch}): {} = params {} + gradients {} + optimizer \
+                     state {} + activations kept for backward {} + transient {}\n",
+                    size(mem.training_step()),
+                    size(mem.params),
+                    size(mem.gradients),
+                    size(mem.optimizer_state),
+                    size(mem.activations_kept),
+                    size(mem.training_activations)
+                );
+            }
+            None => out += &format!(" Memory ({batch}): unknown (input size not fixed)\n"),
+        }
+        out
+    }
+}
+
+/// `-` without weights, `Y`/`N` as Keras, `Partial` for a model with trainable and frozen
+/// learnable weights (its state, which never trains, does not make it partial).
+fn trainable_cell(layer: &dyn Layer) -> &'static str {
+    let weights = layer.weights();
+    if weights.is_empty() {
+        return "-";
+    }
+    if !layer.is_trainable() {
+        return "N";
+    }
+    if layer.as_model().is_some() {
+        let trains = weights.iter().any(|w| w.is_trainable());
+        let frozen = weights
+            .iter()
+            .any(|w| w.kind() == WeightKind::Param && !w.is_trainable());
+        return match (trains, frozen) {
+            (true, true) => "Partial",
+            (true, false) => "Y",
+            (false, _) => "N",
+        };
+    }
+    "Y"
+}
