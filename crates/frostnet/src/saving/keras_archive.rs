@@ -89,13 +89,12 @@ fn weights_h5(
         let scalars = o
             .learning_rate
             .map(|lr| Tensor::from_slice(&[lr]).reshape(&[]));
-        let mut next = 1;
-        for t in scalars.into_iter().flatten().chain(o.slots.iter().cloned()) {
+        let floats = scalars.into_iter().flatten().chain(o.slots.iter().cloned());
+        for (i, t) in (1..).zip(floats) {
             let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-            vars.create_dataset(&next.to_string())
+            vars.create_dataset(&format!("{i}"))
                 .with_f32_data(t.data())
                 .with_shape(&shape);
-            next += 1;
         }
         group.add_group(vars.finish());
         b.add_group(group.finish());
