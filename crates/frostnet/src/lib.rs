@@ -51,6 +51,7 @@
 //! `testing/` (the gradient checker), `prelude` (one import for scripts).
 
 pub mod applications;
+pub mod constraints;
 pub mod datasets;
 pub mod error;
 pub mod io;
@@ -59,6 +60,7 @@ pub mod models;
 pub mod ops;
 pub mod plot;
 pub mod prelude;
+pub mod regularizers;
 pub mod saving;
 pub mod seed;
 pub mod tensor;

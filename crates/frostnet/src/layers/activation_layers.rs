@@ -405,6 +405,9 @@ impl Layer for PReLU {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("alpha", "alpha")]
+    }
     fn class_name(&self) -> &str {
         PRELU.class_name
     }

@@ -198,6 +198,9 @@ impl Layer for BatchNormalization {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("gamma", "gamma"), ("beta", "beta")]
+    }
     fn class_name(&self) -> &str {
         BATCH_NORMALIZATION.class_name
     }

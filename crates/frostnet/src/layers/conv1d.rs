@@ -99,6 +99,9 @@ impl Layer for Conv1D {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("kernel", "kernel"), ("bias", "bias")]
+    }
     fn class_name(&self) -> &str {
         CONV1D.class_name
     }

@@ -102,6 +102,9 @@ impl Layer for Conv2D {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("kernel", "kernel"), ("bias", "bias")]
+    }
     fn class_name(&self) -> &str {
         CONV2D.class_name
     }

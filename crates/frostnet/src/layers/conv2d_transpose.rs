@@ -107,6 +107,9 @@ impl Layer for Conv2DTranspose {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("kernel", "kernel"), ("bias", "bias")]
+    }
     fn class_name(&self) -> &str {
         CONV2D_TRANSPOSE.class_name
     }

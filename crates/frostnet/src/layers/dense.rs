@@ -67,6 +67,9 @@ impl Layer for Dense {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("kernel", "kernel"), ("bias", "bias")]
+    }
     fn class_name(&self) -> &str {
         DENSE.class_name
     }

@@ -93,6 +93,9 @@ impl Layer for DepthwiseConv2D {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("depthwise", "kernel"), ("bias", "bias")]
+    }
     fn class_name(&self) -> &str {
         DEPTHWISE_CONV2D.class_name
     }

@@ -69,6 +69,9 @@ impl Layer for Embedding {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("embeddings", "embeddings")]
+    }
     fn class_name(&self) -> &str {
         EMBEDDING.class_name
     }

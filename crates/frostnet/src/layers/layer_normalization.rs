@@ -102,6 +102,9 @@ impl Layer for LayerNormalization {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("gamma", "gamma"), ("beta", "beta")]
+    }
     fn class_name(&self) -> &str {
         LAYER_NORMALIZATION.class_name
     }
@@ -382,6 +385,9 @@ impl Layer for GroupNormalization {
     }
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
+    }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[("gamma", "gamma"), ("beta", "beta")]
     }
     fn class_name(&self) -> &str {
         GROUP_NORMALIZATION.class_name

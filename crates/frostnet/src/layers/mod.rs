@@ -156,6 +156,9 @@ pub struct LayerBase {
     pub(crate) built: bool,
     /// The counter base of a default name, so an explicit name can give it back.
     pub(crate) default_base: Option<String>,
+    /// Regularizers and constraints (Keras's `kernel_regularizer=`, ...), see
+    /// [`regularizers`](crate::regularizers).
+    pub(crate) rules: crate::regularizers::WeightRules,
 }
 
 impl LayerBase {
@@ -169,6 +172,7 @@ impl LayerBase {
             weights: Vec::new(),
             input_shape: None,
             built: false,
+            rules: Default::default(),
         }
     }
 
@@ -181,6 +185,7 @@ impl LayerBase {
             weights: Vec::new(),
             input_shape: None,
             built: false,
+            rules: Default::default(),
         }
     }
 
@@ -249,6 +254,10 @@ impl LayerBase {
     }
     pub fn set_built(&mut self, built: bool) {
         self.built = built;
+    }
+    /// The layer's regularizers and constraints.
+    pub fn rules(&self) -> &crate::regularizers::WeightRules {
+        &self.rules
     }
     /// The weights in order.
     pub fn weights(&self) -> &[Weight] {
@@ -339,6 +348,13 @@ pub trait Layer: Send + Sync {
 
     /// Drops anything kept for backward.
     fn clear_cache(&mut self) {}
+
+    /// The weights Keras's `<arg>_regularizer` / `<arg>_constraint` arguments name, as
+    /// `(arg, weight name)` pairs (`("kernel", "kernel")`, `("depthwise", "depthwise_kernel")`);
+    /// empty for a layer without such arguments (every layer has `activity_regularizer`).
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 
     fn name(&self) -> &str {
         &self.base().name

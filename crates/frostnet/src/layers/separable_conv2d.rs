@@ -80,6 +80,13 @@ impl Layer for SeparableConv2D {
     fn base_mut(&mut self) -> &mut LayerBase {
         &mut self.base
     }
+    fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("depthwise", "depthwise_kernel"),
+            ("pointwise", "pointwise_kernel"),
+            ("bias", "bias"),
+        ]
+    }
     fn class_name(&self) -> &str {
         SEPARABLE_CONV2D.class_name
     }

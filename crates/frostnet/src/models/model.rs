@@ -125,6 +125,9 @@ impl Model {
             _ => None,
         };
         let any = |i: usize| self.nodes[i].layer.as_any();
+        // A fused node's output is never formed, so a node with an activity penalty is not fused.
+        let plain = |i: usize| self.nodes[i].layer.base().rules.activity.is_none();
+        let any = |i: usize| any(i).filter(|_| plain(i));
         let mut out = Vec::new();
         for i in 0..n {
             if plan[i] || !any(i).is_some_and(|a| a.is::<Conv2D>()) {
@@ -427,6 +430,7 @@ impl Model {
             if let Some(m) = self.nodes[i].layer.as_model() {
                 self.last_fused.extend(m.last_fused.iter().cloned());
             }
+            crate::regularizers::record_activity(self.nodes[i].layer.as_mut(), &y, plan[i])?;
             for &j in &inbound {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {
@@ -455,6 +459,9 @@ impl Model {
         for i in (0..n).rev() {
             if !self.plan[i] || self.inputs.contains(&i) {
                 continue;
+            }
+            if let Some(g) = crate::regularizers::take_activity_grad(self.nodes[i].layer.as_mut()) {
+                accumulate(&mut acc[i], g)?;
             }
             let Some(g) = acc[i].take() else { continue };
             let inbound = self.nodes[i].inbound.clone();

@@ -6,14 +6,21 @@
 //! `<key>` is the snake-cased class name made unique within its container (`dense`, `dense_1`),
 //! because that is how Keras 3 finds a layer's variables; a nested model's layers sit under
 //! `/layers/<key>/layers/`. Each `vars` group also carries `@name`, the layer's real name, as
-//! recent Keras does, so readers can match by name. No optimizer state is written: the model is
-//! saved uncompiled.
+//! recent Keras does, so readers can match by name.
+//!
+//! A compiled model is saved compiled, as `model.save("x.keras")` saves it: `config.json` carries
+//! Keras 3's `compile_config` (optimizer config, loss, metrics) and `model.weights.h5` the
+//! optimizer's variables under `/optimizer/vars` (`iterations`, the learning rate, then the slots
+//! in Keras's order, see `keras_optimizer.rs`), so Keras's `load_model` and frostnet's both
+//! return a compiled model that resumes training where it stopped.
 
 use super::keras_config::model_config;
+use super::keras_optimizer::SavedOptimizer;
 use super::write_atomic;
 use crate::error::{Error, Result};
 use crate::layers::{naming, Layer};
 use crate::models::Model;
+use crate::tensor::Tensor;
 use hdf5_pure::{AttrValue, FileBuilder, GroupBuilder};
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,14 +37,20 @@ fn file_err(path: &str, what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Writes `model` as a `.keras` archive (atomically: a temporary file, then a rename).
 pub fn save_keras(model: &Model, path: &str) -> Result<()> {
-    let config = model_config(model).to_string();
+    let optimizer = super::keras_optimizer::to_keras(model);
+    let mut config = model_config(model);
+    if let Some(o) = &optimizer {
+        config["compile_config"] = o.compile_config.clone();
+    }
+    let config = config.to_string();
     let metadata = serde_json::json!({
         "keras_version": KERAS_LAYOUT_VERSION,
         "date_saved": "",
         "written_by": format!("frostnet {}", env!("CARGO_PKG_VERSION")),
     })
     .to_string();
-    let weights = weights_h5(model).map_err(|e| file_err(path, "model.weights.h5", e))?;
+    let weights =
+        weights_h5(model, optimizer.as_ref()).map_err(|e| file_err(path, "model.weights.h5", e))?;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
@@ -58,11 +71,34 @@ pub fn save_keras(model: &Model, path: &str) -> Result<()> {
 }
 
 /// The bytes of `model.weights.h5`.
-fn weights_h5(model: &Model) -> std::result::Result<Vec<u8>, hdf5_pure::Error> {
+fn weights_h5(
+    model: &Model,
+    optimizer: Option<&SavedOptimizer>,
+) -> std::result::Result<Vec<u8>, hdf5_pure::Error> {
     let mut b = FileBuilder::new();
     let mut layers = b.create_group("layers");
     add_layers(&mut layers, model);
     b.add_group(layers.finish());
+    if let Some(o) = optimizer {
+        let mut group = b.create_group("optimizer");
+        let mut vars = group.create_group("vars");
+        vars.set_attr("name", AttrValue::VarLenString(o.name.clone()));
+        vars.create_dataset("0")
+            .with_i64_data(&[o.iterations])
+            .with_shape(&[]);
+        let scalars = o
+            .learning_rate
+            .map(|lr| Tensor::from_slice(&[lr]).reshape(&[]));
+        let floats = scalars.into_iter().flatten().chain(o.slots.iter().cloned());
+        for (i, t) in (1..).zip(floats) {
+            let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+            vars.create_dataset(&format!("{i}"))
+                .with_f32_data(t.data())
+                .with_shape(&shape);
+        }
+        group.add_group(vars.finish());
+        b.add_group(group.finish());
+    }
     let mut vars = b.create_group("vars");
     vars.set_attr("name", AttrValue::VarLenString(model.name().to_string()));
     b.add_group(vars.finish());

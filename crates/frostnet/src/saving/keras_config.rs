@@ -480,6 +480,7 @@ fn build_layer(
         src.layer_err(&name, &class, why)
     })?;
     let mut layer = (entry.from_config)(&o, inputs)?;
+    o.weight_rules(layer.as_mut())?;
     layer.base_mut().name = name.clone();
     let trainable = cfg
         .get("trainable")

@@ -57,8 +57,30 @@ pub(crate) fn restore(
         read_var(&h5, i, limits.max_dataset_bytes)
             .map_err(|e| src.err(format!("model.weights.h5:/optimizer/vars/{i}: {e}")))
     };
+    let compile = |model: &mut Model, state: OptimizerState| -> Result<()> {
+        let named = model.named_weights();
+        let optimizer = optimizer_from_state(&state, &named).map_err(|e| src.err(e.to_string()))?;
+        model.compiled = Some(Compiled {
+            optimizer,
+            loss,
+            metrics: metrics
+                .iter()
+                .map(|m| (m.resolve(&loss), m.log_name()))
+                .collect(),
+        });
+        Ok(())
+    };
+    let fresh = OptimizerState {
+        class_name: class.clone(),
+        config: opt_cfg.clone(),
+        iterations: 0,
+        slots: Vec::new(),
+    };
     if !has_optimizer {
-        return Ok(None); // compiled but saved without optimizer variables
+        // Compiled but saved without optimizer variables: compiled with a fresh optimizer, as
+        // Keras's `compile_from_config` does.
+        compile(model, fresh)?;
+        return Ok(None);
     }
     let vars = h5
         .group("optimizer/vars")
@@ -69,7 +91,8 @@ pub(crate) fn restore(
             ))
         })?;
     if vars.is_empty() {
-        return Ok(None); // compiled but never built: no optimizer variables saved
+        compile(model, fresh)?; // compiled but never built: no optimizer variables saved
+        return Ok(None);
     }
     let iterations = match read(0)? {
         Var::Int(n) if n >= 0 => n as u64,
@@ -89,11 +112,7 @@ pub(crate) fn restore(
         }
         next = 2;
     }
-    let per_weight = match class.as_str() {
-        "Adam" | "AdamW" => 2,
-        "SGD" => usize::from(opt_cfg["momentum"].as_f64().unwrap_or(0.0) != 0.0),
-        _ => 1,
-    };
+    let (per_weight, grouped) = slot_layout(&class, &opt_cfg);
     let named = model.named_weights();
     let trainable: Vec<(String, Vec<usize>)> = if model.is_trainable() {
         named
@@ -104,41 +123,72 @@ pub(crate) fn restore(
     } else {
         Vec::new()
     };
-    let mut slots = Vec::new();
+    let mut per: Vec<Vec<Tensor>> = vec![Vec::new(); trainable.len()];
     if per_weight > 0 && iterations > 0 {
-        for (path, shape) in &trainable {
-            let mut tensors = Vec::new();
-            for _ in 0..per_weight {
-                match read(next)? {
-                    Var::Float(t) if t.shape() == shape.as_slice() => tensors.push(t),
-                    _ => {
-                        return Err(src.err(format!(
-                            "model.weights.h5:/optimizer/vars/{next}: not the {class} slot of \
-                             weight '{path}' (shape {shape:?})"
-                        )))
-                    }
+        for (i, _) in slot_order(trainable.len(), per_weight, grouped) {
+            let (path, shape) = &trainable[i];
+            match read(next)? {
+                Var::Float(t) if t.shape() == shape.as_slice() => per[i].push(t),
+                _ => {
+                    return Err(src.err(format!(
+                        "model.weights.h5:/optimizer/vars/{next}: not the {class} slot of \
+                         weight '{path}' (shape {shape:?})"
+                    )))
                 }
-                next += 1;
             }
-            slots.push((path.clone(), tensors));
+            next += 1;
         }
     }
+    let slots = trainable
+        .iter()
+        .zip(per)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|((p, _), t)| (p.clone(), t))
+        .collect();
     let state = OptimizerState {
         class_name: class,
         config: opt_cfg,
         iterations,
         slots,
     };
-    let optimizer = optimizer_from_state(&state, &named).map_err(|e| src.err(e.to_string()))?;
-    model.compiled = Some(Compiled {
-        optimizer,
-        loss,
-        metrics: metrics
-            .iter()
-            .map(|m| (m.resolve(&loss), m.log_name()))
-            .collect(),
-    });
+    compile(model, state)?;
     Ok(None)
+}
+
+/// How many slot variables Keras gives each trainable variable, and whether they are stored
+/// grouped by kind (RMSprop: all velocities, then all momentums, then all average gradients)
+/// rather than interleaved per variable (Adam: momentum and velocity of each variable in turn;
+/// SGD: its one momentum). frostnet keeps each weight's slots in the same kind order.
+fn slot_layout(class: &str, cfg: &Value) -> (usize, bool) {
+    let on = |k: &str| cfg.get(k).and_then(Value::as_f64).unwrap_or(0.0) != 0.0;
+    match class {
+        "Adam" | "AdamW" => (2, false),
+        "SGD" => (usize::from(on("momentum")), false),
+        "RMSprop" => {
+            let centered = cfg
+                .get("centered")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            (
+                1 + usize::from(on("momentum")) + usize::from(centered),
+                true,
+            )
+        }
+        _ => (1, false),
+    }
+}
+
+/// `(weight index, slot kind)` in the order Keras stores the slot variables.
+fn slot_order(weights: usize, kinds: usize, grouped: bool) -> Vec<(usize, usize)> {
+    if grouped {
+        (0..kinds)
+            .flat_map(|k| (0..weights).map(move |i| (i, k)))
+            .collect()
+    } else {
+        (0..weights)
+            .flat_map(|i| (0..kinds).map(move |k| (i, k)))
+            .collect()
+    }
 }
 
 /// The optimizer class and config, loss and metrics of a `compile_config`, if frostnet implements
@@ -178,15 +228,9 @@ fn supported(cc: &Value) -> std::result::Result<(String, Value, Loss, Vec<Metric
         "Adam" if no_decay => "Adam",
         "AdamW" => "AdamW",
         "SGD" if no_decay => "SGD",
-        // Keras creates RMSprop's momentum and average-gradient slots as separate lists, an
-        // order frostnet does not reproduce; plain RMSprop has one slot per weight.
-        "RMSprop"
-            if no_decay
-                && c.get("momentum").and_then(Value::as_f64).unwrap_or(0.0) == 0.0
-                && !c.get("centered").and_then(Value::as_bool).unwrap_or(false) =>
-        {
-            "RMSprop"
-        }
+        // Keras stores RMSprop's velocity, momentum and average-gradient slots as separate
+        // lists (see `slot_layout`).
+        "RMSprop" if no_decay => "RMSprop",
         other => {
             return Err(format!(
                 "optimizer {other} with this configuration is not implemented in frostnet"
@@ -332,4 +376,129 @@ fn read_var(h5: &hdf5_pure::File, i: usize, max: u64) -> std::result::Result<Var
     Tensor::from_vec(&dims, data)
         .map(Var::Float)
         .map_err(|e| e.to_string())
+}
+
+// Writing: what `model.save("x.keras")` writes for a compiled model.
+
+/// The optimizer part of a `.keras` archive: Keras 3's `compile_config` and the variables of
+/// `/optimizer/vars` in Keras's order.
+pub(crate) struct SavedOptimizer {
+    pub(crate) compile_config: Value,
+    /// The `name` attribute of `/optimizer/vars` (the optimizer's name).
+    pub(crate) name: String,
+    /// `iterations`, then the learning rate (absent for a schedule), then the slots.
+    pub(crate) iterations: i64,
+    pub(crate) learning_rate: Option<f32>,
+    pub(crate) slots: Vec<Tensor>,
+}
+
+/// What a compiled `model` saves for its optimizer, as Keras 3.15 writes it, so that Keras and
+/// frostnet load the model compiled and resume training where it stopped. `None` for an
+/// uncompiled model or an optimizer that cannot export its state.
+///
+/// Keras builds the optimizer for every trainable variable when it compiles a loaded model, so
+/// every trainable weight gets its slots here, zeros for a weight not updated yet (frostnet creates
+/// slots on a weight's first update, with the same zeros).
+pub(crate) fn to_keras(model: &Model) -> Option<SavedOptimizer> {
+    let compiled = model.compiled.as_ref()?;
+    let opt = compiled.optimizer.as_ref();
+    let named = model.named_weights();
+    let state = opt.state(&named)?;
+    let class = state.class_name.as_str();
+    let name = crate::layers::naming::snake_case(class);
+    let mut cfg = json!({
+        "name": name,
+        "learning_rate": null,
+        "weight_decay": null,
+        "clipnorm": null,
+        "global_clipnorm": null,
+        "clipvalue": null,
+        "use_ema": false,
+        "ema_momentum": 0.99,
+        "ema_overwrite_frequency": null,
+        "loss_scale_factor": null,
+        "gradient_accumulation_steps": null,
+    });
+    for (k, v) in state.config.as_object()? {
+        cfg[k] = v.clone();
+    }
+    if matches!(class, "Adam" | "AdamW") {
+        cfg["amsgrad"] = json!(false);
+    }
+    let lr = match &state.config["learning_rate"] {
+        Value::Object(s) => {
+            // Keras 3's serialised schedule.
+            let mut s = Value::Object(s.clone());
+            s["module"] = json!("keras.optimizers.schedules");
+            s["registered_name"] = Value::Null;
+            cfg["learning_rate"] = s;
+            None
+        }
+        _ => {
+            let lr = opt.learning_rate();
+            cfg["learning_rate"] = json!(lr);
+            Some(lr)
+        }
+    };
+    let loss = match compiled.loss {
+        Loss::BinaryCrossentropy { from_logits: true }
+        | Loss::CategoricalCrossentropy { from_logits: true }
+        | Loss::SparseCategoricalCrossentropy { from_logits: true } => {
+            let name = compiled.loss.name();
+            let mut config = json!({"name": name, "reduction": "sum_over_batch_size",
+                                    "from_logits": true});
+            if name != "sparse_categorical_crossentropy" {
+                config["label_smoothing"] = json!(0.0);
+                config["axis"] = json!(-1);
+            } else {
+                config["ignore_class"] = Value::Null;
+            }
+            let class: String = name
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            json!({"module": "keras.losses", "class_name": class, "config": config,
+                   "registered_name": null})
+        }
+        loss => json!(loss.name()),
+    };
+    let metrics = if compiled.metrics.is_empty() {
+        Value::Null
+    } else {
+        compiled.metrics.iter().map(|(_, n)| json!(n)).collect()
+    };
+    let compile_config = json!({
+        "optimizer": {"module": "keras.optimizers", "class_name": class, "config": cfg,
+                      "registered_name": null},
+        "loss": loss,
+        "loss_weights": null,
+        "metrics": metrics,
+        "weighted_metrics": null,
+        "run_eagerly": false,
+        "steps_per_execution": 1,
+        "jit_compile": false,
+    });
+    let trainable: Vec<&(String, &crate::layers::Weight)> = if model.is_trainable() {
+        named.iter().filter(|(_, w)| w.is_trainable()).collect()
+    } else {
+        Vec::new()
+    };
+    let (kinds, grouped) = slot_layout(class, &state.config);
+    let mut slots = Vec::new();
+    for (i, k) in slot_order(trainable.len(), kinds, grouped) {
+        let (path, w) = trainable[i];
+        let saved = state
+            .slots
+            .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, t)| t.get(k));
+        slots.push(saved.cloned().unwrap_or_else(|| Tensor::zeros(w.shape())));
+    }
+    Some(SavedOptimizer {
+        compile_config,
+        name,
+        iterations: state.iterations as i64,
+        learning_rate: lr,
+        slots,
+    })
 }

@@ -196,6 +196,10 @@ impl Model {
             let (loss, grad) = self.compiled()?.loss.compute(&out, y)?;
             if trains {
                 self.run_backward(vec![grad])?;
+            }
+            // Keras minimises and logs the loss plus the regularization penalties (regularizers.rs).
+            let loss = loss + self.regularization_step(trains)?;
+            if trains {
                 let mut compiled = self.compiled.take().expect("checked by compiled()");
                 {
                     let mut ws: Vec<&mut Weight> = self
@@ -206,6 +210,7 @@ impl Model {
                     compiled.optimizer.apply(&mut ws);
                 }
                 self.compiled = Some(compiled);
+                self.apply_constraints()?;
             }
             Ok((loss, out))
         })();
@@ -258,7 +263,8 @@ impl Model {
             let (xb, yb) = labelled("evaluate", batch?)?;
             let pred = self.call(&xb)?;
             let n = xb.batch();
-            loss.add(loss_fn.compute(&pred, &yb)?.0 as f64, n);
+            let penalty = self.regularization_loss()?;
+            loss.add((loss_fn.compute(&pred, &yb)?.0 + penalty) as f64, n);
             for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
                 acc.add(m.batch_value(&pred, &yb), n);
             }

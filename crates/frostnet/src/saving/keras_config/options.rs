@@ -117,15 +117,12 @@ impl Opts<'_> {
         }
     }
     /// Options any layer may carry that change what it computes or how it trains, and that
-    /// frostnet does not implement: regularizers, constraints, LoRA, quantization, a dtype other
-    /// than float32. Initializers do not matter, since weights come from the file.
+    /// frostnet does not implement: LoRA, quantization, a dtype other than float32.
+    /// Initializers do not matter, since weights come from the file; regularizers and constraints
+    /// are read by [`weight_rules`](Self::weight_rules) once the layer exists.
     pub(crate) fn generic(&self) -> Result<()> {
         for (k, v) in self.cfg {
-            let unsupported = !v.is_null()
-                && (k.ends_with("_regularizer")
-                    || k.ends_with("_constraint")
-                    || k == "lora_rank"
-                    || k == "quantization_config");
+            let unsupported = !v.is_null() && (k == "lora_rank" || k == "quantization_config");
             if unsupported {
                 return Err(self.err(format!("'{k}' = {v} is not implemented in frostnet")));
             }
@@ -138,6 +135,11 @@ impl Opts<'_> {
             Some(d) if d == "float32" => Ok(()),
             Some(d) => Err(self.err(format!("dtype {d} is not implemented (float32 only)"))),
         }
+    }
+    /// Reads the config's `*_regularizer` and `*_constraint` options onto `layer` (built by its
+    /// `from_config`); one the layer does not have or frostnet does not implement is an error.
+    pub(crate) fn weight_rules(&self, layer: &mut dyn crate::layers::Layer) -> Result<()> {
+        crate::regularizers::read_rules(self.cfg, layer).map_err(|e| self.err(e))
     }
     pub(crate) fn conv_common(&self) -> Result<()> {
         self.require("data_format", &[json!("channels_last")])?;

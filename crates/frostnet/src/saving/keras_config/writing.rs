@@ -47,6 +47,7 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
         return v;
     }
     let mut cfg = layer.config();
+    crate::regularizers::write_rules(layer, &mut cfg);
     if let Some(o) = cfg.as_object_mut() {
         o.insert("dtype".into(), dtype_policy());
     }
