@@ -105,6 +105,15 @@ enum TuneAction {
         #[command(flatten)]
         at: tune::StoreArgs,
     },
+    /// Write a study as one self-contained HTML page: history, parallel coordinates,
+    /// importance, intermediate values, the trials (only --store, --study, --output).
+    Report {
+        #[command(flatten)]
+        at: tune::StoreArgs,
+        /// The HTML file to write.
+        #[arg(long)]
+        output: String,
+    },
     /// Run trials of a study until it is complete (what `--workers` starts).
     Worker {
         #[command(flatten)]
@@ -214,6 +223,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => match action {
             None => tune::run(&study, workers)?,
             Some(TuneAction::Status { at }) => tune::status(&at)?,
+            Some(TuneAction::Report { at, output }) => tune::report(&at, &output)?,
             Some(TuneAction::Worker { study }) => {
                 tune::work(&study)?;
             }

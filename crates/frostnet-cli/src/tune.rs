@@ -380,6 +380,24 @@ pub fn status(args: &StoreArgs) -> Res<()> {
     })())
 }
 
+/// `frostnet tune report`: the study as one HTML page (see `frostnet_tuner::report`), read from
+/// the store opened read-only.
+pub fn report(args: &StoreArgs, output: &str) -> Res<()> {
+    let study = Study::open_existing(&args.study, &storage(&args.spec())?)?;
+    let done = frostnet_tuner::write_report(&study, output, &Default::default())?;
+    let mut out = std::io::stdout().lock();
+    finish_output((|| {
+        writeln!(
+            out,
+            "wrote {output}: {} trials, {:.1} kB, drawn in {:.2} s",
+            done.trials,
+            done.bytes as f64 / 1e3,
+            done.elapsed.as_secs_f64()
+        )?;
+        out.flush()
+    })())
+}
+
 /// `frostnet tune`: runs the study with `workers` processes, then prints the table and saves the
 /// best model's weights.
 pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
