@@ -16,6 +16,7 @@ mod plot;
 mod tour;
 mod tour_images;
 mod tune;
+mod tune_image;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use frostnet::{SummaryOptions, SummaryStyle};
@@ -82,7 +83,8 @@ enum Command {
     Fit(fit::FitArgs),
     /// Convert a model file: to `.keras` when OUT ends in `.keras`, else to frostnet's native format.
     Convert { input: String, output: String },
-    /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
+    /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits),
+    /// or with --app and --data the transfer-learning recipe on a folder of images.
     Tune {
         #[command(subcommand)]
         action: Option<TuneAction>,

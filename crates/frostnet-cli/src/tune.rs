@@ -53,9 +53,11 @@ pub struct StudyArgs {
     pub trials: u64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Epochs per trial (Hyperband: the largest budget).
+    /// Epochs per trial (Hyperband: the largest budget); with --app, the head's epochs.
     #[arg(long, default_value_t = 6)]
     pub epochs: u64,
+    #[command(flatten)]
+    pub image: crate::tune_image::ImageArgs,
 }
 
 fn storage(spec: &str) -> Res<Storage> {
@@ -87,13 +89,17 @@ fn algorithm(args: &StudyArgs) -> Res<Algorithm> {
 }
 
 pub fn open(args: &StudyArgs) -> Res<Study> {
-    Ok(Study::builder(args.at.study.clone())
+    let mut builder = Study::builder(args.at.study.clone())
         .storage(storage(&args.at.spec())?)
         .objective("val_accuracy", Direction::Maximize)
         .algorithm(algorithm(args)?)
         .pruner(Pruner::median(4, 1))
-        .max_trials(args.trials)
-        .open()?)
+        .max_trials(args.trials);
+    if let Some(choices) = crate::tune_image::fine_tune_choices(&args.image)? {
+        let choices: Vec<&str> = choices.iter().map(String::as_str).collect();
+        builder = builder.search_space(|hp| crate::tune_image::declare(&choices, hp));
+    }
+    Ok(builder.open()?)
 }
 
 /// The search space and the model it describes: 1-3 hidden layers, 16-128 units each (only for
@@ -339,10 +345,23 @@ fn out_dir(args: &StudyArgs) -> String {
 /// Runs trials until the study is complete, in this process.
 pub fn work(args: &StudyArgs) -> Res<frostnet_tuner::Results> {
     let dir = out_dir(args);
+    let epochs = args.epochs;
+    // The folder is listed (and the options checked) before the store is touched.
+    if let Some(search) = crate::tune_image::ImageSearch::load(&args.image, args.seed)? {
+        let mut study = open(args)?;
+        std::fs::create_dir_all(&dir)?;
+        let callbacks =
+            |_: u64, _: u64| -> Res<Vec<Box<dyn frostnet::training::Callback>>> { Ok(Vec::new()) };
+        return Ok(study.optimize(|hp, t| {
+            let number = t.number();
+            search
+                .trial(hp, t, epochs, &dir, &|step| callbacks(number, step))
+                .map_err(|e| e.to_string())
+        })?);
+    }
     std::fs::create_dir_all(&dir)?;
     let data = data()?;
     let mut study = open(args)?;
-    let epochs = args.epochs;
     Ok(study.optimize(|hp, t| trial(hp, t, &data, epochs, &dir).map_err(|e| e.to_string()))?)
 }
 
@@ -423,6 +442,7 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
                         "--epochs",
                         &args.epochs.to_string(),
                     ])
+                    .args(args.image.to_args())
                     .spawn()
             })
             .collect::<Result<_, _>>()?;
@@ -437,8 +457,14 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
     let saved = match results.best() {
         Some(best) => {
             let dir = out_dir(args);
-            let src = format!("{dir}/trial_{}.frostnet", best.number);
-            let dst = format!("{dir}/best.frostnet");
+            // The image search saves `.keras` classifiers (class names kept), the MLP native files.
+            let ext = if args.image.app.is_some() {
+                "keras"
+            } else {
+                "frostnet"
+            };
+            let src = format!("{dir}/trial_{}.{ext}", best.number);
+            let dst = format!("{dir}/best.{ext}");
             std::fs::copy(&src, &dst).map_err(|e| format!("copying {src} to {dst}: {e}"))?;
             Some((best.number, format_params(&best.params), dst))
         }
