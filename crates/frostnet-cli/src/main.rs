@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod fit;
 mod plot;
+mod tensorboard;
 mod tour;
 mod tour_images;
 mod tune;

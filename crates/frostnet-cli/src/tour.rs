@@ -205,6 +205,7 @@ pub fn run() -> Res<()> {
         seed: 7,
         epochs: 4,
         image: Default::default(),
+        tensorboard: None,
     };
     crate::tune::run(&args, 1)?;
     std::fs::remove_dir_all(&dir)?;

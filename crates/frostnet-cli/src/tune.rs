@@ -6,7 +6,7 @@
 
 use frostnet::datasets::load_digits;
 use frostnet::layers::{clear_session, ActivationFn, Dense, Input};
-use frostnet::training::{Adam, FitOptions, Loss, Metric};
+use frostnet::training::{Adam, FitOptions, Loss, Metric, ValidationData};
 use frostnet::{Model, Sequential, Tensor};
 use frostnet_tuner::{
     Algorithm, Direction, Hyperparameters, Pruner, Scale, Storage, Study, TrialContext,
@@ -58,6 +58,9 @@ pub struct StudyArgs {
     pub epochs: u64,
     #[command(flatten)]
     pub image: crate::tune_image::ImageArgs,
+    /// Write TensorBoard event files, one run per trial: DIR/trial_N/train and .../validation.
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<String>,
 }
 
 fn storage(spec: &str) -> Res<Storage> {
@@ -236,9 +239,12 @@ fn trial(
     data: &Data,
     epochs: u64,
     out_dir: &str,
+    board: Option<&str>,
 ) -> Res<()> {
     let (mut model, lr) = build(hp)?;
     let number = trial.number();
+    let board =
+        board.map(|d| crate::tensorboard::Run::new(crate::tensorboard::trial_dir(d, number)));
     let params = format!("{:?}", hp.values());
     let epochs = trial.max_epochs().unwrap_or(epochs);
     let mut best = f64::NEG_INFINITY;
@@ -281,6 +287,12 @@ fn trial(
             batch_size: 32,
             seed: Some(number * 1000 + epoch),
             verbose: 0,
+            // Validated by `fit` only for TensorBoard's `validation/` run; the reported values
+            // stay `evaluate`'s below.
+            validation_data: board
+                .as_ref()
+                .map(|_| ValidationData::Tensors(data.vx.clone(), data.vy.clone())),
+            callbacks: board.iter().map(|b| b.callback(epoch as usize)).collect(),
             ..Default::default()
         };
         model.fit(&data.x, &data.y, opts)?;
@@ -350,19 +362,24 @@ pub fn work(args: &StudyArgs) -> Res<frostnet_tuner::Results> {
     if let Some(search) = crate::tune_image::ImageSearch::load(&args.image, args.seed)? {
         let mut study = open(args)?;
         std::fs::create_dir_all(&dir)?;
-        let callbacks =
-            |_: u64, _: u64| -> Res<Vec<Box<dyn frostnet::training::Callback>>> { Ok(Vec::new()) };
+        let board = args.tensorboard.as_deref();
         return Ok(study.optimize(|hp, t| {
-            let number = t.number();
+            let run = board.map(|d| {
+                crate::tensorboard::Run::new(crate::tensorboard::trial_dir(d, t.number()))
+            });
             search
-                .trial(hp, t, epochs, &dir, &|step| callbacks(number, step))
+                .trial(hp, t, epochs, &dir, &|step| {
+                    Ok(run.iter().map(|r| r.callback(step as usize)).collect())
+                })
                 .map_err(|e| e.to_string())
         })?);
     }
     std::fs::create_dir_all(&dir)?;
     let data = data()?;
     let mut study = open(args)?;
-    Ok(study.optimize(|hp, t| trial(hp, t, &data, epochs, &dir).map_err(|e| e.to_string()))?)
+    let board = args.tensorboard.as_deref();
+    Ok(study
+        .optimize(|hp, t| trial(hp, t, &data, epochs, &dir, board).map_err(|e| e.to_string()))?)
 }
 
 /// Ends a command's output: a reader that went away (`| head`) ends the command quietly, as
@@ -443,6 +460,11 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
                         &args.epochs.to_string(),
                     ])
                     .args(args.image.to_args())
+                    .args(
+                        args.tensorboard
+                            .iter()
+                            .flat_map(|d| ["--tensorboard".to_string(), d.clone()]),
+                    )
                     .spawn()
             })
             .collect::<Result<_, _>>()?;
