@@ -42,6 +42,8 @@ enum Style {
     Classic,
 }
 
+// Parsed once per process: the size of the largest variant (`tune`'s options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Build, summarize, explain and train the bundled examples, one after the other.

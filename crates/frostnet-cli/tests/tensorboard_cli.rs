@@ -50,6 +50,7 @@ fn crc32c(data: &[u8]) -> u32 {
 }
 
 /// TFRecord's mask: rotate right by 15 bits, add 0xa282ead8.
+#[allow(clippy::manual_rotate)] // spelled out as TensorFlow's crc32c.h states it
 fn masked(data: &[u8]) -> u32 {
     let c = crc32c(data);
     ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)

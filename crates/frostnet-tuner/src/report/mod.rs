@@ -712,7 +712,7 @@ fn importance_plot(importance: &[Importance], seeds: u64) -> String {
              <rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\">\
              <title>{}: {} (mean {} ± {} over {seeds} seeds, {} trials)</title></rect>\
              <path class=\"err\" d=\"M{} {}H{}M{} {}v8M{} {}v8\"/>\
-             <text x=\"{}\" y=\"{}\">{} ({} ± {}; {} trials)</text>",
+             <text x=\"{}\" y=\"{}\">{:.3} ({:.3} ± {:.3}; {} trials)</text>",
             px(x0 - 8.0),
             px(y + 13.0),
             esc(&imp.name),
@@ -734,9 +734,9 @@ fn importance_plot(importance: &[Importance], seeds: u64) -> String {
             px(y + 5.0),
             px(x1 + 10.0),
             px(y + 13.0),
-            format!("{:.3}", imp.importance),
-            format!("{:.3}", imp.mean),
-            format!("{:.3}", imp.sd),
+            imp.importance,
+            imp.mean,
+            imp.sd,
             imp.trials
         );
     }
