@@ -55,6 +55,10 @@ pub struct FitArgs {
     /// Seed of the file shuffle, the split and the head's initialisation.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
+    /// Write TensorBoard event files under DIR (`train/`, `validation/`, as Keras's TensorBoard
+    /// callback); the fine-tuning's epochs continue the head's.
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<String>,
     /// Where to write the trained model (`.keras`, class names kept in it).
     #[arg(long)]
     output: String,
@@ -142,7 +146,16 @@ pub fn run(args: &FitArgs) -> Res<()> {
         base_name(&model)?,
         trainable_params(&model)
     );
-    model.fit_dataset(&mut train, fit_opts(args.epochs, args.seed, &val))?;
+    let board = args.tensorboard.as_ref().map(crate::tensorboard::Run::new);
+    let logged = |mut opts: FitOptions, first: usize| {
+        opts.callbacks
+            .extend(board.as_ref().map(|b| b.callback(first)));
+        opts
+    };
+    model.fit_dataset(
+        &mut train,
+        logged(fit_opts(args.epochs, args.seed, &val), 0),
+    )?;
     if let Some(at) = &args.fine_tune_at {
         let index = unfreeze_from(&mut model, at)?;
         model.compile(
@@ -157,7 +170,10 @@ pub fn run(args: &FitArgs) -> Res<()> {
         );
         model.fit_dataset(
             &mut train,
-            fit_opts(args.fine_tune_epochs, args.seed + 1, &val),
+            logged(
+                fit_opts(args.fine_tune_epochs, args.seed + 1, &val),
+                args.epochs,
+            ),
         )?;
     }
     save_classifier(&model, &class_names, &args.output)?;

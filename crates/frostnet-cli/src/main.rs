@@ -13,9 +13,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod fit;
 mod plot;
+mod tensorboard;
 mod tour;
 mod tour_images;
 mod tune;
+mod tune_image;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use frostnet::{SummaryOptions, SummaryStyle};
@@ -40,6 +42,8 @@ enum Style {
     Classic,
 }
 
+// Parsed once per process: the size of the largest variant (`tune`'s options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Build, summarize, explain and train the bundled examples, one after the other.
@@ -90,7 +94,8 @@ enum Command {
     Fit(fit::FitArgs),
     /// Convert a model file: to `.keras` when OUT ends in `.keras`, else to frostnet's native format.
     Convert { input: String, output: String },
-    /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits).
+    /// Search the bundled example study (hidden layers, units, learning rate of an MLP on digits),
+    /// or with --app and --data the transfer-learning recipe on a folder of images.
     Tune {
         #[command(subcommand)]
         action: Option<TuneAction>,
@@ -112,6 +117,15 @@ enum TuneAction {
     Status {
         #[command(flatten)]
         at: tune::StoreArgs,
+    },
+    /// Write a study as one self-contained HTML page: history, parallel coordinates,
+    /// importance, intermediate values, the trials (only --store, --study, --output).
+    Report {
+        #[command(flatten)]
+        at: tune::StoreArgs,
+        /// The HTML file to write.
+        #[arg(long)]
+        output: String,
     },
     /// Run trials of a study until it is complete (what `--workers` starts).
     Worker {
@@ -230,6 +244,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => match action {
             None => tune::run(&study, workers)?,
             Some(TuneAction::Status { at }) => tune::status(&at)?,
+            Some(TuneAction::Report { at, output }) => tune::report(&at, &output)?,
             Some(TuneAction::Worker { study }) => {
                 tune::work(&study)?;
             }

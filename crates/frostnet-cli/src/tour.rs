@@ -204,6 +204,8 @@ pub fn run() -> Res<()> {
         trials: 6,
         seed: 7,
         epochs: 4,
+        image: Default::default(),
+        tensorboard: None,
     };
     crate::tune::run(&args, 1)?;
     std::fs::remove_dir_all(&dir)?;

@@ -6,7 +6,7 @@
 
 use frostnet::datasets::load_digits;
 use frostnet::layers::{clear_session, ActivationFn, Dense, Input};
-use frostnet::training::{Adam, FitOptions, Loss, Metric};
+use frostnet::training::{Adam, FitOptions, Loss, Metric, ValidationData};
 use frostnet::{Model, Sequential, Tensor};
 use frostnet_tuner::{
     Algorithm, Direction, Hyperparameters, Pruner, Scale, Storage, Study, TrialContext,
@@ -53,9 +53,14 @@ pub struct StudyArgs {
     pub trials: u64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Epochs per trial (Hyperband: the largest budget).
+    /// Epochs per trial (Hyperband: the largest budget); with --app, the head's epochs.
     #[arg(long, default_value_t = 6)]
     pub epochs: u64,
+    #[command(flatten)]
+    pub image: crate::tune_image::ImageArgs,
+    /// Write TensorBoard event files, one run per trial: DIR/trial_N/train and .../validation.
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<String>,
 }
 
 fn storage(spec: &str) -> Res<Storage> {
@@ -87,13 +92,17 @@ fn algorithm(args: &StudyArgs) -> Res<Algorithm> {
 }
 
 pub fn open(args: &StudyArgs) -> Res<Study> {
-    Ok(Study::builder(args.at.study.clone())
+    let mut builder = Study::builder(args.at.study.clone())
         .storage(storage(&args.at.spec())?)
         .objective("val_accuracy", Direction::Maximize)
         .algorithm(algorithm(args)?)
         .pruner(Pruner::median(4, 1))
-        .max_trials(args.trials)
-        .open()?)
+        .max_trials(args.trials);
+    if let Some(choices) = crate::tune_image::fine_tune_choices(&args.image)? {
+        let choices: Vec<&str> = choices.iter().map(String::as_str).collect();
+        builder = builder.search_space(|hp| crate::tune_image::declare(&choices, hp));
+    }
+    Ok(builder.open()?)
 }
 
 /// The search space and the model it describes: 1-3 hidden layers, 16-128 units each (only for
@@ -230,9 +239,12 @@ fn trial(
     data: &Data,
     epochs: u64,
     out_dir: &str,
+    board: Option<&str>,
 ) -> Res<()> {
     let (mut model, lr) = build(hp)?;
     let number = trial.number();
+    let board =
+        board.map(|d| crate::tensorboard::Run::new(crate::tensorboard::trial_dir(d, number)));
     let params = format!("{:?}", hp.values());
     let epochs = trial.max_epochs().unwrap_or(epochs);
     let mut best = f64::NEG_INFINITY;
@@ -275,6 +287,12 @@ fn trial(
             batch_size: 32,
             seed: Some(number * 1000 + epoch),
             verbose: 0,
+            // Validated by `fit` only for TensorBoard's `validation/` run; the reported values
+            // stay `evaluate`'s below.
+            validation_data: board
+                .as_ref()
+                .map(|_| ValidationData::Tensors(data.vx.clone(), data.vy.clone())),
+            callbacks: board.iter().map(|b| b.callback(epoch as usize)).collect(),
             ..Default::default()
         };
         model.fit(&data.x, &data.y, opts)?;
@@ -339,11 +357,29 @@ fn out_dir(args: &StudyArgs) -> String {
 /// Runs trials until the study is complete, in this process.
 pub fn work(args: &StudyArgs) -> Res<frostnet_tuner::Results> {
     let dir = out_dir(args);
+    let epochs = args.epochs;
+    // The folder is listed (and the options checked) before the store is touched.
+    if let Some(search) = crate::tune_image::ImageSearch::load(&args.image, args.seed)? {
+        let mut study = open(args)?;
+        std::fs::create_dir_all(&dir)?;
+        let board = args.tensorboard.as_deref();
+        return Ok(study.optimize(|hp, t| {
+            let run = board.map(|d| {
+                crate::tensorboard::Run::new(crate::tensorboard::trial_dir(d, t.number()))
+            });
+            search
+                .trial(hp, t, epochs, &dir, &|step| {
+                    Ok(run.iter().map(|r| r.callback(step as usize)).collect())
+                })
+                .map_err(|e| e.to_string())
+        })?);
+    }
     std::fs::create_dir_all(&dir)?;
     let data = data()?;
     let mut study = open(args)?;
-    let epochs = args.epochs;
-    Ok(study.optimize(|hp, t| trial(hp, t, &data, epochs, &dir).map_err(|e| e.to_string()))?)
+    let board = args.tensorboard.as_deref();
+    Ok(study
+        .optimize(|hp, t| trial(hp, t, &data, epochs, &dir, board).map_err(|e| e.to_string()))?)
 }
 
 /// Ends a command's output: a reader that went away (`| head`) ends the command quietly, as
@@ -380,6 +416,24 @@ pub fn status(args: &StoreArgs) -> Res<()> {
     })())
 }
 
+/// `frostnet tune report`: the study as one HTML page (see `frostnet_tuner::report`), read from
+/// the store opened read-only.
+pub fn report(args: &StoreArgs, output: &str) -> Res<()> {
+    let study = Study::open_existing(&args.study, &storage(&args.spec())?)?;
+    let done = frostnet_tuner::write_report(&study, output, &Default::default())?;
+    let mut out = std::io::stdout().lock();
+    finish_output((|| {
+        writeln!(
+            out,
+            "wrote {output}: {} trials, {:.1} kB, drawn in {:.2} s",
+            done.trials,
+            done.bytes as f64 / 1e3,
+            done.elapsed.as_secs_f64()
+        )?;
+        out.flush()
+    })())
+}
+
 /// `frostnet tune`: runs the study with `workers` processes, then prints the table and saves the
 /// best model's weights.
 pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
@@ -405,6 +459,12 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
                         "--epochs",
                         &args.epochs.to_string(),
                     ])
+                    .args(args.image.to_args())
+                    .args(
+                        args.tensorboard
+                            .iter()
+                            .flat_map(|d| ["--tensorboard".to_string(), d.clone()]),
+                    )
                     .spawn()
             })
             .collect::<Result<_, _>>()?;
@@ -419,8 +479,14 @@ pub fn run(args: &StudyArgs, workers: usize) -> Res<()> {
     let saved = match results.best() {
         Some(best) => {
             let dir = out_dir(args);
-            let src = format!("{dir}/trial_{}.frostnet", best.number);
-            let dst = format!("{dir}/best.frostnet");
+            // The image search saves `.keras` classifiers (class names kept), the MLP native files.
+            let ext = if args.image.app.is_some() {
+                "keras"
+            } else {
+                "frostnet"
+            };
+            let src = format!("{dir}/trial_{}.{ext}", best.number);
+            let dst = format!("{dir}/best.{ext}");
             std::fs::copy(&src, &dst).map_err(|e| format!("copying {src} to {dst}: {e}"))?;
             Some((best.number, format_params(&best.params), dst))
         }

@@ -91,6 +91,9 @@ pub enum Error {
     /// exist: reading never creates one).
     #[error("study '{study}' does not exist in {store}")]
     StudyNotFound { study: String, store: String },
+    /// A file the tuner writes (the HTML report) could not be written.
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
     /// The store's file exists but is not (or no longer) a frostnet study
     /// database: empty, truncated, overwritten or corrupted. Nothing is
     /// created or restarted over it.

@@ -13,7 +13,9 @@
 //!   [`Pruner::Median`];
 //! * stores: [`Storage::Sqlite`] (default) and [`Storage::Postgres`] behind
 //!   the [`TrialStore`] trait;
-//! * [`Study`] runs the search, [`Results`] prints the table and the best.
+//! * [`Study`] runs the search, [`Results`] prints the table and the best;
+//! * [`report`]: the study as one self-contained HTML page (history, parallel
+//!   coordinates, PED-ANOVA importance, intermediate values, the trials).
 //!
 //! ```
 //! use frostnet_tuner::{Algorithm, Direction, Scale, Storage, Study};
@@ -88,6 +90,7 @@
 pub mod algorithms;
 mod error;
 pub mod pruning;
+pub mod report;
 pub mod results;
 mod rng;
 pub mod space;
@@ -97,6 +100,7 @@ pub mod study;
 pub use algorithms::{Algorithm, GridConfig, HyperbandConfig, RandomConfig, TpeConfig, TrialPlan};
 pub use error::{Error, Result, SpaceError};
 pub use pruning::Pruner;
+pub use report::{render_html, write_report, ReportOptions, StudyInfo};
 pub use results::{Results, TrialSummary};
 pub use space::{DefinedParam, Hyperparameters, ParamSpec, ParamValue, Scale};
 pub use store::{Holder, PostgresStore, SqliteStore, Storage, TrialRecord, TrialState, TrialStore};

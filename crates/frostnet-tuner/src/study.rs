@@ -708,6 +708,23 @@ impl Study {
         &self.fingerprint
     }
 
+    /// The reported metric the study optimizes.
+    pub fn objective(&self) -> &str {
+        &self.definition.objective
+    }
+
+    /// Whether the objective is minimized or maximized.
+    pub fn direction(&self) -> Direction {
+        self.definition.direction
+    }
+
+    /// Every stored trial as stored (with its intermediate values and the
+    /// declared range of each hyperparameter), by number; what the
+    /// [`crate::report`] draws.
+    pub fn trial_records(&self) -> Result<Vec<TrialRecord>> {
+        lock(&self.store).load_trials(self.study_id)
+    }
+
     /// This worker's name.
     pub fn worker_name(&self) -> &str {
         &self.worker

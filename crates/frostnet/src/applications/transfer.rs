@@ -110,6 +110,13 @@ fn set_caffe_weights(model: &mut Model) -> Result<()> {
 /// itself, nested as one layer under its Keras name (`inception_v3`, `mobilenetv2_1.00_224`,
 /// ...), so [`unfreeze_from`] can reach its layers.
 pub fn transfer_model(opts: &TransferOptions) -> Result<Model> {
+    transfer_model_with_head(opts, &[])
+}
+
+/// [`transfer_model`] with hidden `Dense(units, relu)` layers (`head_dense`, `head_dense_1`,
+/// ...) between the pooling and the dropout: the head KerasTuner's examples search
+/// (`frostnet tune --app` searches its units).
+pub fn transfer_model_with_head(opts: &TransferOptions, hidden: &[usize]) -> Result<Model> {
     let app = opts.app;
     if opts.image_size < app.min_size() {
         return Err(Error::InvalidConfig(format!(
@@ -138,7 +145,21 @@ pub fn transfer_model(opts: &TransferOptions) -> Result<Model> {
     let input = g.input(Input::new(&[n, n, 3]).named("image"));
     let x = g.call_boxed(preprocess_layer(app)?, &[input])?;
     let x = g.call(base, &[x])?;
-    let x = g.call(GlobalAveragePooling2D::new(), &[x])?;
+    let mut x = g.call(GlobalAveragePooling2D::new(), &[x])?;
+    for (i, &units) in hidden.iter().enumerate() {
+        let name = if i == 0 {
+            "head_dense".to_string()
+        } else {
+            format!("head_dense_{i}")
+        };
+        let mut dense = Dense::new(units)
+            .activation(ActivationFn::Relu)
+            .named(&name);
+        if let Some(s) = opts.seed {
+            dense = dense.seed(s.wrapping_add(1 + i as u64));
+        }
+        x = g.call(dense, &[x])?;
+    }
     let x = g.call(Dropout::new(opts.dropout), &[x])?;
     let mut head = Dense::new(opts.num_classes)
         .activation(ActivationFn::Softmax)
