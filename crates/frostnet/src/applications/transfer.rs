@@ -110,6 +110,17 @@ fn set_caffe_weights(model: &mut Model) -> Result<()> {
 /// itself, nested as one layer under its Keras name (`inception_v3`, `mobilenetv2_1.00_224`,
 /// ...), so [`unfreeze_from`] can reach its layers.
 pub fn transfer_model(opts: &TransferOptions) -> Result<Model> {
+    transfer_model_augmented(opts, None)
+}
+
+/// [`transfer_model`] with Keras's data-augmentation block (e.g. a `Sequential` of `RandomFlip`,
+/// `RandomRotation`, ... taking `(image_size, image_size, 3)`) nested between the input and
+/// `preprocess_input`, as in Keras's transfer-learning guide: random in training, passed through
+/// at inference, and saved with the model.
+pub fn transfer_model_augmented(
+    opts: &TransferOptions,
+    augmentation: Option<Model>,
+) -> Result<Model> {
     let app = opts.app;
     if opts.image_size < app.min_size() {
         return Err(Error::InvalidConfig(format!(
@@ -136,7 +147,11 @@ pub fn transfer_model(opts: &TransferOptions) -> Result<Model> {
     base.set_trainable(false);
     let mut g = Functional::new();
     let input = g.input(Input::new(&[n, n, 3]).named("image"));
-    let x = g.call_boxed(preprocess_layer(app)?, &[input])?;
+    let x = match augmentation {
+        Some(aug) => g.call(aug, &[input])?,
+        None => input,
+    };
+    let x = g.call_boxed(preprocess_layer(app)?, &[x])?;
     let x = g.call(base, &[x])?;
     let x = g.call(GlobalAveragePooling2D::new(), &[x])?;
     let x = g.call(Dropout::new(opts.dropout), &[x])?;
