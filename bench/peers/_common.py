@@ -17,9 +17,18 @@ WORKLOADS = [
     "inception_frozen",
     "inception_finetune",
     "sgemm",
+    "image_pipeline",
 ]
 
 SGEMM_N = 2048
+# image_pipeline: the photos bench/setup generates (FROSTNET_BENCH_IMAGES overrides), resized to
+# 299x299 and batched by 32, one epoch per rep.
+IMAGES_DIR = os.environ.get(
+    "FROSTNET_BENCH_IMAGES",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".data", "image_pipeline"),
+)
+PIPELINE_SIDE = 299
+PIPELINE_BATCH = 32
 SEED = 0
 
 
@@ -68,6 +77,11 @@ def time_reps(step, warmup, reps):
 def max_rss_kb():
     # Linux: ru_maxrss is in kilobytes; this is the whole process's peak.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def children_max_rss_kb():
+    """Peak resident set of the largest finished child process (e.g. a DataLoader worker)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
 def emit(runner, workload, times, version, threads, **extra):

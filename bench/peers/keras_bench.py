@@ -156,6 +156,23 @@ def build(workload):
         ntrain = int(sum(np.prod(v.shape) for v in model.trainable_variables))
         return step, {"batch": 8, "layout": "nhwc", "mode": mode, "trainable_params": ntrain}
 
+    if workload == "image_pipeline":
+        # Keras's own folder pipeline (tf.data: parallel decode_image + tf.image.resize,
+        # prefetch), unshuffled like the other runners; one rep = one epoch.
+        ds = keras.utils.image_dataset_from_directory(
+            C.IMAGES_DIR, image_size=(C.PIPELINE_SIDE, C.PIPELINE_SIDE),
+            batch_size=C.PIPELINE_BATCH, shuffle=False, verbose=False)
+        n = len(ds.file_paths)
+
+        def step():
+            seen = 0
+            for x, _ in ds:
+                seen += int(x.shape[0])
+            assert seen == n, (seen, n)
+
+        return step, {"n": n, "batch": C.PIPELINE_BATCH,
+                      "mode": "image_dataset_from_directory (tf.data), 1 epoch"}
+
     raise SystemExit(f"unknown workload {workload}")
 
 

@@ -143,10 +143,34 @@ def build(workload):
         return step, {"batch": 8, "layout": layout,
                       "trainable_params": sum(p.numel() for p in params)}
 
+    if workload == "image_pipeline":
+        # torchvision's standard folder pipeline: ImageFolder (PIL decode) + Resize to 299x299
+        # (PIL bilinear, antialiased) + ToTensor, batched by a DataLoader with one worker process
+        # per thread; one rep = one epoch.
+        from torchvision import datasets, transforms
+
+        tf = transforms.Compose([transforms.Resize((C.PIPELINE_SIDE, C.PIPELINE_SIDE)),
+                                 transforms.ToTensor()])
+        ds = datasets.ImageFolder(C.IMAGES_DIR, transform=tf)
+        loader = torch.utils.data.DataLoader(ds, batch_size=C.PIPELINE_BATCH, shuffle=False,
+                                             num_workers=args.threads)
+
+        def step():
+            seen = 0
+            for x, _ in loader:
+                seen += x.shape[0]
+            assert seen == len(ds), (seen, len(ds))
+
+        return step, {"n": len(ds), "batch": C.PIPELINE_BATCH, "workers": args.threads,
+                      "mode": "ImageFolder+DataLoader, 1 epoch"}
+
     raise SystemExit(f"unknown workload {workload}")
 
 
 step, extra = build(args.workload)
 times = C.time_reps(step, args.warmup, args.reps)
+if args.workload == "image_pipeline":
+    # The decoding happens in the DataLoader's worker processes: report the largest one too.
+    extra["worker_max_rss_kb"] = C.children_max_rss_kb()
 C.emit("torch", args.workload, times, torch.__version__, args.threads,
        omp_wait_policy=os.environ["OMP_WAIT_POLICY"], **extra)

@@ -356,6 +356,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         "inception_frozen" => Kind::Frozen,
         "inception_finetune" => Kind::Finetune,
         "mlp_train" | "cnn_train" => Kind::Chain,
+        "image_pipeline" => return crate::pipeline_profile::run(args),
         other => return Err(format!("no layer profile for '{other}' (one matmul)").into()),
     };
     // 1. The real workload, end to end, in this process.

@@ -242,6 +242,63 @@ pub(crate) fn build(workload: &str) -> Res<Workload> {
                 ],
             }
         }
+        "image_pipeline" => image_pipeline()?,
         other => return Err(format!("unknown workload '{other}'").into()),
+    })
+}
+
+/// Where `bench/setup` writes the `image_pipeline` photos (`FROSTNET_BENCH_IMAGES` overrides).
+pub(crate) fn image_pipeline_dir() -> String {
+    std::env::var("FROSTNET_BENCH_IMAGES").unwrap_or_else(|_| {
+        format!(
+            "{}/../../bench/.data/image_pipeline",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
+}
+
+/// Images and batch of `image_pipeline`.
+pub(crate) const PIPELINE_SIDE: usize = 299;
+pub(crate) const PIPELINE_BATCH: usize = 32;
+
+/// `image_pipeline`: one rep = one epoch over the folder: every JPEG read, decoded, resized to
+/// 299x299 (`tf.image.resize` bilinear) and batched by 32, on as many decoding workers as threads,
+/// as `image_dataset_from_directory` streams them to `fit`.
+fn image_pipeline() -> Res<Workload> {
+    use frostnet::datasets::{image_dataset_from_directory, Dataset, ImageDatasetOptions};
+    let dir = image_pipeline_dir();
+    let workers = rayon::current_num_threads();
+    let mut ds = image_dataset_from_directory(
+        &dir,
+        &ImageDatasetOptions {
+            image_size: (PIPELINE_SIDE, PIPELINE_SIDE),
+            batch_size: PIPELINE_BATCH,
+            shuffle: false,
+            verbose: false,
+            num_workers: workers,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("{e} (run bench/setup to generate the images)"))?;
+    let n = ds.num_samples();
+    Ok(Workload {
+        step: Box::new(move || {
+            let mut seen = 0;
+            for b in ds.epoch()? {
+                let b = b?;
+                seen += b.x.batch();
+                std::hint::black_box(&b);
+            }
+            if seen != n {
+                return Err(format!("one epoch gave {seen} images of {n}").into());
+            }
+            Ok(())
+        }),
+        extra: vec![
+            ("n", n.into()),
+            ("batch", PIPELINE_BATCH.into()),
+            ("workers", workers.into()),
+            ("mode", "image_dataset_from_directory, 1 epoch".into()),
+        ],
     })
 }

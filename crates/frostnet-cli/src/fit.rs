@@ -2,7 +2,8 @@
 //! --image`: class names and probabilities for image files.
 
 use frostnet::applications::transfer::{
-    base_name, load_class_names, save_classifier, transfer_model, unfreeze_from, TransferOptions,
+    base_name, load_class_names, save_classifier, transfer_model_augmented, unfreeze_from,
+    TransferOptions,
 };
 use frostnet::applications::{top_k, Application, ImagenetClassIndex};
 use frostnet::datasets::{
@@ -49,7 +50,9 @@ pub struct FitArgs {
     /// ...with this (lower) learning rate.
     #[arg(long, default_value_t = 1e-5, requires = "fine_tune_at")]
     fine_tune_lr: f32,
-    /// Data augmentation (`flip,rotation=0.1,zoom=0.1`): not available yet.
+    /// Data augmentation in front of the base, random in training only and saved with the model:
+    /// comma-separated `flip[=horizontal|vertical|horizontal_and_vertical]`, `rotation=F`,
+    /// `zoom=F`, `translation=F`, `contrast=F`, `brightness=F` (e.g. `flip,rotation=0.1,zoom=0.1`).
     #[arg(long)]
     augment: Option<String>,
     /// Seed of the file shuffle, the split and the head's initialisation.
@@ -95,13 +98,10 @@ fn trainable_params(model: &frostnet::Model) -> usize {
 }
 
 pub fn run(args: &FitArgs) -> Res<()> {
-    if let Some(spec) = &args.augment {
-        return Err(format!(
-            "--augment {spec}: data augmentation is not supported yet (frostnet has no \
-             preprocessing layers such as RandomFlip); run without --augment"
-        )
-        .into());
-    }
+    let augment = match &args.augment {
+        Some(spec) => Some(crate::augment::parse(spec)?),
+        None => None,
+    };
     let app: Application = args.app.parse()?;
     let size = args.image_size.unwrap_or(app.default_size());
     if size < app.min_size() {
@@ -126,14 +126,21 @@ pub fn run(args: &FitArgs) -> Res<()> {
         "none" => None,
         w => Some(w.to_string()),
     };
-    let mut model = transfer_model(&TransferOptions {
-        app,
-        weights,
-        image_size: size,
-        num_classes: class_names.len(),
-        dropout: 0.2,
-        seed: Some(args.seed),
-    })?;
+    let augmentation = match &augment {
+        Some(items) => Some(crate::augment::model(items, size, args.seed)?),
+        None => None,
+    };
+    let mut model = transfer_model_augmented(
+        &TransferOptions {
+            app,
+            weights,
+            image_size: size,
+            num_classes: class_names.len(),
+            dropout: 0.2,
+            seed: Some(args.seed),
+        },
+        augmentation,
+    )?;
     model.compile(
         Adam::new(args.learning_rate),
         Loss::SparseCategoricalCrossentropy { from_logits: false },

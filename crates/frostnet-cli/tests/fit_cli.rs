@@ -145,13 +145,15 @@ fn fit_errors_are_one_line() {
         "--data",
         "/tmp",
         "--augment",
-        "flip",
+        "flip,shear=0.1",
         "--output",
         "/tmp/x.keras",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("not supported yet"),
+        !o.status.success()
+            && err.trim().lines().count() == 1
+            && err.contains("'shear=0.1' is not an augmentation"),
         "{err}"
     );
     let o = frostnet(&[
@@ -169,4 +171,73 @@ fn fit_errors_are_one_line() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("at least 75"), "{err}");
+}
+
+/// `--augment` puts Keras's `data_augmentation` Sequential in front of the base: training runs
+/// through it, the saved `.keras` carries it (and reloads), and at inference it passes images
+/// through, so predictions do not depend on it.
+#[test]
+fn fit_with_augment_saves_the_augmentation_layers() {
+    let dir = std::env::temp_dir().join(format!("frostnet_fit_aug_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("photos");
+    make_folder(&data);
+    let out = dir.join("model.keras");
+    let o = frostnet(&[
+        "fit",
+        "--app",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--data",
+        data.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--augment",
+        "flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2,brightness=0.1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut model = frostnet::saving::load_model(out.to_str().unwrap()).unwrap();
+    let aug = model
+        .get_layer("data_augmentation")
+        .unwrap()
+        .as_model()
+        .unwrap();
+    let classes: Vec<&str> = aug.layers().iter().map(|l| l.class_name()).collect();
+    assert_eq!(
+        classes,
+        [
+            "RandomFlip",
+            "RandomRotation",
+            "RandomZoom",
+            "RandomTranslation",
+            "RandomContrast",
+            "RandomBrightness"
+        ]
+    );
+    // The augmentation comes first, before preprocess_input and the base.
+    let order: Vec<&str> = model.layers().iter().map(|l| l.name()).collect();
+    let at = |n: &str| order.iter().position(|&k| k == n).unwrap();
+    assert!(
+        at("data_augmentation") < at("preprocess_input"),
+        "{order:?}"
+    );
+    // Inference skips the augmentation: its layers own seeded generators that advance on every
+    // training-mode call, so two predictions would differ if it ran.
+    let x = frostnet::Tensor::full(&[2, 32, 32, 3], 100.0);
+    let p = model.predict(&x, 2).unwrap();
+    let q = model.predict(&x, 2).unwrap();
+    assert_eq!(p.data(), q.data());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -110,13 +110,32 @@ fn set_caffe_weights(model: &mut Model) -> Result<()> {
 /// itself, nested as one layer under its Keras name (`inception_v3`, `mobilenetv2_1.00_224`,
 /// ...), so [`unfreeze_from`] can reach its layers.
 pub fn transfer_model(opts: &TransferOptions) -> Result<Model> {
-    transfer_model_with_head(opts, &[])
+    build_transfer(opts, &[], None)
 }
 
 /// [`transfer_model`] with hidden `Dense(units, relu)` layers (`head_dense`, `head_dense_1`,
 /// ...) between the pooling and the dropout: the head KerasTuner's examples search
 /// (`frostnet tune --app` searches its units).
 pub fn transfer_model_with_head(opts: &TransferOptions, hidden: &[usize]) -> Result<Model> {
+    build_transfer(opts, hidden, None)
+}
+
+/// [`transfer_model`] with Keras's data-augmentation block (e.g. a `Sequential` of `RandomFlip`,
+/// `RandomRotation`, ... taking `(image_size, image_size, 3)`) nested between the input and
+/// `preprocess_input`, as in Keras's transfer-learning guide: random in training, passed through
+/// at inference, and saved with the model.
+pub fn transfer_model_augmented(
+    opts: &TransferOptions,
+    augmentation: Option<Model>,
+) -> Result<Model> {
+    build_transfer(opts, &[], augmentation)
+}
+
+fn build_transfer(
+    opts: &TransferOptions,
+    hidden: &[usize],
+    augmentation: Option<Model>,
+) -> Result<Model> {
     let app = opts.app;
     if opts.image_size < app.min_size() {
         return Err(Error::InvalidConfig(format!(
@@ -143,7 +162,11 @@ pub fn transfer_model_with_head(opts: &TransferOptions, hidden: &[usize]) -> Res
     base.set_trainable(false);
     let mut g = Functional::new();
     let input = g.input(Input::new(&[n, n, 3]).named("image"));
-    let x = g.call_boxed(preprocess_layer(app)?, &[input])?;
+    let x = match augmentation {
+        Some(aug) => g.call(aug, &[input])?,
+        None => input,
+    };
+    let x = g.call_boxed(preprocess_layer(app)?, &[x])?;
     let x = g.call(base, &[x])?;
     let mut x = g.call(GlobalAveragePooling2D::new(), &[x])?;
     for (i, &units) in hidden.iter().enumerate() {

@@ -5,7 +5,7 @@
 mod digits;
 mod image_folder;
 mod numpy_shuffle;
-mod resize;
+pub(crate) mod resize;
 
 pub use digits::{load_digits, Digits};
 pub use image_folder::{

@@ -30,13 +30,17 @@ impl std::str::FromStr for Interpolation {
     }
 }
 
-/// An 8-bit image, `(height, width, channels)` row-major.
-pub(crate) struct Image8<'a> {
-    pub data: &'a [u8],
+/// An image of `u8` (decoded files) or `f32` (tensors, for the `Resizing` layer) pixels,
+/// `(height, width, channels)` row-major.
+pub(crate) struct Image<'a, T> {
+    pub data: &'a [T],
     pub height: usize,
     pub width: usize,
     pub channels: usize,
 }
+
+/// A decoded 8-bit image.
+pub(crate) type Image8<'a> = Image<'a, u8>;
 
 /// Keras's `smart_resize` crop box `(top, left, height, width)`: the largest centred window of
 /// the target aspect ratio (integer truncation as Keras does it).
@@ -81,8 +85,8 @@ fn nearest_axis(in_size: usize, out_size: usize) -> Vec<usize> {
 /// Resizes the window `(top, left, h, w)` of `img` to `out_h x out_w`, writing f32 pixels
 /// (0..255, not rescaled, as Keras yields them) into `out`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn resize_into(
-    img: &Image8,
+pub(crate) fn resize_into<T: Copy + Into<f32>>(
+    img: &Image<T>,
     window: (usize, usize, usize, usize),
     out_h: usize,
     out_w: usize,
@@ -93,7 +97,7 @@ pub(crate) fn resize_into(
     debug_assert!(top + h <= img.height && left + w <= img.width && h > 0 && w > 0);
     let c = img.channels;
     let px = |y: usize, x: usize, ch: usize| -> f32 {
-        img.data[((top + y) * img.width + left + x) * c + ch] as f32
+        img.data[((top + y) * img.width + left + x) * c + ch].into()
     };
     match interp {
         Interpolation::Nearest => {
@@ -109,20 +113,58 @@ pub(crate) fn resize_into(
         }
         Interpolation::Bilinear => {
             let ys = bilinear_axis(h, out_h);
-            let xs = bilinear_axis(w, out_w);
-            for (oy, &(y0, y1, yl)) in ys.iter().enumerate() {
-                for (ox, &(x0, x1, xl)) in xs.iter().enumerate() {
-                    for ch in 0..c {
-                        let tl = px(y0, x0, ch);
-                        let tr = px(y0, x1, ch);
-                        let bl = px(y1, x0, ch);
-                        let br = px(y1, x1, ch);
-                        let t = tl + (tr - tl) * xl;
-                        let b = bl + (br - bl) * xl;
-                        out[(oy * out_w + ox) * c + ch] = t + (b - t) * yl;
+            // Element offsets of the two source columns within a row, computed once per column.
+            let xs: Vec<(usize, usize, f32)> = bilinear_axis(w, out_w)
+                .into_iter()
+                .map(|(x0, x1, xl)| ((left + x0) * c, (left + x1) * c, xl))
+                .collect();
+            let rows = |y: usize| {
+                let at = (top + y) * img.width * c;
+                &img.data[at..at + img.width * c]
+            };
+            // The channel count as a constant for the common cases, so the inner loop unrolls.
+            for (&(y0, y1, yl), out_row) in ys.iter().zip(out.chunks_exact_mut(out_w * c)) {
+                let (r0, r1) = (rows(y0), rows(y1));
+                match c {
+                    3 => bilinear_row::<T, 3>(r0, r1, &xs, yl, out_row),
+                    1 => bilinear_row::<T, 1>(r0, r1, &xs, yl, out_row),
+                    4 => bilinear_row::<T, 4>(r0, r1, &xs, yl, out_row),
+                    _ => {
+                        for (&(a, b, xl), o) in xs.iter().zip(out_row.chunks_exact_mut(c)) {
+                            for (ch, o) in o.iter_mut().enumerate() {
+                                *o = lerp2(r0, r1, a + ch, b + ch, xl, yl);
+                            }
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// TensorFlow's bilinear blend of one value: `top + (bottom - top) * yl`, each of `top` and
+/// `bottom` being `left + (right - left) * xl` (this order, in f32).
+#[inline(always)]
+fn lerp2<T: Copy + Into<f32>>(r0: &[T], r1: &[T], a: usize, b: usize, xl: f32, yl: f32) -> f32 {
+    let (tl, tr): (f32, f32) = (r0[a].into(), r0[b].into());
+    let (bl, br): (f32, f32) = (r1[a].into(), r1[b].into());
+    let t = tl + (tr - tl) * xl;
+    let bo = bl + (br - bl) * xl;
+    t + (bo - t) * yl
+}
+
+/// One output row of `C`-channel pixels from source rows `r0` (upper) and `r1` (lower).
+#[inline(always)]
+fn bilinear_row<T: Copy + Into<f32>, const C: usize>(
+    r0: &[T],
+    r1: &[T],
+    xs: &[(usize, usize, f32)],
+    yl: f32,
+    out_row: &mut [f32],
+) {
+    for (&(a, b, xl), o) in xs.iter().zip(out_row.chunks_exact_mut(C)) {
+        for ch in 0..C {
+            o[ch] = lerp2(r0, r1, a + ch, b + ch, xl, yl);
         }
     }
 }

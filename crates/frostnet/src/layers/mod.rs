@@ -58,6 +58,7 @@ mod noise;
 mod normalization;
 mod one_d;
 mod pooling;
+pub mod preprocessing;
 pub mod registry;
 // After `registry` rather than in alphabetical order: keeps merges of new layer files clean.
 pub mod custom;
@@ -90,6 +91,10 @@ pub use one_d::{AveragePooling1D, MaxPooling1D, ZeroPadding1D};
 pub use pooling::{
     AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
     GlobalMaxPooling2D, MaxPooling2D,
+};
+pub use preprocessing::{
+    CenterCrop, Factor, FillMode, FlipMode, RandomBrightness, RandomContrast, RandomCrop,
+    RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Resizing,
 };
 pub use relu::ReLU;
 pub use rescaling::Rescaling;

@@ -9,7 +9,7 @@
 use super::{
     activation, activation_layers, batch_normalization, conv1d, conv2d, conv2d_transpose, dense,
     depthwise_conv2d, dropout, embedding, input, layer_normalization, merging, noise,
-    normalization, one_d, pooling, relu, rescaling, reshape, reshaping, separable_conv2d,
+    normalization, one_d, pooling, preprocessing, relu, rescaling, reshape, reshaping, separable_conv2d,
     zero_padding, Layer, Shape,
 };
 use crate::error::Result;
@@ -76,6 +76,15 @@ static BUILTIN: &[LayerEntry] = &[
     merging::AVERAGE,
     merging::MAXIMUM,
     merging::MINIMUM,
+    preprocessing::RESIZING,
+    preprocessing::CENTER_CROP,
+    preprocessing::RANDOM_FLIP,
+    preprocessing::RANDOM_ROTATION,
+    preprocessing::RANDOM_ZOOM,
+    preprocessing::RANDOM_TRANSLATION,
+    preprocessing::RANDOM_CONTRAST,
+    preprocessing::RANDOM_BRIGHTNESS,
+    preprocessing::RANDOM_CROP,
 ];
 
 /// The entry for a Keras class name, if frostnet knows the class.
