@@ -9,6 +9,7 @@
 //! internally). That makes `FROSTNET_ISA` and [`super::isa::with_forced`] cover matmul too.
 
 use super::isa::{self, Isa};
+use super::sgemm::{sgemm, View};
 use gemm_common::Parallelism;
 
 /// Whether an operand is read transposed. Transposes are free: they only swap strides.
@@ -82,6 +83,55 @@ pub fn matmul_with(
         }
         return;
     }
+    let isa = isa.min(isa::detected());
+    if use_own_kernels() {
+        let (a_rs, a_cs) = match ta {
+            Transpose::No => (k, 1),
+            Transpose::Yes => (1, m),
+        };
+        let (b_rs, b_cs) = match tb {
+            Transpose::No => (n, 1),
+            Transpose::Yes => (1, k),
+        };
+        let av = View {
+            data: a,
+            rs: a_rs,
+            cs: a_cs,
+        };
+        let bv = View {
+            data: b,
+            rs: b_rs,
+            cs: b_cs,
+        };
+        sgemm(isa, m, n, k, av, bv, c, accumulate);
+        return;
+    }
+    matmul_gemm_crate(isa, a, ta, b, tb, c, m, k, n, accumulate)
+}
+
+fn use_own_kernels() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::env::var("FROSTNET_MATMUL")
+            .map(|v| v != "gemm")
+            .unwrap_or(true)
+    })
+}
+
+/// The `gemm` crate's kernels (for comparison).
+#[allow(clippy::too_many_arguments)]
+fn matmul_gemm_crate(
+    isa: Isa,
+    a: &[f32],
+    ta: Transpose,
+    b: &[f32],
+    tb: Transpose,
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     // m, k, n >= 1 here and each is at most a product that fits in a slice length (<= isize::MAX
     // elements), so these casts are lossless.
     let (a_rs, a_cs) = match ta {
@@ -307,6 +357,13 @@ mod tests {
             (65, 130, 67),
             (128, 1, 3),
             (97, 211, 53),
+            // Several depth blocks (k > KC), row blocks (m > MC) and column panels, with tails
+            // in each; the last two have too few rows for the row blocks alone to occupy every
+            // thread, so the columns are split as well.
+            (401, 263, 130),
+            (33, 520, 65),
+            (7, 300, 1000),
+            (1, 129, 517),
         ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let a = crate::tensor::random::uniform(&mut r, m * k, -1.0, 1.0);

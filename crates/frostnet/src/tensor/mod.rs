@@ -8,6 +8,7 @@ pub mod isa;
 mod matmul;
 pub mod pool;
 pub mod random;
+mod sgemm;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
 pub use matmul::{matmul, matmul_with, Transpose};
