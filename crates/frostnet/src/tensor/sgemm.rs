@@ -596,36 +596,13 @@ pub(crate) fn sgemm(
                     let r0 = i0 + s * mr;
                     let h = mr.min(m - r0);
                     // SAFETY: `isa` is supported (asserted above), so the kernel's features are
-                    // present. `asl` holds kc*mr and `bmicro` kc*nr packed values. For a full
-                    // tile, rows r0..r0+mr and columns j0..j0+nr lie inside the m x n matrix
+                    // present. `asl` holds kc*mr and `bmicro` kc*nr packed values. The tile's
+                    // valid part (rows r0..r0+h, columns j0..j0+w) lies inside the m x n matrix
                     // `c` (length >= m*n, asserted), in this task's block (rows i0..i0+rows,
-                    // panels jp0..jp1), which no other task touches. Edge tiles go through
-                    // `tile`, an mr x nr buffer, and only the valid h x w part is copied.
+                    // panels jp0..jp1), which no other task touches.
                     unsafe {
                         let cp = out.get().add(r0 * n + j0);
-                        if h == mr && w == nr {
-                            (kern.micro)(kc, asl.as_ptr(), bmicro.as_ptr(), cp, n, load_c);
-                        } else {
-                            let mut tile = [0.0f32; MAX_TILE];
-                            if load_c {
-                                for r in 0..h {
-                                    std::ptr::copy_nonoverlapping(
-                                        cp.add(r * n),
-                                        tile.as_mut_ptr().add(r * nr),
-                                        w,
-                                    );
-                                }
-                            }
-                            let tp = tile.as_mut_ptr();
-                            (kern.micro)(kc, asl.as_ptr(), bmicro.as_ptr(), tp, nr, load_c);
-                            for r in 0..h {
-                                std::ptr::copy_nonoverlapping(
-                                    tile.as_ptr().add(r * nr),
-                                    cp.add(r * n),
-                                    w,
-                                );
-                            }
-                        }
+                        run_tile(&kern, kc, asl, bmicro, cp, n, h, w, load_c);
                     }
                 }
             }
@@ -640,4 +617,228 @@ pub(crate) fn sgemm(
         (0..tasks).for_each(task);
     }
     PACK_B.with(|c| c.set(bbuf));
+}
+
+/// A source of `B` values that packs itself (so `B` need not exist as a matrix).
+pub(crate) trait RhsSource: Sync {
+    /// Packs rows `p0..p0 + kc` and columns `j0..j0 + nr` (clipped to `n`) as `[kc][nr]` into
+    /// `dst` (`kc * nr` values), zero-padding the missing columns.
+    #[allow(clippy::too_many_arguments)]
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]);
+}
+
+impl RhsSource for View<'_> {
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+        pack_b_panel(self, p0, kc, n, j0, nr, dst)
+    }
+}
+
+/// The patch (im2col) matrix of a convolution's input, never materialized: row `p` is output
+/// pixel `p`'s window (pixels of all images in order), column `j = (ky * kw + kx) * c + ch`;
+/// values in the padding are zero.
+pub(crate) struct Patches<'a> {
+    pub x: &'a [f32],
+    pub g: &'a super::conv::Conv2dGeometry,
+}
+
+impl RhsSource for Patches<'_> {
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+        let g = self.g;
+        let w = nr.min(n - j0);
+        let per_img = g.oh * g.ow;
+        for (p, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            let q = p0 + p;
+            let (img, rem) = (q / per_img, q % per_img);
+            let (oy, ox) = (rem / g.ow, rem % g.ow);
+            // Runs of columns within one tap are contiguous channels of one input pixel.
+            let mut j = 0;
+            while j < w {
+                let col = j0 + j;
+                let (tap, ch) = (col / g.c, col % g.c);
+                let len = (g.c - ch).min(w - j);
+                match (g.in_row(oy, tap / g.kw), g.in_col(ox, tap % g.kw)) {
+                    (Some(iy), Some(ix)) => {
+                        let s = ((img * g.h + iy) * g.w + ix) * g.c + ch;
+                        row[j..j + len].copy_from_slice(&self.x[s..s + len]);
+                    }
+                    _ => row[j..j + len].fill(0.0),
+                }
+                j += len;
+            }
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// Runs one `mr x nr` tile: full tiles straight into `c`, edge tiles (`h < mr` rows or `w < nr`
+/// columns valid) through a buffer.
+///
+/// # Safety
+/// The CPU supports `kern`'s level; `a` holds `kc * mr` and `b` `kc * nr` packed values; `c` is
+/// valid for reads and writes of `h` rows of `w` values at row stride `ldc`, and no other thread
+/// accesses them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile(
+    kern: &Kernel,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    h: usize,
+    w: usize,
+    load_c: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    debug_assert!(a.len() >= kc * mr && b.len() >= kc * nr && mr * nr <= MAX_TILE);
+    // SAFETY: per this function's contract; the buffer holds mr * nr <= MAX_TILE values.
+    unsafe {
+        if h == mr && w == nr {
+            (kern.micro)(kc, a.as_ptr(), b.as_ptr(), c, ldc, load_c);
+        } else {
+            let mut tile = [0.0f32; MAX_TILE];
+            if load_c {
+                for r in 0..h {
+                    std::ptr::copy_nonoverlapping(c.add(r * ldc), tile.as_mut_ptr().add(r * nr), w);
+                }
+            }
+            (kern.micro)(kc, a.as_ptr(), b.as_ptr(), tile.as_mut_ptr(), nr, load_c);
+            for r in 0..h {
+                std::ptr::copy_nonoverlapping(tile.as_ptr().add(r * nr), c.add(r * ldc), w);
+            }
+        }
+    }
+}
+
+/// `c [+]= A * B` over depth `p_begin..p_end` on the calling thread, BLIS's loop order with `B`
+/// packed one `KC x n` block at a time (L2-sized), so a `B` that is expensive to form (patches)
+/// is formed once, into cache, right before use.
+#[allow(clippy::too_many_arguments)]
+fn blocked<B: RhsSource>(
+    kern: &Kernel,
+    m: usize,
+    n: usize,
+    (p_begin, p_end): (usize, usize),
+    a: &View,
+    b: &B,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    let panels = n.div_ceil(nr);
+    let kc_max = kern.kc.min(p_end - p_begin);
+    let mc = kern.mc.min(m.div_ceil(mr) * mr);
+    let mut bbuf = PACK_B.with(|c| c.take());
+    let boff = aligned(&mut bbuf, panels * nr * kc_max);
+    let mut abuf = PACK_A.with(|c| c.take());
+    let aoff = aligned(&mut abuf, mc * kc_max);
+    let mut p0 = p_begin;
+    while p0 < p_end {
+        let kc = kern.kc.min(p_end - p0);
+        let bblock = &mut bbuf[boff..boff + panels * nr * kc];
+        for (jp, dst) in bblock.chunks_exact_mut(kc * nr).enumerate() {
+            b.pack(p0, kc, n, jp * nr, nr, dst);
+        }
+        let bblock = &bbuf[boff..boff + panels * nr * kc];
+        let load_c = accumulate || p0 > p_begin;
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = mc.min(m - i0);
+            let apack = &mut abuf[aoff..aoff + rows.div_ceil(mr) * mr * kc];
+            pack_a_block(a, i0, rows, p0, kc, mr, apack);
+            for (jp, bmicro) in bblock.chunks_exact(kc * nr).enumerate() {
+                let j0 = jp * nr;
+                for (s, asl) in apack.chunks_exact(kc * mr).enumerate() {
+                    let r0 = i0 + s * mr;
+                    // SAFETY: the caller checked the level; the tile's valid part (rows r0.., at
+                    // most m - r0; columns j0.., at most n - j0) lies inside the m x n matrix
+                    // `c` (checked by the caller: c.len() >= m * n), borrowed mutably here.
+                    unsafe {
+                        run_tile(
+                            kern,
+                            kc,
+                            asl,
+                            bmicro,
+                            c.as_mut_ptr().add(r0 * n + j0),
+                            n,
+                            mr.min(m - r0),
+                            nr.min(n - j0),
+                            load_c,
+                        )
+                    };
+                }
+            }
+            i0 += rows;
+        }
+        p0 += kc;
+    }
+    PACK_A.with(|c| c.set(abuf));
+    PACK_B.with(|c| c.set(bbuf));
+}
+
+/// `c (m x n) [+]= A (m x k) * B (k x n)` split over the depth `k`: each thread takes a range of
+/// `k` and sums into its own `m x n` buffer (the first range into `c` itself), and the buffers
+/// are added at the end in a fixed order (so the result depends only on the thread count). For
+/// small outputs with a long depth: a convolution's kernel gradient (`filters x patch` outputs,
+/// depth = every output pixel of the batch), where splitting the outputs would leave threads
+/// idle and materializing `B` would cost more than the arithmetic.
+///
+/// # Panics
+/// If `a` or `c` is too short for `m x k` / `m x n`, or `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_split_k<B: RhsSource>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: &B,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        isa.is_supported(),
+        "sgemm: {isa} is not supported by this CPU"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        (m - 1) * a.rs + (k - 1) * a.cs < a.data.len() && m * n <= c.len(),
+        "sgemm: operands too short for {m}x{k}x{n}"
+    );
+    let kern = kernel_for(isa, n);
+    assert!(kern.mr * kern.nr <= MAX_TILE);
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parts = if parallel {
+        threads.min(k.div_ceil(kern.kc))
+    } else {
+        1
+    };
+    let per = k.div_ceil(parts).div_ceil(kern.kc) * kern.kc;
+    let parts = k.div_ceil(per);
+    let c = &mut c[..m * n];
+    if parts == 1 {
+        blocked(&kern, m, n, (0, k), &a, b, c, accumulate);
+        return;
+    }
+    let mut partial: Vec<Vec<f32>> = (1..parts).map(|_| vec![0.0f32; m * n]).collect();
+    rayon::scope(|s| {
+        for (i, buf) in partial.iter_mut().enumerate() {
+            let range = ((i + 1) * per, ((i + 2) * per).min(k));
+            let (kern, a) = (&kern, &a);
+            s.spawn(move |_| blocked(kern, m, n, range, a, b, buf, false));
+        }
+        blocked(&kern, m, n, (0, per.min(k)), &a, b, c, accumulate);
+    });
+    for buf in &partial {
+        c.iter_mut().zip(buf).for_each(|(x, y)| *x += y);
+    }
 }
