@@ -73,6 +73,7 @@ const MAX_TILE: usize = 12 * 32;
 /// 0.95-1.05 s vs 1.13-1.19 s for 8 products; 8 x 48 1.07, 14 x 32 1.05, 7 x 64 spills). But its
 /// panels are 64 columns wide, so narrow outputs (convolutions with 32 or 96 filters) would
 /// compute up to half their tile in padding; there the 12 x 32 tile runs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn kernel_for(isa: Isa, n: usize) -> Kernel {
     match isa {
         #[cfg(target_arch = "x86_64")]
