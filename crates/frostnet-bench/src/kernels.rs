@@ -15,7 +15,7 @@ use frostnet::tensor::{matmul, Transpose};
 
 /// (name, NHWC input without batch, kernel, strides, padding, filters): InceptionV3's spatial
 /// convolutions at 299x299 (stem, then one of each kind in the mixed blocks).
-type ConvCase = (
+pub(crate) type ConvCase = (
     &'static str,
     [usize; 3],
     (usize, usize),
@@ -23,7 +23,7 @@ type ConvCase = (
     Padding,
     usize,
 );
-const CONVS: [ConvCase; 8] = [
+pub(crate) const CONVS: [ConvCase; 8] = [
     (
         "stem1 3->32 3x3/2",
         [299, 299, 3],

@@ -5,7 +5,10 @@
 //! frostnet-bench WORKLOAD [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench profile WORKLOAD [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench kernels [--warmup W] [--reps R] [--threads N]
+//! frostnet-bench matmul [--warmup W] [--reps R] [--threads N]
 //! ```
+//!
+//! `matmul` times `tensor::matmul` on the workloads' product shapes (see `matmuls.rs`).
 //!
 //! `kernels` times sgemm, InceptionV3's spatial convolutions (im2col vs direct) and
 //! MobileNetV2's depthwise convolutions at every instruction set the CPU runs (see `kernels.rs`).
@@ -21,6 +24,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod kernels;
+mod matmuls;
 mod pipeline_profile;
 mod profile;
 mod sys;
@@ -45,6 +49,7 @@ pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub(crate) struct Args {
     pub(crate) profile: bool,
     pub(crate) kernels: bool,
+    pub(crate) matmul: bool,
     pub(crate) workload: String,
     pub(crate) warmup: usize,
     pub(crate) reps: usize,
@@ -54,6 +59,7 @@ pub(crate) struct Args {
 const USAGE: &str =
     "usage: frostnet-bench [profile] WORKLOAD [--warmup W] [--reps R] [--threads N]\n\
      frostnet-bench kernels [--warmup W] [--reps R] [--threads N]\n\
+     frostnet-bench matmul [--warmup W] [--reps R] [--threads N]\n\
      workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm\n\
      image_pipeline";
 
@@ -61,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         profile: false,
         kernels: false,
+        matmul: false,
         workload: String::new(),
         warmup: 3,
         reps: 10,
@@ -80,11 +87,12 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => return Err(USAGE.into()),
             "profile" if args.workload.is_empty() && !args.profile => args.profile = true,
             "kernels" if args.workload.is_empty() && !args.profile => args.kernels = true,
+            "matmul" if args.workload.is_empty() && !args.profile => args.matmul = true,
             w if WORKLOADS.contains(&w) && args.workload.is_empty() => args.workload = w.into(),
             other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
         }
     }
-    if args.workload.is_empty() && !args.kernels {
+    if args.workload.is_empty() && !args.kernels && !args.matmul {
         return Err(USAGE.into());
     }
     if args.reps == 0 {
@@ -143,6 +151,9 @@ fn run(args: &Args) -> Res<()> {
     }
     if args.kernels {
         return kernels::run(args, 1);
+    }
+    if args.matmul {
+        return matmuls::run(args);
     }
     let mut w = workloads::build(&args.workload)?;
     let (wall, cpu) = time_reps(args.warmup, args.reps, &mut *w.step)?;

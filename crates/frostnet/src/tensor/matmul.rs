@@ -1,14 +1,37 @@
-//! Matrix multiplication with the `gemm` crates' packed micro-kernels (the same kernels candle
-//! uses), at the instruction-set level [`super::isa`] selects: AVX-512F (16-wide) where the CPU has
-//! it, AVX2+FMA (8-wide) otherwise, and scalar kernels elsewhere. Large products are split across
-//! rayon threads.
+//! Matrix multiplication: frostnet's own packed, BLIS-style f32 kernels ([`super::sgemm`]) at
+//! the instruction-set level [`super::isa`] selects: AVX-512F (6 x 64 or 12 x 32 zmm register
+//! tiles) where the CPU has it, AVX2+FMA (6 x 16 ymm) otherwise, a portable 4 x 16 kernel that
+//! LLVM vectorizes for the compile target elsewhere on x86. `FROSTNET_ISA` and
+//! [`super::isa::with_forced`] cover matmul like every other kernel. Large products are split
+//! across rayon's threads by row blocks (and column panels when there are few rows).
 //!
-//! `gemm` itself dispatches once per process to the widest kernels it was built with and offers no
-//! way to choose narrower ones, so the kernels are instantiated here per level through
-//! `gemm-common`'s generic driver with `gemm-f32`'s micro-kernel tables (exactly what `gemm` does
-//! internally). That makes `FROSTNET_ISA` and [`super::isa::with_forced`] cover matmul too.
+//! Why our own: the `gemm` crate (0.19) was used before. Its AVX-512 kernels reached only
+//! 0.40 of the FMA peak on sgemm 2048 (run 5 in `bench/RESULTS.md`), and they cannot be chosen
+//! per call. Measured with `frostnet-bench matmul --threads 2` (GFLOP/s per CPU-second per
+//! thread, interleaved on a shared 2-core Xeon with AVX-512 at load ~18, so absolute numbers are
+//! low; the FMA peak measured ~215 per thread at avx512, ~107 at avx2):
+//!
+//! | shape (m x k x n)                  | own avx512 | gemm avx512 | own avx2 | gemm avx2 |
+//! |------------------------------------|-----------:|------------:|---------:|----------:|
+//! | sgemm 2048                         |      140.9 |        76.6 |    121.9 |     100.4 |
+//! | 1x1 conv 9800 x 288 x 64           |       96.8 |        53.0 |     86.7 |      58.4 |
+//! | 1x1 conv 2312 x 768 x 192          |      124.6 |        71.2 |    112.4 |      91.9 |
+//! | 3x3/2 im2col 2312 x 2592 x 384     |      134.2 |        71.3 |    116.0 |      93.2 |
+//! | dX 9800 x 96 x 576 (B transposed)  |      130.7 |        53.3 |    121.7 |      63.7 |
+//! | dW 2592 x 2312 x 384 (A transposed)|      128.4 |        81.7 |    112.1 |     100.5 |
+//! | mlp 256 x 500 x 500                |      122.4 |        72.0 |    107.0 |      85.1 |
+//! | dense 8 x 2048 x 200               |       31.4 |        42.7 |     34.8 |      60.2 |
+//!
+//! Own kernels win everywhere but on products with very few rows (a Dense layer at batch 8:
+//! 0.4 ms vs 0.3 ms, where packing all of `B` costs as much as the arithmetic); that case is
+//! too small to matter in any workload, so `gemm` is no longer used on x86-64. On other
+//! architectures (aarch64) `gemm`'s NEON kernels stay: they were not measured against ours
+//! here and are surely faster than the portable kernel.
 
 use super::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use super::sgemm::{sgemm, View};
+#[cfg(not(target_arch = "x86_64"))]
 use gemm_common::Parallelism;
 
 /// Whether an operand is read transposed. Transposes are free: they only swap strides.
@@ -82,6 +105,48 @@ pub fn matmul_with(
         }
         return;
     }
+    let isa = isa.min(isa::detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (a_rs, a_cs) = match ta {
+            Transpose::No => (k, 1),
+            Transpose::Yes => (1, m),
+        };
+        let (b_rs, b_cs) = match tb {
+            Transpose::No => (n, 1),
+            Transpose::Yes => (1, k),
+        };
+        let av = View {
+            data: a,
+            rs: a_rs,
+            cs: a_cs,
+        };
+        let bv = View {
+            data: b,
+            rs: b_rs,
+            cs: b_cs,
+        };
+        sgemm(isa, m, n, k, av, bv, c, accumulate);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    matmul_gemm_crate(isa, a, ta, b, tb, c, m, k, n, accumulate)
+}
+
+/// The `gemm` crate's kernels, with its own run-time dispatch (NEON on aarch64).
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn matmul_gemm_crate(
+    _isa: Isa,
+    a: &[f32],
+    ta: Transpose,
+    b: &[f32],
+    tb: Transpose,
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     // m, k, n >= 1 here and each is at most a product that fits in a slice length (<= isize::MAX
     // elements), so these casts are lossless.
     let (a_rs, a_cs) = match ta {
@@ -113,15 +178,16 @@ pub fn matmul_with(
         rhs_rs: b_rs,
         par,
     };
-    // SAFETY: the checks above guarantee (without overflow) that every index the kernel forms,
-    // i*rs + j*cs for i < rows and j < cols of each operand under the strides chosen here, lies
-    // inside its slice (for op(a): max index (m-1)*k + (k-1) = m*k - 1 < a.len(), likewise for b
-    // and c); `c` is borrowed mutably, so it cannot alias `a` or `b`. `run` only executes
-    // instructions of a level the CPU was detected to support (see `run`).
-    unsafe { args.run(isa.min(isa::detected())) }
+    // SAFETY: the caller's checks guarantee (without overflow) that every index the kernel
+    // forms, i*rs + j*cs for i < rows and j < cols of each operand under the strides chosen here,
+    // lies inside its slice (for op(a): max index (m-1)*k + (k-1) = m*k - 1 < a.len(), likewise
+    // for b and c); `c` is borrowed mutably, so it cannot alias `a` or `b`. gemm checks the CPU
+    // features itself before running any kernel.
+    unsafe { args.native() }
 }
 
 /// One product's raw operands, as `gemm`'s drivers take them (column stride first).
+#[cfg(not(target_arch = "x86_64"))]
 struct GemmArgs {
     m: usize,
     n: usize,
@@ -139,109 +205,13 @@ struct GemmArgs {
     par: Parallelism,
 }
 
-/// Instantiates `gemm-common`'s generic driver with one of `gemm-f32`'s micro-kernel tables, as
-/// `gemm_common::__inject_mod!` does inside `gemm`.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-macro_rules! gemm_level {
-    ($fn_name:ident, $simd:ty, $module:ident, $lanes:expr) => {
-        /// # Safety
-        /// The pointers and strides must describe valid, non-aliasing (dst) operands; the SIMD
-        /// level's features are checked at run time by `try_new` before any kernel runs.
-        unsafe fn $fn_name(a: &GemmArgs) -> bool {
-            use gemm_common::simd::MixedSimd;
-            use gemm_f32::microkernel::$module::f32::{H_M, H_N, H_UKR, MR_DIV_N, NR, UKR};
-            let Some(simd) = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new() else {
-                return false;
-            };
-            // SAFETY: forwarded from this function's contract; `simd` proves the CPU features.
-            unsafe {
-                gemm_common::gemm::gemm_basic_generic::<
-                    _,
-                    f32,
-                    $lanes,
-                    { MR_DIV_N * $lanes },
-                    NR,
-                    MR_DIV_N,
-                    H_M,
-                    H_N,
-                >(
-                    simd,
-                    a.m,
-                    a.n,
-                    a.k,
-                    a.dst,
-                    a.dst_cs,
-                    a.dst_rs,
-                    a.read_dst,
-                    a.lhs,
-                    a.lhs_cs,
-                    a.lhs_rs,
-                    a.rhs,
-                    a.rhs_cs,
-                    a.rhs_rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    |x, y, z| x * y + z,
-                    &UKR,
-                    &H_UKR,
-                    false,
-                    a.par,
-                );
-            }
-            true
-        }
-    };
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-gemm_level!(gemm_avx512, gemm_common::simd::V4, avx512f, 16);
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-gemm_level!(gemm_avx2, gemm_common::simd::V3, fma, 8);
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-gemm_level!(gemm_scalar, gemm_common::simd::Scalar, scalar, 1);
-
+#[cfg(not(target_arch = "x86_64"))]
 impl GemmArgs {
-    /// # Safety
-    /// The pointers and strides must describe valid operands with `dst` not aliasing the others.
-    /// Each SIMD level verifies its CPU features (`try_new`) before running and falls back to a
-    /// narrower one if they are missing, so no unsupported instruction is ever executed.
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    unsafe fn run(&self, isa: Isa) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            if isa == isa::detected() && isa != Isa::Portable {
-                // The CPU's widest level is also what gemm's own dispatch picks (built with
-                // x86-v4, it selects AVX-512F kernels exactly when avx512f is detected, else
-                // FMA); its precompiled entry point measured ~15% less CPU time per sgemm than
-                // the same kernels instantiated here, so only narrowed levels come here.
-                return self.native();
-            }
-            if isa >= Isa::Avx512 && gemm_avx512(self) {
-                return;
-            }
-            if isa >= Isa::Avx2 && gemm_avx2(self) {
-                return;
-            }
-            let ran = gemm_scalar(self);
-            debug_assert!(ran, "the scalar level needs no CPU feature");
-        }
-    }
-
-    /// # Safety
-    /// As the x86 version; here `gemm` picks the kernels (NEON on aarch64) by itself.
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    unsafe fn run(&self, _isa: Isa) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.native() }
-    }
-
     /// `gemm`'s own run-time dispatch (widest kernels the CPU supports among those built).
     ///
     /// # Safety
-    /// As `run`; gemm checks the CPU features itself.
+    /// The pointers and strides must describe valid operands, `dst` not aliasing the others;
+    /// gemm checks the CPU features itself.
     unsafe fn native(&self) {
         // SAFETY: forwarded from this function's contract.
         unsafe {
@@ -307,6 +277,13 @@ mod tests {
             (65, 130, 67),
             (128, 1, 3),
             (97, 211, 53),
+            // Several depth blocks (k > KC), row blocks (m > MC) and column panels, with tails
+            // in each; the last two have too few rows for the row blocks alone to occupy every
+            // thread, so the columns are split as well.
+            (401, 263, 130),
+            (33, 520, 65),
+            (7, 300, 1000),
+            (1, 129, 517),
         ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let a = crate::tensor::random::uniform(&mut r, m * k, -1.0, 1.0);

@@ -1,0 +1,845 @@
+//! frostnet's own packed f32 GEMM (BLIS-style), one micro-kernel per instruction-set level.
+//!
+//! `c (m x n, row-major) [+]= A (m x k) * B (k x n)` where `A` and `B` are read through arbitrary
+//! row/column strides (so transposes are free). The structure is BLIS's:
+//!
+//! - `B` is packed once per call into `NR`-column panels (`[panel][k][NR]`, zero-padded at the
+//!   right edge), in parallel over panels;
+//! - the rows of `C` are cut into blocks of at most `MC` rows (and, when there are too few row
+//!   blocks to keep every thread busy, the columns into groups of panels); each block is one
+//!   task on rayon's pool;
+//! - a task walks `k` in steps of `KC`: it packs its `MC x KC` slice of `A` into `MR`-row slivers
+//!   (`[sliver][k][MR]`, zero-padded at the bottom edge; ~200 KB, kept in L2), then for every
+//!   `B` micro-panel (`KC x NR`, 32 KB at most, kept in L1 while it is reused by all slivers) runs
+//!   the micro-kernel over every sliver;
+//! - the micro-kernel keeps an `MR x NR` tile of `C` in registers: per step of `k` it loads
+//!   `NR / L` vectors of `B`, broadcasts `MR` values of `A` and issues `MR * NR / L` fused
+//!   multiply-adds, then adds the tile into `C` (or stores it). Edge tiles go through a small
+//!   buffer so nothing outside `C` is touched.
+//!
+//! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 12 x 32
+//! for narrow outputs (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
+//! compile target. Measurements that chose them are in `matmul.rs`'s header.
+
+use super::isa::Isa;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl View<'_> {
+    /// Index of `(i, j)`; callers only form indices inside the checked `rows x cols` extent.
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> usize {
+        i * self.rs + j * self.cs
+    }
+}
+
+/// The micro-kernel: `kc` steps over an `MR`-row sliver of packed `A` and an `NR`-column panel of
+/// packed `B`, result added to (`load_c`) or stored into the `MR x NR` tile at `c` (row stride
+/// `ldc`).
+///
+/// # Safety
+/// The CPU must support the kernel's level. `a` must be valid for `kc * MR` reads, `b` for
+/// `kc * NR`, and `c` for reads and writes of `MR` rows of `NR` values at row stride `ldc`.
+type MicroFn =
+    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load_c: bool);
+
+/// One level's kernel and its blocking.
+#[derive(Clone, Copy)]
+struct Kernel {
+    mr: usize,
+    nr: usize,
+    /// Depth of one packed block: the `KC x NR` micro-panel of `B` stays in L1 (32 KB at 12x32).
+    kc: usize,
+    /// Most rows of one packed `A` block (`MC x KC` floats stays in L2).
+    mc: usize,
+    micro: MicroFn,
+}
+
+/// Largest `MR * NR` of any kernel (the edge-tile buffer's size; 12 x 32 and 6 x 64).
+const MAX_TILE: usize = 12 * 32;
+
+/// The kernel for `isa` and an output `n` columns wide.
+///
+/// AVX-512 has two tiles. 6 x 64 needs 10 loads (4 vectors of `B`, 6 broadcasts of `A`) per 24
+/// FMAs where 12 x 32 needs 14, and measured 10-15% faster on sgemm 2048 (1 thread, CPU time:
+/// 0.95-1.05 s vs 1.13-1.19 s for 8 products; 8 x 48 1.07, 14 x 32 1.05, 7 x 64 spills). But its
+/// panels are 64 columns wide, so narrow outputs (convolutions with 32 or 96 filters) would
+/// compute up to half their tile in padding; there the 12 x 32 tile runs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn kernel_for(isa: Isa, n: usize) -> Kernel {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            let pad = |nr: usize| n.div_ceil(nr) * nr - n;
+            if pad(64) <= pad(32) + n / 8 {
+                Kernel {
+                    mr: 6,
+                    nr: 64,
+                    kc: 256,
+                    mc: 192,
+                    micro: x86::micro_avx512_wide,
+                }
+            } else {
+                Kernel {
+                    mr: 12,
+                    nr: 32,
+                    kc: 256,
+                    mc: 192,
+                    micro: x86::micro_avx512,
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Kernel {
+            mr: 6,
+            nr: 16,
+            kc: 256,
+            mc: 144,
+            micro: x86::micro_avx2,
+        },
+        _ => Kernel {
+            mr: 4,
+            nr: 16,
+            kc: 256,
+            mc: 128,
+            micro: micro_portable,
+        },
+    }
+}
+
+/// One vector type of `L` f32 lanes.
+///
+/// # Safety
+/// Implementations may use CPU features; they are only called from functions compiled with
+/// those features enabled, on a CPU that has them.
+unsafe trait Simd {
+    type V: Copy;
+    const L: usize;
+    /// # Safety (all below)
+    /// Pointers must be valid for `L` (load/store) or 1 (splat) f32 values.
+    unsafe fn zero() -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn splat(p: *const f32) -> Self::V;
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// A hint to fetch `p`'s cache line; never faults, so any address is sound.
+    unsafe fn prefetch(p: *const f32);
+}
+
+/// The register tile: `MR` rows x `NV` vectors.
+///
+/// # Safety
+/// As [`MicroFn`], with `NR = NV * S::L`, and the CPU supports `S`.
+#[inline(always)]
+unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+) {
+    // SAFETY: every read of `a` is at `p * MR + r < kc * MR`, of `b` at `p * NR + v * L + (L-1)
+    // < kc * NR`, and of `c` at `r * ldc + v * L + (L-1)` for `r < MR`, `v * L < NR`: all inside
+    // the extents this function's contract guarantees.
+    unsafe {
+        // Start fetching the C tile now: it is read after the k loop, and coming from L3 or
+        // memory its misses would otherwise stall every tile's end (~10% on sgemm 2048).
+        for r in 0..MR {
+            S::prefetch(c.add(r * ldc));
+            S::prefetch(c.add(r * ldc + NV * S::L - 1));
+        }
+        let mut acc = [[S::zero(); NV]; MR];
+        let mut pa = a;
+        let mut pb = b;
+        for _ in 0..kc {
+            let mut bv = [S::zero(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = S::load(pb.add(v * S::L));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = S::splat(pa.add(r));
+                for v in 0..NV {
+                    row[v] = S::fma(av, bv[v], row[v]);
+                }
+            }
+            pa = pa.add(MR);
+            pb = pb.add(NV * S::L);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                let p = c.add(r * ldc + v * S::L);
+                let y = if load_c { S::add(x, S::load(p)) } else { x };
+                S::store(p, y);
+            }
+        }
+    }
+}
+
+/// Plain arrays: LLVM vectorizes them for the compile target (SSE2 on x86-64, NEON on aarch64).
+/// Multiply then add rather than `mul_add`, which is a slow library call without hardware FMA.
+struct Portable;
+
+// SAFETY: uses no CPU feature beyond the compile target's.
+unsafe impl Simd for Portable {
+    type V = [f32; 8];
+    const L: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> [f32; 8] {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> [f32; 8] {
+        // SAFETY: the caller guarantees 8 readable values.
+        unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> [f32; 8] {
+        // SAFETY: the caller guarantees 1 readable value.
+        [unsafe { *p }; 8]
+    }
+    #[inline(always)]
+    unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| c[i] + a[i] * b[i])
+    }
+    #[inline(always)]
+    unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: [f32; 8]) {
+        // SAFETY: the caller guarantees 8 writable values.
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
+}
+
+/// # Safety
+/// As [`MicroFn`] with `MR = 4`, `NR = 16`.
+unsafe fn micro_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+) {
+    // SAFETY: forwarded from this function's contract; no CPU feature needed.
+    unsafe { micro_body::<Portable, 4, 2>(kc, a, b, c, ldc, load_c) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{micro_body, Simd};
+    use std::arch::x86_64::*;
+
+    struct Avx512;
+    struct Avx2;
+
+    /// # Safety
+    /// As [`super::MicroFn`] with `MR = 12`, `NR = 32`; the CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn micro_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { micro_body::<Avx512, 12, 2>(kc, a, b, c, ldc, load_c) }
+    }
+
+    /// # Safety
+    /// As [`super::MicroFn`] with `MR = 6`, `NR = 64`; the CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn micro_avx512_wide(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { micro_body::<Avx512, 6, 4>(kc, a, b, c, ldc, load_c) }
+    }
+
+    /// # Safety
+    /// As [`super::MicroFn`] with `MR = 6`, `NR = 16`; the CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn micro_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        load_c: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { micro_body::<Avx2, 6, 2>(kc, a, b, c, ldc, load_c) }
+    }
+
+    // SAFETY: the intrinsics need avx512f; they are inlined only into `micro_avx512`, which
+    // enables it and is only called once the CPU was detected to have it.
+    unsafe impl Simd for Avx512 {
+        type V = __m512;
+        const L: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable values.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 1 readable value.
+            _mm512_set1_ps(unsafe { *p })
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees 16 writable values.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: a prefetch is a hint that never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
+    }
+
+    // SAFETY: the intrinsics need avx2 and fma; they are inlined only into `micro_avx2`, which
+    // enables them and is only called once the CPU was detected to have them.
+    unsafe impl Simd for Avx2 {
+        type V = __m256;
+        const L: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable values.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 1 readable value.
+            _mm256_set1_ps(unsafe { *p })
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: the caller guarantees 8 writable values.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: a prefetch is a hint that never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's packing buffer for `A` (and, on the calling thread, for `B`), taken out
+    /// while in use and put back afterwards, so no borrow is held across a rayon call (a thread
+    /// waiting in `join` may run another matmul's task, which then just allocates its own).
+    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer of at least `len` floats whose used part starts 64-byte aligned (a cache line, and a
+/// zmm vector), reusing `buf`'s allocation. Returns the offset of the aligned start.
+fn aligned(buf: &mut Vec<f32>, len: usize) -> usize {
+    let need = len + 16;
+    if buf.len() < need {
+        buf.clear();
+        buf.resize(need, 0.0);
+    }
+    let off = buf.as_ptr().align_offset(64);
+    // align_offset of an f32 pointer to 64 bytes is at most 15 elements.
+    debug_assert!(off < 16);
+    off.min(15)
+}
+
+/// Packs rows `p0..p0 + kc` and columns `j0..j0 + nr` (clipped to `n`) of `B` as `[kc][nr]`
+/// into `dst`, zero-padding the missing columns.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_panel(b: &View, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+    let w = nr.min(n - j0);
+    if b.cs == 1 {
+        for (p, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            let s = b.at(p0 + p, j0);
+            row[..w].copy_from_slice(&b.data[s..s + w]);
+            row[w..].fill(0.0);
+        }
+    } else {
+        for (p, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            for (j, d) in row[..w].iter_mut().enumerate() {
+                *d = b.data[b.at(p0 + p, j0 + j)];
+            }
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// Packs rows `i0..i0 + rows` and depth `p0..p0 + kc` of `A` as `MR`-row slivers `[kc][mr]`,
+/// zero-padding the last sliver's missing rows.
+#[allow(clippy::too_many_arguments)]
+fn pack_a_block(
+    a: &View,
+    i0: usize,
+    rows: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    for (s, sliver) in dst
+        .chunks_exact_mut(kc * mr)
+        .take(rows.div_ceil(mr))
+        .enumerate()
+    {
+        let r0 = s * mr;
+        let h = mr.min(rows - r0);
+        if a.rs == 1 {
+            // Column-major A (a transposed operand): each depth step's rows are contiguous.
+            for (p, d) in sliver.chunks_exact_mut(mr).enumerate() {
+                let src = a.at(i0 + r0, p0 + p);
+                d[..h].copy_from_slice(&a.data[src..src + h]);
+                d[h..].fill(0.0);
+            }
+        } else {
+            // Row-major A: one contiguous pass over each row, scattered into its lane of the
+            // sliver (which stays in L1); missing rows are zero.
+            for r in 0..mr {
+                if r < h {
+                    let base = a.at(i0 + r0 + r, p0);
+                    let row = a.data[base..base + (kc - 1) * a.cs + 1]
+                        .iter()
+                        .step_by(a.cs);
+                    for (d, &v) in sliver.chunks_exact_mut(mr).zip(row) {
+                        d[r] = v;
+                    }
+                } else {
+                    sliver.chunks_exact_mut(mr).for_each(|d| d[r] = 0.0);
+                }
+            }
+        }
+    }
+}
+
+/// The output matrix, shared by the tasks; each task writes only its own disjoint block.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write pairwise disjoint row x column blocks of the buffer (see `sgemm`), and the
+// buffer outlives every task (`sgemm` holds its `&mut` borrow until all tasks are joined).
+unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Below this many multiply-adds a product runs on the calling thread.
+const PAR_MIN_FLOPS: usize = 1 << 18;
+
+/// `c [+]= A * B` at `isa`'s level (which the caller has checked the CPU supports).
+///
+/// # Panics
+/// If a view or `c` is too short for `m x k`, `k x n`, `m x n` (checked here, before any unsafe
+/// code runs), or if `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: View,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        isa.is_supported(),
+        "sgemm: {isa} is not supported by this CPU"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // Every index formed below is `<= (rows-1)*rs + (cols-1)*cs` of a view, checked here once
+    // (the sums cannot overflow: they are at most the slice lengths they are compared with).
+    let last = |v: &View, r: usize, cl: usize| (r - 1) * v.rs + (cl - 1) * v.cs;
+    assert!(
+        last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len() && m * n <= c.len(),
+        "sgemm: operands too short for {m}x{k}x{n}"
+    );
+    let kern = kernel_for(isa, n);
+    // The edge-tile buffer below must hold a whole tile.
+    assert!(kern.mr * kern.nr <= MAX_TILE);
+    let (mr, nr) = (kern.mr, kern.nr);
+    let panels = n.div_ceil(nr);
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+
+    // Pack all of B, depth block by depth block (`[depth block][panel][kc][nr]`), so the part
+    // of `B` one depth step of every task reads is one contiguous stream (3% faster on sgemm
+    // 2048 than `[panel][k][nr]`).
+    let mut bbuf = PACK_B.with(|c| c.take());
+    let blen = panels * nr * k;
+    let boff = aligned(&mut bbuf, blen);
+    {
+        let mut units: Vec<(usize, usize, &mut [f32])> =
+            Vec::with_capacity(k.div_ceil(kern.kc) * panels);
+        let mut rest = &mut bbuf[boff..boff + blen];
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = kern.kc.min(k - p0);
+            for jp in 0..panels {
+                let (unit, tail) = rest.split_at_mut(kc * nr);
+                units.push((p0, jp, unit));
+                rest = tail;
+            }
+            p0 += kc;
+        }
+        let pack = |(p0, jp, dst): (usize, usize, &mut [f32])| {
+            let kc = dst.len() / nr;
+            pack_b_panel(&b, p0, kc, n, jp * nr, nr, dst)
+        };
+        if parallel && units.len() > 1 {
+            units.into_par_iter().for_each(pack);
+        } else {
+            units.into_iter().for_each(pack);
+        }
+    }
+    let bpack = &bbuf[boff..boff + blen];
+
+    // Row blocks: as many as needed to respect MC, rounded up to a multiple of the thread count
+    // so the blocks share out evenly; with too few of them, panel groups split the columns too.
+    let (row_blocks, col_groups) = if parallel {
+        let rb = m.div_ceil(kern.mc).div_ceil(threads) * threads;
+        let rb = rb.min(m.div_ceil(mr));
+        let cg = if rb >= 2 * threads {
+            1
+        } else {
+            (2 * threads).div_ceil(rb).min(panels)
+        };
+        (rb, cg)
+    } else {
+        (m.div_ceil(kern.mc), 1)
+    };
+    let mc = m.div_ceil(row_blocks).div_ceil(mr) * mr;
+    let row_blocks = m.div_ceil(mc);
+    let panels_per_group = panels.div_ceil(col_groups);
+    let col_groups = panels.div_ceil(panels_per_group);
+    let out = OutPtr(c.as_mut_ptr());
+    let task = |t: usize| {
+        let (rb, cg) = (t / col_groups, t % col_groups);
+        let i0 = rb * mc;
+        let rows = mc.min(m - i0);
+        let jp0 = cg * panels_per_group;
+        let jp1 = (jp0 + panels_per_group).min(panels);
+        let mut abuf = PACK_A.with(|c| c.take());
+        let kc_max = kern.kc.min(k);
+        let alen = rows.div_ceil(mr) * mr * kc_max;
+        let aoff = aligned(&mut abuf, alen);
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = kern.kc.min(k - p0);
+            let apack = &mut abuf[aoff..aoff + rows.div_ceil(mr) * mr * kc];
+            pack_a_block(&a, i0, rows, p0, kc, mr, apack);
+            let load_c = accumulate || p0 > 0;
+            for jp in jp0..jp1 {
+                let j0 = jp * nr;
+                let w = nr.min(n - j0);
+                let bmicro = &bpack[p0 * panels * nr + jp * kc * nr..][..kc * nr];
+                for (s, asl) in apack.chunks_exact(kc * mr).enumerate() {
+                    let r0 = i0 + s * mr;
+                    let h = mr.min(m - r0);
+                    // SAFETY: `isa` is supported (asserted above), so the kernel's features are
+                    // present. `asl` holds kc*mr and `bmicro` kc*nr packed values. The tile's
+                    // valid part (rows r0..r0+h, columns j0..j0+w) lies inside the m x n matrix
+                    // `c` (length >= m*n, asserted), in this task's block (rows i0..i0+rows,
+                    // panels jp0..jp1), which no other task touches.
+                    unsafe {
+                        let cp = out.get().add(r0 * n + j0);
+                        run_tile(&kern, kc, asl, bmicro, cp, n, h, w, load_c);
+                    }
+                }
+            }
+            p0 += kc;
+        }
+        PACK_A.with(|c| c.set(abuf));
+    };
+    let tasks = row_blocks * col_groups;
+    if parallel && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+    PACK_B.with(|c| c.set(bbuf));
+}
+
+/// A source of `B` values that packs itself (so `B` need not exist as a matrix).
+pub(crate) trait RhsSource: Sync {
+    /// Packs rows `p0..p0 + kc` and columns `j0..j0 + nr` (clipped to `n`) as `[kc][nr]` into
+    /// `dst` (`kc * nr` values), zero-padding the missing columns.
+    #[allow(clippy::too_many_arguments)]
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]);
+}
+
+impl RhsSource for View<'_> {
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+        pack_b_panel(self, p0, kc, n, j0, nr, dst)
+    }
+}
+
+/// The patch (im2col) matrix of a convolution's input, never materialized: row `p` is output
+/// pixel `p`'s window (pixels of all images in order), column `j = (ky * kw + kx) * c + ch`;
+/// values in the padding are zero.
+pub(crate) struct Patches<'a> {
+    pub x: &'a [f32],
+    pub g: &'a super::conv::Conv2dGeometry,
+}
+
+impl RhsSource for Patches<'_> {
+    fn pack(&self, p0: usize, kc: usize, n: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+        let g = self.g;
+        let w = nr.min(n - j0);
+        let per_img = g.oh * g.ow;
+        for (p, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            let q = p0 + p;
+            let (img, rem) = (q / per_img, q % per_img);
+            let (oy, ox) = (rem / g.ow, rem % g.ow);
+            // Runs of columns within one tap are contiguous channels of one input pixel.
+            let mut j = 0;
+            while j < w {
+                let col = j0 + j;
+                let (tap, ch) = (col / g.c, col % g.c);
+                let len = (g.c - ch).min(w - j);
+                match (g.in_row(oy, tap / g.kw), g.in_col(ox, tap % g.kw)) {
+                    (Some(iy), Some(ix)) => {
+                        let s = ((img * g.h + iy) * g.w + ix) * g.c + ch;
+                        row[j..j + len].copy_from_slice(&self.x[s..s + len]);
+                    }
+                    _ => row[j..j + len].fill(0.0),
+                }
+                j += len;
+            }
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// Runs one `mr x nr` tile: full tiles straight into `c`, edge tiles (`h < mr` rows or `w < nr`
+/// columns valid) through a buffer.
+///
+/// # Safety
+/// The CPU supports `kern`'s level; `a` holds `kc * mr` and `b` `kc * nr` packed values; `c` is
+/// valid for reads and writes of `h` rows of `w` values at row stride `ldc`, and no other thread
+/// accesses them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile(
+    kern: &Kernel,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    h: usize,
+    w: usize,
+    load_c: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    debug_assert!(a.len() >= kc * mr && b.len() >= kc * nr && mr * nr <= MAX_TILE);
+    // SAFETY: per this function's contract; the buffer holds mr * nr <= MAX_TILE values.
+    unsafe {
+        if h == mr && w == nr {
+            (kern.micro)(kc, a.as_ptr(), b.as_ptr(), c, ldc, load_c);
+        } else {
+            let mut tile = [0.0f32; MAX_TILE];
+            if load_c {
+                for r in 0..h {
+                    std::ptr::copy_nonoverlapping(c.add(r * ldc), tile.as_mut_ptr().add(r * nr), w);
+                }
+            }
+            (kern.micro)(kc, a.as_ptr(), b.as_ptr(), tile.as_mut_ptr(), nr, load_c);
+            for r in 0..h {
+                std::ptr::copy_nonoverlapping(tile.as_ptr().add(r * nr), c.add(r * ldc), w);
+            }
+        }
+    }
+}
+
+/// `c [+]= A * B` over depth `p_begin..p_end` on the calling thread, BLIS's loop order with `B`
+/// packed one `KC x n` block at a time (L2-sized), so a `B` that is expensive to form (patches)
+/// is formed once, into cache, right before use.
+#[allow(clippy::too_many_arguments)]
+fn blocked<B: RhsSource>(
+    kern: &Kernel,
+    m: usize,
+    n: usize,
+    (p_begin, p_end): (usize, usize),
+    a: &View,
+    b: &B,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    let panels = n.div_ceil(nr);
+    let kc_max = kern.kc.min(p_end - p_begin);
+    let mc = kern.mc.min(m.div_ceil(mr) * mr);
+    let mut bbuf = PACK_B.with(|c| c.take());
+    let boff = aligned(&mut bbuf, panels * nr * kc_max);
+    let mut abuf = PACK_A.with(|c| c.take());
+    let aoff = aligned(&mut abuf, mc * kc_max);
+    let mut p0 = p_begin;
+    while p0 < p_end {
+        let kc = kern.kc.min(p_end - p0);
+        let bblock = &mut bbuf[boff..boff + panels * nr * kc];
+        for (jp, dst) in bblock.chunks_exact_mut(kc * nr).enumerate() {
+            b.pack(p0, kc, n, jp * nr, nr, dst);
+        }
+        let bblock = &bbuf[boff..boff + panels * nr * kc];
+        let load_c = accumulate || p0 > p_begin;
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = mc.min(m - i0);
+            let apack = &mut abuf[aoff..aoff + rows.div_ceil(mr) * mr * kc];
+            pack_a_block(a, i0, rows, p0, kc, mr, apack);
+            for (jp, bmicro) in bblock.chunks_exact(kc * nr).enumerate() {
+                let j0 = jp * nr;
+                for (s, asl) in apack.chunks_exact(kc * mr).enumerate() {
+                    let r0 = i0 + s * mr;
+                    // SAFETY: the caller checked the level; the tile's valid part (rows r0.., at
+                    // most m - r0; columns j0.., at most n - j0) lies inside the m x n matrix
+                    // `c` (checked by the caller: c.len() >= m * n), borrowed mutably here.
+                    unsafe {
+                        run_tile(
+                            kern,
+                            kc,
+                            asl,
+                            bmicro,
+                            c.as_mut_ptr().add(r0 * n + j0),
+                            n,
+                            mr.min(m - r0),
+                            nr.min(n - j0),
+                            load_c,
+                        )
+                    };
+                }
+            }
+            i0 += rows;
+        }
+        p0 += kc;
+    }
+    PACK_A.with(|c| c.set(abuf));
+    PACK_B.with(|c| c.set(bbuf));
+}
+
+/// `c (m x n) [+]= A (m x k) * B (k x n)` split over the depth `k`: each thread takes a range of
+/// `k` and sums into its own `m x n` buffer (the first range into `c` itself), and the buffers
+/// are added at the end in a fixed order (so the result depends only on the thread count). For
+/// small outputs with a long depth: a convolution's kernel gradient (`filters x patch` outputs,
+/// depth = every output pixel of the batch), where splitting the outputs would leave threads
+/// idle and materializing `B` would cost more than the arithmetic.
+///
+/// # Panics
+/// If `a` or `c` is too short for `m x k` / `m x n`, or `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_split_k<B: RhsSource>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: &B,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        isa.is_supported(),
+        "sgemm: {isa} is not supported by this CPU"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        (m - 1) * a.rs + (k - 1) * a.cs < a.data.len() && m * n <= c.len(),
+        "sgemm: operands too short for {m}x{k}x{n}"
+    );
+    let kern = kernel_for(isa, n);
+    assert!(kern.mr * kern.nr <= MAX_TILE);
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parts = if parallel {
+        threads.min(k.div_ceil(kern.kc))
+    } else {
+        1
+    };
+    let per = k.div_ceil(parts).div_ceil(kern.kc) * kern.kc;
+    let parts = k.div_ceil(per);
+    let c = &mut c[..m * n];
+    if parts == 1 {
+        blocked(&kern, m, n, (0, k), &a, b, c, accumulate);
+        return;
+    }
+    let mut partial: Vec<Vec<f32>> = (1..parts).map(|_| vec![0.0f32; m * n]).collect();
+    rayon::scope(|s| {
+        for (i, buf) in partial.iter_mut().enumerate() {
+            let range = ((i + 1) * per, ((i + 2) * per).min(k));
+            let (kern, a) = (&kern, &a);
+            s.spawn(move |_| blocked(kern, m, n, range, a, b, buf, false));
+        }
+        blocked(&kern, m, n, (0, per.min(k)), &a, b, c, accumulate);
+    });
+    for buf in &partial {
+        c.iter_mut().zip(buf).for_each(|(x, y)| *x += y);
+    }
+}
