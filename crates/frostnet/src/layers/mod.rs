@@ -46,6 +46,7 @@ mod batch_normalization;
 mod conv1d;
 mod conv2d;
 mod conv2d_transpose;
+mod custom_scale;
 mod dense;
 mod depthwise_conv2d;
 mod dropout;
@@ -76,6 +77,7 @@ pub use batch_normalization::BatchNormalization;
 pub use conv1d::Conv1D;
 pub use conv2d::Conv2D;
 pub use conv2d_transpose::Conv2DTranspose;
+pub use custom_scale::CustomScaleLayer;
 pub use dense::Dense;
 pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
@@ -330,6 +332,13 @@ pub trait Layer: Send + Sync {
 
     /// Drops anything kept for backward.
     fn clear_cache(&mut self) {}
+
+    /// `(module, registered_name)` Keras saves for a class outside `keras.layers` (so Keras finds
+    /// it again), as `CustomScaleLayer` of `keras.applications.inception_resnet_v2`; `None` for
+    /// the `keras.layers` classes.
+    fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
 
     fn name(&self) -> &str {
         &self.base().name
