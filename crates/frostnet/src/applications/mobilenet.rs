@@ -97,10 +97,10 @@ fn imagenet_file(
         )));
     }
     let alpha_text = match opts.alpha {
-        a if a == 1.0 => "1_0",
-        a if a == 0.75 => "7_5",
-        a if a == 0.5 => "5_0",
-        a if a == 0.25 => "2_5",
+        1.0 => "1_0",
+        0.75 => "7_5",
+        0.5 => "5_0",
+        0.25 => "2_5",
         a => {
             return Err(Error::InvalidConfig(format!(
                 "MobileNet: if imagenet weights are being loaded, alpha can be one of 0.25, \
