@@ -2,19 +2,32 @@
 //! layer names, order, shapes and parameter counts match Keras exactly (and Keras weights can be
 //! loaded by name).
 
+mod densenet;
 pub mod download;
 mod imagenet;
+mod inception_resnet_v2;
 mod inception_v3;
+mod keras_weights;
+mod mobilenet;
 mod mobilenet_v2;
+mod nasnet;
+mod resnet;
 mod resnet50;
 pub mod transfer;
 mod vgg16;
+mod xception;
 
+pub use densenet::{densenet121, densenet169, densenet201};
 pub use imagenet::{decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex};
+pub use inception_resnet_v2::inception_resnet_v2;
 pub use inception_v3::inception_v3;
+pub use mobilenet::{mobilenet, mobilenet_with, MobileNetOptions};
 pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
+pub use nasnet::nasnet_mobile;
+pub use resnet::{resnet101, resnet101_v2, resnet152, resnet152_v2, resnet50_v2};
 pub use resnet50::{resnet50, ResNet50Options};
 pub use vgg16::{vgg16, Vgg16Options};
+pub use xception::xception;
 
 use crate::error::{Error, Result};
 use crate::layers::{ActivationFn, Layer, LayerOptions, Shape};

@@ -20,14 +20,14 @@ const BN_EPSILON: f32 = 1.001e-5;
 /// Builds ResNet50 (default input 224x224x3, at least 32x32), with fresh default names.
 pub fn resnet50(opts: &ResNet50Options) -> Result<Model> {
     let shape = obtain_input_shape("ResNet50", opts, 224, 32)?;
-    naming::with_fresh_names(|| build(opts, shape))
+    naming::with_fresh_names(|| build(opts, shape, "resnet50", &[3, 4, 6, 3]))
 }
 
-fn bn(name: &str) -> BatchNormalization {
+pub(super) fn bn(name: &str) -> BatchNormalization {
     named(BatchNormalization::new, name).epsilon(BN_EPSILON)
 }
 
-fn relu(name: &str) -> Activation {
+pub(super) fn relu(name: &str) -> Activation {
     named(|| Activation::new(ActivationFn::Relu), name)
 }
 
@@ -80,7 +80,15 @@ fn block(
     g.call(relu(&format!("{name}_out")), &[y])
 }
 
-fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
+/// Keras's `ResNet(stack_fn, preact=False, use_bias=True)`: the v1 stem, four stacks of
+/// `blocks[i]` bottleneck blocks (64, 128, 256, 512 filters), the head; ResNet101 and ResNet152
+/// differ from ResNet50 only in `blocks` and the model name.
+pub(super) fn build(
+    opts: &ResNet50Options,
+    shape: Shape,
+    model_name: &str,
+    blocks: &[usize; 4],
+) -> Result<Model> {
     let mut g = Functional::new();
     let input = g.input(Input::with_shape(shape));
     let mut x = g.call(named(|| ZeroPadding2D::new(3), "conv1_pad"), &[input])?;
@@ -92,12 +100,15 @@ fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
         named(|| MaxPooling2D::new(3).strides(2), "pool1_pool"),
         &[x],
     )?;
-    for (stack, filters, blocks, stride1) in [
-        ("conv2", 64, 3, 1),
-        ("conv3", 128, 4, 2),
-        ("conv4", 256, 6, 2),
-        ("conv5", 512, 3, 2),
-    ] {
+    for ((stack, filters, stride1), &blocks) in [
+        ("conv2", 64, 1),
+        ("conv3", 128, 2),
+        ("conv4", 256, 2),
+        ("conv5", 512, 2),
+    ]
+    .into_iter()
+    .zip(blocks)
+    {
         x = block(
             &mut g,
             x,
@@ -124,5 +135,5 @@ fn build(opts: &ResNet50Options, shape: Shape) -> Result<Model> {
             None => {}
         }
     }
-    super::with_weights(g.build_named("resnet50", &[input], &[x]), opts)
+    super::with_weights(g.build_named(model_name, &[input], &[x]), opts)
 }

@@ -46,6 +46,7 @@ mod batch_normalization;
 mod conv1d;
 mod conv2d;
 mod conv2d_transpose;
+mod custom_scale;
 mod dense;
 mod depthwise_conv2d;
 mod dropout;
@@ -77,6 +78,7 @@ pub use batch_normalization::BatchNormalization;
 pub use conv1d::Conv1D;
 pub use conv2d::Conv2D;
 pub use conv2d_transpose::Conv2DTranspose;
+pub use custom_scale::CustomScaleLayer;
 pub use dense::Dense;
 pub use depthwise_conv2d::DepthwiseConv2D;
 pub use dropout::Dropout;
@@ -359,6 +361,12 @@ pub trait Layer: Send + Sync {
     /// empty for a layer without such arguments (every layer has `activity_regularizer`).
     fn weight_args(&self) -> &'static [(&'static str, &'static str)] {
         &[]
+    }
+    /// `(module, registered_name)` Keras saves for a class outside `keras.layers` (so Keras finds
+    /// it again), as `CustomScaleLayer` of `keras.applications.inception_resnet_v2`; `None` for
+    /// the `keras.layers` classes.
+    fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        None
     }
 
     fn name(&self) -> &str {

@@ -33,6 +33,7 @@ static BUILTIN: &[LayerEntry] = &[
     conv1d::CONV1D,
     conv2d::CONV2D,
     conv2d_transpose::CONV2D_TRANSPOSE,
+    super::custom_scale::CUSTOM_SCALE_LAYER,
     depthwise_conv2d::DEPTHWISE_CONV2D,
     separable_conv2d::SEPARABLE_CONV2D,
     batch_normalization::BATCH_NORMALIZATION,

@@ -58,6 +58,10 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
         v["module"] = Value::Null;
         v["registered_name"] = json!(r);
     }
+    if let Some((module, registered)) = layer.keras_module() {
+        v["module"] = json!(module);
+        v["registered_name"] = json!(registered);
+    }
     if let Some(s) = in_shapes.first() {
         let shape = if in_shapes.len() == 1 {
             shape_json(s)
