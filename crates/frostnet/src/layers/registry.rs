@@ -76,6 +76,8 @@ static BUILTIN: &[LayerEntry] = &[
     merging::AVERAGE,
     merging::MAXIMUM,
     merging::MINIMUM,
+    super::layer_scale::LAYER_SCALE,
+    super::stochastic_depth::STOCHASTIC_DEPTH,
 ];
 
 /// The entry for a Keras class name, if frostnet knows the class.
