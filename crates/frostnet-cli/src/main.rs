@@ -142,6 +142,7 @@ impl ModelArgs {
             "resnet50" => apps::resnet50(&opts),
             "mobilenet_v2" => apps::mobilenet_v2(&opts),
             "vgg16" => apps::vgg16(&opts),
+            name if apps::by_name::knows(name) => apps::build_by_name(name, &opts),
             name => match name.strip_prefix("seed_") {
                 Some(case) => frostnet::seed::build(case),
                 None => Err(frostnet::Error::InvalidConfig(format!(
