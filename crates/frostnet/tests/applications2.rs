@@ -449,3 +449,113 @@ fn keras_made_efficientnet_blocks_load_predict_and_round_trip() {
     assert_eq!(back.predict(&x, 2).unwrap().data(), got.data());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The layers added for these applications write their Keras options and read them back:
+/// LayerScale, StochasticDepth, depthwise `Conv2D(groups=C)`, `Dropout(noise_shape)`,
+/// per-channel `Rescaling`, `Normalization` with a constant mean and variance.
+#[test]
+fn new_layer_options_round_trip_through_keras_files() {
+    use frostnet::layers::*;
+    clear_session();
+    let mut g = frostnet::Functional::new();
+    let x = g.input(Input::new(&[6, 6, 3]));
+    let mut h = g
+        .call(Rescaling::per_channel(&[0.5, 2.0, -1.0]).offset(0.25), &[x])
+        .unwrap();
+    h = g
+        .call(
+            Normalization::with_mean_variance(&[-1], &[0.1, -0.2, 0.3], &[1.5, 0.5, 2.0]),
+            &[h],
+        )
+        .unwrap();
+    h = g
+        .call(
+            Conv2D::new(3, 3)
+                .padding(frostnet::tensor::Padding::Same)
+                .groups(3),
+            &[h],
+        )
+        .unwrap();
+    h = g.call(LayerScale::new(0.5, 3), &[h]).unwrap();
+    h = g.call(StochasticDepth::new(0.2), &[h]).unwrap();
+    h = g
+        .call(
+            Dropout::new(0.3).noise_shape(&[None, Some(1), Some(1), Some(1)]),
+            &[h],
+        )
+        .unwrap();
+    let mut m = g.build(&[x], &[h]).unwrap();
+    let input = Tensor::from_vec(
+        &[2, 6, 6, 3],
+        (0..216).map(|i| ((i * 7) % 13) as f32 - 6.0).collect(),
+    )
+    .unwrap();
+    let y = m.predict(&input, 2).unwrap();
+    let config = frostnet::saving::model_config(&m);
+    let dir = std::env::temp_dir().join(format!("frostnet_apps2_layers_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("layers.keras");
+    frostnet::saving::save_keras(&m, path.to_str().unwrap()).unwrap();
+    let mut back = frostnet::saving::load_model(path.to_str().unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(frostnet::saving::model_config(&back), config);
+    assert_eq!(back.predict(&input, 2).unwrap().data(), y.data());
+    let layers = config["config"]["layers"].as_array().unwrap();
+    let find = |class: &str| {
+        layers
+            .iter()
+            .find(|l| l["class_name"] == class)
+            .unwrap_or_else(|| panic!("{class}"))["config"]
+            .clone()
+    };
+    assert_eq!(
+        find("Rescaling")["scale"],
+        serde_json::json!([0.5, 2.0, -1.0])
+    );
+    assert_eq!(
+        find("Normalization")["variance"],
+        serde_json::json!([1.5, 0.5, 2.0])
+    );
+    assert_eq!(find("Conv2D")["groups"], 3);
+    assert_eq!(find("LayerScale")["projection_dim"], 3);
+    assert_eq!(
+        find("StochasticDepth")["drop_path_rate"].as_f64().unwrap() as f32,
+        0.2
+    );
+    assert_eq!(
+        find("Dropout")["noise_shape"],
+        serde_json::json!([null, 1, 1, 1])
+    );
+}
+
+/// A depthwise `Conv2D(groups=C)` passes the finite-difference gradient check, and other
+/// groupings are a typed error naming the layer.
+#[test]
+fn grouped_conv2d_gradient_check_and_unsupported_groups() {
+    use frostnet::layers::*;
+    let x = Tensor::from_vec(
+        &[2, 5, 5, 4],
+        (0..200)
+            .map(|i| (((i * 37) % 23) as f32 - 11.0) / 7.0)
+            .collect(),
+    )
+    .unwrap();
+    let mut conv = Conv2D::new(4, 3)
+        .strides(2)
+        .padding(frostnet::tensor::Padding::Same)
+        .groups(4)
+        .activation(ActivationFn::Tanh);
+    let r =
+        frostnet::testing::gradient_check(&mut conv, &[x], frostnet::Mode::Train, 1e-2).unwrap();
+    assert!(r.checked > 0 && r.max_rel_error < 2e-2, "{r:?}");
+    let e = Conv2D::new(8, 3)
+        .groups(2)
+        .named("g2")
+        .build(&[vec![Some(5), Some(5), Some(4)]])
+        .err()
+        .expect("an error");
+    assert!(
+        e.to_string().contains("'g2'") && e.to_string().contains("groups=2"),
+        "{e}"
+    );
+}
