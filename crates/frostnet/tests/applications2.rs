@@ -552,8 +552,7 @@ fn grouped_conv2d_gradient_check_and_unsupported_groups() {
         .groups(2)
         .named("g2")
         .build(&[vec![Some(5), Some(5), Some(4)]])
-        .err()
-        .expect("an error");
+        .expect_err("an error");
     assert!(
         e.to_string().contains("'g2'") && e.to_string().contains("groups=2"),
         "{e}"

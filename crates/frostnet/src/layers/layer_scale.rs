@@ -57,7 +57,7 @@ impl Layer for LayerScale {
         if s.last().copied().flatten() != Some(d) {
             return Err(incompatible(
                 &self.base.name,
-                &format!("a last axis of size projection_dim = {d}"),
+                format!("a last axis of size projection_dim = {d}"),
                 s,
             ));
         }

@@ -113,7 +113,7 @@ mod tests {
             op.build(&[vec![Some(3)]]).unwrap();
             let y = op.forward(&[&x], &mut ForwardCtx::infer()).unwrap();
             assert_eq!(y.data(), want.as_slice());
-            let r = gradient_check(&mut op, &[x.clone()], Mode::Train, 1e-2).unwrap();
+            let r = gradient_check(&mut op, std::slice::from_ref(&x), Mode::Train, 1e-2).unwrap();
             assert!(r.checked > 0 && r.max_rel_error < 1e-3, "{r:?}");
         }
     }
