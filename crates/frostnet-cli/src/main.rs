@@ -177,6 +177,7 @@ impl ModelArgs {
             "mobilenet" => apps::mobilenet(&opts),
             "inception_resnet_v2" => apps::inception_resnet_v2(&opts),
             "nasnet_mobile" => apps::nasnet_mobile(&opts),
+            name if apps::by_name::knows(name) => apps::build_by_name(name, &opts),
             name => match name.strip_prefix("seed_") {
                 Some(case) => frostnet::seed::build(case),
                 None => Err(frostnet::Error::InvalidConfig(format!(

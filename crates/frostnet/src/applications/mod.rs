@@ -3,7 +3,12 @@
 //! loaded by name).
 
 mod densenet;
+pub mod by_name;
+mod convnext;
 pub mod download;
+mod efficientnet;
+mod efficientnet_v2;
+mod hosted_weights;
 mod imagenet;
 mod inception_resnet_v2;
 mod inception_v3;
@@ -12,12 +17,23 @@ mod mobilenet;
 mod mobilenet_v2;
 mod nasnet;
 mod resnet;
+mod mobilenet_v3;
 mod resnet50;
 pub mod transfer;
 mod vgg16;
 mod xception;
 
 pub use densenet::{densenet121, densenet169, densenet201};
+pub use by_name::build_by_name;
+pub use convnext::{convnext_tiny, convnext_tiny_with, ConvNeXtOptions};
+pub use efficientnet::{
+    efficientnet, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
+    efficientnet_b4, efficientnet_b5, efficientnet_b6, efficientnet_b7, EfficientNetOptions,
+};
+pub use efficientnet_v2::{
+    efficientnet_v2, efficientnet_v2_b0, efficientnet_v2_b1, efficientnet_v2_b2,
+    efficientnet_v2_b3, efficientnet_v2_s, EfficientNetV2Options,
+};
 pub use imagenet::{decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex};
 pub use inception_resnet_v2::inception_resnet_v2;
 pub use inception_v3::inception_v3;
@@ -25,6 +41,9 @@ pub use mobilenet::{mobilenet, mobilenet_with, MobileNetOptions};
 pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
 pub use nasnet::nasnet_mobile;
 pub use resnet::{resnet101, resnet101_v2, resnet152, resnet152_v2, resnet50_v2};
+pub use mobilenet_v3::{
+    mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small, MobileNetV3Options, MobileNetV3Size,
+};
 pub use resnet50::{resnet50, ResNet50Options};
 pub use vgg16::{vgg16, Vgg16Options};
 pub use xception::xception;

@@ -1,5 +1,6 @@
 //! `Conv2D` over NHWC images, kernel in Keras's HWIO layout.
 
+use super::depthwise_conv2d::{depthwise_backward, depthwise_forward};
 use super::registry::LayerEntry;
 use super::window::{geometry, windowed_output};
 use super::{
@@ -8,7 +9,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::saving::keras_config::{options::last_dim, Opts};
-use crate::tensor::conv::{conv2d_backward, conv2d_forward, EpilogueStep};
+use crate::tensor::conv::{apply_epilogue, conv2d_backward, conv2d_forward, EpilogueStep};
 use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
@@ -25,6 +26,10 @@ pub struct Conv2D {
     padding: Padding,
     activation: ActivationFn,
     use_bias: bool,
+    /// Keras's `groups`: 1, or (depthwise, ConvNeXt's `groups=projection_dim`) the number of
+    /// input channels and filters, one spatial filter per channel. Other groupings are refused
+    /// at build.
+    groups: usize,
     seed: Option<u64>,
     in_shape: Shape,
     cache: Option<(Tensor, Tensor)>,
@@ -45,10 +50,19 @@ impl Conv2D {
             padding: Padding::Valid,
             activation: ActivationFn::Linear,
             use_bias: true,
+            groups: 1,
             seed: None,
             in_shape: Vec::new(),
             cache: None,
         }
+    }
+
+    /// Keras's `groups`; frostnet computes 1 and the depthwise case (`groups` equal to the input
+    /// channels and to `filters`), with the kernel in Keras's `(kh, kw, in / groups, filters)`
+    /// layout.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
     }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
@@ -87,7 +101,15 @@ impl Conv2D {
             steps.push(EpilogueStep::Map(&act_fn));
         }
         steps.extend_from_slice(extra);
-        let y = conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f, &steps);
+        let y = if self.groups > 1 {
+            // One filter per channel: the depthwise kernel `(kh, kw, c, 1)` has the same
+            // memory layout as this `(kh, kw, 1, c)` one.
+            let mut y = depthwise_forward(x.data(), &g, self.base.w(KERNEL).data(), 1);
+            apply_epilogue(&mut y, f, &steps);
+            y
+        } else {
+            conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f, &steps)
+        };
         Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)
     }
 }
@@ -127,6 +149,14 @@ impl Layer for Conv2D {
             self.padding,
         )?;
         let (kh, kw) = self.kernel_size;
+        if self.groups != 1 && !(self.groups == c && self.filters == c) {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': groups={} with {c} input channels and {} filters: frostnet computes \
+                 groups=1 and the depthwise case (groups = input channels = filters) only",
+                self.base.name, self.groups, self.filters
+            )));
+        }
+        let c = c / self.groups;
         if self.base.built {
             if self.base.w(KERNEL).shape()[2] != c {
                 return Err(incompatible(
@@ -188,15 +218,32 @@ impl Layer for Conv2D {
             .base
             .wants_grad(KERNEL)
             .then(|| Tensor::zeros(self.base.w(KERNEL).shape()));
-        let dx = conv2d_backward(
-            x.data(),
-            &g,
-            self.base.w(KERNEL).data(),
-            f,
-            dy.data(),
-            dk.as_mut().map(|t| t.data_mut()),
-            need_dx.first().copied().unwrap_or(false),
-        );
+        let need = need_dx.first().copied().unwrap_or(false);
+        let dx = if self.groups > 1 {
+            let (k_grad, dx) = depthwise_backward(
+                x.data(),
+                &g,
+                self.base.w(KERNEL).data(),
+                1,
+                dy.data(),
+                dk.is_some(),
+                need,
+            );
+            if let (Some(dk), Some(k_grad)) = (dk.as_mut(), k_grad) {
+                dk.data_mut().copy_from_slice(&k_grad);
+            }
+            dx
+        } else {
+            conv2d_backward(
+                x.data(),
+                &g,
+                self.base.w(KERNEL).data(),
+                f,
+                dy.data(),
+                dk.as_mut().map(|t| t.data_mut()),
+                need,
+            )
+        };
         if let Some(dk) = dk {
             self.base.set_grad(KERNEL, dk);
         }
@@ -215,6 +262,7 @@ impl Layer for Conv2D {
             "padding": self.padding.as_str(),
             "activation": self.activation.as_str(),
             "use_bias": self.use_bias,
+            "groups": self.groups,
         })
     }
 
@@ -238,12 +286,15 @@ pub(crate) const CONV2D: LayerEntry = LayerEntry {
 };
 
 fn conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
-    o.conv_common()?;
+    o.require("data_format", &[json!("channels_last")])?;
+    o.require("dilation_rate", &[json!([1, 1]), json!(1), json!([1])])?;
+    let groups = o.size("groups", Some(1))?.max(1);
     let filters = o.size("filters", None)?;
     let k = o.pair("kernel_size", None)?;
-    o.budget((k.0 * k.1) as u64 * last_dim(inputs) * filters as u64)?;
+    o.budget((k.0 * k.1) as u64 * (last_dim(inputs) / groups as u64) * filters as u64)?;
     Ok(Box::new(
         Conv2D::with_kernel(filters, k)
+            .groups(groups)
             .strides2(o.pair("strides", Some((1, 1)))?)
             .padding(o.padding()?)
             .activation(o.activation()?)

@@ -12,6 +12,10 @@ use serde_json::{json, Value};
 pub struct Dropout {
     base: LayerBase,
     rate: f32,
+    /// Keras's `noise_shape` (with the batch axis; `None` takes the input's size): the mask is
+    /// drawn at this shape and broadcast, so EfficientNet's `(None, 1, 1, 1)` drops whole
+    /// samples.
+    noise_shape: Option<Vec<Option<usize>>>,
     mask: Option<Vec<f32>>,
 }
 
@@ -21,9 +25,43 @@ impl Dropout {
         Dropout {
             base: LayerBase::new(DROPOUT.class_name),
             rate,
+            noise_shape: None,
             mask: None,
         }
     }
+    /// Keras's `noise_shape`, batch axis included; each entry is `None` (the input's size) or
+    /// 1 or the input's size.
+    pub fn noise_shape(mut self, shape: &[Option<usize>]) -> Self {
+        self.noise_shape = Some(shape.to_vec());
+        self
+    }
+}
+
+/// Keras's broadcast of a `noise_shape` mask: for each input element, the index of its mask
+/// entry (0 stride on the axes where the noise shape is 1).
+fn noise_index(shape: &[usize], noise: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut s = 1;
+    for a in (0..shape.len()).rev() {
+        if noise[a] != 1 {
+            strides[a] = s;
+        }
+        s *= noise[a];
+    }
+    let n: usize = shape.iter().product();
+    let mut idx = Vec::with_capacity(n);
+    let mut pos = vec![0usize; shape.len()];
+    for _ in 0..n {
+        idx.push(pos.iter().zip(&strides).map(|(p, s)| p * s).sum());
+        for a in (0..shape.len()).rev() {
+            pos[a] += 1;
+            if pos[a] < shape[a] {
+                break;
+            }
+            pos[a] = 0;
+        }
+    }
+    idx
 }
 
 impl Layer for Dropout {
@@ -48,6 +86,21 @@ impl Layer for Dropout {
                 self.base.name, self.rate
             )));
         }
+        if let Some(ns) = &self.noise_shape {
+            let full: Vec<Option<usize>> = std::iter::once(None).chain(s.iter().copied()).collect();
+            let fits = ns.len() == full.len()
+                && ns.iter().zip(&full).all(|(n, d)| match (n, d) {
+                    (None, _) | (Some(1), _) => true,
+                    (Some(n), Some(d)) => n == d,
+                    (Some(_), None) => false,
+                });
+            if !fits {
+                return Err(Error::InvalidConfig(format!(
+                    "layer '{}': noise_shape {ns:?} does not broadcast to the input shape {full:?}",
+                    self.base.name
+                )));
+            }
+        }
         self.base.built = true;
         Ok(s.clone())
     }
@@ -58,15 +111,33 @@ impl Layer for Dropout {
             return Ok(y);
         }
         let keep = 1.0 - self.rate;
-        let mask: Vec<f32> = (0..y.len())
-            .map(|_| {
-                if ctx.rng.random::<f32>() < keep {
-                    1.0 / keep
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    if ctx.rng.random::<f32>() < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let mask: Vec<f32> = match &self.noise_shape {
+            None => draw(y.len()),
+            Some(ns) => {
+                let shape = y.shape().to_vec();
+                let noise: Vec<usize> = ns
+                    .iter()
+                    .zip(&shape)
+                    .map(|(n, &d)| n.unwrap_or(d))
+                    .collect();
+                let small = draw(noise.iter().product());
+                noise_index(&shape, &noise)
+                    .into_iter()
+                    .map(|i| small[i])
+                    .collect()
+            }
+        };
         y.data_mut()
             .iter_mut()
             .zip(&mask)
@@ -84,7 +155,8 @@ impl Layer for Dropout {
         Ok(vec![Some(dx)])
     }
     fn config(&self) -> serde_json::Value {
-        json!({"name": self.base.name, "trainable": self.base.trainable, "rate": self.rate})
+        json!({"name": self.base.name, "trainable": self.base.trainable, "rate": self.rate,
+               "noise_shape": self.noise_shape})
     }
     fn clear_cache(&mut self) {
         self.mask = None;
@@ -100,10 +172,25 @@ pub(crate) const DROPOUT: LayerEntry = LayerEntry {
 };
 
 fn dropout_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
-    o.require("noise_shape", &[Value::Null])?;
     let rate = o.float("rate", 0.0)?;
     if !(0.0..1.0).contains(&rate) {
         return Err(o.err(format!("rate {rate} is not in [0, 1)")));
     }
-    Ok(Box::new(Dropout::new(rate)))
+    let layer = Dropout::new(rate);
+    Ok(Box::new(match o.get("noise_shape") {
+        None | Some(Value::Null) => layer,
+        Some(Value::Array(dims)) => {
+            let dims = dims
+                .iter()
+                .map(|d| match d {
+                    Value::Null => Ok(None),
+                    d => d.as_u64().map(|d| Some(d as usize)).ok_or_else(|| {
+                        o.err(format!("noise_shape entry {d} is not a size or null"))
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            layer.noise_shape(&dims)
+        }
+        Some(other) => return Err(o.err(format!("noise_shape {other} is not a list"))),
+    }))
 }

@@ -35,6 +35,10 @@ pub struct Normalization {
     in_shape: Shape,
     /// Kept axes as per-sample axis indices, sorted.
     keep: Vec<usize>,
+    /// A mean and variance given as constants (Keras's `Normalization(mean=..., variance=...)`,
+    /// as EfficientNetV2 uses): no weights then. Before build, as given (one value or one per
+    /// statistic); after, one per statistic.
+    fixed: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Default for Normalization {
@@ -57,6 +61,21 @@ impl Normalization {
             invert: false,
             in_shape: Vec::new(),
             keep: Vec::new(),
+            fixed: None,
+        }
+    }
+    /// Normalizes with a given mean and variance (each one value, broadcast, or one per entry of
+    /// the kept axes) instead of adapted weights; the layer then has no weights, as in Keras.
+    pub fn with_mean_variance(axis: &[i64], mean: &[f32], variance: &[f32]) -> Normalization {
+        let mut n = Normalization::with_axis(axis);
+        n.fixed = Some((mean.to_vec(), variance.to_vec()));
+        n
+    }
+    /// The mean per statistic: the given constants, or the `mean` weight.
+    fn mean(&self) -> &[f32] {
+        match &self.fixed {
+            Some((m, _)) => m,
+            None => self.base.w(MEAN).data(),
         }
     }
     /// Maps normalized values back: `mean + x * max(sqrt(variance), 1e-7)`.
@@ -68,6 +87,12 @@ impl Normalization {
     /// Computes the mean and (population) variance of `data` over the non-kept axes, as Keras's
     /// `adapt` does on an array, building the layer for `data`'s per-sample shape if needed.
     pub fn adapt(&mut self, data: &Tensor) -> Result<()> {
+        if self.fixed.is_some() {
+            return Err(Error::InvalidConfig(format!(
+                "layer '{}': adapt cannot change a mean and variance given as constants",
+                self.base.name
+            )));
+        }
         if data.shape().is_empty() || data.batch() == 0 {
             return Err(Error::InvalidConfig(format!(
                 "layer '{}': adapt needs at least one sample",
@@ -124,12 +149,11 @@ impl Normalization {
 
     /// `max(sqrt(variance), epsilon)` per statistic.
     fn scales(&self) -> Vec<f32> {
-        self.base
-            .w(VARIANCE)
-            .data()
-            .iter()
-            .map(|v| v.sqrt().max(EPSILON))
-            .collect()
+        let variance = match &self.fixed {
+            Some((_, v)) => v.as_slice(),
+            None => self.base.w(VARIANCE).data(),
+        };
+        variance.iter().map(|v| v.sqrt().max(EPSILON)).collect()
     }
 }
 
@@ -193,7 +217,22 @@ impl Layer for Normalization {
                 s[a].ok_or_else(|| incompatible(&self.base.name, "known sizes on kept axes", s))?,
             );
         }
-        if self.base.built {
+        if let Some((mean, variance)) = &mut self.fixed {
+            let k: usize = stat_shape.iter().product();
+            for (what, v) in [("mean", &mut *mean), ("variance", &mut *variance)] {
+                if v.len() == 1 {
+                    *v = vec![v[0]; k];
+                } else if v.len() != k {
+                    return Err(Error::InvalidConfig(format!(
+                        "layer '{}': {} {what} values do not broadcast to the statistics shape \
+                         {stat_shape:?}",
+                        self.base.name,
+                        v.len()
+                    )));
+                }
+            }
+            self.base.built = true;
+        } else if self.base.built {
             if self.base.w(MEAN).shape() != stat_shape.as_slice() {
                 return Err(incompatible(
                     &self.base.name,
@@ -222,7 +261,7 @@ impl Layer for Normalization {
         check_runtime_shape(&self.base.name, &self.in_shape, x)?;
         let dims = x.shape()[1..].to_vec();
         let st = self.stat_strides(&dims);
-        let mean = self.base.w(MEAN).data();
+        let mean = self.mean();
         let scale = self.scales();
         let mut y = x.clone();
         let per = x.sample_len();
@@ -260,17 +299,34 @@ impl Layer for Normalization {
     }
     fn config(&self) -> Value {
         json!({"name": self.base.name, "trainable": self.base.trainable, "axis": self.axis,
-               "invert": self.invert, "mean": null, "variance": null})
+               "invert": self.invert,
+               "mean": self.fixed.as_ref().map(|f| &f.0),
+               "variance": self.fixed.as_ref().map(|f| &f.1)})
     }
 }
 
 fn normalization_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
-    if o.get("mean").is_some() || o.get("variance").is_some() {
-        return Err(o.err(
-            "a mean and variance given in the config (not adapted) are not implemented in \
-             frostnet",
-        ));
-    }
+    let values = |key: &str| -> Result<Option<Vec<f32>>> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(vec![n.as_f64().unwrap_or(f64::NAN) as f32])),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .map(|v| v as f32)
+                        .ok_or_else(|| o.err(format!("{key} entry {v} is not a number")))
+                })
+                .collect::<Result<Vec<f32>>>()
+                .map(Some),
+            Some(v) => Err(o.err(format!("{key} {v} is not a number or a flat list"))),
+        }
+    };
+    let fixed = match (values("mean")?, values("variance")?) {
+        (None, None) => None,
+        (Some(m), Some(v)) => Some((m, v)),
+        _ => return Err(o.err("a mean needs a variance and a variance a mean")),
+    };
     let one = |v: &Value| {
         v.as_i64()
             .filter(|a| a.abs() <= 64)
@@ -281,9 +337,11 @@ fn normalization_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Laye
         Some(Value::Array(a)) => a.iter().map(one).collect::<Result<Vec<_>>>()?,
         Some(v) => vec![one(v)?],
     };
-    Ok(Box::new(
-        Normalization::with_axis(&axis).invert(o.boolean("invert", false)?),
-    ))
+    let layer = match fixed {
+        Some((m, v)) => Normalization::with_mean_variance(&axis, &m, &v),
+        None => Normalization::with_axis(&axis),
+    };
+    Ok(Box::new(layer.invert(o.boolean("invert", false)?)))
 }
 
 /// `Normalization`'s Keras class name and config reader, listed in the [registry](super::registry).

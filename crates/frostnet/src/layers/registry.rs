@@ -86,6 +86,8 @@ static BUILTIN: &[LayerEntry] = &[
     preprocessing::RANDOM_CONTRAST,
     preprocessing::RANDOM_BRIGHTNESS,
     preprocessing::RANDOM_CROP,
+    super::layer_scale::LAYER_SCALE,
+    super::stochastic_depth::STOCHASTIC_DEPTH,
 ];
 
 /// The entry for a Keras class name, if frostnet knows the class.

@@ -126,7 +126,13 @@ impl Model {
         let opt = self.optimizer_footprint();
         let (opt_params, opt_bytes) = opt.unwrap_or_default();
         let total = c.trainable + c.non_trainable + opt_params;
-        let total_bytes = (c.trainable + c.non_trainable) * 4 + opt_bytes;
+        // Keras stores Normalization's `count` as int64: 8 bytes where frostnet's f32 has 4.
+        let int64_values: usize = self
+            .non_trainable_weights()
+            .iter()
+            .filter(|w| w.name() == "count" && w.value().shape().is_empty())
+            .count();
+        let total_bytes = (c.trainable + c.non_trainable + int64_values) * 4 + opt_bytes;
         let mut out = format!(
             " Total params: {} ({})\n",
             fmt_thousands(total),
@@ -140,7 +146,7 @@ impl Model {
         out += &format!(
             " Non-trainable params: {} ({})\n",
             fmt_thousands(c.non_trainable),
-            readable_size((c.non_trainable * 4) as f64, "B")
+            readable_size(((c.non_trainable + int64_values) * 4) as f64, "B")
         );
         if opt.is_some() {
             out += &format!(
