@@ -48,6 +48,8 @@ pub struct Model {
     fuse: bool,
     /// Names of the convolutions the last forward pass ran fused (nested models' included).
     last_fused: Vec<String>,
+    /// A custom training step (`set_train_step`), run by `fit` instead of the default one.
+    pub(crate) train_step: Option<Box<dyn crate::training::TrainStep>>,
 }
 
 impl Model {
@@ -72,6 +74,7 @@ impl Model {
             backward_profile: Vec::new(),
             fuse: true,
             last_fused: Vec::new(),
+            train_step: None,
         }
     }
 
@@ -334,7 +337,13 @@ impl Model {
     /// Runs the graph. With `keep`, plans a backward pass: a node keeps its activations only if
     /// some node at or upstream of it has trainable weights (or an input that needs a gradient),
     /// so a frozen prefix runs forward only and keeps nothing.
-    pub(crate) fn run_forward(
+    ///
+    /// Public (with [`run_backward`](Self::run_backward) and
+    /// [`clear_caches`](Self::clear_caches)) so that custom training loops run exactly the
+    /// passes `fit` runs; inside `fit`, a custom [`TrainStep`](crate::training::TrainStep) gets
+    /// them through its [`StepContext`](crate::training::StepContext). `rng` seeds each layer's
+    /// randomness (Dropout) in node order; `input_needs_grad` asks for input gradients.
+    pub fn run_forward(
         &mut self,
         xs: &[&Tensor],
         mode: Mode,
@@ -440,8 +449,10 @@ impl Model {
     }
 
     /// Backpropagates output gradients through the nodes planned by the last `run_forward`.
-    /// Returns the gradient for each model input that needed one.
-    pub(crate) fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
+    /// Returns the gradient for each model input that needed one. Weight gradients are left on
+    /// the trainable weights ([`Weight::grad`]); public for custom training loops, see
+    /// [`run_forward`](Self::run_forward).
+    pub fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
         let n = self.nodes.len();
         let mut acc: Vec<Option<Tensor>> = vec![None; n];
         for (&o, g) in self.outputs.iter().zip(grads) {
@@ -474,8 +485,8 @@ impl Model {
         Ok(self.inputs.iter().map(|&i| acc[i].take()).collect())
     }
 
-    /// Drops every activation kept for backward.
-    pub(crate) fn clear_caches(&mut self) {
+    /// Drops every activation kept for backward (a custom loop calls it after each step).
+    pub fn clear_caches(&mut self) {
         for n in &mut self.nodes {
             n.layer.clear_cache();
         }

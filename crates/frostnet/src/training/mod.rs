@@ -1,5 +1,6 @@
 //! Training by backpropagation: `compile`, `fit`, `evaluate` (`trainer.rs`), with Keras's losses,
-//! metrics, optimizers, learning-rate schedules, callbacks and progress output.
+//! metrics, optimizers, learning-rate schedules, callbacks and progress output; the step `fit`
+//! runs per batch is replaceable (`train_step.rs`).
 
 pub mod callbacks;
 mod losses;
@@ -8,6 +9,7 @@ mod optimizers;
 mod progress;
 mod schedules;
 pub mod tensorboard;
+mod train_step;
 mod trainer;
 
 pub use callbacks::{
@@ -19,5 +21,6 @@ pub use metrics::Metric;
 pub use optimizers::{optimizer_from_state, Adam, Optimizer, OptimizerState, RmsProp, Sgd};
 pub use schedules::LearningRate;
 pub use tensorboard::{TensorBoard, UpdateFreq};
+pub use train_step::{DefaultTrainStep, StepContext, TrainStep};
 pub(crate) use trainer::Compiled;
 pub use trainer::{FitOptions, History, ValidationData};

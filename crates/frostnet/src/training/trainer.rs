@@ -9,9 +9,10 @@ use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
+use super::train_step::RunningLogs;
 use crate::datasets::{Batch, Batches, Dataset};
 use crate::error::{fmt_dims, Error, Result};
-use crate::layers::{Layer, Mode, Weight};
+use crate::layers::Layer;
 use crate::models::Model;
 use crate::tensor::{random, Tensor};
 use std::collections::BTreeMap;
@@ -144,7 +145,7 @@ impl Model {
         });
     }
 
-    fn compiled(&self) -> Result<&Compiled> {
+    pub(crate) fn compiled(&self) -> Result<&Compiled> {
         self.compiled.as_ref().ok_or_else(|| {
             Error::State(format!(
                 "model '{}' must be compiled before training",
@@ -177,49 +178,24 @@ impl Model {
 
     /// Whether this step will update anything: Keras 3 trains `model.trainable_weights`, which
     /// is empty when the model itself is frozen.
-    fn has_trainable(&self) -> bool {
+    pub(crate) fn has_trainable(&self) -> bool {
         self.is_trainable() && self.weights().iter().any(|w| w.is_trainable())
     }
 
-    /// One optimisation step on one batch; returns the loss and the predictions.
-    fn step(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        rng: &mut rand::rngs::SmallRng,
-    ) -> Result<(f32, Tensor)> {
-        let trains = self.has_trainable();
-        let result = (|| {
-            let out = self
-                .run_forward(&[x], Mode::Train, trains, &[false], rng)?
-                .remove(0);
-            let (loss, grad) = self.compiled()?.loss.compute(&out, y)?;
-            if trains {
-                self.run_backward(vec![grad])?;
-                let mut compiled = self.compiled.take().expect("checked by compiled()");
-                {
-                    let mut ws: Vec<&mut Weight> = self
-                        .weights_mut()
-                        .into_iter()
-                        .filter(|w| w.is_trainable())
-                        .collect();
-                    compiled.optimizer.apply(&mut ws);
-                }
-                self.compiled = Some(compiled);
-            }
-            Ok((loss, out))
-        })();
-        self.clear_caches();
-        // A gradient left on a weight that was frozen meanwhile must never be applied later.
-        self.weights_mut().into_iter().for_each(|w| w.grad = None);
-        result
-    }
-
-    /// Trains on one batch and returns its loss (`train_on_batch`).
+    /// Trains on one batch through the model's training step (the default or the one set with
+    /// [`set_train_step`](Self::set_train_step)) and returns the `loss` it logged
+    /// (`train_on_batch`); the running metrics start afresh, as Keras's `reset_metrics=True`.
     pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f32> {
         check_data("train_on_batch", x, y)?;
         let mut rng = random::rng(None);
-        Ok(self.step(x, y, &mut rng)?.0)
+        let mut running = RunningLogs::new(&self.compiled()?.metrics);
+        let logs = self.run_train_step(x, y, &mut rng, &mut running)?;
+        logs.get("loss").map(|&l| l as f32).ok_or_else(|| {
+            Error::State(format!(
+                "train_on_batch: the training step of model '{}' logged no 'loss'",
+                self.name()
+            ))
+        })
     }
 
     /// Loss and metrics on `(x, y)` in inference mode, in batches.
@@ -413,8 +389,7 @@ impl Model {
                 Source::Data(d) => d.epoch()?,
             };
             let progress = Progress::start_epoch(opts.verbose, epoch, opts.epochs, steps);
-            let mut loss = Mean::default();
-            let mut ms = vec![Mean::default(); metrics.len()];
+            let mut running = RunningLogs::new(&metrics);
             let mut logs = Logs::new();
             for (b, batch) in batches.enumerate() {
                 let (xb, yb) = labelled("fit", batch?)?;
@@ -429,23 +404,7 @@ impl Model {
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_begin(self, b)?;
                 }
-                let (l, pred) = self.step(&xb, &yb, &mut rng)?;
-                let rows = xb.batch();
-                loss.add(l as f64, rows);
-                for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
-                    acc.add(m.batch_value(&pred, &yb), rows);
-                }
-                logs.insert(
-                    "loss".into(),
-                    if l.is_finite() {
-                        loss.value()
-                    } else {
-                        l as f64
-                    },
-                );
-                for ((_, name), acc) in metrics.iter().zip(&ms) {
-                    logs.insert(name.to_string(), acc.value());
-                }
+                logs = self.run_train_step(&xb, &yb, &mut rng, &mut running)?;
                 progress.batch_done(&logs);
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_end(self, b, &logs)?;
