@@ -500,7 +500,11 @@ impl Model {
     }
 
     /// Predicts in batches of `batch_size` (inference mode: Dropout off, BN on moving statistics).
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    /// `None` means Keras's default of 32: `predict(&x, 64)` and `predict(&x, None)` both work.
+    pub fn predict(&mut self, x: &Tensor, batch_size: impl Into<Option<usize>>) -> Result<Tensor> {
+        let batch_size = batch_size
+            .into()
+            .unwrap_or(crate::training::DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }

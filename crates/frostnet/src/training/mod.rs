@@ -23,4 +23,4 @@ pub use schedules::LearningRate;
 pub use tensorboard::{TensorBoard, UpdateFreq};
 pub use train_step::{DefaultTrainStep, StepContext, TrainStep};
 pub(crate) use trainer::Compiled;
-pub use trainer::{FitOptions, History, ValidationData};
+pub use trainer::{FitOptions, History, ValidationData, DEFAULT_BATCH_SIZE};

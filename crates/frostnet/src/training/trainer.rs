@@ -25,6 +25,9 @@ pub(crate) struct Compiled {
     pub(crate) metrics: Vec<(Metric, &'static str)>,
 }
 
+/// Keras's default batch size for `fit`, `evaluate` and `predict`.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
 /// `fit`'s options, with Keras's defaults.
 pub struct FitOptions {
     pub batch_size: usize,
@@ -44,7 +47,7 @@ pub struct FitOptions {
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
-            batch_size: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
             epochs: 1,
             shuffle: true,
             seed: None,
@@ -198,8 +201,15 @@ impl Model {
         })
     }
 
-    /// Loss and metrics on `(x, y)` in inference mode, in batches.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
+    /// Loss and metrics on `(x, y)` in inference mode, in batches of `batch_size`; `None` means
+    /// Keras's default of 32 (`evaluate(&x, &y, 64)` and `evaluate(&x, &y, None)` both work).
+    pub fn evaluate(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        batch_size: impl Into<Option<usize>>,
+    ) -> Result<Logs> {
+        let batch_size = batch_size.into().unwrap_or(DEFAULT_BATCH_SIZE);
         check_data("evaluate", x, y)?;
         if batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
