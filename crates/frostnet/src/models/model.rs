@@ -351,6 +351,21 @@ impl Model {
         input_needs_grad: &[bool],
         rng: &mut SmallRng,
     ) -> Result<Vec<Tensor>> {
+        self.run_forward_cut(xs, mode, keep, input_needs_grad, rng, None)
+    }
+
+    /// [`run_forward`](Self::run_forward) with `fit`'s frozen-prefix cache
+    /// (`training/prefix_cache.rs`): `cut` either captures the frontier node's output or
+    /// supplies it, skipping every node up to it (each still draws its random seed).
+    pub(crate) fn run_forward_cut(
+        &mut self,
+        xs: &[&Tensor],
+        mode: Mode,
+        keep: bool,
+        input_needs_grad: &[bool],
+        rng: &mut SmallRng,
+        mut cut: Option<&mut crate::training::Cut>,
+    ) -> Result<Vec<Tensor>> {
         self.check_inputs(xs)?;
         let n = self.nodes.len();
         let mut plan = vec![false; n];
@@ -383,14 +398,33 @@ impl Model {
         let mut fused_at: Vec<Option<(usize, Option<usize>)>> = vec![None; n];
         let mut skip = vec![false; n];
         for (conv, bn, act) in self.plan_fusion(mode, &plan) {
+            if cut
+                .as_ref()
+                .is_some_and(|c| c.splits(conv, act.unwrap_or(bn)))
+            {
+                continue;
+            }
             fused_at[conv] = Some((bn, act));
             skip[bn] = true;
             if let Some(k) = act {
                 skip[k] = true;
             }
         }
+        if let Some(c) = cut.as_deref() {
+            remaining[c.node] += 1; // kept for the capture (or supplied by it)
+        }
         for i in 0..n {
             if self.inputs.contains(&i) {
+                continue;
+            }
+            if let Some(c) = cut
+                .as_deref_mut()
+                .filter(|c| c.resume.is_some() && i <= c.node)
+            {
+                let _: u64 = rand::Rng::random(rng);
+                if i == c.node {
+                    values[i] = c.resume.take();
+                }
                 continue;
             }
             if skip[i] || fused_at[i].is_some() {
@@ -441,6 +475,9 @@ impl Model {
             values[i] = Some(y);
         }
         self.plan = plan;
+        if let Some(c) = cut {
+            c.captured = values[c.node].take();
+        }
         Ok(self
             .outputs
             .iter()

@@ -6,6 +6,7 @@ pub mod callbacks;
 mod losses;
 mod metrics;
 mod optimizers;
+mod prefix_cache;
 mod progress;
 mod schedules;
 pub mod tensorboard;
@@ -19,6 +20,8 @@ pub use callbacks::{
 pub use losses::Loss;
 pub use metrics::Metric;
 pub use optimizers::{optimizer_from_state, Adam, Optimizer, OptimizerState, RmsProp, Sgd};
+pub(crate) use prefix_cache::Cut;
+pub use prefix_cache::PrefixCacheReport;
 pub use schedules::LearningRate;
 pub use tensorboard::{TensorBoard, UpdateFreq};
 pub use train_step::{DefaultTrainStep, StepContext, TrainStep};

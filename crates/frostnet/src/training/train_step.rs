@@ -47,6 +47,7 @@ use super::callbacks::Logs;
 use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
+use super::prefix_cache::PrefixHook;
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Mode, Weight};
 use crate::models::Model;
@@ -120,6 +121,8 @@ pub struct StepContext<'a> {
     y: &'a Tensor,
     rng: &'a mut SmallRng,
     running: &'a mut RunningLogs,
+    /// The frozen-prefix cache of this `fit` and the batch's sample indices, if one is active.
+    prefix: Option<PrefixHook<'a>>,
     /// Whether the last forward pass planned a backward pass (something trained then).
     planned: bool,
 }
@@ -131,6 +134,7 @@ impl<'a> StepContext<'a> {
         y: &'a Tensor,
         rng: &'a mut SmallRng,
         running: &'a mut RunningLogs,
+        prefix: Option<PrefixHook<'a>>,
     ) -> StepContext<'a> {
         StepContext {
             model,
@@ -138,6 +142,7 @@ impl<'a> StepContext<'a> {
             y,
             rng,
             running,
+            prefix,
             planned: false,
         }
     }
@@ -164,11 +169,17 @@ impl<'a> StepContext<'a> {
     /// statistics) on the batch's inputs; returns the model's (first) output. It plans a
     /// backward pass from the flags as they are now: only if some weight trains, and only
     /// through the nodes at or after the first trainable one, so a frozen prefix keeps nothing.
+    /// Within `fit`, a deterministic frozen prefix may come from the prefix cache
+    /// ([`FitOptions::prefix_cache_bytes`](super::FitOptions::prefix_cache_bytes)), with the
+    /// same result.
     pub fn forward(&mut self) -> Result<Tensor> {
         let trains = self.model.has_trainable();
-        let mut out = self
-            .model
-            .run_forward(&[self.x], Mode::Train, trains, &[false], self.rng)?;
+        let mut out = match self.prefix.as_mut() {
+            Some(hook) => hook.forward(self.model, self.x, trains, self.rng)?,
+            None => self
+                .model
+                .run_forward(&[self.x], Mode::Train, trains, &[false], self.rng)?,
+        };
         self.planned = trains;
         if out.is_empty() {
             return Err(Error::State(format!(
@@ -310,10 +321,11 @@ impl Model {
         y: &Tensor,
         rng: &mut SmallRng,
         running: &mut RunningLogs,
+        prefix: Option<PrefixHook<'_>>,
     ) -> Result<Logs> {
         let mut custom = self.train_step.take();
         let result = {
-            let mut ctx = StepContext::new(self, x, y, rng, running);
+            let mut ctx = StepContext::new(self, x, y, rng, running, prefix);
             match custom.as_mut() {
                 Some(step) => step.train_step(&mut ctx),
                 None => DefaultTrainStep.train_step(&mut ctx),

@@ -8,6 +8,7 @@ use super::callbacks::{Callback, Logs};
 use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
+use super::prefix_cache::{PrefixCache, PrefixCacheReport, PrefixHook};
 use super::progress::Progress;
 use super::train_step::RunningLogs;
 use crate::datasets::{Batch, Batches, Dataset};
@@ -42,6 +43,12 @@ pub struct FitOptions {
     /// 0 silent, 1 progress bar (plain lines when stdout is not a terminal), 2 one line per epoch.
     pub verbose: u8,
     pub callbacks: Vec<Box<dyn Callback>>,
+    /// Memory for the frozen-prefix cache (default 1 GiB; 0 turns it off): when a deterministic
+    /// frozen prefix feeds the trainable layers and the same tensors come back every epoch, each
+    /// sample's prefix output is computed in the first epoch and reused afterwards, with weights
+    /// bit-identical to recomputing it. A prefix whose outputs need more than this is recomputed.
+    /// See `training/prefix_cache.rs`; `History::prefix_cache` reports what happened.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for FitOptions {
@@ -55,6 +62,7 @@ impl Default for FitOptions {
             validation_data: None,
             verbose: 1,
             callbacks: Vec::new(),
+            prefix_cache_bytes: 1 << 30,
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct History {
     pub history: BTreeMap<String, Vec<f64>>,
     /// Why training stopped early, if it did (EarlyStopping, TerminateOnNaN, ...).
     pub stopped: Option<String>,
+    /// What the frozen-prefix cache did (see [`FitOptions::prefix_cache_bytes`]).
+    pub prefix_cache: PrefixCacheReport,
 }
 
 impl History {
@@ -192,7 +202,7 @@ impl Model {
         check_data("train_on_batch", x, y)?;
         let mut rng = random::rng(None);
         let mut running = RunningLogs::new(&self.compiled()?.metrics);
-        let logs = self.run_train_step(x, y, &mut rng, &mut running)?;
+        let logs = self.run_train_step(x, y, &mut rng, &mut running, None)?;
         logs.get("loss").map(|&l| l as f32).ok_or_else(|| {
             Error::State(format!(
                 "train_on_batch: the training step of model '{}' logged no 'loss'",
@@ -369,10 +379,26 @@ impl Model {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
+        let (samples, full_batch, dataset) = match &source {
+            Source::Tensors { x, batch_size, .. } => (x.batch(), *batch_size, false),
+            Source::Data(_) => (0, 0, true),
+        };
+        let (mut prefix, report) = PrefixCache::start(
+            self,
+            samples,
+            full_batch,
+            opts.epochs,
+            opts.prefix_cache_bytes,
+            opts.verbose > 0,
+            dataset,
+        );
+        history.prefix_cache = report;
         'epochs: for epoch in 0..opts.epochs {
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(self, epoch)?;
             }
+            // The sample indices of each batch of tensors, for the prefix cache.
+            let mut batch_rows: Vec<Vec<usize>> = Vec::new();
             let batches: Batches<'_> = match &mut source {
                 Source::Tensors {
                     x,
@@ -389,6 +415,9 @@ impl Model {
                     let (x, y): (&Tensor, &Tensor) = (*x, *y);
                     let chunks: Vec<Vec<usize>> =
                         order.chunks(*batch_size).map(<[usize]>::to_vec).collect();
+                    if prefix.is_some() {
+                        batch_rows = chunks.clone();
+                    }
                     Box::new(chunks.into_iter().map(move |rows| {
                         Ok(Batch {
                             x: x.gather_batch(&rows),
@@ -414,7 +443,14 @@ impl Model {
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_begin(self, b)?;
                 }
-                logs = self.run_train_step(&xb, &yb, &mut rng, &mut running)?;
+                let hook = match (prefix.as_mut(), batch_rows.get(b)) {
+                    (Some(cache), Some(rows)) => Some(PrefixHook { cache, rows }),
+                    _ => None,
+                };
+                logs = self.run_train_step(&xb, &yb, &mut rng, &mut running, hook)?;
+                if let Some(c) = &prefix {
+                    history.prefix_cache = c.report.clone();
+                }
                 progress.batch_done(&logs);
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_end(self, b, &logs)?;
