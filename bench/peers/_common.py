@@ -17,7 +17,11 @@ WORKLOADS = [
     "inception_frozen",
     "inception_finetune",
     "sgemm",
+    "transfer_fit",
 ]
+
+# transfer_fit: samples fitted each epoch, batch size, epochs per rep, head classes.
+TRANSFER_SAMPLES, TRANSFER_BATCH, TRANSFER_EPOCHS, TRANSFER_CLASSES = 64, 16, 5, 10
 
 SGEMM_N = 2048
 SEED = 0

@@ -28,13 +28,14 @@ mod workloads;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub(crate) const WORKLOADS: [&str; 6] = [
+pub(crate) const WORKLOADS: [&str; 7] = [
     "mlp_train",
     "cnn_train",
     "inception_infer",
     "inception_frozen",
     "inception_finetune",
     "sgemm",
+    "transfer_fit",
 ];
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -52,7 +53,8 @@ pub(crate) struct Args {
 const USAGE: &str =
     "usage: frostnet-bench [profile] WORKLOAD [--warmup W] [--reps R] [--threads N]\n\
      frostnet-bench kernels [--warmup W] [--reps R] [--threads N]\n\
-     workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm";
+     workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm\n\
+     \x20          transfer_fit";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
