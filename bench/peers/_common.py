@@ -18,7 +18,11 @@ WORKLOADS = [
     "inception_finetune",
     "sgemm",
     "image_pipeline",
+    "transfer_fit",
 ]
+
+# transfer_fit: samples fitted each epoch, batch size, epochs per rep, head classes.
+TRANSFER_SAMPLES, TRANSFER_BATCH, TRANSFER_EPOCHS, TRANSFER_CLASSES = 64, 16, 5, 10
 
 SGEMM_N = 2048
 # image_pipeline: the photos bench/setup generates (FROSTNET_BENCH_IMAGES overrides), resized to

@@ -172,6 +172,30 @@ def build(workload):
 
         return step, {"n": n, "batch": C.PIPELINE_BATCH,
                       "mode": "image_dataset_from_directory (tf.data), 1 epoch"}
+    if workload == "transfer_fit":
+        # The standard Keras recipe: frozen base, new Dense head, model.fit for 5 epochs over
+        # the same 64 samples (shuffled each epoch) at batch 16.
+        base = keras.applications.InceptionV3(
+            weights=None, include_top=False, pooling="avg", input_shape=(299, 299, 3))
+        base.trainable = False
+        inp = keras.Input((299, 299, 3))
+        out = layers.Dense(C.TRANSFER_CLASSES)(base(inp))
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=args.xla)
+        n = C.TRANSFER_SAMPLES
+        x = rng.standard_normal((n, 299, 299, 3), dtype=np.float32)
+        y = rng.integers(0, C.TRANSFER_CLASSES, (n,)).astype(np.int32)
+
+        def step():
+            model.fit(x, y, batch_size=C.TRANSFER_BATCH, epochs=C.TRANSFER_EPOCHS, shuffle=True,
+                      verbose=0)
+
+        ntrain = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        return step, {"batch": C.TRANSFER_BATCH, "samples": n, "epochs": C.TRANSFER_EPOCHS,
+                      "layout": "nhwc", "mode": "model.fit" + (" xla" if args.xla else ""),
+                      "trainable_params": ntrain}
 
     raise SystemExit(f"unknown workload {workload}")
 

@@ -17,6 +17,7 @@ DEFAULT_LAYOUT = {
     "inception_infer": "nhwc",
     "inception_frozen": "nhwc",
     "inception_finetune": "nhwc",
+    "transfer_fit": "nhwc",
 }
 
 
@@ -163,6 +164,34 @@ def build(workload):
 
         return step, {"n": len(ds), "batch": C.PIPELINE_BATCH, "workers": args.threads,
                       "mode": "ImageFolder+DataLoader, 1 epoch"}
+    if workload == "transfer_fit":
+        # The standard transfer-learning loop: base in eval mode with requires_grad off, a new
+        # Linear head, 5 epochs over the same 64 samples, reshuffled each epoch, batch 16.
+        base = inception(with_top=False).to(memory_format=mf).eval()
+        for p in base.parameters():
+            p.requires_grad_(False)
+        head = nn.Linear(2048, C.TRANSFER_CLASSES).train()
+        model = nn.Sequential(base, head)
+        n, bs = C.TRANSFER_SAMPLES, C.TRANSFER_BATCH
+        x = torch.randn(n, 3, 299, 299).contiguous(memory_format=mf)
+        y = torch.randint(0, C.TRANSFER_CLASSES, (n,))
+        opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step():
+            for _ in range(C.TRANSFER_EPOCHS):
+                perm = torch.randperm(n)
+                for i in range(0, n, bs):
+                    idx = perm[i:i + bs]
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(x[idx]), y[idx])
+                    loss.backward()
+                    opt.step()
+            return loss
+
+        return step, {"batch": bs, "samples": n, "epochs": C.TRANSFER_EPOCHS, "layout": layout,
+                      "mode": "train loop (base eval, requires_grad off)",
+                      "trainable_params": sum(p.numel() for p in head.parameters())}
 
     raise SystemExit(f"unknown workload {workload}")
 

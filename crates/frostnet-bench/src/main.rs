@@ -41,6 +41,7 @@ pub(crate) const WORKLOADS: [&str; 7] = [
     "inception_finetune",
     "sgemm",
     "image_pipeline",
+    "transfer_fit",
 ];
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -61,7 +62,7 @@ const USAGE: &str =
      frostnet-bench kernels [--warmup W] [--reps R] [--threads N]\n\
      frostnet-bench matmul [--warmup W] [--reps R] [--threads N]\n\
      workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm\n\
-     image_pipeline";
+     \x20          image_pipeline transfer_fit";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {

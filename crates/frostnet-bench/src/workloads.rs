@@ -7,7 +7,7 @@ use frostnet::layers::{
     ActivationFn, BatchNormalization, Conv2D, Dense, Flatten, Input, MaxPooling2D, ReLU,
 };
 use frostnet::tensor::{matmul, random, Padding, Transpose};
-use frostnet::training::{Adam, Loss};
+use frostnet::training::{Adam, FitOptions, Loss};
 use frostnet::{Functional, Layer, Model, Sequential, Tensor};
 use serde_json::Value;
 
@@ -96,6 +96,23 @@ pub(crate) fn inception_transfer(frozen: bool) -> Res<Model> {
     let inp = g.input(Input::new(&[SIDE, SIDE, 3]));
     let feats = g.call_boxed(Box::new(base), &[inp])?;
     let out = g.call(Dense::new(HEAD_CLASSES).seed(7), &[feats])?;
+    Ok(g.build(&[inp], &[out])?)
+}
+
+/// transfer_fit: samples fitted each epoch, batch size, epochs per rep and head classes.
+pub(crate) const TRANSFER_SAMPLES: usize = 64;
+pub(crate) const TRANSFER_BATCH: usize = 16;
+pub(crate) const TRANSFER_EPOCHS: usize = 5;
+pub(crate) const TRANSFER_CLASSES: usize = 10;
+
+/// transfer_fit's model: the frozen InceptionV3 base nested as one layer, then Dense(10) logits.
+pub(crate) fn transfer_fit_model() -> Res<Model> {
+    let mut base = inception_base()?;
+    base.set_trainable(false);
+    let mut g = Functional::new();
+    let inp = g.input(Input::new(&[SIDE, SIDE, 3]));
+    let feats = g.call_boxed(Box::new(base), &[inp])?;
+    let out = g.call(Dense::new(TRANSFER_CLASSES).seed(7), &[feats])?;
     Ok(g.build(&[inp], &[out])?)
 }
 
@@ -243,6 +260,54 @@ pub(crate) fn build(workload: &str) -> Res<Workload> {
             }
         }
         "image_pipeline" => image_pipeline()?,
+        "transfer_fit" => {
+            // The standard loop: `fit` for 5 epochs over the same 64 samples, shuffled, at batch
+            // 16, as Keras's `model.fit` and PyTorch's loop in the peers. Every rep continues
+            // training the same model with a fresh `fit` (so the prefix cache starts empty).
+            let mut m = transfer_fit_model()?;
+            m.compile(
+                Adam::new(1e-3),
+                Loss::SparseCategoricalCrossentropy { from_logits: true },
+                &[],
+            );
+            let params = trainable_params(&m);
+            let x = randn(50, &[TRANSFER_SAMPLES, SIDE, SIDE, 3])?;
+            let y = labels(51, TRANSFER_SAMPLES, TRANSFER_CLASSES)?;
+            let mut seed = 0;
+            Workload {
+                step: Box::new(move || {
+                    seed += 1;
+                    let opts = FitOptions {
+                        batch_size: TRANSFER_BATCH,
+                        epochs: TRANSFER_EPOCHS,
+                        seed: Some(seed),
+                        verbose: 0,
+                        ..FitOptions::default()
+                    };
+                    let h = m.fit(&x, &y, opts)?;
+                    let loss = h.get("loss").and_then(|l| l.last().copied());
+                    if !loss.is_some_and(f64::is_finite) {
+                        return Err(format!("fit gave a non-finite loss ({loss:?})").into());
+                    }
+                    if h.prefix_cache.hits == 0 {
+                        return Err(format!(
+                            "the frozen-prefix cache served no batch: {:?}",
+                            h.prefix_cache
+                        )
+                        .into());
+                    }
+                    Ok(())
+                }),
+                extra: vec![
+                    ("batch", TRANSFER_BATCH.into()),
+                    ("samples", TRANSFER_SAMPLES.into()),
+                    ("epochs", TRANSFER_EPOCHS.into()),
+                    ("layout", "nhwc".into()),
+                    ("mode", "fit (5 epochs, shuffled)".into()),
+                    ("trainable_params", params.into()),
+                ],
+            }
+        }
         other => return Err(format!("unknown workload '{other}'").into()),
     })
 }

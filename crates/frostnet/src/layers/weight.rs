@@ -32,6 +32,8 @@ pub struct Weight {
     created_trainable: bool,
     /// Gradient of the loss with respect to this weight from the last backward pass, if computed.
     pub(crate) grad: Option<Tensor>,
+    /// Changes (to a process-unique number) whenever the value may have changed: see `version`.
+    version: u64,
 }
 
 impl Weight {
@@ -47,6 +49,7 @@ impl Weight {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             created_trainable: false,
             grad: None,
+            version: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -58,6 +61,7 @@ impl Weight {
         &self.value
     }
     pub(crate) fn value_mut(&mut self) -> &mut Tensor {
+        self.version = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         &mut self.value
     }
     pub fn shape(&self) -> &[usize] {
@@ -130,7 +134,16 @@ impl Weight {
             });
         }
         self.value = value;
+        self.version = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A number that changes whenever the value may have changed (every write: an optimizer
+    /// step, `assign`, `set_weights`, loading), unique in the process, so a value restored from
+    /// an older clone does not look current either. Caches derived from a weight's value (`fit`'s
+    /// frozen-prefix cache) compare it to know they are still exact.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 

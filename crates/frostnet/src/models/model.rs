@@ -48,6 +48,8 @@ pub struct Model {
     fuse: bool,
     /// Names of the convolutions the last forward pass ran fused (nested models' included).
     last_fused: Vec<String>,
+    /// A custom training step (`set_train_step`), run by `fit` instead of the default one.
+    pub(crate) train_step: Option<Box<dyn crate::training::TrainStep>>,
 }
 
 impl Model {
@@ -72,6 +74,7 @@ impl Model {
             backward_profile: Vec::new(),
             fuse: true,
             last_fused: Vec::new(),
+            train_step: None,
         }
     }
 
@@ -341,13 +344,34 @@ impl Model {
     /// Runs the graph. With `keep`, plans a backward pass: a node keeps its activations only if
     /// some node at or upstream of it has trainable weights (or an input that needs a gradient),
     /// so a frozen prefix runs forward only and keeps nothing.
-    pub(crate) fn run_forward(
+    ///
+    /// Public (with [`run_backward`](Self::run_backward) and
+    /// [`clear_caches`](Self::clear_caches)) so that custom training loops run exactly the
+    /// passes `fit` runs; inside `fit`, a custom [`TrainStep`](crate::training::TrainStep) gets
+    /// them through its [`StepContext`](crate::training::StepContext). `rng` seeds each layer's
+    /// randomness (Dropout) in node order; `input_needs_grad` asks for input gradients.
+    pub fn run_forward(
         &mut self,
         xs: &[&Tensor],
         mode: Mode,
         keep: bool,
         input_needs_grad: &[bool],
         rng: &mut SmallRng,
+    ) -> Result<Vec<Tensor>> {
+        self.run_forward_cut(xs, mode, keep, input_needs_grad, rng, None)
+    }
+
+    /// [`run_forward`](Self::run_forward) with `fit`'s frozen-prefix cache
+    /// (`training/prefix_cache.rs`): `cut` either captures the frontier node's output or
+    /// supplies it, skipping every node up to it (each still draws its random seed).
+    pub(crate) fn run_forward_cut(
+        &mut self,
+        xs: &[&Tensor],
+        mode: Mode,
+        keep: bool,
+        input_needs_grad: &[bool],
+        rng: &mut SmallRng,
+        mut cut: Option<&mut crate::training::Cut>,
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(xs)?;
         let n = self.nodes.len();
@@ -381,14 +405,33 @@ impl Model {
         let mut fused_at: Vec<Option<(usize, Option<usize>)>> = vec![None; n];
         let mut skip = vec![false; n];
         for (conv, bn, act) in self.plan_fusion(mode, &plan) {
+            if cut
+                .as_ref()
+                .is_some_and(|c| c.splits(conv, act.unwrap_or(bn)))
+            {
+                continue;
+            }
             fused_at[conv] = Some((bn, act));
             skip[bn] = true;
             if let Some(k) = act {
                 skip[k] = true;
             }
         }
+        if let Some(c) = cut.as_deref() {
+            remaining[c.node] += 1; // kept for the capture (or supplied by it)
+        }
         for i in 0..n {
             if self.inputs.contains(&i) {
+                continue;
+            }
+            if let Some(c) = cut
+                .as_deref_mut()
+                .filter(|c| c.resume.is_some() && i <= c.node)
+            {
+                let _: u64 = rand::Rng::random(rng);
+                if i == c.node {
+                    values[i] = c.resume.take();
+                }
                 continue;
             }
             if skip[i] || fused_at[i].is_some() {
@@ -440,6 +483,9 @@ impl Model {
             values[i] = Some(y);
         }
         self.plan = plan;
+        if let Some(c) = cut {
+            c.captured = values[c.node].take();
+        }
         Ok(self
             .outputs
             .iter()
@@ -448,8 +494,10 @@ impl Model {
     }
 
     /// Backpropagates output gradients through the nodes planned by the last `run_forward`.
-    /// Returns the gradient for each model input that needed one.
-    pub(crate) fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
+    /// Returns the gradient for each model input that needed one. Weight gradients are left on
+    /// the trainable weights ([`Weight::grad`]); public for custom training loops, see
+    /// [`run_forward`](Self::run_forward).
+    pub fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
         let n = self.nodes.len();
         let mut acc: Vec<Option<Tensor>> = vec![None; n];
         for (&o, g) in self.outputs.iter().zip(grads) {
@@ -485,8 +533,8 @@ impl Model {
         Ok(self.inputs.iter().map(|&i| acc[i].take()).collect())
     }
 
-    /// Drops every activation kept for backward.
-    pub(crate) fn clear_caches(&mut self) {
+    /// Drops every activation kept for backward (a custom loop calls it after each step).
+    pub fn clear_caches(&mut self) {
         for n in &mut self.nodes {
             n.layer.clear_cache();
         }
@@ -500,7 +548,11 @@ impl Model {
     }
 
     /// Predicts in batches of `batch_size` (inference mode: Dropout off, BN on moving statistics).
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    /// `None` means Keras's default of 32: `predict(&x, 64)` and `predict(&x, None)` both work.
+    pub fn predict(&mut self, x: &Tensor, batch_size: impl Into<Option<usize>>) -> Result<Tensor> {
+        let batch_size = batch_size
+            .into()
+            .unwrap_or(crate::training::DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }

@@ -8,10 +8,12 @@ use super::callbacks::{Callback, Logs};
 use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
+use super::prefix_cache::{PrefixCache, PrefixCacheReport, PrefixHook};
 use super::progress::Progress;
+use super::train_step::RunningLogs;
 use crate::datasets::{Batch, Batches, Dataset};
 use crate::error::{fmt_dims, Error, Result};
-use crate::layers::{Layer, Mode, Weight};
+use crate::layers::Layer;
 use crate::models::Model;
 use crate::tensor::{random, Tensor};
 use std::collections::BTreeMap;
@@ -23,6 +25,9 @@ pub(crate) struct Compiled {
     /// Each metric resolved for the loss, with the name it is logged under.
     pub(crate) metrics: Vec<(Metric, &'static str)>,
 }
+
+/// Keras's default batch size for `fit`, `evaluate` and `predict`.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// `fit`'s options, with Keras's defaults.
 pub struct FitOptions {
@@ -38,12 +43,18 @@ pub struct FitOptions {
     /// 0 silent, 1 progress bar (plain lines when stdout is not a terminal), 2 one line per epoch.
     pub verbose: u8,
     pub callbacks: Vec<Box<dyn Callback>>,
+    /// Memory for the frozen-prefix cache (default 1 GiB; 0 turns it off): when a deterministic
+    /// frozen prefix feeds the trainable layers and the same tensors come back every epoch, each
+    /// sample's prefix output is computed in the first epoch and reused afterwards, with weights
+    /// bit-identical to recomputing it. A prefix whose outputs need more than this is recomputed.
+    /// See `training/prefix_cache.rs`; `History::prefix_cache` reports what happened.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
-            batch_size: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
             epochs: 1,
             shuffle: true,
             seed: None,
@@ -51,6 +62,7 @@ impl Default for FitOptions {
             validation_data: None,
             verbose: 1,
             callbacks: Vec::new(),
+            prefix_cache_bytes: 1 << 30,
         }
     }
 }
@@ -92,6 +104,8 @@ pub struct History {
     pub history: BTreeMap<String, Vec<f64>>,
     /// Why training stopped early, if it did (EarlyStopping, TerminateOnNaN, ...).
     pub stopped: Option<String>,
+    /// What the frozen-prefix cache did (see [`FitOptions::prefix_cache_bytes`]).
+    pub prefix_cache: PrefixCacheReport,
 }
 
 impl History {
@@ -144,7 +158,7 @@ impl Model {
         });
     }
 
-    fn compiled(&self) -> Result<&Compiled> {
+    pub(crate) fn compiled(&self) -> Result<&Compiled> {
         self.compiled.as_ref().ok_or_else(|| {
             Error::State(format!(
                 "model '{}' must be compiled before training",
@@ -177,58 +191,35 @@ impl Model {
 
     /// Whether this step will update anything: Keras 3 trains `model.trainable_weights`, which
     /// is empty when the model itself is frozen.
-    fn has_trainable(&self) -> bool {
+    pub(crate) fn has_trainable(&self) -> bool {
         self.is_trainable() && self.weights().iter().any(|w| w.is_trainable())
     }
 
-    /// One optimisation step on one batch; returns the loss and the predictions.
-    fn step(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        rng: &mut rand::rngs::SmallRng,
-    ) -> Result<(f32, Tensor)> {
-        let trains = self.has_trainable();
-        let result = (|| {
-            let out = self
-                .run_forward(&[x], Mode::Train, trains, &[false], rng)?
-                .remove(0);
-            let (loss, grad) = self.compiled()?.loss.compute(&out, y)?;
-            if trains {
-                self.run_backward(vec![grad])?;
-            }
-            // Keras minimises and logs the loss plus the regularization penalties (regularizers.rs).
-            let loss = loss + self.regularization_step(trains)?;
-            if trains {
-                let mut compiled = self.compiled.take().expect("checked by compiled()");
-                {
-                    let mut ws: Vec<&mut Weight> = self
-                        .weights_mut()
-                        .into_iter()
-                        .filter(|w| w.is_trainable())
-                        .collect();
-                    compiled.optimizer.apply(&mut ws);
-                }
-                self.compiled = Some(compiled);
-                self.apply_constraints()?;
-            }
-            Ok((loss, out))
-        })();
-        self.clear_caches();
-        // A gradient left on a weight that was frozen meanwhile must never be applied later.
-        self.weights_mut().into_iter().for_each(|w| w.grad = None);
-        result
-    }
-
-    /// Trains on one batch and returns its loss (`train_on_batch`).
+    /// Trains on one batch through the model's training step (the default or the one set with
+    /// [`set_train_step`](Self::set_train_step)) and returns the `loss` it logged
+    /// (`train_on_batch`); the running metrics start afresh, as Keras's `reset_metrics=True`.
     pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f32> {
         check_data("train_on_batch", x, y)?;
         let mut rng = random::rng(None);
-        Ok(self.step(x, y, &mut rng)?.0)
+        let mut running = RunningLogs::new(&self.compiled()?.metrics);
+        let logs = self.run_train_step(x, y, &mut rng, &mut running, None)?;
+        logs.get("loss").map(|&l| l as f32).ok_or_else(|| {
+            Error::State(format!(
+                "train_on_batch: the training step of model '{}' logged no 'loss'",
+                self.name()
+            ))
+        })
     }
 
-    /// Loss and metrics on `(x, y)` in inference mode, in batches.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
+    /// Loss and metrics on `(x, y)` in inference mode, in batches of `batch_size`; `None` means
+    /// Keras's default of 32 (`evaluate(&x, &y, 64)` and `evaluate(&x, &y, None)` both work).
+    pub fn evaluate(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        batch_size: impl Into<Option<usize>>,
+    ) -> Result<Logs> {
+        let batch_size = batch_size.into().unwrap_or(DEFAULT_BATCH_SIZE);
         check_data("evaluate", x, y)?;
         if batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
@@ -389,10 +380,26 @@ impl Model {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
+        let (samples, full_batch, dataset) = match &source {
+            Source::Tensors { x, batch_size, .. } => (x.batch(), *batch_size, false),
+            Source::Data(_) => (0, 0, true),
+        };
+        let (mut prefix, report) = PrefixCache::start(
+            self,
+            samples,
+            full_batch,
+            opts.epochs,
+            opts.prefix_cache_bytes,
+            opts.verbose > 0,
+            dataset,
+        );
+        history.prefix_cache = report;
         'epochs: for epoch in 0..opts.epochs {
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(self, epoch)?;
             }
+            // The sample indices of each batch of tensors, for the prefix cache.
+            let mut batch_rows: Vec<Vec<usize>> = Vec::new();
             let batches: Batches<'_> = match &mut source {
                 Source::Tensors {
                     x,
@@ -409,6 +416,9 @@ impl Model {
                     let (x, y): (&Tensor, &Tensor) = (*x, *y);
                     let chunks: Vec<Vec<usize>> =
                         order.chunks(*batch_size).map(<[usize]>::to_vec).collect();
+                    if prefix.is_some() {
+                        batch_rows = chunks.clone();
+                    }
                     Box::new(chunks.into_iter().map(move |rows| {
                         Ok(Batch {
                             x: x.gather_batch(&rows),
@@ -419,8 +429,7 @@ impl Model {
                 Source::Data(d) => d.epoch()?,
             };
             let progress = Progress::start_epoch(opts.verbose, epoch, opts.epochs, steps);
-            let mut loss = Mean::default();
-            let mut ms = vec![Mean::default(); metrics.len()];
+            let mut running = RunningLogs::new(&metrics);
             let mut logs = Logs::new();
             for (b, batch) in batches.enumerate() {
                 let (xb, yb) = labelled("fit", batch?)?;
@@ -435,22 +444,13 @@ impl Model {
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_begin(self, b)?;
                 }
-                let (l, pred) = self.step(&xb, &yb, &mut rng)?;
-                let rows = xb.batch();
-                loss.add(l as f64, rows);
-                for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
-                    acc.add(m.batch_value(&pred, &yb), rows);
-                }
-                logs.insert(
-                    "loss".into(),
-                    if l.is_finite() {
-                        loss.value()
-                    } else {
-                        l as f64
-                    },
-                );
-                for ((_, name), acc) in metrics.iter().zip(&ms) {
-                    logs.insert(name.to_string(), acc.value());
+                let hook = match (prefix.as_mut(), batch_rows.get(b)) {
+                    (Some(cache), Some(rows)) => Some(PrefixHook { cache, rows }),
+                    _ => None,
+                };
+                logs = self.run_train_step(&xb, &yb, &mut rng, &mut running, hook)?;
+                if let Some(c) = &prefix {
+                    history.prefix_cache = c.report.clone();
                 }
                 progress.batch_done(&logs);
                 for cb in callbacks.iter_mut() {
