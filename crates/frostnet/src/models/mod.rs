@@ -9,7 +9,7 @@ mod sequential;
 mod summary;
 mod summary_classic;
 
-pub use functional::{Functional, SymbolicTensor};
+pub use functional::{Functional, LayerHandle, SymbolicTensor};
 pub use model::{Model, ModelKind};
 pub use sequential::Sequential;
 pub use summary::{SummaryOptions, SummaryStyle};
