@@ -51,7 +51,7 @@ struct GraphCall {
 /// over the calls, Keras's node indices `shared[1][0]` in the summary and the saved config):
 ///
 /// ```
-/// use frostnet::{Functional, layers::{Input, Dense, Subtract}};
+/// use frostnet::{Functional, layers::{Input, Dense, Layer, Subtract}};
 /// let mut g = Functional::new();
 /// let a = g.input(Input::new(&[5]));
 /// let b = g.input(Input::new(&[5]));
