@@ -55,7 +55,7 @@ struct GraphCall {
 /// let mut g = Functional::new();
 /// let a = g.input(Input::new(&[5]));
 /// let b = g.input(Input::new(&[5]));
-/// let shared = g.add(Dense::new(4));
+/// let shared = g.add(Dense::new(4))?;
 /// let ea = g.apply(shared, &[a])?;
 /// let eb = g.apply(shared, &[b])?;
 /// let d = g.call(Subtract::new(), &[ea, eb])?;
