@@ -11,7 +11,7 @@ mod summary;
 mod summary_classic;
 mod summary_extras;
 
-pub use functional::{Functional, SymbolicTensor};
+pub use functional::{Functional, LayerHandle, SymbolicTensor};
 pub use model::{Model, ModelKind};
 pub use sequential::Sequential;
 pub use summary::{terminal_width, SummaryOptions, SummaryStyle};

@@ -2,18 +2,56 @@
 
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::layers::{
-    Activation, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU, Shape, Weight,
+    Activation, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU, Shape,
+    Weight, WeightKind,
 };
 use crate::tensor::conv::EpilogueStep;
 use crate::tensor::Tensor;
 use rand::rngs::SmallRng;
 
-/// One layer applied once in the graph.
+/// One layer of the graph, with its first call (Keras's node 0 of the layer).
+///
+/// Layers and calls are separate because a layer may be called several times (a shared layer,
+/// Keras's node indices): the layer (its weights, its row in `layers()` and in the summary)
+/// exists once, in `Model::nodes`; each call beyond the first is a [`Call`] in
+/// `Model::extra_calls`. Graph edges name *calls*: call id `i < nodes.len()` is node `i`'s first
+/// call, call id `nodes.len() + k` is `extra_calls[k]`. A model without shared layers has no
+/// extra calls, so call ids and layer indices coincide.
 pub(crate) struct Node {
     pub(crate) layer: Box<dyn Layer>,
-    /// Indices of the nodes whose outputs feed this one, in argument order.
+    /// Call ids of the outputs that feed this layer's first call, in argument order.
     pub(crate) inbound: Vec<usize>,
     pub(crate) output_shape: Shape,
+}
+
+/// A further call of a layer already in the graph (node index >= 1 in Keras's terms).
+#[derive(Clone, Debug)]
+pub(crate) struct Call {
+    /// The layer called: an index into `Model::nodes`.
+    pub(crate) layer: usize,
+    /// Call ids of its arguments.
+    pub(crate) inbound: Vec<usize>,
+    pub(crate) output_shape: Shape,
+}
+
+/// What the executor keeps of one call of a shared layer to run its backward pass later.
+///
+/// A layer keeps what its `backward` needs in its own fields (one cache per layer), so when a
+/// layer is called twice, the second forward overwrites the first call's cache. Rather than give
+/// every layer one cache slot per call (a change to every layer, built-in and custom), the
+/// executor keeps each call's inputs and random seed, and before the backward pass of a call
+/// whose cache was overwritten it runs that call's forward again ("replay") with the same
+/// inputs, weights, mode and seed, which recreates exactly the cache the first run made (layers
+/// are deterministic given those). A replay must not count as a second call: the values of
+/// `State` weights (BatchNormalization's moving statistics, a custom layer's counters) are saved
+/// before it and restored after it, so a BN layer called twice in training updates its moving
+/// statistics twice, once per real call, as in Keras. The price is one extra forward pass per
+/// call of a shared layer except the last one, and only when a backward pass goes through it.
+struct Replay {
+    inputs: Vec<Tensor>,
+    mode: Mode,
+    keep_inputs_grad: Vec<bool>,
+    seed: u64,
 }
 
 /// Whether a model was made as a chain (`Sequential`) or as a graph (`Functional`). It changes the
@@ -50,6 +88,20 @@ pub struct Model {
     last_fused: Vec<String>,
     /// A custom training step (`set_train_step`), run by `fit` instead of the default one.
     pub(crate) train_step: Option<Box<dyn crate::training::TrainStep>>,
+    /// Calls beyond each layer's first one (shared layers), in the order they were made; see
+    /// [`Node`] for call ids.
+    pub(crate) extra_calls: Vec<Call>,
+    /// Calls made with an explicit `training=` argument (Keras's `base(x, training=False)`),
+    /// by call id: such a call runs in that mode whatever mode the model runs in.
+    pub(crate) training_args: Vec<(usize, bool)>,
+    /// The order the calls run in when there are extra calls (Keras's nodes by decreasing depth);
+    /// empty when there are none, and then calls run in layer order.
+    pub(crate) exec_order: Vec<usize>,
+    /// Per call of a shared layer planned for backward in the last forward pass: what a replay
+    /// needs (see [`Replay`]).
+    replays: Vec<Option<Replay>>,
+    /// Per layer: the call whose cache the layer holds now.
+    cache_owner: Vec<Option<usize>>,
 }
 
 impl Model {
@@ -75,6 +127,95 @@ impl Model {
             fuse: true,
             last_fused: Vec::new(),
             train_step: None,
+            extra_calls: Vec::new(),
+            training_args: Vec::new(),
+            exec_order: Vec::new(),
+            replays: Vec::new(),
+            cache_owner: Vec::new(),
+        }
+    }
+
+    /// Number of calls (every layer's first call plus the extra calls of shared layers).
+    pub(crate) fn call_count(&self) -> usize {
+        self.nodes.len() + self.extra_calls.len()
+    }
+
+    /// The layer (index into `nodes`) that call `c` calls.
+    pub(crate) fn call_layer(&self, c: usize) -> usize {
+        match c.checked_sub(self.nodes.len()) {
+            None => c,
+            Some(k) => self.extra_calls[k].layer,
+        }
+    }
+
+    /// The call ids feeding call `c`.
+    pub(crate) fn call_inbound(&self, c: usize) -> &[usize] {
+        match c.checked_sub(self.nodes.len()) {
+            None => &self.nodes[c].inbound,
+            Some(k) => &self.extra_calls[k].inbound,
+        }
+    }
+
+    /// The per-sample output shape of call `c`.
+    pub(crate) fn call_output_shape(&self, c: usize) -> &Shape {
+        match c.checked_sub(self.nodes.len()) {
+            None => &self.nodes[c].output_shape,
+            Some(k) => &self.extra_calls[k].output_shape,
+        }
+    }
+
+    /// Keras's node index of call `c`: 0 for a layer's first call, then 1, 2, ... in the order
+    /// the calls were made.
+    pub(crate) fn call_node_index(&self, c: usize) -> usize {
+        match c.checked_sub(self.nodes.len()) {
+            None => 0,
+            Some(k) => {
+                let layer = self.extra_calls[k].layer;
+                1 + self.extra_calls[..k]
+                    .iter()
+                    .filter(|e| e.layer == layer)
+                    .count()
+            }
+        }
+    }
+
+    /// The calls of layer `layer`, by node index.
+    pub(crate) fn calls_of(&self, layer: usize) -> Vec<usize> {
+        let n = self.nodes.len();
+        std::iter::once(layer)
+            .chain(
+                self.extra_calls
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.layer == layer)
+                    .map(|(k, _)| n + k),
+            )
+            .collect()
+    }
+
+    /// The `training=` argument call `c` was made with, if any.
+    pub(crate) fn call_training(&self, c: usize) -> Option<bool> {
+        self.training_args
+            .iter()
+            .find(|(i, _)| *i == c)
+            .map(|&(_, t)| t)
+    }
+
+    /// The mode call `c` runs in when the model runs in `mode`.
+    fn call_mode(&self, c: usize, mode: Mode) -> Mode {
+        match self.call_training(c) {
+            Some(true) => Mode::Train,
+            Some(false) => Mode::Infer,
+            None => mode,
+        }
+    }
+
+    /// The order the calls run in: a topological order of the call graph.
+    fn execution_order(&self) -> Vec<usize> {
+        if self.extra_calls.is_empty() {
+            (0..self.nodes.len()).collect()
+        } else {
+            self.exec_order.clone()
         }
     }
 
@@ -111,7 +252,9 @@ impl Model {
         mode: Mode,
         plan: &[bool],
     ) -> Vec<(usize, usize, Option<usize>)> {
-        if !self.fuse {
+        // Fusion is planned on layer indices; a graph with shared layers runs unfused (its nested
+        // models still fuse inside).
+        if !self.fuse || !self.extra_calls.is_empty() {
             return Vec::new();
         }
         let n = self.nodes.len();
@@ -140,7 +283,7 @@ impl Model {
             let bn_ok = !plan[bn]
                 && any(bn)
                     .and_then(|a| a.downcast_ref::<BatchNormalization>())
-                    .is_some_and(|b| b.uses_moving_stats(mode));
+                    .is_some_and(|b| b.uses_moving_stats(self.call_mode(bn, mode)));
             if !bn_ok {
                 continue;
             }
@@ -297,13 +440,8 @@ impl Model {
     pub fn output_shapes(&self) -> Vec<Shape> {
         self.outputs
             .iter()
-            .map(|&i| self.nodes[i].output_shape.clone())
+            .map(|&i| self.call_output_shape(i).clone())
             .collect()
-    }
-
-    /// Output shape of a listed layer, as the summary prints it.
-    pub(crate) fn node_output_shape(&self, node: usize) -> &Shape {
-        &self.nodes[node].output_shape
     }
 
     /// Names of the layers that computed anything in the last backward pass, in execution order
@@ -345,6 +483,9 @@ impl Model {
     /// some node at or upstream of it has trainable weights (or an input that needs a gradient),
     /// so a frozen prefix runs forward only and keeps nothing.
     ///
+    /// Works on calls (see [`Node`]): a shared layer runs once per call, and for each of its
+    /// calls planned for backward the executor keeps a [`Replay`].
+    ///
     /// Public (with [`run_backward`](Self::run_backward) and
     /// [`clear_caches`](Self::clear_caches)) so that custom training loops run exactly the
     /// passes `fit` runs; inside `fit`, a custom [`TrainStep`](crate::training::TrainStep) gets
@@ -374,21 +515,23 @@ impl Model {
         mut cut: Option<&mut crate::training::Cut>,
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(xs)?;
-        let n = self.nodes.len();
+        let n = self.call_count();
+        let order = self.execution_order();
+        let shared = self.shared_layers();
         let mut plan = vec![false; n];
-        for i in 0..n {
-            let node = &self.nodes[i];
+        for &i in &order {
+            let layer = &self.nodes[self.call_layer(i)].layer;
             plan[i] = keep
                 && (match self.inputs.iter().position(|&k| k == i) {
                     Some(k) => input_needs_grad.get(k).copied().unwrap_or(false),
                     None => false,
-                } || (node.layer.weights().iter().any(|w| w.is_trainable()))
-                    || node.inbound.iter().any(|&j| plan[j]));
+                } || (layer.weights().iter().any(|w| w.is_trainable()))
+                    || self.call_inbound(i).iter().any(|&j| plan[j]));
         }
         // Consumers left per node, so activations are freed as soon as nobody needs them.
         let mut remaining = vec![0usize; n];
-        for node in &self.nodes {
-            for &j in &node.inbound {
+        for &i in &order {
+            for &j in self.call_inbound(i) {
                 remaining[j] += 1;
             }
         }
@@ -420,7 +563,9 @@ impl Model {
         if let Some(c) = cut.as_deref() {
             remaining[c.node] += 1; // kept for the capture (or supplied by it)
         }
-        for i in 0..n {
+        self.replays = (0..n).map(|_| None).collect();
+        self.cache_owner = vec![None; self.nodes.len()];
+        for &i in &order {
             if self.inputs.contains(&i) {
                 continue;
             }
@@ -456,24 +601,39 @@ impl Model {
                 values[act.unwrap_or(bn)] = Some(y);
                 continue;
             }
-            let inbound = self.nodes[i].inbound.clone();
+            let inbound = self.call_inbound(i).to_vec();
+            let l = self.call_layer(i);
+            let seed: u64 = rand::Rng::random(rng);
+            let call_mode = self.call_mode(i, mode);
             let mut ctx = ForwardCtx {
-                mode,
+                mode: call_mode,
                 keep: plan[i],
                 input_needs_grad: inbound.iter().map(|&j| plan[j]).collect(),
-                rng: rand::SeedableRng::seed_from_u64(rand::Rng::random(rng)),
+                rng: rand::SeedableRng::seed_from_u64(seed),
             };
             let y = {
                 let args: Vec<&Tensor> = inbound
                     .iter()
                     .map(|&j| values[j].as_ref().expect("topological order"))
                     .collect();
-                self.nodes[i].layer.forward(&args, &mut ctx)?
+                if shared[l] {
+                    self.rebuild_for_call(i)?;
+                    if plan[i] {
+                        self.replays[i] = Some(Replay {
+                            inputs: args.iter().map(|&t| t.clone()).collect(),
+                            mode: call_mode,
+                            keep_inputs_grad: ctx.input_needs_grad.clone(),
+                            seed,
+                        });
+                    }
+                }
+                self.nodes[l].layer.forward(&args, &mut ctx)?
             };
-            if let Some(m) = self.nodes[i].layer.as_model() {
+            self.cache_owner[l] = Some(i);
+            if let Some(m) = self.nodes[l].layer.as_model() {
                 self.last_fused.extend(m.last_fused.iter().cloned());
             }
-            crate::regularizers::record_activity(self.nodes[i].layer.as_mut(), &y, plan[i])?;
+            crate::regularizers::record_activity(self.nodes[l].layer.as_mut(), &y, plan[i])?;
             for &j in &inbound {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {
@@ -493,29 +653,136 @@ impl Model {
             .collect())
     }
 
+    /// Per layer, whether it is called more than once.
+    fn shared_layers(&self) -> Vec<bool> {
+        let mut shared = vec![false; self.nodes.len()];
+        for e in &self.extra_calls {
+            shared[e.layer] = true;
+        }
+        shared
+    }
+
+    /// A layer built for one call's input shapes checks its inputs against them at run time; when
+    /// a shared layer's calls have different (compatible) shapes, it is built again for each
+    /// call's shapes before that call runs (building a built layer creates no weights).
+    fn rebuild_for_call(&mut self, c: usize) -> Result<()> {
+        let l = self.call_layer(c);
+        let shapes_of = |m: &Model, c: usize| -> Vec<Shape> {
+            m.call_inbound(c)
+                .iter()
+                .map(|&j| m.call_output_shape(j).clone())
+                .collect()
+        };
+        let mine = shapes_of(self, c);
+        if self
+            .calls_of(l)
+            .iter()
+            .all(|&other| shapes_of(self, other) == mine)
+        {
+            return Ok(());
+        }
+        self.nodes[l].layer.build(&mine)?;
+        Ok(())
+    }
+
+    /// Runs call `c` of a shared layer forward again from its [`Replay`], so that the layer holds
+    /// that call's cache; `State` weights are restored afterwards.
+    fn replay(&mut self, c: usize) -> Result<()> {
+        let l = self.call_layer(c);
+        let r = self.replays[c].take().ok_or_else(|| {
+            Error::State(format!(
+                "layer '{}': backward of call {} without a forward pass that kept it",
+                self.nodes[l].layer.name(),
+                self.call_node_index(c)
+            ))
+        })?;
+        self.rebuild_for_call(c)?;
+        let layer = &mut self.nodes[l].layer;
+        let state: Vec<Option<Tensor>> = layer
+            .weights()
+            .iter()
+            .map(|w| (w.kind() == WeightKind::State).then(|| w.value().clone()))
+            .collect();
+        let mut ctx = ForwardCtx {
+            mode: r.mode,
+            keep: true,
+            input_needs_grad: r.keep_inputs_grad,
+            rng: rand::SeedableRng::seed_from_u64(r.seed),
+        };
+        let args: Vec<&Tensor> = r.inputs.iter().collect();
+        layer.forward(&args, &mut ctx)?;
+        for (w, v) in layer.weights_mut().into_iter().zip(state) {
+            if let Some(v) = v {
+                w.assign(v)?;
+            }
+        }
+        self.cache_owner[l] = Some(c);
+        Ok(())
+    }
+
     /// Backpropagates output gradients through the nodes planned by the last `run_forward`.
     /// Returns the gradient for each model input that needed one. Weight gradients are left on
     /// the trainable weights ([`Weight::grad`]); public for custom training loops, see
     /// [`run_forward`](Self::run_forward).
+    ///
+    /// A shared layer's weight gradients are the sum over its calls: each call's backward stores
+    /// its own gradients, which are added to those of the calls already done.
     pub fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
-        let n = self.nodes.len();
+        let n = self.call_count();
+        let shared = self.shared_layers();
+        let mut started = vec![false; self.nodes.len()];
         let mut acc: Vec<Option<Tensor>> = vec![None; n];
         for (&o, g) in self.outputs.iter().zip(grads) {
             accumulate(&mut acc[o], g)?;
         }
         self.backward_profile.clear();
-        for i in (0..n).rev() {
+        for &i in self.execution_order().iter().rev() {
             if !self.plan[i] || self.inputs.contains(&i) {
                 continue;
             }
-            if let Some(g) = crate::regularizers::take_activity_grad(self.nodes[i].layer.as_mut()) {
+            let layer = self.nodes[self.call_layer(i)].layer.as_mut();
+            if let Some(g) = crate::regularizers::take_activity_grad(layer) {
                 accumulate(&mut acc[i], g)?;
             }
             let Some(g) = acc[i].take() else { continue };
-            let inbound = self.nodes[i].inbound.clone();
+            let inbound = self.call_inbound(i).to_vec();
             let need: Vec<bool> = inbound.iter().map(|&j| self.plan[j]).collect();
-            let node = &mut self.nodes[i];
+            let l = self.call_layer(i);
+            let mut earlier: Vec<Option<Tensor>> = Vec::new();
+            if shared[l] {
+                if self.cache_owner[l] != Some(i) {
+                    self.replay(i)?;
+                }
+                // The gradients of this layer's calls already back-propagated in this pass.
+                earlier = self.nodes[l]
+                    .layer
+                    .weights_mut()
+                    .into_iter()
+                    .map(|w| {
+                        if started[l] {
+                            w.grad.take()
+                        } else {
+                            w.grad = None;
+                            None
+                        }
+                    })
+                    .collect();
+                started[l] = true;
+            }
+            let node = &mut self.nodes[l];
             let dxs = node.layer.backward(&g, &need)?;
+            if shared[l] {
+                self.cache_owner[l] = None;
+                self.replays[i] = None;
+                for (w, e) in node.layer.weights_mut().into_iter().zip(earlier) {
+                    if let Some(e) = e {
+                        match w.grad.as_mut() {
+                            Some(g) => g.add_assign(&e)?,
+                            None => w.grad = Some(e),
+                        }
+                    }
+                }
+            }
             match node.layer.as_model() {
                 Some(m) => self
                     .backward_profile
@@ -538,6 +805,8 @@ impl Model {
         for n in &mut self.nodes {
             n.layer.clear_cache();
         }
+        self.replays.clear();
+        self.cache_owner.clear();
     }
 
     /// Runs the model on one batch in inference mode.
@@ -598,15 +867,6 @@ impl Model {
             }
         }
         out
-    }
-
-    /// Returns, for each listed layer, the names of the layers feeding it.
-    pub(crate) fn inbound_names(&self, node: usize) -> Vec<&str> {
-        self.nodes[node]
-            .inbound
-            .iter()
-            .map(|&j| self.nodes[j].layer.name())
-            .collect()
     }
 
     pub(crate) fn listed_nodes(&self) -> std::ops::Range<usize> {

@@ -54,6 +54,7 @@ pub(crate) struct Row {
     pub(crate) name: String,
     pub(crate) class: String,
     pub(crate) output_shape: String,
+    pub(crate) output_shape_classic: String,
     pub(crate) is_input: bool,
     pub(crate) params: usize,
     pub(crate) connected_to: Vec<String>,
@@ -81,20 +82,36 @@ impl Model {
         }
     }
 
+    /// One row per layer (a shared layer once). `Connected to` lists the inputs of every call
+    /// of the layer, each as `layer[node index][tensor index]`; the output shape is the last
+    /// call's, as Keras 3 prints it (`output_shape_classic` is tf-keras's: `multiple` when the
+    /// calls' shapes differ).
     pub(crate) fn summary_rows(&self) -> Vec<Row> {
         self.listed_nodes()
             .map(|i| {
                 let layer = self.nodes[i].layer.as_ref();
+                let calls = self.calls_of(i);
+                let shapes: Vec<&crate::layers::Shape> =
+                    calls.iter().map(|&c| self.call_output_shape(c)).collect();
+                let last = crate::error::fmt_batch_shape(shapes[shapes.len() - 1]);
                 Row {
                     name: layer.name().to_string(),
                     class: layer.class_name().to_string(),
-                    output_shape: crate::error::fmt_batch_shape(self.node_output_shape(i)),
+                    output_shape_classic: if shapes.iter().all(|s| *s == shapes[0]) {
+                        last.clone()
+                    } else {
+                        "multiple".into()
+                    },
+                    output_shape: last,
                     is_input: layer.is_input(),
                     params: layer.count_params(),
-                    connected_to: self
-                        .inbound_names(i)
+                    connected_to: calls
                         .iter()
-                        .map(|n| format!("{n}[0][0]"))
+                        .flat_map(|&c| self.call_inbound(c))
+                        .map(|&j| {
+                            let from = self.nodes[self.call_layer(j)].layer.name();
+                            format!("{from}[{}][0]", self.call_node_index(j))
+                        })
                         .collect(),
                     has_weights: !layer.weights().is_empty(),
                     trainable: layer.is_trainable(),
@@ -111,10 +128,11 @@ impl Model {
     }
 
     /// Keras prints a graph as a plain list when every depth holds one node with at most one
-    /// input: a chain.
+    /// input and no layer is called twice: a chain.
     pub(crate) fn is_sequential_like(&self) -> bool {
         self.kind == ModelKind::Sequential
             || (self.inputs.len() == 1
+                && self.extra_calls.is_empty()
                 && self.outputs.len() == 1
                 && self.nodes.iter().all(|n| n.inbound.len() <= 1)
                 && (1..self.nodes.len()).all(|i| self.nodes[i].inbound == [i - 1]))

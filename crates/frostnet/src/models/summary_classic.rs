@@ -101,9 +101,9 @@ pub(crate) fn render(model: &Model, show_trainable: bool) -> String {
     out.push('\n');
     for r in model.summary_rows() {
         let shape = if r.is_input {
-            format!("[{}]", r.output_shape)
+            format!("[{}]", r.output_shape_classic)
         } else {
-            r.output_shape
+            r.output_shape_classic
         };
         let mut fields = vec![
             format!("{} ({})", r.name, r.class),

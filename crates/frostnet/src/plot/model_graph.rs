@@ -176,14 +176,34 @@ impl Builder<'_> {
                 }
             };
             for (k, &j) in node.inbound.iter().enumerate() {
-                let from = ends[j].1;
+                // Edges name calls; a shared layer's later call may feed a layer listed earlier
+                // (drawn below, once every box exists).
+                let Some(from) = ends.get(model.call_layer(j)).map(|e| e.1) else {
+                    continue;
+                };
                 let to = entries.get(k).copied().unwrap_or(entries[0]);
                 self.edges.push((from, to));
             }
             ends.push((entries, exit));
         }
+        // Shared layers: the edges of calls beyond each layer's first, and first-call edges from
+        // a layer listed later.
+        for c in 0..model.call_count() {
+            let l = model.call_layer(c);
+            for (k, &j) in model.call_inbound(c).iter().enumerate() {
+                let p = model.call_layer(j);
+                if c < model.nodes.len() && p < l {
+                    continue; // drawn above
+                }
+                let to = ends[l].0.get(k).copied().unwrap_or(ends[l].0[0]);
+                self.edges.push((ends[p].1, to));
+            }
+        }
         let entries = model.inputs.iter().map(|&i| ends[i].1).collect();
-        let exit = model.outputs.first().map_or(0, |&o| ends[o].1);
+        let exit = model
+            .outputs
+            .first()
+            .map_or(0, |&o| ends[model.call_layer(o)].1);
         (entries, exit)
     }
 
@@ -201,7 +221,7 @@ impl Builder<'_> {
             let ins: Vec<String> = node
                 .inbound
                 .iter()
-                .map(|&j| fmt_batch_shape(&model.nodes[j].output_shape))
+                .map(|&j| fmt_batch_shape(model.call_output_shape(j)))
                 .collect();
             match ins.len() {
                 0 => {}

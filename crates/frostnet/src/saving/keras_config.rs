@@ -168,82 +168,97 @@ fn class_and_name(entry: &Value) -> (String, String) {
     (class, name)
 }
 
-/// The `(layer name, tensor index)` references of one call of a layer, from either layout.
-fn inbound_refs(
-    entry: &Value,
-    lname: &str,
-    class: &str,
-    src: &Source,
-) -> Result<Vec<(String, u64)>> {
+/// One call of a layer read from a config: its arguments as `(layer name, node index)` (the
+/// output of that layer's call number `node index`) and its `training=` argument, if given.
+struct ConfigCall {
+    args: Vec<(String, usize)>,
+    training: Option<bool>,
+}
+
+/// The calls of a layer (its `inbound_nodes`, one per call: a shared layer has several), from
+/// either layout. A reference to a node that does not exist is reported once every layer's
+/// calls are known.
+fn inbound_calls(entry: &Value, lname: &str, class: &str, src: &Source) -> Result<Vec<ConfigCall>> {
     let nodes = match entry.get("inbound_nodes") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(n)) => n,
         Some(_) => return Err(src.layer_err(lname, class, "inbound_nodes is not a list")),
     };
-    match nodes.len() {
-        0 => return Ok(Vec::new()),
-        1 => {}
-        n => {
-            return Err(src.layer_err(
-                lname,
-                class,
-                format!("is called {n} times (shared layers are not supported)"),
-            ))
-        }
-    }
-    let node = &nodes[0];
-    // (layer, node index, tensor index) triples.
-    let mut triples = Vec::new();
-    match node {
-        // Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ entries anywhere in args.
-        Value::Object(o) => {
-            collect_keras_tensors(o.get("args").unwrap_or(&Value::Null), &mut triples)
-        }
-        // tf-keras: [["conv", 0, 0, {}], ...].
-        Value::Array(calls) => {
-            for c in calls {
-                let name = c.get(0).and_then(Value::as_str);
-                let node = c.get(1).and_then(Value::as_u64);
-                let tensor = c.get(2).and_then(Value::as_u64);
-                match (name, node, tensor) {
-                    (Some(n), Some(k), Some(t)) => triples.push((n.to_string(), k, t)),
-                    _ => {
-                        return Err(src.layer_err(
-                            lname,
-                            class,
-                            format!("malformed inbound node entry {c}"),
-                        ))
+    let mut calls = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        // (layer, node index, tensor index) triples.
+        let mut triples = Vec::new();
+        let mut training = None;
+        let training_of = |kw: Option<&Value>| -> Result<Option<bool>> {
+            match kw.and_then(|k| k.get("training")) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(v) => Err(src.layer_err(
+                    lname,
+                    class,
+                    format!("training={v} in a call is not a boolean"),
+                )),
+            }
+        };
+        match node {
+            // Keras 3: {"args": [...], "kwargs": {...}} with __keras_tensor__ entries anywhere
+            // in args.
+            Value::Object(o) => {
+                collect_keras_tensors(o.get("args").unwrap_or(&Value::Null), &mut triples);
+                training = training_of(o.get("kwargs"))?;
+            }
+            // tf-keras: [["conv", 0, 0, {}], ...].
+            Value::Array(args) => {
+                for c in args {
+                    let name = c.get(0).and_then(Value::as_str);
+                    let node = c.get(1).and_then(Value::as_u64);
+                    let tensor = c.get(2).and_then(Value::as_u64);
+                    match (name, node, tensor) {
+                        (Some(n), Some(k), Some(t)) => triples.push((n.to_string(), k, t)),
+                        _ => {
+                            return Err(src.layer_err(
+                                lname,
+                                class,
+                                format!("malformed inbound node entry {c}"),
+                            ))
+                        }
+                    }
+                    if let Some(t) = training_of(c.get(3))? {
+                        training = Some(t);
                     }
                 }
             }
+            _ => return Err(src.layer_err(lname, class, "malformed inbound node")),
         }
-        _ => return Err(src.layer_err(lname, class, "malformed inbound node")),
-    }
-    // Every layer is called once (checked above for this one, and for every other layer when
-    // its own entry is read), so node 0 is the only node there is: any other index points at a
-    // call that does not exist, and Keras would fail to find it.
-    let mut refs = Vec::with_capacity(triples.len());
-    for (from, node, tensor) in triples {
-        if node == u64::MAX || tensor == u64::MAX {
-            return Err(src.layer_err(
-                lname,
-                class,
-                format!("malformed keras_history of its input from '{from}'"),
-            ));
+        let mut args = Vec::with_capacity(triples.len());
+        for (from, node, tensor) in triples {
+            if node == u64::MAX || tensor == u64::MAX {
+                return Err(src.layer_err(
+                    lname,
+                    class,
+                    format!("malformed keras_history of its input from '{from}'"),
+                ));
+            }
+            if tensor != 0 {
+                return Err(src.layer_err(
+                    lname,
+                    class,
+                    format!(
+                        "takes output {tensor} of '{from}'; only single-output layers are supported"
+                    ),
+                ));
+            }
+            // A node index past the number of calls is reported by the caller; anything this
+            // large cannot be one.
+            let node = usize::try_from(node).unwrap_or(usize::MAX);
+            args.push((from, node));
         }
-        if node != 0 {
-            return Err(src.layer_err(
-                lname,
-                class,
-                format!("takes its input from node {node} of '{from}', which has only node 0"),
-            ));
+        if args.is_empty() {
+            return Err(src.layer_err(lname, class, "inbound node references no tensor"));
         }
-        refs.push((from, tensor));
+        calls.push(ConfigCall { args, training });
     }
-    if refs.is_empty() {
-        return Err(src.layer_err(lname, class, "inbound node references no tensor"));
-    }
-    Ok(refs)
+    Ok(calls)
 }
 
 fn collect_keras_tensors(v: &Value, out: &mut Vec<(String, u64, u64)>) {
@@ -267,8 +282,14 @@ fn collect_keras_tensors(v: &Value, out: &mut Vec<(String, u64, u64)>) {
     }
 }
 
-/// `input_layers` / `output_layers`: a flat triple `["image", 0, 0]` or a list of triples.
-fn endpoint_names(v: Option<&Value>, what: &str, model: &str, src: &Source) -> Result<Vec<String>> {
+/// `input_layers` / `output_layers`: a flat triple `["image", 0, 0]` or a list of triples, as
+/// `(layer name, node index)`.
+fn endpoints(
+    v: Option<&Value>,
+    what: &str,
+    model: &str,
+    src: &Source,
+) -> Result<Vec<(String, usize)>> {
     let bad = || src.err(format!("model '{model}': malformed {what}"));
     let list = v.and_then(Value::as_array).ok_or_else(bad)?;
     let triples: Vec<&Value> = if list.first().is_some_and(Value::is_string) {
@@ -280,11 +301,17 @@ fn endpoint_names(v: Option<&Value>, what: &str, model: &str, src: &Source) -> R
         .into_iter()
         .map(|t| {
             let name = t.get(0).and_then(Value::as_str).ok_or_else(bad)?;
-            // Node 0 is the only node of a layer called once (see `inbound_refs`).
-            match (t.get(1).and_then(Value::as_u64), t.get(2).and_then(Value::as_u64)) {
-                (Some(0), Some(0)) => Ok(name.to_string()),
+            match (
+                t.get(1).and_then(Value::as_u64),
+                t.get(2).and_then(Value::as_u64),
+            ) {
+                (Some(node), Some(0)) => Ok((
+                    name.to_string(),
+                    usize::try_from(node).unwrap_or(usize::MAX),
+                )),
                 _ => Err(src.err(format!(
-                    "model '{model}': {what} entry {t} is not the single output of node 0 of '{name}'"
+                    "model '{model}': {what} entry {t} is not the single output of a call of \
+                     '{name}'"
                 ))),
             }
         })
@@ -294,7 +321,8 @@ fn endpoint_names(v: Option<&Value>, what: &str, model: &str, src: &Source) -> R
 fn build_functional(cfg: &Value, name: &str, src: &Source, depth: usize) -> Result<Model> {
     let entries = layer_list(cfg, name, src)?;
     let mut by_name: HashMap<String, usize> = HashMap::new();
-    let mut refs = Vec::with_capacity(entries.len());
+    // Per layer: (name, class, calls).
+    let mut layers = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let (class, lname) = class_and_name(e);
         let lname = e
@@ -305,94 +333,179 @@ fn build_functional(cfg: &Value, name: &str, src: &Source, depth: usize) -> Resu
         if by_name.insert(lname.clone(), i).is_some() {
             return Err(src.err(format!("model '{name}': two layers are named '{lname}'")));
         }
-        let r = inbound_refs(e, &lname, &class, src)?;
-        for (from, t) in &r {
-            if *t != 0 {
-                return Err(src.layer_err(
-                    &lname,
-                    &class,
-                    format!(
-                        "takes output {t} of '{from}'; only single-output layers are supported"
-                    ),
-                ));
-            }
-        }
-        if r.is_empty() && class != InputLayer::CLASS {
+        let calls = inbound_calls(e, &lname, &class, src)?;
+        if calls.is_empty() && class != InputLayer::CLASS {
             return Err(src.layer_err(&lname, &class, "has no inbound node"));
         }
-        refs.push((lname, class, r));
+        if !calls.is_empty() && class == InputLayer::CLASS {
+            return Err(src.layer_err(&lname, &class, "an input layer cannot be called"));
+        }
+        layers.push((lname, class, calls));
     }
-    // Dangling references first, so that they are not reported as cycles.
-    for (lname, class, r) in &refs {
-        if let Some((from, _)) = r.iter().find(|(from, _)| !by_name.contains_key(from)) {
-            return Err(src.layer_err(
-                lname,
-                class,
-                format!("takes its input from '{from}', which is not a layer of model '{name}'"),
-            ));
+    // tf-keras numbers the calls of a nested model from 1: such a model starts with a node of
+    // its own (from its inputs to its outputs) that configs leave out (tf-keras's
+    // `_should_skip_first_node`). Keras 3 numbers them from 0 like any layer's.
+    let legacy = entries.iter().any(|e| {
+        e.get("inbound_nodes")
+            .and_then(Value::as_array)
+            .and_then(|n| n.first())
+            .is_some_and(Value::is_array)
+    });
+    let offset = |from: &str| -> usize {
+        let Some(&l) = by_name.get(from) else {
+            return 0;
+        };
+        let e = &entries[l];
+        let starts_with_input = e
+            .pointer("/config/layers/0/class_name")
+            .and_then(Value::as_str)
+            == Some(InputLayer::CLASS);
+        match e.get("class_name").and_then(Value::as_str) {
+            Some("Functional" | "Model") if legacy => 1,
+            Some("Sequential") if legacy && starts_with_input => 1,
+            _ => 0,
+        }
+    };
+    for (lname, class, calls) in &mut layers {
+        for (from, node) in calls.iter_mut().flat_map(|c| &mut c.args) {
+            let skip = offset(from);
+            *node = node.checked_sub(skip).ok_or_else(|| {
+                src.layer_err(
+                    lname,
+                    class,
+                    format!("takes its input from node {node} of '{from}', which has none"),
+                )
+            })?;
         }
     }
+    // Calls an input layer has: its one (implicit) node.
+    let n_calls = |l: usize| layers[l].2.len().max(1);
+    // Dangling references first, so that they are not reported as cycles.
+    for (lname, class, calls) in &layers {
+        for (from, node) in calls.iter().flat_map(|c| &c.args) {
+            match by_name.get(from) {
+                None => {
+                    return Err(src.layer_err(
+                        lname,
+                        class,
+                        format!(
+                            "takes its input from '{from}', which is not a layer of model '{name}'"
+                        ),
+                    ))
+                }
+                Some(&l) if *node >= n_calls(l) => {
+                    return Err(src.layer_err(
+                        lname,
+                        class,
+                        match n_calls(l) {
+                            1 => format!(
+                                "takes its input from node {node} of '{from}', which has only \
+                                 node 0"
+                            ),
+                            n => format!(
+                                "takes its input from node {node} of '{from}', which has only \
+                                 nodes 0 to {}",
+                                n - 1
+                            ),
+                        },
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // Calls are made in node-index order for each layer (so node indices survive the trip),
+    // each once its arguments exist: the order Keras made them in is one such order.
     let mut g = Functional::new();
-    let mut built: HashMap<String, SymbolicTensor> = HashMap::new();
-    let mut pending: Vec<usize> = (0..entries.len()).collect();
-    while !pending.is_empty() {
+    let mut handles: Vec<Option<crate::models::LayerHandle>> = vec![None; layers.len()];
+    let mut made: Vec<Vec<SymbolicTensor>> = vec![Vec::new(); layers.len()];
+    loop {
         let mut progressed = false;
-        let mut still = Vec::new();
-        for i in pending {
-            let (lname, class, r) = &refs[i];
-            if !r.iter().all(|(from, _)| built.contains_key(from)) {
-                still.push(i);
+        let mut pending = Vec::new();
+        for (i, (lname, class, calls)) in layers.iter().enumerate() {
+            let k = made[i].len();
+            if k == n_calls(i) {
                 continue;
             }
-            progressed = true;
             let wrap = |e: Error| src.layer_err(lname, class, e);
-            let sym = if class == InputLayer::CLASS {
+            if class == InputLayer::CLASS {
                 let shape = input_shape_of(&entries[i], lname, src)?;
-                g.input(InputLayer::new(shape).named(lname))
-            } else {
-                let ins: Vec<SymbolicTensor> = r.iter().map(|(f, _)| built[f]).collect();
-                let shapes = ins
-                    .iter()
-                    .map(|t| g.shape(*t).cloned())
-                    .collect::<Result<Vec<_>>>()
-                    .map_err(wrap)?;
-                let mut layer = build_layer(&entries[i], &shapes, src, depth)?;
-                if layer.name() != lname {
-                    layer.base_mut().name = lname.clone();
+                let sym = g.input(InputLayer::new(shape).named(lname));
+                check_size(g.shape(sym).map_err(wrap)?, name, lname, src)?;
+                made[i].push(sym);
+                progressed = true;
+                continue;
+            }
+            let call = &calls[k];
+            let ready = call
+                .args
+                .iter()
+                .all(|(from, node)| made[by_name[from]].len() > *node);
+            if !ready {
+                pending.push(lname.as_str());
+                continue;
+            }
+            let ins: Vec<SymbolicTensor> = call
+                .args
+                .iter()
+                .map(|(from, node)| made[by_name[from]][*node])
+                .collect();
+            let h = match handles[i] {
+                Some(h) => h,
+                None => {
+                    let shapes = ins
+                        .iter()
+                        .map(|t| g.shape(*t).cloned())
+                        .collect::<Result<Vec<_>>>()
+                        .map_err(wrap)?;
+                    let mut layer = build_layer(&entries[i], &shapes, src, depth)?;
+                    if layer.name() != lname {
+                        layer.base_mut().name = lname.clone();
+                    }
+                    let h = g.add_boxed(layer).map_err(wrap)?;
+                    handles[i] = Some(h);
+                    h
                 }
-                g.call_boxed(layer, &ins).map_err(wrap)?
             };
+            let sym = g.apply_with(h, &ins, call.training).map_err(wrap)?;
             check_size(g.shape(sym).map_err(wrap)?, name, lname, src)?;
-            built.insert(lname.clone(), sym);
+            made[i].push(sym);
+            progressed = true;
+        }
+        if pending.is_empty() && !progressed {
+            break;
         }
         if !progressed {
-            let names: Vec<&str> = still.iter().map(|&i| refs[i].0.as_str()).collect();
             return Err(src.err(format!(
                 "model '{name}': the layers {} form a cycle",
-                names.join(", ")
+                pending.join(", ")
             )));
         }
-        pending = still;
     }
-    let lookup = |what: &str, names: Vec<String>| -> Result<Vec<SymbolicTensor>> {
-        names
-            .iter()
-            .map(|n| {
-                built.get(n).copied().ok_or_else(|| {
-                    src.err(format!(
-                        "model '{name}': {what} names '{n}', which is not a layer"
-                    ))
-                })
+    let lookup = |what: &str, ends: Vec<(String, usize)>| -> Result<Vec<SymbolicTensor>> {
+        ends.iter()
+            .map(|(n, node)| {
+                by_name
+                    .get(n)
+                    .zip(node.checked_sub(offset(n)))
+                    .and_then(|(&l, node)| made[l].get(node))
+                    .copied()
+                    .ok_or_else(|| {
+                        src.err(format!(
+                            "model '{name}': {what} names node {node} of '{n}', which is not a \
+                             call of a layer"
+                        ))
+                    })
             })
             .collect()
     };
     let ins = lookup(
         "input_layers",
-        endpoint_names(cfg.get("input_layers"), "input_layers", name, src)?,
+        endpoints(cfg.get("input_layers"), "input_layers", name, src)?,
     )?;
     let outs = lookup(
         "output_layers",
-        endpoint_names(cfg.get("output_layers"), "output_layers", name, src)?,
+        endpoints(cfg.get("output_layers"), "output_layers", name, src)?,
     )?;
     g.build_named(name, &ins, &outs)
         .map_err(|e| src.err(format!("model '{name}': {e}")))

@@ -146,7 +146,14 @@ const PURE_WHEN_FROZEN: &[&str] = &[
 /// Why `layer` is not a pure function in training mode now, or `None` if it is.
 fn impure_reason(layer: &dyn Layer) -> Option<String> {
     if let Some(m) = layer.as_model() {
+        if !m.extra_calls.is_empty() {
+            return Some(format!("'{}' calls a layer more than once", layer.name()));
+        }
         return m.nodes.iter().find_map(|n| impure_reason(n.layer.as_ref()));
+    }
+    if layer.base().rules.activity.is_some() {
+        // Its penalty is part of every step's loss, so it must run every step.
+        return Some(format!("'{}' has an activity regularizer", layer.name()));
     }
     let class = layer.class_name();
     if layer.weights().iter().any(|w| w.is_trainable()) {
@@ -195,6 +202,9 @@ fn fingerprint(model: &Model, frontier: usize) -> Vec<u64> {
 
 /// The largest valid frontier of `model`'s graph now, or why there is none.
 fn plan(model: &Model) -> std::result::Result<usize, String> {
+    if !model.extra_calls.is_empty() {
+        return Err("the graph calls a layer more than once (shared layers)".into());
+    }
     let n = model.nodes.len();
     // The prefix cannot extend past the first layer that is not a pure function now.
     let mut first_impure = n;

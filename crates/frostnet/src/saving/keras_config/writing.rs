@@ -19,10 +19,11 @@ fn shape_json(shape: &Shape) -> Value {
     )
 }
 
-fn keras_tensor(name: &str, shape: &Shape) -> Value {
+/// A reference to the output of call `node` (Keras's node index) of layer `name`.
+fn keras_tensor(name: &str, node: usize, shape: &Shape) -> Value {
     json!({"class_name": "__keras_tensor__",
            "config": {"shape": shape_json(shape), "dtype": "float32",
-                      "keras_history": [name, 0, 0]}})
+                      "keras_history": [name, node, 0]}})
 }
 
 fn input_entry(layer: &dyn Layer, shape: &Shape) -> Value {
@@ -78,7 +79,7 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
 /// `inbound_nodes` / `input_layers` / `output_layers`.
 pub fn model_config(model: &Model) -> Value {
     let in_shapes = model.input_shapes();
-    let shape_of = |i: usize| model.node_output_shape(i).clone();
+    let shape_of = |i: usize| model.call_output_shape(i).clone();
     let mut layers = Vec::new();
     match model.kind() {
         ModelKind::Sequential => {
@@ -98,6 +99,13 @@ pub fn model_config(model: &Model) -> Value {
                    "build_config": {"input_shape": shape_json(&in_shapes[0])}})
         }
         ModelKind::Functional => {
+            // A call's output as Keras names it: (layer name, node index).
+            let producer = |j: usize| {
+                (
+                    model.nodes[model.call_layer(j)].layer.name(),
+                    model.call_node_index(j),
+                )
+            };
             for i in model.listed_nodes() {
                 let layer = model.nodes[i].layer.as_ref();
                 let inbound = &model.nodes[i].inbound;
@@ -107,23 +115,39 @@ pub fn model_config(model: &Model) -> Value {
                     let shapes: Vec<Shape> = inbound.iter().map(|&j| shape_of(j)).collect();
                     layer_entry(layer, &shapes)
                 };
-                let args: Vec<Value> = inbound
-                    .iter()
-                    .map(|&j| keras_tensor(model.nodes[j].layer.as_ref().name(), &shape_of(j)))
-                    .collect();
-                let nodes = match args.len() {
-                    0 => json!([]),
-                    1 => json!([{"args": args, "kwargs": {}}]),
-                    _ => json!([{"args": [args], "kwargs": {}}]),
-                };
+                // One inbound node per call of the layer (a shared layer has several), in node
+                // index order.
+                let mut nodes = Vec::new();
+                for c in model.calls_of(i) {
+                    let args: Vec<Value> = model
+                        .call_inbound(c)
+                        .iter()
+                        .map(|&j| {
+                            let (name, node) = producer(j);
+                            keras_tensor(name, node, model.call_output_shape(j))
+                        })
+                        .collect();
+                    let kwargs = match model.call_training(c) {
+                        Some(t) => json!({ "training": t }),
+                        None => json!({}),
+                    };
+                    match args.len() {
+                        0 => {}
+                        1 => nodes.push(json!({"args": args, "kwargs": kwargs})),
+                        _ => nodes.push(json!({"args": [args], "kwargs": kwargs})),
+                    }
+                }
                 e["name"] = json!(layer.name());
-                e["inbound_nodes"] = nodes;
+                e["inbound_nodes"] = Value::Array(nodes);
                 layers.push(e);
             }
             let ends = |idx: &[usize]| -> Value {
                 let t: Vec<Value> = idx
                     .iter()
-                    .map(|&i| json!([model.nodes[i].layer.as_ref().name(), 0, 0]))
+                    .map(|&i| {
+                        let (name, node) = producer(i);
+                        json!([name, node, 0])
+                    })
                     .collect();
                 if t.len() == 1 {
                     t[0].clone()
