@@ -33,7 +33,7 @@ mod workloads;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub(crate) const WORKLOADS: [&str; 7] = [
+pub(crate) const WORKLOADS: [&str; 8] = [
     "mlp_train",
     "cnn_train",
     "inception_infer",

@@ -740,7 +740,8 @@ impl Model {
             if !self.plan[i] || self.inputs.contains(&i) {
                 continue;
             }
-            let layer = self.nodes[self.call_layer(i)].layer.as_mut();
+            let l = self.call_layer(i);
+            let layer = self.nodes[l].layer.as_mut();
             if let Some(g) = crate::regularizers::take_activity_grad(layer) {
                 accumulate(&mut acc[i], g)?;
             }

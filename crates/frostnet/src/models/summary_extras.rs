@@ -59,8 +59,9 @@ impl Model {
     /// [`Layer::mult_adds`] for what counts); a shared layer counts once per call. `None` when an
     /// input dimension is not fixed.
     pub fn mult_adds(&self, batch_size: usize) -> Option<u64> {
-        self.nodes.iter().try_fold(0u64, |acc, node| {
-            Some(acc + node.layer.mult_adds(&node.output_shape)? * batch_size as u64)
+        (0..self.call_count()).try_fold(0u64, |acc, c| {
+            let layer = &self.nodes[self.call_layer(c)].layer;
+            Some(acc + layer.mult_adds(self.call_output_shape(c))? * batch_size as u64)
         })
     }
 

@@ -324,7 +324,7 @@ impl PrefixCache {
             Ok(f) => f,
             Err(reason) => return self.off(reason),
         };
-        let shape = model.node_output_shape(frontier);
+        let shape = model.call_output_shape(frontier);
         let Some(sample_shape) = shape.iter().copied().collect::<Option<Vec<usize>>>() else {
             return self.off("the frontier's output shape is not fully known".into());
         };
