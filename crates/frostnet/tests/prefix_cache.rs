@@ -321,7 +321,6 @@ fn no_cache_when_it_cannot_be_exact_or_useful() {
     m.add(Dense::new(3).seed(2)).unwrap();
     assert_off(&mut m, opts(true, 3), "random in training");
 
-
     // Over the budget.
     let mut o = opts(true, 3);
     o.prefix_cache_bytes = 64;

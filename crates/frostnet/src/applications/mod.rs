@@ -2,9 +2,9 @@
 //! layer names, order, shapes and parameter counts match Keras exactly (and Keras weights can be
 //! loaded by name).
 
-mod densenet;
 pub mod by_name;
 mod convnext;
+mod densenet;
 pub mod download;
 mod efficientnet;
 mod efficientnet_v2;
@@ -15,17 +15,17 @@ mod inception_v3;
 mod keras_weights;
 mod mobilenet;
 mod mobilenet_v2;
+mod mobilenet_v3;
 mod nasnet;
 mod resnet;
-mod mobilenet_v3;
 mod resnet50;
 pub mod transfer;
 mod vgg16;
 mod xception;
 
-pub use densenet::{densenet121, densenet169, densenet201};
 pub use by_name::build_by_name;
 pub use convnext::{convnext_tiny, convnext_tiny_with, ConvNeXtOptions};
+pub use densenet::{densenet121, densenet169, densenet201};
 pub use efficientnet::{
     efficientnet, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
     efficientnet_b4, efficientnet_b5, efficientnet_b6, efficientnet_b7, EfficientNetOptions,
@@ -39,11 +39,11 @@ pub use inception_resnet_v2::inception_resnet_v2;
 pub use inception_v3::inception_v3;
 pub use mobilenet::{mobilenet, mobilenet_with, MobileNetOptions};
 pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
-pub use nasnet::nasnet_mobile;
-pub use resnet::{resnet101, resnet101_v2, resnet152, resnet152_v2, resnet50_v2};
 pub use mobilenet_v3::{
     mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small, MobileNetV3Options, MobileNetV3Size,
 };
+pub use nasnet::nasnet_mobile;
+pub use resnet::{resnet101, resnet101_v2, resnet152, resnet152_v2, resnet50_v2};
 pub use resnet50::{resnet50, ResNet50Options};
 pub use vgg16::{vgg16, Vgg16Options};
 pub use xception::xception;

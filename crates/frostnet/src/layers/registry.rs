@@ -9,8 +9,8 @@
 use super::{
     activation, activation_layers, batch_normalization, conv1d, conv2d, conv2d_transpose, dense,
     depthwise_conv2d, dropout, embedding, input, layer_normalization, merging, noise,
-    normalization, one_d, pooling, preprocessing, relu, rescaling, reshape, reshaping, separable_conv2d,
-    zero_padding, Layer, Shape,
+    normalization, one_d, pooling, preprocessing, relu, rescaling, reshape, reshaping,
+    separable_conv2d, zero_padding, Layer, Shape,
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
