@@ -57,11 +57,7 @@ fn mult_adds_from_keras_summary(text: &str, conv_bias: bool) -> u64 {
 
 #[test]
 fn mult_adds_are_exact_for_inception_resnet_and_vgg() {
-    let cases: [(
-        &str,
-        fn(&ApplicationOptions) -> frostnet::Result<frostnet::Model>,
-        bool,
-    ); 3] = [
+    let cases: [(&str, Build, bool); 3] = [
         ("inception_v3", inception_v3, false),
         ("resnet50", resnet50, true),
         ("vgg16", vgg16, true),
@@ -89,11 +85,14 @@ fn mult_adds_are_exact_for_inception_resnet_and_vgg() {
     );
 }
 
+/// An application's builder.
+type Build = fn(&ApplicationOptions) -> frostnet::Result<frostnet::Model>;
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -163,8 +163,8 @@ fn bilinear_row<T: Copy + Into<f32>, const C: usize>(
     out_row: &mut [f32],
 ) {
     for (&(a, b, xl), o) in xs.iter().zip(out_row.chunks_exact_mut(C)) {
-        for ch in 0..C {
-            o[ch] = lerp2(r0, r1, a + ch, b + ch, xl, yl);
+        for (ch, v) in o.iter_mut().enumerate() {
+            *v = lerp2(r0, r1, a + ch, b + ch, xl, yl);
         }
     }
 }

@@ -14,6 +14,9 @@ use crate::saving::keras_config::Opts;
 use crate::tensor::Tensor;
 use serde_json::{json, Value};
 
+/// A factor's `(lower, upper)` bounds.
+type Bounds = (f64, f64);
+
 /// Randomly zooms images in training mode.
 pub struct RandomZoom {
     base: LayerBase,
@@ -48,7 +51,8 @@ impl RandomZoom {
         self.width_factor = Some(f.into());
         self
     }
-    fn check(&self, layer: &str) -> Result<((f64, f64), Option<(f64, f64)>)> {
+    /// The height's zoom bounds and, if drawn separately, the width's.
+    fn check(&self, layer: &str) -> Result<(Bounds, Option<Bounds>)> {
         let r = "(-1, 1]";
         let h = self
             .height_factor
