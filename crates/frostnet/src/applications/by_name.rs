@@ -1,6 +1,6 @@
-//! The applications added with EfficientNet, EfficientNetV2, MobileNetV3 and ConvNeXt, by their
-//! CLI names (Keras's module-style names, as `inception_v3` and `mobilenet_v2`), so the CLI's
-//! `--app` table grows by one line per family rather than one per model.
+//! Every built-in application by its CLI name (Keras's module-style names: `inception_v3`,
+//! `mobilenet_v2`, `efficientnet_b0`): the one table `frostnet summary --app` and friends read,
+//! so a new application is one line here.
 
 use super::ApplicationOptions;
 use crate::error::{Error, Result};
@@ -10,6 +10,22 @@ type Builder = fn(&ApplicationOptions) -> Result<Model>;
 
 /// `(CLI name, builder)` for every application in this table.
 pub const APPLICATIONS: &[(&str, Builder)] = &[
+    ("inception_v3", super::inception_v3),
+    ("resnet50", super::resnet50),
+    ("mobilenet_v2", super::mobilenet_v2),
+    ("vgg16", super::vgg16),
+    ("resnet101", super::resnet101),
+    ("resnet152", super::resnet152),
+    ("resnet50_v2", super::resnet50_v2),
+    ("resnet101_v2", super::resnet101_v2),
+    ("resnet152_v2", super::resnet152_v2),
+    ("xception", super::xception),
+    ("densenet121", super::densenet121),
+    ("densenet169", super::densenet169),
+    ("densenet201", super::densenet201),
+    ("mobilenet", super::mobilenet),
+    ("inception_resnet_v2", super::inception_resnet_v2),
+    ("nasnet_mobile", super::nasnet_mobile),
     ("efficientnet_b0", super::efficientnet_b0),
     ("efficientnet_b1", super::efficientnet_b1),
     ("efficientnet_b2", super::efficientnet_b2),
