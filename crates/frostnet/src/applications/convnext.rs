@@ -5,7 +5,7 @@
 //! rank-4 feature map with exact GELU, [`LayerScale`], and (when `drop_path_rate > 0`)
 //! [`StochasticDepth`] before the residual `add` (Keras's `inputs + x`).
 
-use super::hosted_weights::{self, HostedFile};
+use super::keras_weights::{self, ImagenetFile};
 use super::{named, obtain_input_shape, ApplicationOptions, Pooling};
 use crate::error::{Error, Result};
 use crate::layers::{
@@ -61,7 +61,7 @@ pub fn convnext_tiny(opts: &ApplicationOptions) -> Result<Model> {
 /// Builds ConvNeXtTiny (default input 224x224x3, at least 32) with fresh default names.
 pub fn convnext_tiny_with(opts: &ConvNeXtOptions) -> Result<Model> {
     let name = "convnext_tiny";
-    hosted_weights::check_imagenet_classes("ConvNeXtTiny", &opts.app)?;
+    keras_weights::check_imagenet_classes("ConvNeXtTiny", &opts.app)?;
     if !(0.0..1.0).contains(&opts.drop_path_rate) {
         return Err(Error::InvalidConfig(format!(
             "ConvNeXtTiny: drop_path_rate must be in [0, 1), got {}",
@@ -70,14 +70,14 @@ pub fn convnext_tiny_with(opts: &ConvNeXtOptions) -> Result<Model> {
     }
     let shape = obtain_input_shape("ConvNeXtTiny", &opts.app, 224, 32)?;
     let model = naming::with_fresh_names(|| build(name, opts, shape));
-    hosted_weights::load(model, &opts.app, || {
+    keras_weights::load(model, &opts.app, || {
         let (suffix, hash) = if opts.app.include_top {
             (".h5", TINY_HASHES.0)
         } else {
             ("_notop.h5", TINY_HASHES.1)
         };
         let file = format!("{name}{suffix}");
-        Ok(HostedFile {
+        Ok(ImagenetFile {
             url: format!("{BASE_WEIGHTS_PATH}{file}"),
             file,
             hash: Some(hash),

@@ -5,7 +5,7 @@
 //! swish, squeeze-and-excitation (`GlobalAveragePooling2D` → `Reshape` → two 1x1 convolutions →
 //! a broadcasting `Multiply`) and drop-connect `Dropout` before each identity shortcut.
 
-use super::hosted_weights::{self, HostedFile};
+use super::keras_weights::{self, ImagenetFile};
 use super::{named, obtain_input_shape, ApplicationOptions, Pooling};
 use crate::error::Result;
 use crate::layers::{
@@ -143,18 +143,18 @@ pub fn efficientnet(version: usize, opts: &EfficientNetOptions) -> Result<Model>
         ))
     })?;
     let model_name = format!("EfficientNetB{version}");
-    hosted_weights::check_imagenet_classes(&model_name, opts)?;
+    keras_weights::check_imagenet_classes(&model_name, opts)?;
     let shape = obtain_input_shape(&model_name, opts, v.default_size, 32)?;
     let name = format!("efficientnetb{version}");
     let model = naming::with_fresh_names(|| build(v, &name, opts, shape));
-    hosted_weights::load(model, opts, || {
+    keras_weights::load(model, opts, || {
         let (suffix, hash) = if opts.include_top {
             (".h5", v.hashes.0)
         } else {
             ("_notop.h5", v.hashes.1)
         };
         let file = format!("{name}{suffix}");
-        Ok(HostedFile {
+        Ok(ImagenetFile {
             url: format!("{BASE_WEIGHTS_PATH}{file}"),
             file,
             hash: Some(hash),

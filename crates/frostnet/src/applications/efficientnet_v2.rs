@@ -6,7 +6,7 @@
 //! `Rescaling(1/128, offset=-1)` for S.
 
 use super::efficientnet::{head, se_block};
-use super::hosted_weights::{self, HostedFile};
+use super::keras_weights::{self, ImagenetFile};
 use super::{named, obtain_input_shape, ApplicationOptions};
 use crate::error::Result;
 use crate::layers::{
@@ -146,18 +146,18 @@ pub fn efficientnet_v2(variant: &str, opts: &EfficientNetV2Options) -> Result<Mo
             ))
         })?;
     let display = format!("EfficientNetV2{}", variant.to_uppercase());
-    hosted_weights::check_imagenet_classes(&display, &opts.app)?;
+    keras_weights::check_imagenet_classes(&display, &opts.app)?;
     let shape = obtain_input_shape(&display, &opts.app, v.default_size, 32)?;
     let name = format!("efficientnetv2-{}", v.suffix);
     let model = naming::with_fresh_names(|| build(v, &name, opts, shape));
-    hosted_weights::load(model, &opts.app, || {
+    keras_weights::load(model, &opts.app, || {
         let (suffix, hash) = if opts.app.include_top {
             (".h5", v.hashes.0)
         } else {
             ("_notop.h5", v.hashes.1)
         };
         let file = format!("{name}{suffix}");
-        Ok(HostedFile {
+        Ok(ImagenetFile {
             url: format!("{BASE_WEIGHTS_PATH}{file}"),
             file,
             hash: Some(hash),

@@ -1,7 +1,6 @@
-//! `weights=` for the applications whose ImageNet files are described next to their builders
-//! (ResNet101/152, the ResNet V2s, Xception, DenseNet, MobileNet, InceptionResNetV2,
-//! NASNetMobile): each builder says which URL and hash Keras uses for its options, and this loads
-//! a path as given or fetches that file through Keras's cache and download ([`get_file`]).
+//! `weights=` for the keras.applications CNNs: each builder says which file Keras downloads for
+//! its options (URL, published hash, name in the cache), and this loads a path as given or fetches
+//! that file through Keras's cache and download ([`get_file`]).
 
 use super::download::{get_file, KERAS_HOST};
 use super::ApplicationOptions;
@@ -10,34 +9,43 @@ use crate::models::Model;
 
 /// The file Keras downloads for `weights="imagenet"`.
 pub(crate) struct ImagenetFile {
-    /// Path under `https://storage.googleapis.com/tensorflow/keras-applications/`.
-    pub(crate) path: String,
+    /// The name in Keras's cache (`$KERAS_HOME/models`), Keras's `fname`.
+    pub(crate) file: String,
+    /// Where Keras downloads it from.
+    pub(crate) url: String,
     /// The hash Keras publishes (MD5, or SHA-256 when 64 digits); `None` where Keras checks none.
     pub(crate) hash: Option<&'static str>,
-    /// The name in the cache when Keras's differs from the URL's (NASNet's `nasnet_mobile.h5`
-    /// for `NASNet-mobile.h5`).
-    pub(crate) cached_as: Option<&'static str>,
 }
 
 impl ImagenetFile {
+    /// A file under `https://storage.googleapis.com/tensorflow/keras-applications/`, cached under
+    /// the URL's last segment.
     pub(crate) fn new(path: impl Into<String>, hash: Option<&'static str>) -> ImagenetFile {
+        let path = path.into();
         ImagenetFile {
-            path: path.into(),
+            file: path.rsplit('/').next().unwrap_or(&path).to_string(),
+            url: format!("{KERAS_HOST}tensorflow/keras-applications/{path}"),
             hash,
-            cached_as: None,
         }
     }
 
-    /// The file is cached under `name` (Keras's `fname`) rather than the URL's last segment.
+    /// The file is cached under `name` (Keras's `fname`) rather than the URL's last segment
+    /// (NASNet's `nasnet_mobile.h5` for `NASNet-mobile.h5`).
     pub(crate) fn cached_as(mut self, name: &'static str) -> ImagenetFile {
-        self.cached_as = Some(name);
+        self.file = name.to_string();
         self
     }
+}
 
-    /// Keras's URL for the file.
-    pub(crate) fn url(&self) -> String {
-        format!("{KERAS_HOST}tensorflow/keras-applications/{}", self.path)
+/// Keras's check before building or downloading: the ImageNet classifier has 1000 classes.
+pub(crate) fn check_imagenet_classes(app: &str, opts: &ApplicationOptions) -> Result<()> {
+    if opts.weights.as_deref() == Some("imagenet") && opts.include_top && opts.classes != 1000 {
+        return Err(Error::InvalidConfig(format!(
+            "{app}: with weights='imagenet' and include_top, classes must be 1000, got {}",
+            opts.classes
+        )));
     }
+    Ok(())
 }
 
 /// Loads `opts.weights` into a freshly built `model`: a path as given, or for `"imagenet"` the
@@ -49,27 +57,24 @@ pub(crate) fn with_keras_weights(
     app: &str,
     imagenet: impl FnOnce() -> Result<ImagenetFile>,
 ) -> Result<Model> {
+    check_imagenet_classes(app, opts)?;
+    load(model, opts, imagenet)
+}
+
+/// [`with_keras_weights`] for a builder that made Keras's class check itself, before building.
+pub(crate) fn load(
+    model: Result<Model>,
+    opts: &ApplicationOptions,
+    imagenet: impl FnOnce() -> Result<ImagenetFile>,
+) -> Result<Model> {
     let mut model = model?;
-    let Some(weights) = &opts.weights else {
-        return Ok(model);
-    };
-    let path = if weights == "imagenet" {
-        if opts.include_top && opts.classes != 1000 {
-            return Err(Error::InvalidConfig(format!(
-                "{app}: with weights='imagenet' and include_top, classes must be 1000, got {}",
-                opts.classes
-            )));
+    let path = match opts.weights.as_deref() {
+        None => return Ok(model),
+        Some("imagenet") => {
+            let f = imagenet()?;
+            get_file(&f.file, &f.url, f.hash)?.display().to_string()
         }
-        let file = imagenet()?;
-        let name = file
-            .cached_as
-            .unwrap_or_else(|| file.path.rsplit('/').next().unwrap_or(&file.path))
-            .to_string();
-        get_file(&name, &file.url(), file.hash)?
-            .display()
-            .to_string()
-    } else {
-        weights.clone()
+        Some(path) => path.to_string(),
     };
     crate::saving::load_weights_into(&mut model, &path)?;
     Ok(model)

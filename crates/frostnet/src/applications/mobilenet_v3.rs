@@ -7,7 +7,7 @@
 //! default, with or without the classifier, as in Keras.
 
 use super::efficientnet::correct_pad;
-use super::hosted_weights::{self, HostedFile};
+use super::keras_weights::{self, ImagenetFile};
 use super::{named, ApplicationOptions, Pooling};
 use crate::error::{Error, Result};
 use crate::layers::{
@@ -187,7 +187,7 @@ pub fn mobilenet_v3(size: MobileNetV3Size, opts: &MobileNetV3Options) -> Result<
             opts.dropout_rate
         )));
     }
-    hosted_weights::check_imagenet_classes(model_name, app)?;
+    keras_weights::check_imagenet_classes(model_name, app)?;
     let shape: Shape = app
         .input_shape
         .map_or(vec![None, None, Some(3)], |s| s.to_vec());
@@ -225,7 +225,7 @@ pub fn mobilenet_v3(size: MobileNetV3Size, opts: &MobileNetV3Options) -> Result<
         }
     }
     let model = naming::with_fresh_names(|| build(size, model_name, opts, shape));
-    hosted_weights::load(model, app, || {
+    keras_weights::load(model, app, || {
         // Python's `str(alpha)`: `1.0`, `0.75`.
         let alpha = if opts.alpha.fract() == 0.0 {
             format!("{:.1}", opts.alpha)
@@ -248,7 +248,7 @@ pub fn mobilenet_v3(size: MobileNetV3Size, opts: &MobileNetV3Options) -> Result<
         } else {
             (format!("weights_mobilenet_v3_{key}_no_top_v2.h5"), notop)
         };
-        Ok(HostedFile {
+        Ok(ImagenetFile {
             url: format!("{BASE_WEIGHT_PATH}{file}"),
             file,
             hash: Some(hash),

@@ -8,7 +8,6 @@ mod densenet;
 pub mod download;
 mod efficientnet;
 mod efficientnet_v2;
-mod hosted_weights;
 mod imagenet;
 mod inception_resnet_v2;
 mod inception_v3;
