@@ -49,6 +49,17 @@ pub fn terminal_width() -> Option<usize> {
     term.size_checked().map(|(_rows, cols)| cols as usize)
 }
 
+impl Row {
+    /// The `Connected to` cell: the inbound calls, or `-` for an input.
+    pub(crate) fn connected_cell(&self) -> String {
+        if self.connected_to.is_empty() {
+            "-".into()
+        } else {
+            self.connected_to.join(", ")
+        }
+    }
+}
+
 /// One row of the summary, independent of the style.
 pub(crate) struct Row {
     pub(crate) name: String,
@@ -206,17 +217,14 @@ impl Model {
         }
         let mut rows: Vec<Vec<String>> = Vec::new();
         for r in self.summary_rows() {
+            let connected = r.connected_cell();
             let mut cells = vec![
                 format!("{} ({})", r.name, r.class),
                 r.output_shape,
                 fmt_thousands(r.params),
             ];
             if !sequential_like {
-                cells.push(if r.connected_to.is_empty() {
-                    "-".into()
-                } else {
-                    r.connected_to.join(", ")
-                });
+                cells.push(connected);
             }
             if show_trainable {
                 cells.push(match (r.has_weights, r.trainable) {

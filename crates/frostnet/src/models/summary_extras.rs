@@ -200,30 +200,36 @@ impl Model {
     /// ```
     pub fn summary_extras(&self, batch_size: usize, console_width: Option<usize>) -> String {
         let sequential_like = self.is_sequential_like();
-        let (line_length, positions, mut header, mut justify) = if sequential_like {
-            (
-                116,
-                vec![0.34, 0.60, 0.74, 0.89, 1.0],
-                vec!["Layer (type)", "Output Shape", "Param #"],
-                vec![Justify::Left, Justify::Left, Justify::Right],
-            )
-        } else {
-            (
-                136,
-                vec![0.24, 0.44, 0.56, 0.70, 0.9, 1.0],
-                vec!["Layer (type)", "Output Shape", "Param #", "Mult-Adds"],
-                vec![Justify::Left, Justify::Left, Justify::Right, Justify::Right],
-            )
-        };
-        if sequential_like {
-            header.push("Mult-Adds");
-            justify.push(Justify::Right);
-        } else {
-            header.insert(4, "Connected to");
-            justify.insert(4, Justify::Left);
-        }
-        header.push("Trainable");
-        justify.push(Justify::Center);
+        use Justify::{Center, Left, Right};
+        let (line_length, positions, header, justify): (usize, &[f64], &[&str], &[Justify]) =
+            if sequential_like {
+                (
+                    116,
+                    &[0.34, 0.60, 0.74, 0.89, 1.0],
+                    &[
+                        "Layer (type)",
+                        "Output Shape",
+                        "Param #",
+                        "Mult-Adds",
+                        "Trainable",
+                    ],
+                    &[Left, Left, Right, Right, Center],
+                )
+            } else {
+                (
+                    136,
+                    &[0.24, 0.44, 0.56, 0.70, 0.9, 1.0],
+                    &[
+                        "Layer (type)",
+                        "Output Shape",
+                        "Param #",
+                        "Mult-Adds",
+                        "Connected to",
+                        "Trainable",
+                    ],
+                    &[Left, Left, Right, Right, Left, Center],
+                )
+            };
         let rows: Vec<Vec<String>> = self
             .listed_nodes()
             .zip(self.summary_rows())
@@ -234,6 +240,7 @@ impl Model {
                     .map_or("?".to_string(), |m| {
                         fmt_thousands((m * batch_size as u64) as usize)
                     });
+                let connected = r.connected_cell();
                 let mut cells = vec![
                     format!("{} ({})", r.name, r.class),
                     r.output_shape,
@@ -241,11 +248,7 @@ impl Model {
                     mult_adds,
                 ];
                 if !sequential_like {
-                    cells.push(if r.connected_to.is_empty() {
-                        "-".into()
-                    } else {
-                        r.connected_to.join(", ")
-                    });
+                    cells.push(connected);
                 }
                 cells.push(trainable_cell(layer).into());
                 cells
@@ -253,9 +256,9 @@ impl Model {
             .collect();
         let mut out = format!("Model: \"{}\"\n", self.name());
         out += &draw_table(
-            &header,
-            &justify,
-            &positions,
+            header,
+            justify,
+            positions,
             line_length,
             console_width,
             &rows,
