@@ -394,7 +394,8 @@ fn history_plot(info: &StudyInfo, rows: &[Row<'_>]) -> (String, History) {
         });
     let max_n = rows.iter().map(|r| r.rec.number).max().unwrap_or(0) as f64;
     let x = Scale::new(0.0, max_n.max(1.0), false, 70.0, WIDTH - 20.0);
-    let y = Scale::new(lo, hi, false, height - 50.0, 15.0);
+    // The top 34 px hold the legend, above the data, so it never hides the best-so-far line.
+    let y = Scale::new(lo, hi, false, height - 50.0, 34.0);
     let mut out = svg_open("history", height, "optimisation history");
     frame(&mut out, &x, &y, true, "trial", &info.objective);
     out.push_str("<g class=\"trials\">\n");
@@ -440,7 +441,7 @@ fn history_plot(info: &StudyInfo, rows: &[Row<'_>]) -> (String, History) {
     }
     let _ = writeln!(
         out,
-        "<g transform=\"translate({} 26)\"><circle class=\"c\" cx=\"0\" cy=\"0\" r=\"3\"/>\
+        "<g transform=\"translate({} 14)\"><circle class=\"c\" cx=\"0\" cy=\"0\" r=\"3\"/>\
          <text x=\"8\" y=\"4\">complete</text><circle class=\"p\" cx=\"80\" cy=\"0\" r=\"3\"/>\
          <text x=\"88\" y=\"4\">pruned</text><line class=\"best\" x1=\"150\" x2=\"170\" y1=\"0\" y2=\"0\"/>\
          <text x=\"176\" y=\"4\">best so far</text></g>",
