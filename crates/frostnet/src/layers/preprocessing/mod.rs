@@ -23,6 +23,7 @@
 //! rather than a silently wrong gradient.
 
 mod center_crop;
+mod per_image;
 mod random_brightness;
 mod random_contrast;
 mod random_crop;
