@@ -279,6 +279,24 @@ pub enum ClaimOutcome {
     Done,
 }
 
+impl ClaimOutcome {
+    /// `Claimed` with trial `id` taken from the `history` just loaded in the claiming
+    /// transaction (both stores end a claim this way).
+    pub(crate) fn claimed(history: Vec<TrialRecord>, id: i64, created: bool) -> Result<Self> {
+        let trial = history
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .map(Box::new)
+            .ok_or_else(|| Error::Corrupt(format!("claimed trial {id} vanished")))?;
+        Ok(ClaimOutcome::Claimed {
+            trial,
+            history,
+            created,
+        })
+    }
+}
+
 /// The state of a running trial written at each report.
 #[derive(Debug, Clone)]
 pub struct RunningUpdate {

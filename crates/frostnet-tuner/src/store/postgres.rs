@@ -534,17 +534,7 @@ impl TrialStore for PostgresStore {
         };
         let history = load(&mut tx, study, &target)?;
         tx.commit()?;
-        let trial = history
-            .iter()
-            .find(|r| r.id == id)
-            .cloned()
-            .map(Box::new)
-            .ok_or_else(|| Error::Corrupt(format!("claimed trial {id} vanished")))?;
-        Ok(ClaimOutcome::Claimed {
-            trial,
-            history,
-            created,
-        })
+        ClaimOutcome::claimed(history, id, created)
     }
 
     fn heartbeat(&mut self, trial: i64, token: &str, lease: Duration) -> Result<bool> {

@@ -451,17 +451,7 @@ impl SqliteStore {
         };
         let history = load(&tx, study, &store)?;
         tx.commit()?;
-        let trial = history
-            .iter()
-            .find(|r| r.id == id)
-            .cloned()
-            .map(Box::new)
-            .ok_or_else(|| Error::Corrupt(format!("claimed trial {id} vanished")))?;
-        Ok(ClaimOutcome::Claimed {
-            trial,
-            history,
-            created,
-        })
+        ClaimOutcome::claimed(history, id, created)
     }
 
     fn heartbeat_impl(&mut self, trial: i64, token: &str, lease: Duration) -> Result<bool> {
