@@ -14,26 +14,8 @@ use frostnet::saving::{load_model, save_keras};
 use frostnet::training::{Adam, FitOptions, LearningRate, Loss, Metric, RmsProp, Sgd};
 use frostnet::{Model, Sequential, Tensor};
 
-/// A scratch directory removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d =
-            std::env::temp_dir().join(format!("frostnet-compiled-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Scratch;
 
 fn data() -> (Tensor, Tensor) {
     let x = Tensor::from_vec(

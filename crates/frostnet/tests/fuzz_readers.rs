@@ -7,7 +7,9 @@
 //! run the same readers under libFuzzer.
 
 use frostnet::saving::{load_model, load_model_with_report, load_weights_into, save_model};
-use std::path::PathBuf;
+
+mod common;
+use common::Scratch;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -63,25 +65,6 @@ fn mutate(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
         b.truncate(keep);
     }
     b
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("frostnet-fuzzr-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs `read` on `cases()` mutants of `sources`; returns (errors, successes).

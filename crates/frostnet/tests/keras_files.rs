@@ -7,32 +7,14 @@ use frostnet::io::npy::read_npy;
 use frostnet::layers::Layer;
 use frostnet::saving::{load_model, load_weights_into, save_keras, save_model};
 use frostnet::{Error, Model, SummaryOptions, SummaryStyle, Tensor};
-use std::path::PathBuf;
+
+mod common;
+use common::Scratch;
 
 const KINDS: [&str; 3] = ["cnn_seq", "cnn_func", "cnn_nested"];
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("frostnet-keras-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn input() -> Tensor {

@@ -13,7 +13,9 @@ use frostnet::testing::gradient_check;
 use frostnet::training::{FitOptions, Loss, Sgd};
 use frostnet::{Error, Functional, Mode, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+mod common;
+use common::{close, Scratch};
 
 fn fixture(name: &str) -> String {
     format!(
@@ -24,32 +26,6 @@ fn fixture(name: &str) -> String {
 
 fn arrays(name: &str) -> HashMap<String, Tensor> {
     read_npz(&fixture(&format!("{name}.npz"))).unwrap()
-}
-
-fn close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
-    let want = want.clone().reshape(got.shape()).unwrap();
-    let err = got.max_abs_diff(&want);
-    assert!(err < tol, "{what}: max abs error {err}");
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("frostnet-layers-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 const MODELS: [&str; 10] = [

@@ -14,7 +14,9 @@ use frostnet::training::{FitOptions, Loss, Sgd};
 use frostnet::{Error, Functional, Mode, Model, SummaryOptions, SummaryStyle, Tensor};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+mod common;
+use common::{close, Scratch};
 
 fn fixture(name: &str) -> String {
     format!(
@@ -33,32 +35,6 @@ fn text(name: &str) -> String {
 
 fn facts() -> Value {
     serde_json::from_str(&text("facts.json")).unwrap()
-}
-
-fn close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
-    let want = want.clone().reshape(got.shape()).unwrap();
-    let err = got.max_abs_diff(&want);
-    assert!(err < tol, "{what}: max abs error {err}");
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("frostnet-shared-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 const ALL: [&str; 5] = [
