@@ -100,7 +100,73 @@ def transpose_options():
     save("transpose_options", model, rng.uniform(-1, 1, (2, 3, 4, 2)).astype("float32"))
 
 
-MODELS = ["conv_groups", "conv1d_options", "transpose_options"]
+def tokens(batch, steps, vocab):
+    """Token ids with 0 (padding) at the ends of sequences and in the middle of one."""
+    x = rng.integers(1, vocab, (batch, steps)).astype("float32")
+    for b in range(batch):
+        x[b, steps - b:] = 0  # sample b has b padded steps at the end
+    x[0, 2] = 0
+    return x
+
+
+def mask_pool():
+    # Embedding(mask_zero) -> layers passing the mask on -> masked GlobalAveragePooling1D.
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            layers.Embedding(10, 4, mask_zero=True, name="embed"),
+            layers.Dense(5, activation="tanh", name="proj"),
+            layers.LayerNormalization(name="ln"),
+            layers.Activation("relu", name="act"),
+            layers.GlobalAveragePooling1D(name="gap"),
+            layers.Dense(2, name="head"),
+        ],
+        name="mask_pool",
+    )
+    save("mask_pool", model, tokens(4, 6, 10))
+
+
+def mask_output():
+    # The mask reaches the output through Add (OR of masks) and Concatenate (AND): the loss and
+    # the metrics count the unmasked steps only.
+    x = keras.Input((6,), name="ids")
+    e = layers.Embedding(12, 4, mask_zero=True, name="embed")(x)
+    a = layers.Dense(3, activation="tanh", name="a")(e)
+    b = layers.Dense(3, name="b")(e)
+    s = layers.Add(name="add")([a, b])
+    c = layers.Concatenate(name="cat")([s, a])
+    out = layers.Dense(2, name="head")(c)
+    model = keras.Model(x, out, name="mask_output")
+    xs = tokens(4, 6, 12)
+    y = rng.uniform(-1, 1, (4, 6, 2)).astype("float32")
+    m = keras.Model(x, out, name="probe")
+    m.compile(loss="mse", metrics=["mae"])
+    ev = m.evaluate(xs, y, verbose=0)
+    pred = model.predict(xs, verbose=0)
+    unmasked = float(np.mean((pred - y) ** 2))
+    print("mask_output: evaluate", ev, "unmasked mse", unmasked)
+    save("mask_output", model, xs, y)
+    arrays = dict(np.load(os.path.join(OUT, "mask_output.npz")))
+    arrays["eval"] = np.array(ev, dtype="float32")
+    arrays["mask"] = (xs != 0).astype("float32")
+    np.savez(os.path.join(OUT, "mask_output.npz"), **arrays)
+
+
+def mask_dropped():
+    # Conv1D and Flatten do not support masking: Keras drops the mask (with a warning), so the
+    # pooling after the convolution and the loss see every step.
+    x = keras.Input((6,), name="ids")
+    e = layers.Embedding(10, 4, mask_zero=True, name="embed")(x)
+    c = layers.Conv1D(3, 2, padding="causal", name="conv")(e)
+    p = layers.GlobalAveragePooling1D(name="gap")(c)
+    f = layers.Flatten(name="flat")(layers.Dense(2, name="d")(e))
+    out = layers.Dense(2, name="head")(layers.Concatenate(name="cat")([p, f]))
+    model = keras.Model(x, out, name="mask_dropped")
+    save("mask_dropped", model, tokens(3, 6, 10))
+
+
+MODELS = ["conv_groups", "conv1d_options", "transpose_options", "mask_pool", "mask_output",
+          "mask_dropped"]
 
 # Options each re-saved layer must carry when Keras reads frostnet's file back.
 EXPECTED = {
@@ -115,6 +181,8 @@ EXPECTED = {
         "valid_op": {"output_padding": (2, 0)},
         "same_even_op": {"output_padding": (1, 1)},
     },
+    "mask_pool": {"embed": {"mask_zero": True}},
+    "mask_output": {"embed": {"mask_zero": True}},
 }
 
 
@@ -141,6 +209,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--check":
         sys.exit(0 if check(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
-    conv_groups()
-    conv1d_options()
-    transpose_options()
+    for build in [conv_groups, conv1d_options, transpose_options, mask_pool, mask_output,
+                  mask_dropped]:
+        keras.utils.set_random_seed(14)  # fresh weights repeat from run to run
+        build()

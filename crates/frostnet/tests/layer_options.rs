@@ -3,7 +3,9 @@
 //! Keras-made model (tools/make_layer_options_reference.py, Keras 3.15.1) loads, predicts within
 //! 1e-5 of Keras, trains one SGD step within 1e-5 of Keras and survives a save_keras / load_model
 //! round trip; each option's backward passes a finite-difference gradient check; bad values are
-//! typed errors naming the layer. Also NASNetMobile's he_normal convolutions.
+//! typed errors naming the layer. Also NASNetMobile's he_normal convolutions, and Embedding
+//! `mask_zero=True` with Keras 3's masking (propagation, masked GlobalAveragePooling1D, masked
+//! loss and metrics, masks dropped where Keras drops them).
 
 use frostnet::applications::nasnet_mobile;
 use frostnet::io::npy::read_npz;
@@ -12,7 +14,7 @@ use frostnet::saving::{load_model, model_config, save_keras};
 use frostnet::tensor::{random, Padding};
 use frostnet::testing::gradient_check;
 use frostnet::training::{FitOptions, Loss, Sgd};
-use frostnet::{Error, Mode, Sequential, Tensor};
+use frostnet::{Error, Functional, Mode, Sequential, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -55,7 +57,14 @@ impl Drop for Scratch {
     }
 }
 
-const MODELS: [&str; 3] = ["conv_groups", "conv1d_options", "transpose_options"];
+const MODELS: [&str; 6] = [
+    "conv_groups",
+    "conv1d_options",
+    "transpose_options",
+    "mask_pool",
+    "mask_output",
+    "mask_dropped",
+];
 
 #[test]
 fn keras_models_with_the_options_predict_as_keras() {
@@ -472,4 +481,120 @@ fn a_model_with_the_options_trains() {
     let h = m.fit(&x, &y, opts).unwrap();
     let loss = h.get("loss").unwrap();
     assert!(loss[19] < loss[0] * 0.8, "{loss:?}");
+}
+
+// Masking (Embedding mask_zero=True).
+
+/// The mask reaching the output is Keras's (`ids != 0`), and `evaluate`'s loss and metric count
+/// only the unmasked steps, as Keras's do (Keras's unmasked mse differs by ~0.015 here).
+#[test]
+fn masked_output_loss_and_metrics_match_keras() {
+    let a = arrays("mask_output");
+    let mut m = load_model(&fixture("mask_output.keras")).unwrap();
+    m.predict(&a["x"], 32).unwrap();
+    let want: Vec<bool> = a["mask"].data().iter().map(|&v| v != 0.0).collect();
+    assert_eq!(m.output_mask(0), Some(&want[..]));
+    m.compile(
+        Sgd::new(0.1),
+        Loss::MeanSquaredError,
+        &[frostnet::training::Metric::MeanAbsoluteError],
+    );
+    let logs = m.evaluate(&a["x"], &a["y"], 32).unwrap();
+    let (loss, mae) = (logs["loss"] as f32, logs["mae"] as f32);
+    let (k_loss, k_mae) = (a["eval"].data()[0], a["eval"].data()[1]);
+    eprintln!("mask_output: evaluate loss {loss} vs Keras {k_loss}, mae {mae} vs Keras {k_mae}");
+    assert!(
+        (loss - k_loss).abs() < 1e-5,
+        "loss {loss} vs Keras {k_loss}"
+    );
+    assert!((mae - k_mae).abs() < 1e-5, "mae {mae} vs Keras {k_mae}");
+}
+
+/// Layers that do not support masking drop it, as in Keras: no mask reaches the output.
+#[test]
+fn masks_are_dropped_where_keras_drops_them() {
+    let a = arrays("mask_dropped");
+    let mut m = load_model(&fixture("mask_dropped.keras")).unwrap();
+    m.predict(&a["x"], 32).unwrap();
+    assert_eq!(m.output_mask(0), None);
+    let a = arrays("mask_pool");
+    let mut m = load_model(&fixture("mask_pool.keras")).unwrap();
+    m.predict(&a["x"], 32).unwrap();
+    assert_eq!(
+        m.output_mask(0),
+        None,
+        "GlobalAveragePooling1D consumes the mask"
+    );
+}
+
+fn masked_pool_model(extra: Option<Box<dyn Layer>>) -> frostnet::Model {
+    let mut g = Functional::new();
+    let x = g.input(Input::new(&[5]));
+    let e = g
+        .call(Embedding::new(7, 3).mask_zero(true).seed(1), &[x])
+        .unwrap();
+    let mut h = g
+        .call(Dense::new(4).activation(ActivationFn::Tanh).seed(2), &[e])
+        .unwrap();
+    if let Some(l) = extra {
+        h = g.call_boxed(l, &[h]).unwrap();
+    }
+    let p = g.call(GlobalAveragePooling1D::new(), &[h]).unwrap();
+    let out = g.call(Dense::new(2).seed(3), &[p]).unwrap();
+    g.build(&[x], &[out]).unwrap()
+}
+
+/// Ids with zeros (masked steps) at the ends and in the middle, offset by 0.5 so that a
+/// finite-difference step never changes the row an id selects.
+fn ids() -> Tensor {
+    Tensor::from_vec(
+        &[3, 5],
+        vec![
+            3.5, 0.5, 2.5, 6.5, 1.5, //
+            4.5, 5.5, 1.5, 0.5, 0.5, //
+            2.5, 0.5, 0.5, 0.5, 0.5,
+        ],
+    )
+    .unwrap()
+}
+
+/// The masked mean and its backward (through Dense and the embedding table) against finite
+/// differences; and the masked mean is the mean of the unmasked steps only.
+#[test]
+fn masked_global_average_pooling_gradients_match_finite_differences() {
+    let mut m = masked_pool_model(None);
+    let rep = gradient_check(&mut m, &[ids()], Mode::Train, 1e-2).unwrap();
+    assert!(rep.checked > 0);
+    assert!(rep.max_rel_error < 2e-2, "{rep:?}");
+    // Changing a masked step's id changes nothing; an unmasked one does.
+    let base = m.predict(&ids(), 32).unwrap();
+    let mut x = ids();
+    x.data_mut()[0] = 5.5; // unmasked step of sample 0
+    assert_ne!(m.predict(&x, 32).unwrap().data()[..2], base.data()[..2]);
+}
+
+/// Where Keras's values depend on the mask in ways frostnet does not compute, the forward pass is
+/// a typed error naming the layer; a BatchNormalization on its moving statistics passes it on.
+#[test]
+fn unsupported_masked_layers_are_typed_errors() {
+    let mut m = masked_pool_model(Some(Box::new(Softmax::new().named("masked_softmax"))));
+    match m.predict(&ids(), 32) {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("masked_softmax"), "{msg}"),
+        other => panic!("expected an error, got {:?}", other.map(|_| ())),
+    }
+    let mut m = masked_pool_model(Some(Box::new(BatchNormalization::new().named("bn"))));
+    m.predict(&ids(), 32).unwrap();
+    m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
+    let y = rand_tensor(&[3, 2], 4);
+    let opts = FitOptions {
+        batch_size: 3,
+        epochs: 1,
+        shuffle: false,
+        verbose: 0,
+        ..Default::default()
+    };
+    match m.fit(&ids(), &y, opts) {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("'bn'"), "{msg}"),
+        other => panic!("expected an error, got {:?}", other.map(|_| ())),
+    }
 }
