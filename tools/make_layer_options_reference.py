@@ -165,6 +165,36 @@ def mask_dropped():
     save("mask_dropped", model, tokens(3, 6, 10))
 
 
+def mask_combine():
+    # How merges combine masks (no training): Add ORs two masks, Average with an unmasked input
+    # has none, Concatenate counts an unmasked input as all true and ORs.
+    from keras.src import backend
+
+    i1 = keras.Input((5,), name="ids1")
+    i2 = keras.Input((5,), name="ids2")
+    f = keras.Input((5, 3), name="feats")
+    e1 = layers.Embedding(8, 3, mask_zero=True, name="e1")(i1)
+    e2 = layers.Embedding(8, 3, mask_zero=True, name="e2")(i2)
+    add = layers.Add(name="add")([e1, e2])
+    avg = layers.Average(name="avg")([e1, f])
+    cat = layers.Concatenate(name="cat")([e1, f])
+    cat2 = layers.Concatenate(name="cat2")([e1, e2])
+    model = keras.Model([i1, i2, f], [add, avg, cat, cat2], name="mask_combine")
+    x1 = tokens(3, 5, 8)
+    x2 = np.flip(tokens(3, 5, 8), axis=1).copy()
+    feats = rng.uniform(-1, 1, (3, 5, 3)).astype("float32")
+    outs = model([x1, x2, feats])
+    arrays = {"ids1": x1, "ids2": x2, "feats": feats}
+    for name, o in zip(["add", "avg", "cat", "cat2"], outs):
+        arrays[name] = np.asarray(o)
+        m = backend.get_keras_mask(o)
+        if m is not None:
+            arrays[name + "_mask"] = np.asarray(m).astype("float32")
+    model.save(os.path.join(OUT, "mask_combine.keras"))
+    np.savez(os.path.join(OUT, "mask_combine.npz"), **arrays)
+    print("mask_combine masks:", sorted(k for k in arrays if k.endswith("_mask")))
+
+
 MODELS = ["conv_groups", "conv1d_options", "transpose_options", "mask_pool", "mask_output",
           "mask_dropped"]
 
@@ -210,6 +240,6 @@ if __name__ == "__main__":
         sys.exit(0 if check(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
     for build in [conv_groups, conv1d_options, transpose_options, mask_pool, mask_output,
-                  mask_dropped]:
+                  mask_dropped, mask_combine]:
         keras.utils.set_random_seed(14)  # fresh weights repeat from run to run
         build()

@@ -57,6 +57,7 @@ impl Drop for Scratch {
     }
 }
 
+/// The Keras-made models that train (mask_combine, below, only predicts).
 const MODELS: [&str; 6] = [
     "conv_groups",
     "conv1d_options",
@@ -597,4 +598,37 @@ fn unsupported_masked_layers_are_typed_errors() {
         Err(Error::InvalidConfig(msg)) => assert!(msg.contains("'bn'"), "{msg}"),
         other => panic!("expected an error, got {:?}", other.map(|_| ())),
     }
+}
+
+/// How merges combine masks, against the masks Keras attaches to a model's outputs: `Add` ORs
+/// two masks, `Average` with an unmasked input has none, `Concatenate` counts an unmasked input
+/// as all true and ORs.
+#[test]
+fn merges_combine_masks_as_keras() {
+    let a = arrays("mask_combine");
+    let mut m = load_model(&fixture("mask_combine.keras")).unwrap();
+    let mut rng = random::rng(Some(0));
+    let outs = m
+        .run_forward(
+            &[&a["ids1"], &a["ids2"], &a["feats"]],
+            Mode::Infer,
+            false,
+            &[],
+            &mut rng,
+        )
+        .unwrap();
+    for (i, name) in ["add", "avg", "cat", "cat2"].iter().enumerate() {
+        let err = max_diff(&outs[i], &a[*name]);
+        assert!(err < 1e-6, "{name}: {err}");
+        let want: Option<Vec<bool>> = a
+            .get(&format!("{name}_mask"))
+            .map(|t| t.data().iter().map(|&v| v != 0.0).collect());
+        assert_eq!(
+            m.output_mask(i).map(<[bool]>::to_vec),
+            want,
+            "{name}'s mask"
+        );
+    }
+    // The case is discriminating: the two inputs' masks differ.
+    assert_ne!(a["ids1"].data(), a["ids2"].data());
 }

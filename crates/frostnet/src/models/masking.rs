@@ -10,8 +10,8 @@
 //!   the normalizations (`BatchNormalization` only while it uses its moving statistics),
 //!   `Rescaling`, `Normalization`, `Identity`;
 //! - `Add`, `Subtract`, `Average` pass on the OR of their inputs' masks when every input has one
-//!   (otherwise none), `Concatenate` on its last axis the AND (Keras's `all` over the
-//!   concatenated masks, a missing mask counting as all true);
+//!   (otherwise none), `Concatenate` on its last axis the OR too, a missing mask counting as all
+//!   true (Keras's `any` over the concatenated masks);
 //! - `GlobalAveragePooling1D` consumes it: the mean of the unmasked steps, no mask after it;
 //! - a nested model passes on its own output's mask;
 //! - every other layer (Flatten, the convolutions and other poolings, Reshape, custom layers,
@@ -167,7 +167,7 @@ pub(crate) fn after_call(
             if in_masks.iter().all(|m| m.is_none()) {
                 None
             } else if axis == -1 || axis == rank {
-                combine(layer, &in_masks, |a, b| a && b, true)?
+                combine(layer, &in_masks, |a, b| a || b, true)?
             } else {
                 return Err(unsupported(
                     layer,
