@@ -528,8 +528,9 @@ fn new_layer_options_round_trip_through_keras_files() {
     );
 }
 
-/// A depthwise `Conv2D(groups=C)` passes the finite-difference gradient check, and other
-/// groupings are a typed error naming the layer.
+/// A depthwise `Conv2D(groups=C)` passes the finite-difference gradient check, and a grouping
+/// that does not divide the channels is a typed error naming the layer (other groupings: see
+/// tests/layer_options.rs).
 #[test]
 fn grouped_conv2d_gradient_check_and_unsupported_groups() {
     use frostnet::layers::*;
@@ -549,12 +550,12 @@ fn grouped_conv2d_gradient_check_and_unsupported_groups() {
         frostnet::testing::gradient_check(&mut conv, &[x], frostnet::Mode::Train, 1e-2).unwrap();
     assert!(r.checked > 0 && r.max_rel_error < 2e-2, "{r:?}");
     let e = Conv2D::new(8, 3)
-        .groups(2)
+        .groups(8)
         .named("g2")
         .build(&[vec![Some(5), Some(5), Some(4)]])
         .expect_err("an error");
     assert!(
-        e.to_string().contains("'g2'") && e.to_string().contains("groups=2"),
+        e.to_string().contains("'g2'") && e.to_string().contains("groups=8"),
         "{e}"
     );
 }

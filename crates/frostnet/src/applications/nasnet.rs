@@ -6,8 +6,9 @@
 //! 1x1 average pools), Keras's layer names and creation order (hence `activation_187`), BatchNorm
 //! `momentum=0.9997, epsilon=1e-3`, model `nasnet_mobile`.
 //!
-//! Keras initialises NASNet's 1x1 convolutions with `he_normal`; frostnet's `Conv2D` keeps its
-//! Glorot default (only training from scratch sees the difference; ImageNet weights replace it).
+//! Keras initialises NASNet's `Conv2D`s (the stem and every 1x1 convolution) with `he_normal`,
+//! and its separable convolutions and classifier with the glorot-uniform default; so does
+//! frostnet (only training from scratch sees the difference; ImageNet weights replace it).
 
 use super::keras_weights::{with_keras_weights, ImagenetFile};
 use super::resnet::top;
@@ -132,6 +133,7 @@ fn conv1x1(filters: usize, name: &str) -> Conv2D {
             Conv2D::new(filters, 1)
                 .padding(Padding::Same)
                 .use_bias(false)
+                .he_normal()
         },
         name,
     )
@@ -327,7 +329,7 @@ fn body(
 ) -> Result<SymbolicTensor> {
     let mut x = g.call(
         named(
-            || Conv2D::new(32, 3).strides(2).use_bias(false),
+            || Conv2D::new(32, 3).strides(2).use_bias(false).he_normal(),
             "stem_conv1",
         ),
         &[input],

@@ -9,7 +9,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::saving::keras_config::{options::last_dim, Opts};
-use crate::tensor::conv::{apply_epilogue, conv2d_backward, conv2d_forward, EpilogueStep};
+use crate::tensor::conv::{apply_epilogue, conv2d_forward, EpilogueStep};
+use crate::tensor::grouped_conv::{grouped_conv2d_backward, grouped_conv2d_forward};
 use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
@@ -26,10 +27,14 @@ pub struct Conv2D {
     padding: Padding,
     activation: ActivationFn,
     use_bias: bool,
-    /// Keras's `groups`: 1, or (depthwise, ConvNeXt's `groups=projection_dim`) the number of
-    /// input channels and filters, one spatial filter per channel. Other groupings are refused
-    /// at build.
+    /// Keras's `groups`: input channels and filters split into this many blocks, filter block
+    /// `i` seeing input block `i` only. Must divide both (checked at build). The depthwise case
+    /// (ConvNeXt's `groups=projection_dim`: one spatial filter per channel) runs the depthwise
+    /// kernel; other groupings run `tensor::grouped_conv`.
     groups: usize,
+    /// Keras's `kernel_initializer="he_normal"` (NASNet's convolutions) instead of the
+    /// glorot-uniform default.
+    he_normal: bool,
     seed: Option<u64>,
     in_shape: Shape,
     cache: Option<(Tensor, Tensor)>,
@@ -51,18 +56,33 @@ impl Conv2D {
             activation: ActivationFn::Linear,
             use_bias: true,
             groups: 1,
+            he_normal: false,
             seed: None,
             in_shape: Vec::new(),
             cache: None,
         }
     }
 
-    /// Keras's `groups`; frostnet computes 1 and the depthwise case (`groups` equal to the input
-    /// channels and to `filters`), with the kernel in Keras's `(kh, kw, in / groups, filters)`
-    /// layout.
+    /// Keras's `groups`: any number dividing both the input channels and `filters`, with the
+    /// kernel in Keras's `(kh, kw, in / groups, filters)` layout. A value that does not divide
+    /// them (or 0) is refused with [`Error::InvalidConfig`] when the layer is built.
     pub fn groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
+    }
+
+    /// Keras's `kernel_initializer="he_normal"`: a normal distribution truncated at two standard
+    /// deviations, scaled so that the variance is `2 / fan_in` (as `keras.initializers.HeNormal`),
+    /// instead of glorot-uniform. Matters only for fresh weights (training from scratch).
+    pub fn he_normal(mut self) -> Self {
+        self.he_normal = true;
+        self
+    }
+
+    /// Whether the depthwise kernel computes this grouping: one input channel and one filter per
+    /// group.
+    fn is_depthwise(&self, channels: usize) -> bool {
+        self.groups > 1 && self.groups == channels && self.filters == channels
     }
 
     fn geometry(&self, x: &Tensor) -> Result<Conv2dGeometry> {
@@ -101,10 +121,15 @@ impl Conv2D {
             steps.push(EpilogueStep::Map(&act_fn));
         }
         steps.extend_from_slice(extra);
-        let y = if self.groups > 1 {
+        let y = if self.is_depthwise(g.c) {
             // One filter per channel: the depthwise kernel `(kh, kw, c, 1)` has the same
             // memory layout as this `(kh, kw, 1, c)` one.
             let mut y = depthwise_forward(x.data(), &g, self.base.w(KERNEL).data(), 1);
+            apply_epilogue(&mut y, f, &steps);
+            y
+        } else if self.groups > 1 {
+            let k = self.base.w(KERNEL).data();
+            let mut y = grouped_conv2d_forward(x.data(), &g, k, f, self.groups);
             apply_epilogue(&mut y, f, &steps);
             y
         } else {
@@ -149,13 +174,7 @@ impl Layer for Conv2D {
             self.padding,
         )?;
         let (kh, kw) = self.kernel_size;
-        if self.groups != 1 && !(self.groups == c && self.filters == c) {
-            return Err(Error::InvalidConfig(format!(
-                "layer '{}': groups={} with {c} input channels and {} filters: frostnet computes \
-                 groups=1 and the depthwise case (groups = input channels = filters) only",
-                self.base.name, self.groups, self.filters
-            )));
-        }
+        check_groups(&self.base.name, self.groups, c, self.filters)?;
         let c = c / self.groups;
         if self.base.built {
             if self.base.w(KERNEL).shape()[2] != c {
@@ -168,7 +187,11 @@ impl Layer for Conv2D {
         } else {
             let mut rng = random::rng(self.seed);
             let n = kh * kw * c * self.filters;
-            let k = random::glorot_uniform(&mut rng, n, kh * kw * c, kh * kw * self.filters);
+            let k = if self.he_normal {
+                he_normal(&mut rng, n, kh * kw * c)
+            } else {
+                random::glorot_uniform(&mut rng, n, kh * kw * c, kh * kw * self.filters)
+            };
             self.base.add_weight(
                 "kernel",
                 Tensor::from_vec(&[kh, kw, c, self.filters], k)?,
@@ -219,7 +242,7 @@ impl Layer for Conv2D {
             .wants_grad(KERNEL)
             .then(|| Tensor::zeros(self.base.w(KERNEL).shape()));
         let need = need_dx.first().copied().unwrap_or(false);
-        let dx = if self.groups > 1 {
+        let dx = if self.is_depthwise(g.c) {
             let (k_grad, dx) = depthwise_backward(
                 x.data(),
                 &g,
@@ -234,11 +257,12 @@ impl Layer for Conv2D {
             }
             dx
         } else {
-            conv2d_backward(
+            grouped_conv2d_backward(
                 x.data(),
                 &g,
                 self.base.w(KERNEL).data(),
                 f,
+                self.groups,
                 dy.data(),
                 dk.as_mut().map(|t| t.data_mut()),
                 need,
@@ -253,7 +277,7 @@ impl Layer for Conv2D {
     }
 
     fn config(&self) -> serde_json::Value {
-        json!({
+        let mut cfg = json!({
             "name": self.base.name,
             "trainable": self.base.trainable,
             "filters": self.filters,
@@ -263,7 +287,14 @@ impl Layer for Conv2D {
             "activation": self.activation.as_str(),
             "use_bias": self.use_bias,
             "groups": self.groups,
-        })
+        });
+        // Only a non-default initializer is written (Keras's default is glorot-uniform), so
+        // that NASNet's convolutions keep theirs through a Keras file.
+        if self.he_normal {
+            cfg["kernel_initializer"] = json!({"module": "keras.initializers",
+                "class_name": "HeNormal", "config": {"seed": null}, "registered_name": null});
+        }
+        cfg
     }
 
     fn clear_cache(&mut self) {
@@ -292,12 +323,52 @@ fn conv2d_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
     let filters = o.size("filters", None)?;
     let k = o.pair("kernel_size", None)?;
     o.budget((k.0 * k.1) as u64 * (last_dim(inputs) / groups as u64) * filters as u64)?;
+    let conv = Conv2D::with_kernel(filters, k);
+    let he = o
+        .get("kernel_initializer")
+        .and_then(|v| v.get("class_name"))
+        == Some(&json!("HeNormal"));
+    let conv = if he { conv.he_normal() } else { conv };
     Ok(Box::new(
-        Conv2D::with_kernel(filters, k)
-            .groups(groups)
+        conv.groups(groups)
             .strides2(o.pair("strides", Some((1, 1)))?)
             .padding(o.padding()?)
             .activation(o.activation()?)
             .use_bias(o.boolean("use_bias", true)?),
     ))
+}
+
+/// Keras's checks of `groups` (base_conv.py), as a typed error naming the layer.
+pub(crate) fn check_groups(
+    layer: &str,
+    groups: usize,
+    channels: usize,
+    filters: usize,
+) -> Result<()> {
+    if groups == 0 || !channels.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+        return Err(Error::InvalidConfig(format!(
+            "layer '{layer}': groups={groups} must be positive and divide both the input \
+             channels ({channels}) and filters ({filters})"
+        )));
+    }
+    Ok(())
+}
+
+/// `keras.initializers.HeNormal`: truncated normal (redrawn beyond two standard deviations) with
+/// `stddev = sqrt(2 / fan_in) / 0.87962566103423978` (the correction Keras applies so that the
+/// truncated distribution has variance `2 / fan_in`).
+pub(crate) fn he_normal(rng: &mut rand::rngs::SmallRng, n: usize, fan_in: usize) -> Vec<f32> {
+    let std = (2.0 / fan_in.max(1) as f64).sqrt() / 0.879_625_661_034_239_8;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let draws = random::standard_normal(rng, (n - out.len()).max(16));
+        out.extend(
+            draws
+                .into_iter()
+                .filter(|z| z.abs() <= 2.0)
+                .map(|z| (z as f64 * std) as f32)
+                .take(n - out.len()),
+        );
+    }
+    out
 }

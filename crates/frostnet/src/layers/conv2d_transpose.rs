@@ -18,12 +18,30 @@ use serde_json::json;
 const KERNEL: usize = 0;
 const BIAS: usize = 1;
 
-/// Output length of a transposed convolution along one axis (Keras's `deconv_output_length`
-/// without `output_padding`).
-fn transpose_len(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
-    match padding {
-        Padding::Same => input * stride,
-        Padding::Valid => input * stride + kernel.saturating_sub(stride),
+/// Output length of a transposed convolution along one axis: Keras's
+/// `compute_conv_transpose_output_length` (`deconv_output_length`), with or without
+/// `output_padding`.
+fn transpose_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    output_padding: Option<usize>,
+) -> usize {
+    match (output_padding, padding) {
+        (None, Padding::Same) => input * stride,
+        (None, Padding::Valid) => input * stride + kernel.saturating_sub(stride),
+        (Some(op), padding) => {
+            let pad = if padding == Padding::Same {
+                kernel / 2
+            } else {
+                0
+            };
+            // (input - 1) * stride + kernel - 2 * pad + op, never below 0 (input >= 1 here;
+            // an empty axis gives an empty output).
+            ((input.max(1) - 1) * stride + kernel + op).saturating_sub(2 * pad)
+                * usize::from(input > 0)
+        }
     }
 }
 
@@ -37,12 +55,36 @@ pub struct Conv2DTranspose {
     padding: Padding,
     activation: ActivationFn,
     use_bias: bool,
+    /// Keras's `output_padding`: extra rows and columns at the end of the output (each less than
+    /// its stride); `None` is Keras's default rule.
+    output_padding: Option<(usize, usize)>,
     seed: Option<u64>,
     in_shape: Shape,
     cache: Option<(Tensor, Tensor)>,
 }
 
 impl Conv2DTranspose {
+    /// Keras's `output_padding=(rows, columns)`: the output size becomes
+    /// `(input - 1) * stride + kernel - 2 * pad + output_padding` (`pad` = `kernel // 2` for
+    /// `same`, 0 for `valid`). Each value must be less than its stride; a value that is not, or
+    /// whose output size TensorFlow's convolution could not have come from, is refused with
+    /// [`Error::InvalidConfig`] / [`Error::IncompatibleShape`] at build.
+    pub fn output_padding(mut self, p: (usize, usize)) -> Self {
+        self.output_padding = Some(p);
+        self
+    }
+
+    /// Output `(height, width)` for an input `(h, w)`.
+    fn out_len(&self, h: usize, w: usize) -> (usize, usize) {
+        let (kh, kw) = self.kernel_size;
+        let (sh, sw) = self.strides;
+        let op = self.output_padding;
+        (
+            transpose_len(h, kh, sh, self.padding, op.map(|p| p.0)),
+            transpose_len(w, kw, sw, self.padding, op.map(|p| p.1)),
+        )
+    }
+
     /// `filters` outputs with a square `kernel_size` window.
     pub fn new(filters: usize, kernel_size: usize) -> Conv2DTranspose {
         Conv2DTranspose::with_kernel(filters, (kernel_size, kernel_size))
@@ -57,6 +99,7 @@ impl Conv2DTranspose {
             padding: Padding::Valid,
             activation: ActivationFn::Linear,
             use_bias: true,
+            output_padding: None,
             seed: None,
             in_shape: Vec::new(),
             cache: None,
@@ -74,21 +117,23 @@ impl Conv2DTranspose {
             });
         };
         let (kh, kw) = self.kernel_size;
-        let (sh, sw) = self.strides;
-        let out = [
-            n,
-            transpose_len(h, kh, sh, self.padding),
-            transpose_len(w, kw, sw, self.padding),
-            self.filters,
-        ];
-        let g = Conv2dGeometry::new(&out, self.kernel_size, self.strides, self.padding)
+        let (oh, ow) = self.out_len(h, w);
+        let out = [n, oh, ow, self.filters];
+        // TensorFlow computes the output as the input gradient of the Conv2D from an output of
+        // this size; that Conv2D must map it back to the input's size (with `output_padding`
+        // and an even kernel under `same`, it may not: TensorFlow refuses such a call too).
+        Conv2dGeometry::new(&out, self.kernel_size, self.strides, self.padding)
+            .filter(|g| (g.oh, g.ow) == (h, w))
             .ok_or_else(|| Error::IncompatibleShape {
                 layer: self.base.name.clone(),
-                expected: format!("an output at least {kh}x{kw}"),
-                got: crate::error::fmt_dims(&out),
-            })?;
-        debug_assert_eq!((g.oh, g.ow), (h, w));
-        Ok(g)
+                expected: format!(
+                    "an input whose {oh}x{ow} output a {kh}x{kw} window with strides {:?} and \
+                     '{}' padding maps back to it",
+                    self.strides,
+                    self.padding.as_str()
+                ),
+                got: crate::error::fmt_dims(x.shape()),
+            })
     }
 }
 
@@ -131,6 +176,19 @@ impl Layer for Conv2DTranspose {
                 s,
             ));
         };
+        if let Some((ph, pw)) = self.output_padding {
+            if ph >= sh || pw >= sw {
+                return Err(Error::InvalidConfig(format!(
+                    "layer '{}': output_padding {:?} must be less than strides {:?} on each axis",
+                    self.base.name,
+                    (ph, pw),
+                    self.strides
+                )));
+            }
+        }
+        // A known spatial size is checked now (the geometry at run time checks every size).
+        let probe = Tensor::zeros(&[0]).reshape(&[0, h.unwrap_or(sh), w.unwrap_or(sw), c])?;
+        self.geometry(&probe)?;
         if self.base.built {
             if self.base.w(KERNEL).shape()[3] != c {
                 return Err(incompatible(
@@ -157,8 +215,8 @@ impl Layer for Conv2DTranspose {
         }
         self.in_shape = s.clone();
         Ok(vec![
-            h.map(|h| transpose_len(h, kh, sh, self.padding)),
-            w.map(|w| transpose_len(w, kw, sw, self.padding)),
+            h.map(|h| self.out_len(h, 1).0),
+            w.map(|w| self.out_len(1, w).1),
             Some(self.filters),
         ])
     }
@@ -233,7 +291,7 @@ impl Layer for Conv2DTranspose {
             "padding": self.padding.as_str(),
             "data_format": "channels_last",
             "dilation_rate": [1, 1],
-            "output_padding": null,
+            "output_padding": self.output_padding.map(|(a, b)| json!([a, b])),
             "activation": self.activation.as_str(),
             "use_bias": self.use_bias,
         })
@@ -246,12 +304,30 @@ impl Layer for Conv2DTranspose {
 
 fn conv2d_transpose_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
     o.conv_common()?;
-    o.require("output_padding", &[serde_json::Value::Null])?;
     let filters = o.size("filters", None)?;
     let k = o.pair("kernel_size", None)?;
     o.budget((k.0 * k.1) as u64 * last_dim(inputs) * filters as u64)?;
+    let layer = Conv2DTranspose::with_kernel(filters, k);
+    let layer = match o.get("output_padding") {
+        None => layer,
+        Some(v) => {
+            // An int or a pair of ints, 0 allowed (Keras's `allow_zero=True`).
+            let one = |v: &serde_json::Value| {
+                v.as_u64()
+                    .filter(|&n| n <= crate::saving::keras_config::MAX_DIM)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| o.err(format!("'output_padding' = {v} is not a size")))
+            };
+            let p = match v {
+                serde_json::Value::Array(a) if a.len() == 2 => (one(&a[0])?, one(&a[1])?),
+                serde_json::Value::Array(a) if a.len() == 1 => (one(&a[0])?, one(&a[0])?),
+                v => (one(v)?, one(v)?),
+            };
+            layer.output_padding(p)
+        }
+    };
     Ok(Box::new(
-        Conv2DTranspose::with_kernel(filters, k)
+        layer
             .strides2(o.pair("strides", Some((1, 1)))?)
             .padding(o.padding()?)
             .activation(o.activation()?)

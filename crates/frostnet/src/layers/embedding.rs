@@ -3,6 +3,10 @@
 //! frostnet tensors are f32, so indices arrive as floats; they are truncated toward zero as
 //! Keras's cast to int32 does. An index outside `[0, input_dim)` is a typed error naming the
 //! layer (TensorFlow on CPU also refuses it).
+//!
+//! With `mask_zero=True`, index 0 is padding: the layer's output carries a mask (`index != 0`,
+//! Keras's `compute_mask`) that the model executor passes on to the layers after it, Keras 3's
+//! masking rules (`models/masking.rs`).
 
 use super::registry::LayerEntry;
 use super::{
@@ -21,6 +25,7 @@ pub struct Embedding {
     base: LayerBase,
     input_dim: usize,
     output_dim: usize,
+    mask_zero: bool,
     seed: Option<u64>,
     in_shape: Shape,
     /// The row index of every input element, for backward.
@@ -33,6 +38,7 @@ impl Embedding {
             base: LayerBase::new(EMBEDDING.class_name),
             input_dim,
             output_dim,
+            mask_zero: false,
             seed: None,
             in_shape: Vec::new(),
             cache: None,
@@ -42,6 +48,23 @@ impl Embedding {
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
+    }
+    /// Keras's `mask_zero=True`: index 0 means "no token here"; the output's mask (true where
+    /// the index is not 0) reaches the layers after it as in Keras 3 (`GlobalAveragePooling1D`
+    /// averages the unmasked steps only; the loss and metrics skip masked positions when the
+    /// mask reaches the model's output). As in Keras, index 0 still has a row in the table.
+    pub fn mask_zero(mut self, m: bool) -> Self {
+        self.mask_zero = m;
+        self
+    }
+    /// Whether the layer starts a mask (`mask_zero=True`).
+    pub(crate) fn masks(&self) -> bool {
+        self.mask_zero
+    }
+    /// The output mask of this layer on input `x`: `Some(index != 0)` with `mask_zero`.
+    pub(crate) fn compute_mask(&self, x: &Tensor) -> Option<Vec<bool>> {
+        self.mask_zero
+            .then(|| x.data().iter().map(|&v| v.trunc() != 0.0).collect())
     }
 
     fn rows(&self, x: &Tensor) -> Result<Vec<usize>> {
@@ -143,20 +166,25 @@ impl Layer for Embedding {
                    "config": {"seed": null, "minval": -0.05, "maxval": 0.05},
                    "registered_name": null},
                "embeddings_regularizer": null, "activity_regularizer": null,
-               "embeddings_constraint": null, "mask_zero": false})
+               "embeddings_constraint": null, "mask_zero": self.mask_zero})
     }
     fn clear_cache(&mut self) {
         self.cache = None;
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 fn embedding_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
-    o.require("mask_zero", &[json!(false)])?;
     o.require("sparse", &[json!(false)])?;
     let input_dim = o.size("input_dim", None)?;
     let output_dim = o.size("output_dim", None)?;
     o.budget(input_dim as u64 * output_dim as u64)?;
-    Ok(Box::new(Embedding::new(input_dim, output_dim)))
+    let mask_zero = o.boolean("mask_zero", false)?;
+    Ok(Box::new(
+        Embedding::new(input_dim, output_dim).mask_zero(mask_zero),
+    ))
 }
 
 /// `Embedding`'s Keras class name and config reader, listed in the [registry](super::registry).

@@ -466,12 +466,130 @@ macro_rules! global_pooling_1d {
     };
 }
 
+/// Mean over the steps per channel: `(None, steps, c)` -> `(None, c)`. With a mask on its input
+/// (an `Embedding(mask_zero=True)` upstream), the mean of the unmasked steps only, as Keras 3's
+/// `call(inputs, mask)`: `sum(where(mask, x, 0)) / sum(mask)` (NaN for a sequence with every step
+/// masked, as in Keras); its output has no mask.
+pub struct GlobalAveragePooling1D {
+    inner: GlobalAveragePooling1DPlain,
+    /// The mask for the next forward pass, set by the model executor (models/masking.rs).
+    mask: Option<Vec<bool>>,
+    /// The mask the last masked forward pass used, for backward.
+    kept: Option<(Vec<usize>, Vec<bool>)>,
+}
+
 global_pooling_1d!(
-    /// Mean over the steps per channel: `(None, steps, c)` -> `(None, c)`.
-    GlobalAveragePooling1D,
+    /// The unmasked `GlobalAveragePooling1D` (the 2-D layer over one spatial axis).
+    GlobalAveragePooling1DPlain,
     GlobalAveragePooling2D,
     GLOBAL_AVERAGE_POOLING1D
 );
+
+impl Default for GlobalAveragePooling1D {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GlobalAveragePooling1D {
+    pub fn new() -> GlobalAveragePooling1D {
+        GlobalAveragePooling1D {
+            inner: GlobalAveragePooling1DPlain::new(),
+            mask: None,
+            kept: None,
+        }
+    }
+    /// Keeps the steps axis with size 1 (Keras's `keepdims=True`).
+    pub fn keepdims(self, k: bool) -> Self {
+        GlobalAveragePooling1D {
+            inner: self.inner.keepdims(k),
+            ..self
+        }
+    }
+    /// The mask (per sample and step, true = use the step) of the next forward pass's input.
+    pub(crate) fn set_mask(&mut self, mask: Option<Vec<bool>>) {
+        self.mask = mask;
+    }
+}
+
+impl Layer for GlobalAveragePooling1D {
+    fn base(&self) -> &LayerBase {
+        self.inner.base()
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        self.inner.base_mut()
+    }
+    fn class_name(&self) -> &str {
+        GLOBAL_AVERAGE_POOLING1D.class_name
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        self.inner.build(inputs)
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        self.kept = None;
+        let Some(mask) = self.mask.take() else {
+            return self.inner.forward(inputs, ctx);
+        };
+        let x = inputs[0];
+        check_runtime_shape(&self.base().name, &self.inner.0.in_shape, x)?;
+        let (n, p, c, out) = global_dims(x, self.inner.0.keepdims);
+        if mask.len() != n * p {
+            return Err(Error::IncompatibleShape {
+                layer: self.base().name.clone(),
+                expected: format!("a mask of {n}x{p} steps"),
+                got: format!("a mask of {} values", mask.len()),
+            });
+        }
+        let mut y = vec![0.0f32; n * c];
+        for (b, yb) in y.chunks_exact_mut(c.max(1)).enumerate() {
+            let mut count = 0.0f32;
+            for t in 0..p {
+                if mask[b * p + t] {
+                    count += 1.0;
+                    let row = &x.data()[(b * p + t) * c..(b * p + t + 1) * c];
+                    yb.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                }
+            }
+            yb.iter_mut().for_each(|a| *a /= count);
+        }
+        if ctx.keep {
+            self.kept = Some((x.shape().to_vec(), mask));
+        }
+        Tensor::from_vec(&out, y)
+    }
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let Some((dims, mask)) = self.kept.take() else {
+            return self.inner.backward(grad, need_dx);
+        };
+        let (n, c) = (dims[0], *dims.last().unwrap_or(&1));
+        let p = mask.len() / n.max(1);
+        let mut dx = vec![0.0f32; n * p * c];
+        for b in 0..n {
+            let count = mask[b * p..(b + 1) * p].iter().filter(|&&m| m).count() as f32;
+            let g = &grad.data()[b * c..(b + 1) * c];
+            for t in (0..p).filter(|&t| mask[b * p + t]) {
+                dx[(b * p + t) * c..(b * p + t + 1) * c]
+                    .iter_mut()
+                    .zip(g)
+                    .for_each(|(d, g)| *d = g / count);
+            }
+        }
+        Ok(vec![Some(Tensor::from_vec(&dims, dx)?)])
+    }
+    fn config(&self) -> serde_json::Value {
+        self.inner.config()
+    }
+    fn clear_cache(&mut self) {
+        self.kept = None;
+        self.inner.clear_cache()
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+}
 global_pooling_1d!(
     /// Max over the steps per channel: `(None, steps, c)` -> `(None, c)`.
     GlobalMaxPooling1D,

@@ -5,6 +5,7 @@
 
 mod explain;
 mod functional;
+pub(crate) mod masking;
 mod model;
 mod sequential;
 mod summary;

@@ -102,6 +102,8 @@ pub struct Model {
     replays: Vec<Option<Replay>>,
     /// Per layer: the call whose cache the layer holds now.
     cache_owner: Vec<Option<usize>>,
+    /// Keras masks of the outputs of the last forward pass (models/masking.rs).
+    pub(crate) output_masks: Vec<Option<Vec<bool>>>,
 }
 
 impl Model {
@@ -132,6 +134,7 @@ impl Model {
             exec_order: Vec::new(),
             replays: Vec::new(),
             cache_owner: Vec::new(),
+            output_masks: Vec::new(),
         }
     }
 
@@ -202,7 +205,7 @@ impl Model {
     }
 
     /// The mode call `c` runs in when the model runs in `mode`.
-    fn call_mode(&self, c: usize, mode: Mode) -> Mode {
+    pub(crate) fn call_mode(&self, c: usize, mode: Mode) -> Mode {
         match self.call_training(c) {
             Some(true) => Mode::Train,
             Some(false) => Mode::Infer,
@@ -565,9 +568,16 @@ impl Model {
         }
         self.replays = (0..n).map(|_| None).collect();
         self.cache_owner = vec![None; self.nodes.len()];
+        // Keras masks beside the values, only in models with a mask source.
+        let mut masks: Option<Vec<super::masking::Mask>> =
+            super::masking::has_mask_source(self).then(|| vec![None; n]);
         for &i in &order {
             if self.inputs.contains(&i) {
                 continue;
+            }
+            if let Some(ms) = masks.as_mut() {
+                super::masking::before_call(self, i, ms, mode)?;
+                ms[i] = super::masking::after_call(self, i, ms, &values, false)?;
             }
             if let Some(c) = cut
                 .as_deref_mut()
@@ -641,8 +651,19 @@ impl Model {
                 }
             }
             values[i] = Some(y);
+            if let Some(ms) = masks.as_mut() {
+                ms[i] = super::masking::after_call(self, i, ms, &values, true)?;
+            }
         }
         self.plan = plan;
+        self.output_masks = match masks {
+            Some(ms) => self
+                .outputs
+                .iter()
+                .map(|&o| ms[o].as_deref().cloned())
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(c) = cut {
             c.captured = values[c.node].take();
         }

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod depthwise;
 pub mod direct_conv;
+pub mod grouped_conv;
 pub mod isa;
 mod matmul;
 pub mod pool;

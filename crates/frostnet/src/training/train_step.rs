@@ -199,8 +199,15 @@ impl<'a> StepContext<'a> {
 
     /// The compiled loss of `pred` against the batch's targets: its value and its gradient with
     /// respect to `pred` (what [`backward`](Self::backward) takes).
+    ///
+    /// When a Keras mask (an `Embedding(mask_zero=True)`'s) reaches the model's output, only the
+    /// unmasked positions count, as in Keras (`models/masking.rs`).
     pub fn loss(&self, pred: &Tensor) -> Result<(f32, Tensor)> {
-        self.compiled_loss()?.compute(pred, self.y)
+        let loss = self.compiled_loss()?;
+        match self.model.output_mask(0) {
+            Some(mask) => crate::models::masking::masked_loss(loss, pred, self.y, mask),
+            None => loss.compute(pred, self.y),
+        }
     }
 
     /// Backpropagates `grad` (d loss / d output) through the pass [`forward`](Self::forward)
@@ -283,8 +290,16 @@ impl<'a> StepContext<'a> {
     /// Adds `pred` against the batch's targets to each compiled metric's running mean.
     pub fn update_metrics(&mut self, pred: &Tensor) {
         let rows = self.x.batch();
+        let mask = self.model.output_mask(0).map(<[bool]>::to_vec);
         for (m, _, acc) in &mut self.running.metrics {
-            acc.add(m.batch_value(pred, self.y), rows);
+            let value = match &mask {
+                // The loss already checked that the mask fits; NaN would show a misfit.
+                Some(mk) => {
+                    crate::models::masking::masked_metric(m, pred, self.y, mk).unwrap_or(f64::NAN)
+                }
+                None => m.batch_value(pred, self.y),
+            };
+            acc.add(value, rows);
         }
     }
 

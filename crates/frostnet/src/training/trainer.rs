@@ -255,9 +255,19 @@ impl Model {
             let pred = self.call(&xb)?;
             let n = xb.batch();
             let penalty = self.regularization_loss()?;
-            loss.add((loss_fn.compute(&pred, &yb)?.0 + penalty) as f64, n);
+            // A Keras mask on the output: only unmasked positions count (models/masking.rs).
+            let mask = self.output_mask(0).map(<[bool]>::to_vec);
+            let value = match &mask {
+                Some(mk) => crate::models::masking::masked_loss(loss_fn, &pred, &yb, mk)?.0,
+                None => loss_fn.compute(&pred, &yb)?.0,
+            };
+            loss.add((value + penalty) as f64, n);
             for ((m, _), acc) in metrics.iter().zip(ms.iter_mut()) {
-                acc.add(m.batch_value(&pred, &yb), n);
+                let v = match &mask {
+                    Some(mk) => crate::models::masking::masked_metric(m, &pred, &yb, mk)?,
+                    None => m.batch_value(&pred, &yb),
+                };
+                acc.add(v, n);
             }
             seen += n;
         }
