@@ -16,7 +16,9 @@ use frostnet::testing::gradient_check;
 use frostnet::training::{FitOptions, Loss, Sgd};
 use frostnet::{Error, Functional, Mode, Sequential, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+mod common;
+use common::Scratch;
 
 fn fixture(name: &str) -> String {
     format!(
@@ -32,29 +34,6 @@ fn arrays(name: &str) -> HashMap<String, Tensor> {
 fn max_diff(got: &Tensor, want: &Tensor) -> f32 {
     let want = want.clone().reshape(got.shape()).unwrap();
     got.max_abs_diff(&want)
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!(
-            "frostnet-layer-options-{tag}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The Keras-made models that train (mask_combine, below, only predicts).
