@@ -478,10 +478,27 @@ fn pack_a_block(
         let h = mr.min(rows - r0);
         if a.rs == 1 {
             // Column-major A (a transposed operand): each depth step's rows are contiguous.
-            for (p, d) in sliver.chunks_exact_mut(mr).enumerate() {
-                let src = a.at(i0 + r0, p0 + p);
-                d[..h].copy_from_slice(&a.data[src..src + h]);
-                d[h..].fill(0.0);
+            // A full sliver copies a fixed-size group per step (inlined moves; a `memcpy`
+            // call per 6 values cost more than the arithmetic on 1x1 convolutions' kernel
+            // gradients, where A is the transposed input).
+            fn full<const MR: usize>(a: &View, r: usize, p0: usize, sliver: &mut [f32]) {
+                for (p, d) in sliver.chunks_exact_mut(MR).enumerate() {
+                    let src = a.at(r, p0 + p);
+                    let d: &mut [f32; MR] = d.try_into().expect("chunk of MR");
+                    *d = a.data[src..src + MR].try_into().expect("MR values");
+                }
+            }
+            match (h == mr, mr) {
+                (true, 4) => full::<4>(a, i0 + r0, p0, sliver),
+                (true, 6) => full::<6>(a, i0 + r0, p0, sliver),
+                (true, 12) => full::<12>(a, i0 + r0, p0, sliver),
+                _ => {
+                    for (p, d) in sliver.chunks_exact_mut(mr).enumerate() {
+                        let src = a.at(i0 + r0, p0 + p);
+                        d[..h].copy_from_slice(&a.data[src..src + h]);
+                        d[h..].fill(0.0);
+                    }
+                }
             }
         } else {
             // Row-major A: one contiguous pass over each row, scattered into its lane of the
