@@ -6,6 +6,7 @@
 //! frostnet-bench profile WORKLOAD [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench kernels [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench matmul [--warmup W] [--reps R] [--threads N]
+//! frostnet-bench gemm-shapes [--warmup W] [--reps R] [--threads N]   (see `gemm_shapes.rs`)
 //! ```
 //!
 //! `matmul` times `tensor::matmul` on the workloads' product shapes (see `matmuls.rs`).
@@ -23,6 +24,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod gemm_shapes;
 mod kernels;
 mod matmuls;
 mod pipeline_profile;
@@ -61,6 +63,7 @@ const USAGE: &str =
     "usage: frostnet-bench [profile] WORKLOAD [--warmup W] [--reps R] [--threads N]\n\
      frostnet-bench kernels [--warmup W] [--reps R] [--threads N]\n\
      frostnet-bench matmul [--warmup W] [--reps R] [--threads N]\n\
+     frostnet-bench gemm-shapes [--warmup W] [--reps R] [--threads N]\n\
      workloads: mlp_train cnn_train inception_infer inception_frozen inception_finetune sgemm\n\
      \x20          image_pipeline transfer_fit";
 
@@ -89,6 +92,9 @@ fn parse_args() -> Result<Args, String> {
             "profile" if args.workload.is_empty() && !args.profile => args.profile = true,
             "kernels" if args.workload.is_empty() && !args.profile => args.kernels = true,
             "matmul" if args.workload.is_empty() && !args.profile => args.matmul = true,
+            "gemm-shapes" if args.workload.is_empty() && !args.profile => {
+                args.workload = "gemm-shapes".into()
+            }
             w if WORKLOADS.contains(&w) && args.workload.is_empty() => args.workload = w.into(),
             other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
         }
@@ -155,6 +161,9 @@ fn run(args: &Args) -> Res<()> {
     }
     if args.matmul {
         return matmuls::run(args);
+    }
+    if args.workload == "gemm-shapes" {
+        return gemm_shapes::run(args);
     }
     let mut w = workloads::build(&args.workload)?;
     let (wall, cpu) = time_reps(args.warmup, args.reps, &mut *w.step)?;
