@@ -155,6 +155,28 @@ fn imagenet_files_match_keras_for_every_application() {
     assert_eq!(unhashed, ["mobilenet_v2", "mobilenet"]);
 }
 
+/// The table's minimum sizes are the builders' (Keras's `obtain_input_shape` minimums): one pixel
+/// less is refused before anything is built.
+#[test]
+fn minimum_sizes_are_the_builders() {
+    for app in Application::all() {
+        let below = app.min_size() - 1;
+        let e = app
+            .build(&frostnet::applications::ApplicationOptions {
+                include_top: false,
+                input_shape: Some([Some(below), Some(below), Some(3)]),
+                ..Default::default()
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{} built at {below}", app.name()));
+        assert!(
+            e.to_string().contains(&format!("at least {}", app.min_size())),
+            "{}: {e}",
+            app.name()
+        );
+    }
+}
+
 #[test]
 fn default_fine_tune_layers_are_keras_layers_of_the_base() {
     let file = std::fs::File::open(fixture("layers_notop.json.gz")).unwrap();

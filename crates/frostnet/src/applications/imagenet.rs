@@ -226,8 +226,7 @@ pub(crate) fn imagenet_weights_path(model: &Model, opts: &ApplicationOptions) ->
              160, 192, 224]. Weights for input shape (224, 224) will be loaded as the default."
         );
     }
-    let f = app.imagenet_file(opts.include_top, rows)?;
-    let path = get_file(&f.file, &f.url, f.hash)?;
+    let path = app.imagenet_file(opts.include_top, rows)?.fetch()?;
     Ok(path.display().to_string())
 }
 

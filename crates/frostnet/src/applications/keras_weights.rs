@@ -80,10 +80,7 @@ pub(crate) fn load(
     let mut model = model?;
     let path = match opts.weights.as_deref() {
         None => return Ok(model),
-        Some("imagenet") => {
-            let f = imagenet()?;
-            get_file(&f.file, &f.url, f.hash)?.display().to_string()
-        }
+        Some("imagenet") => imagenet()?.fetch()?.display().to_string(),
         Some(path) => path.to_string(),
     };
     crate::saving::load_weights_into(&mut model, &path)?;
