@@ -17,7 +17,11 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(clap::Args)]
 pub struct FitArgs {
-    /// The pretrained base: inception_v3, resnet50, mobilenet_v2 or vgg16.
+    /// The pretrained base, any built-in application: inception_v3, resnet50, mobilenet_v2,
+    /// vgg16, resnet101, resnet152, resnet50_v2, resnet101_v2, resnet152_v2, xception,
+    /// densenet121, densenet169, densenet201, mobilenet, inception_resnet_v2, nasnet_mobile,
+    /// efficientnet_b0 .. efficientnet_b7, efficientnet_v2_b0 .. efficientnet_v2_b3,
+    /// efficientnet_v2_s, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny.
     #[arg(long)]
     app: String,
     /// The base's weights: `imagenet` (Keras's file, downloaded once into $KERAS_HOME/models),
@@ -27,7 +31,9 @@ pub struct FitArgs {
     /// A folder with one sub-folder of images per class.
     #[arg(long)]
     data: String,
-    /// Side of the square images fed to the model (default: the application's, 299 or 224).
+    /// Side of the square images fed to the model (default: the application's ImageNet size,
+    /// e.g. 299 for inception_v3, 224 for resnet50, 240 for efficientnet_b1; at least its
+    /// minimum, 32 for most, 71 for xception, 75 for the Inceptions).
     #[arg(long)]
     image_size: Option<usize>,
     /// Epochs training the new head with the base frozen.
@@ -242,7 +248,8 @@ pub fn predict_images(file: &str, images: &[String], top: usize) -> Res<()> {
             )
             .into())
         }
-        None if k == 1000 => Some(ImagenetClassIndex::keras()?),
+        // Keras's class index, bundled: no download.
+        None if k == 1000 => Some(ImagenetClassIndex::bundled()),
         _ => None,
     };
     for (img, row) in images.iter().zip(probs.data().chunks_exact(k)) {

@@ -19,8 +19,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// The image search's options; `--app` switches `frostnet tune` from the bundled MLP to it.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ImageArgs {
-    /// Search the transfer-learning recipe on an image folder with this base (inception_v3,
-    /// resnet50, mobilenet_v2, vgg16) instead of the bundled MLP on digits.
+    /// Search the transfer-learning recipe on an image folder with this base (any built-in
+    /// application: inception_v3, resnet50_v2, efficientnet_b0, ...; see `frostnet summary
+    /// --app`) instead of the bundled MLP on digits.
     #[arg(long, requires = "data")]
     pub app: Option<String>,
     /// The base's weights: `imagenet`, a Keras weights file, or `none` (random).
@@ -29,7 +30,8 @@ pub struct ImageArgs {
     /// A folder with one sub-folder of images per class.
     #[arg(long, requires = "app")]
     pub data: Option<String>,
-    /// Side of the square images fed to the model (default: the application's, 299 or 224).
+    /// Side of the square images fed to the model (default: the application's ImageNet size,
+    /// e.g. 299 for inception_v3, 224 for resnet50, 240 for efficientnet_b1).
     #[arg(long, requires = "app")]
     pub image_size: Option<usize>,
     #[arg(long, default_value_t = 32)]
@@ -77,16 +79,13 @@ impl ImageArgs {
     }
 }
 
-/// Where the fine-tuning may start by default: the tops of the bases, as Keras's guides
-/// fine-tune them (InceptionV3 from `mixed8`/`mixed9`, ...), and `none`.
+/// Where the fine-tuning may start by default: `none`, and the tops of the bases as Keras's
+/// guides fine-tune them (InceptionV3 from `mixed8`/`mixed9`, ...), from the applications' table.
 fn default_fine_tune_at(app: Application) -> Vec<String> {
-    let names: &[&str] = match app {
-        Application::InceptionV3 => &["none", "mixed9", "mixed8", "mixed7"],
-        Application::ResNet50 => &["none", "conv5_block3_1_conv", "conv5_block1_1_conv"],
-        Application::MobileNetV2 => &["none", "block_16_expand", "block_13_expand"],
-        Application::Vgg16 => &["none", "block5_conv1", "block4_conv1"],
-    };
-    names.iter().map(|s| s.to_string()).collect()
+    std::iter::once("none")
+        .chain(app.spec().fine_tune_at.iter().copied())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The choices of `fine_tune_at` the search is opened with (`None` without `--app`).

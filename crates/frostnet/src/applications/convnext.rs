@@ -70,19 +70,22 @@ pub fn convnext_tiny_with(opts: &ConvNeXtOptions) -> Result<Model> {
     }
     let shape = obtain_input_shape("ConvNeXtTiny", &opts.app, 224, 32)?;
     let model = naming::with_fresh_names(|| build(name, opts, shape));
-    keras_weights::load(model, &opts.app, || {
-        let (suffix, hash) = if opts.app.include_top {
-            (".h5", TINY_HASHES.0)
-        } else {
-            ("_notop.h5", TINY_HASHES.1)
-        };
-        let file = format!("{name}{suffix}");
-        Ok(ImagenetFile {
-            url: format!("{BASE_WEIGHTS_PATH}{file}"),
-            file,
-            hash: Some(hash),
-        })
-    })
+    keras_weights::load(model, &opts.app, || Ok(imagenet_file(opts.app.include_top)))
+}
+
+/// Keras's file for ConvNeXtTiny's `weights="imagenet"`.
+pub(crate) fn imagenet_file(include_top: bool) -> ImagenetFile {
+    let (suffix, hash) = if include_top {
+        (".h5", TINY_HASHES.0)
+    } else {
+        ("_notop.h5", TINY_HASHES.1)
+    };
+    let file = format!("convnext_tiny{suffix}");
+    ImagenetFile {
+        url: format!("{BASE_WEIGHTS_PATH}{file}"),
+        file,
+        hash: Some(hash),
+    }
 }
 
 fn layer_norm(name: &str) -> LayerNormalization {

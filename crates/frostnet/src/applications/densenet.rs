@@ -15,6 +15,20 @@ use crate::layers::{
 use crate::models::{Functional, Model, SymbolicTensor};
 use crate::tensor::Padding;
 
+/// Keras's published MD5s of the ImageNet files `(with top, without)`.
+const DENSENET121_HASHES: (&str, &str) = (
+    "9d60b8095a5708f2dcce2bca79d332c7",
+    "30ee3e1110167f948a6b9946edeeb738",
+);
+const DENSENET169_HASHES: (&str, &str) = (
+    "d699b8f76981ab1b30698df4c175e90b",
+    "b8c4d4c20dd625c148057b9ff1c1176b",
+);
+const DENSENET201_HASHES: (&str, &str) = (
+    "1ceb130c1ea1b78c3bf6114dbdfd8807",
+    "c13680b51ded0fb44dff2d8f86ac8bb1",
+);
+
 /// Each dense layer adds this many channels.
 const GROWTH_RATE: usize = 32;
 
@@ -26,10 +40,7 @@ pub fn densenet121(opts: &ApplicationOptions) -> Result<Model> {
         "DenseNet121",
         "densenet121",
         [6, 12, 24, 16],
-        (
-            "9d60b8095a5708f2dcce2bca79d332c7",
-            "30ee3e1110167f948a6b9946edeeb738",
-        ),
+        DENSENET121_HASHES,
     )
 }
 
@@ -40,10 +51,7 @@ pub fn densenet169(opts: &ApplicationOptions) -> Result<Model> {
         "DenseNet169",
         "densenet169",
         [6, 12, 32, 32],
-        (
-            "d699b8f76981ab1b30698df4c175e90b",
-            "b8c4d4c20dd625c148057b9ff1c1176b",
-        ),
+        DENSENET169_HASHES,
     )
 }
 
@@ -54,10 +62,7 @@ pub fn densenet201(opts: &ApplicationOptions) -> Result<Model> {
         "DenseNet201",
         "densenet201",
         [6, 12, 48, 32],
-        (
-            "1ceb130c1ea1b78c3bf6114dbdfd8807",
-            "c13680b51ded0fb44dff2d8f86ac8bb1",
-        ),
+        DENSENET201_HASHES,
     )
 }
 
@@ -73,16 +78,35 @@ fn densenet(
     let shape = obtain_input_shape(app, opts, 224, 32)?;
     let model = naming::with_fresh_names(|| build(opts, shape, name, blocks));
     with_keras_weights(model, opts, app, || {
-        let (tail, hash) = if opts.include_top {
-            ("", hashes.0)
-        } else {
-            ("_notop", hashes.1)
-        };
-        Ok(ImagenetFile::new(
-            format!("densenet/{name}_weights_tf_dim_ordering_tf_kernels{tail}.h5"),
-            Some(hash),
-        ))
+        Ok(imagenet_file(name, hashes, opts.include_top))
     })
+}
+
+/// Keras's ImageNet file of DenseNet `name` (`densenet121`), given its published MD5s.
+fn imagenet_file(
+    name: &str,
+    hashes: (&'static str, &'static str),
+    include_top: bool,
+) -> ImagenetFile {
+    let (tail, hash) = if include_top {
+        ("", hashes.0)
+    } else {
+        ("_notop", hashes.1)
+    };
+    ImagenetFile::new(
+        format!("densenet/{name}_weights_tf_dim_ordering_tf_kernels{tail}.h5"),
+        Some(hash),
+    )
+}
+
+/// Keras's ImageNet file of `densenet121`, `densenet169` or `densenet201`.
+pub(crate) fn imagenet_file_of(name: &str, include_top: bool) -> ImagenetFile {
+    let hashes = match name {
+        "densenet121" => DENSENET121_HASHES,
+        "densenet169" => DENSENET169_HASHES,
+        _ => DENSENET201_HASHES,
+    };
+    imagenet_file(name, hashes, include_top)
 }
 
 /// Keras's `conv_block`: BN-ReLU-1x1 (4 x growth) then BN-ReLU-3x3 (growth), concatenated onto

@@ -147,18 +147,26 @@ pub fn efficientnet(version: usize, opts: &EfficientNetOptions) -> Result<Model>
     let shape = obtain_input_shape(&model_name, opts, v.default_size, 32)?;
     let name = format!("efficientnetb{version}");
     let model = naming::with_fresh_names(|| build(v, &name, opts, shape));
-    keras_weights::load(model, opts, || {
-        let (suffix, hash) = if opts.include_top {
-            (".h5", v.hashes.0)
-        } else {
-            ("_notop.h5", v.hashes.1)
-        };
-        let file = format!("{name}{suffix}");
-        Ok(ImagenetFile {
-            url: format!("{BASE_WEIGHTS_PATH}{file}"),
-            file,
-            hash: Some(hash),
-        })
+    keras_weights::load(model, opts, || imagenet_file(version, opts.include_top))
+}
+
+/// Keras's file for EfficientNetB`version`'s `weights="imagenet"`.
+pub(crate) fn imagenet_file(version: usize, include_top: bool) -> Result<ImagenetFile> {
+    let v = VARIANTS.get(version).ok_or_else(|| {
+        crate::Error::InvalidConfig(format!(
+            "EfficientNetB{version}: no such variant (B0 to B7)"
+        ))
+    })?;
+    let (suffix, hash) = if include_top {
+        (".h5", v.hashes.0)
+    } else {
+        ("_notop.h5", v.hashes.1)
+    };
+    let file = format!("efficientnetb{version}{suffix}");
+    Ok(ImagenetFile {
+        url: format!("{BASE_WEIGHTS_PATH}{file}"),
+        file,
+        hash: Some(hash),
     })
 }
 

@@ -151,17 +151,30 @@ pub fn efficientnet_v2(variant: &str, opts: &EfficientNetV2Options) -> Result<Mo
     let name = format!("efficientnetv2-{}", v.suffix);
     let model = naming::with_fresh_names(|| build(v, &name, opts, shape));
     keras_weights::load(model, &opts.app, || {
-        let (suffix, hash) = if opts.app.include_top {
-            (".h5", v.hashes.0)
-        } else {
-            ("_notop.h5", v.hashes.1)
-        };
-        let file = format!("{name}{suffix}");
-        Ok(ImagenetFile {
-            url: format!("{BASE_WEIGHTS_PATH}{file}"),
-            file,
-            hash: Some(hash),
-        })
+        imagenet_file(v.suffix, opts.app.include_top)
+    })
+}
+
+/// Keras's file for EfficientNetV2`variant`'s (`b0` .. `s`) `weights="imagenet"`.
+pub(crate) fn imagenet_file(variant: &str, include_top: bool) -> Result<ImagenetFile> {
+    let v = VARIANTS
+        .iter()
+        .find(|v| v.suffix == variant)
+        .ok_or_else(|| {
+            crate::Error::InvalidConfig(format!(
+                "EfficientNetV2: no variant '{variant}' (b0, b1, b2, b3, s)"
+            ))
+        })?;
+    let (suffix, hash) = if include_top {
+        (".h5", v.hashes.0)
+    } else {
+        ("_notop.h5", v.hashes.1)
+    };
+    let file = format!("efficientnetv2-{}{suffix}", v.suffix);
+    Ok(ImagenetFile {
+        url: format!("{BASE_WEIGHTS_PATH}{file}"),
+        file,
+        hash: Some(hash),
     })
 }
 

@@ -2,7 +2,9 @@
 //! scaling), `decode_predictions` (ImageNet class names), and `weights="imagenet"` (the official
 //! files, downloaded as Keras downloads them: see `download.rs`).
 
-use super::download::{get_file, KERAS_HOST};
+use super::by_name::{self, PreprocessMode};
+use super::download::get_file;
+use super::keras_weights::ImagenetFile;
 use super::ApplicationOptions;
 use crate::error::{Error, Result};
 use crate::layers::Layer;
@@ -11,162 +13,163 @@ use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The built-in applications, by Keras's module names (`inception_v3`, `resnet50`,
-/// `mobilenet_v2`, `vgg16`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The built-in applications, by Keras's module-style names (`inception_v3`, `resnet50_v2`,
+/// `efficientnet_b0`): every entry of [`by_name::APPLICATIONS`](super::by_name::APPLICATIONS),
+/// in its order. What each one is (its sizes, `preprocess_input` mode, ImageNet file) lives in
+/// that table; [`Application::spec`] reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Application {
     InceptionV3,
     ResNet50,
     MobileNetV2,
     Vgg16,
+    ResNet101,
+    ResNet152,
+    ResNet50V2,
+    ResNet101V2,
+    ResNet152V2,
+    Xception,
+    DenseNet121,
+    DenseNet169,
+    DenseNet201,
+    MobileNet,
+    InceptionResNetV2,
+    NasNetMobile,
+    EfficientNetB0,
+    EfficientNetB1,
+    EfficientNetB2,
+    EfficientNetB3,
+    EfficientNetB4,
+    EfficientNetB5,
+    EfficientNetB6,
+    EfficientNetB7,
+    EfficientNetV2B0,
+    EfficientNetV2B1,
+    EfficientNetV2B2,
+    EfficientNetV2B3,
+    EfficientNetV2S,
+    MobileNetV3Small,
+    MobileNetV3Large,
+    ConvNeXtTiny,
 }
 
 impl std::str::FromStr for Application {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "inception_v3" => Application::InceptionV3,
-            "resnet50" => Application::ResNet50,
-            "mobilenet_v2" => Application::MobileNetV2,
-            "vgg16" => Application::Vgg16,
-            other => {
-                return Err(Error::InvalidConfig(format!(
-                    "unknown application '{other}' (known: inception_v3, resnet50, mobilenet_v2, vgg16)"
-                )))
-            }
-        })
+        by_name::find(s)
+            .map(|spec| spec.app)
+            .ok_or_else(|| by_name::unknown(s))
     }
 }
 
+impl std::fmt::Display for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The ImageNet mean of Keras's `caffe` mode, in BGR order.
+const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
+/// The ImageNet mean and standard deviation of Keras's `torch` mode, in RGB order.
+const TORCH_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
 impl Application {
-    /// Keras's module name.
+    /// Every built-in application, in the table's order.
+    pub fn all() -> impl Iterator<Item = Application> {
+        by_name::APPLICATIONS.iter().map(|s| s.app)
+    }
+
+    /// This application's entry in the table.
+    pub fn spec(self) -> &'static by_name::AppSpec {
+        let spec = &by_name::APPLICATIONS[self as usize];
+        debug_assert_eq!(
+            spec.app, self,
+            "by_name::APPLICATIONS is in Application's order"
+        );
+        spec
+    }
+
+    /// The CLI name (Keras's module-style name: `inception_v3`, `resnet50_v2`).
     pub fn name(self) -> &'static str {
-        match self {
-            Application::InceptionV3 => "inception_v3",
-            Application::ResNet50 => "resnet50",
-            Application::MobileNetV2 => "mobilenet_v2",
-            Application::Vgg16 => "vgg16",
-        }
+        self.spec().name
     }
 
     /// The ImageNet input side the application was trained at.
     pub fn default_size(self) -> usize {
-        match self {
-            Application::InceptionV3 => 299,
-            _ => 224,
-        }
+        self.spec().default_size
     }
 
     /// The smallest input side Keras accepts.
     pub fn min_size(self) -> usize {
-        match self {
-            Application::InceptionV3 => 75,
-            _ => 32,
-        }
+        self.spec().min_size
+    }
+
+    /// What `keras.applications.<module>.preprocess_input` does for this application.
+    pub fn preprocess_mode(self) -> PreprocessMode {
+        self.spec().preprocess
     }
 
     /// Builds the architecture (and loads `opts.weights`, `"imagenet"` included).
     pub fn build(self, opts: &ApplicationOptions) -> Result<Model> {
-        match self {
-            Application::InceptionV3 => super::inception_v3(opts),
-            Application::ResNet50 => super::resnet50(opts),
-            Application::MobileNetV2 => super::mobilenet_v2(opts),
-            Application::Vgg16 => super::vgg16(opts),
-        }
+        self.spec().build(opts)
     }
 
-    /// `keras.applications.<name>.preprocess_input`: images in 0..255 RGB (as
-    /// `image_dataset_from_directory` yields them) to what the ImageNet weights expect.
-    /// InceptionV3 and MobileNetV2 scale to [-1, 1] (`mode="tf"`); ResNet50 and VGG16 flip RGB
-    /// to BGR and subtract the ImageNet mean per channel (`mode="caffe"`). The last axis must be
-    /// the 3 colour channels.
+    /// `keras.applications.<module>.preprocess_input`: images in 0..255 RGB (as
+    /// `image_dataset_from_directory` yields them) to what the ImageNet weights expect, in
+    /// Keras's float32 operations and order. `tf` (Inception, Xception, MobileNet, MobileNetV2,
+    /// ResNetV2, NASNet): `x / 127.5 - 1`; `caffe` (VGG16, ResNet50/101/152): RGB to BGR, minus
+    /// the BGR ImageNet mean; `torch` (DenseNet): `(x / 255 - mean) / std` per channel;
+    /// EfficientNet, EfficientNetV2, MobileNetV3 and ConvNeXt rescale inside the model, and
+    /// their `preprocess_input` returns the images unchanged. The last axis must be the 3 colour
+    /// channels.
     pub fn preprocess_input(self, x: &Tensor) -> Result<Tensor> {
         if x.shape().last() != Some(&3) {
             return Err(Error::Data(format!(
                 "{}.preprocess_input expects RGB images with 3 channels last, got shape {:?}",
-                self.name(),
+                self.spec().module,
                 x.shape()
             )));
         }
         let mut out = x.clone();
-        match self {
-            Application::InceptionV3 | Application::MobileNetV2 => {
+        match self.preprocess_mode() {
+            PreprocessMode::Tf => {
                 // Keras: `x /= 127.5; x -= 1.0` in float32.
                 for v in out.data_mut() {
                     *v = *v / 127.5 - 1.0;
                 }
             }
-            Application::ResNet50 | Application::Vgg16 => {
+            PreprocessMode::Caffe => {
                 // Keras: `x = x[..., ::-1]`, then the BGR mean subtracted channel by channel.
-                const MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
                 for (px, src) in out
                     .data_mut()
                     .chunks_exact_mut(3)
                     .zip(x.data().chunks_exact(3))
                 {
                     for c in 0..3 {
-                        px[c] = src[2 - c] - MEAN_BGR[c];
+                        px[c] = src[2 - c] - CAFFE_MEAN_BGR[c];
                     }
                 }
             }
+            PreprocessMode::Torch => {
+                // Keras: `x /= 255.0`, then `x[..., c] -= mean[c]`, then `x[..., c] /= std[c]`.
+                for px in out.data_mut().chunks_exact_mut(3) {
+                    for c in 0..3 {
+                        px[c] = (px[c] / 255.0 - TORCH_MEAN[c]) / TORCH_STD[c];
+                    }
+                }
+            }
+            PreprocessMode::Identity => {}
         }
         Ok(out)
     }
 
-    /// The file Keras downloads for `weights="imagenet"`: `(file name, URL, published hash)`.
-    /// Keras publishes no hash for MobileNetV2, and loads its 224 files for any other size (as
-    /// here, with the same warning) since convolution weights do not depend on the input size.
-    pub fn imagenet_weights(
-        self,
-        include_top: bool,
-        rows: Option<usize>,
-    ) -> (String, String, Option<&'static str>) {
-        let base = format!("{KERAS_HOST}tensorflow/keras-applications/");
-        let (dir, file, hash) = match (self, include_top) {
-            (Application::InceptionV3, true) => (
-                "inception_v3/",
-                "inception_v3_weights_tf_dim_ordering_tf_kernels.h5".to_string(),
-                Some("9a0d58056eeedaa3f26cb7ebd46da564"),
-            ),
-            (Application::InceptionV3, false) => (
-                "inception_v3/",
-                "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5".to_string(),
-                Some("bcbd6486424b2319ff4ef7d526e38f63"),
-            ),
-            (Application::ResNet50, true) => (
-                "resnet/",
-                "resnet50_weights_tf_dim_ordering_tf_kernels.h5".to_string(),
-                Some("2cb95161c43110f7111970584f804107"),
-            ),
-            (Application::ResNet50, false) => (
-                "resnet/",
-                "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5".to_string(),
-                Some("4d473c1dd8becc155b73f8504c6f6626"),
-            ),
-            (Application::Vgg16, true) => (
-                "vgg16/",
-                "vgg16_weights_tf_dim_ordering_tf_kernels.h5".to_string(),
-                Some("64373286793e3c8b2b4e3219cbf3544b"),
-            ),
-            (Application::Vgg16, false) => (
-                "vgg16/",
-                "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5".to_string(),
-                Some("6d6bbae143d832006294945121d1f1fc"),
-            ),
-            (Application::MobileNetV2, top) => {
-                let rows = rows
-                    .filter(|r| [96, 128, 160, 192, 224].contains(r))
-                    .unwrap_or(224);
-                let tail = if top { "" } else { "_no_top" };
-                (
-                    "mobilenet_v2/",
-                    format!("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}{tail}.h5"),
-                    None,
-                )
-            }
-        };
-        let url = format!("{base}{dir}{file}");
-        (file, url, hash)
+    /// The file Keras downloads for `weights="imagenet"`, with or without the top, for square
+    /// inputs of side `rows` (MobileNet and MobileNetV2 have one file per trained size; others
+    /// load the 224 file, as in Keras, since convolution weights do not depend on the input
+    /// size). Keras publishes no hash for MobileNet and MobileNetV2.
+    pub fn imagenet_file(self, include_top: bool, rows: Option<usize>) -> Result<ImagenetFile> {
+        self.spec().imagenet_file(include_top, rows)
     }
 
     /// Which application built `model`, from the name Keras gives it.
@@ -174,21 +177,31 @@ impl Application {
         Application::of_model_name(model.name())
     }
 
-    /// The application a model name is Keras's default for (`inception_v3`, `resnet50`,
-    /// `vgg16`, `mobilenetv2_1.00_<rows>`).
+    /// The application a model name is Keras's default for (`inception_v3`, `resnet50v2`,
+    /// `efficientnetb0`, and MobileNet's `mobilenet_<alpha>_<rows>`,
+    /// `mobilenetv2_<alpha>_<rows>`).
     pub fn of_model_name(name: &str) -> Option<Application> {
-        match name {
-            "inception_v3" => Some(Application::InceptionV3),
-            "resnet50" => Some(Application::ResNet50),
-            "vgg16" => Some(Application::Vgg16),
-            _ if name.starts_with("mobilenetv2_1.00_") => Some(Application::MobileNetV2),
-            _ => None,
+        let alpha_rows = |rest: &str| {
+            rest.split_once('_').is_some_and(|(alpha, rows)| {
+                alpha.parse::<f64>().is_ok() && rows.parse::<usize>().is_ok()
+            })
+        };
+        if let Some(spec) = by_name::APPLICATIONS.iter().find(|s| s.model_name == name) {
+            return Some(spec.app);
         }
+        if name.strip_prefix("mobilenetv2_").is_some_and(alpha_rows) {
+            return Some(Application::MobileNetV2);
+        }
+        if name.strip_prefix("mobilenet_").is_some_and(alpha_rows) {
+            return Some(Application::MobileNet);
+        }
+        None
     }
 }
 
-/// Resolves `weights: "imagenet"` for a freshly built application: Keras's checks, then the
-/// cached or downloaded file's path.
+/// Resolves `weights: "imagenet"` for a freshly built InceptionV3, ResNet50, MobileNetV2 or
+/// VGG16 (the builders that leave it to [`with_weights`](super::with_weights)): Keras's checks,
+/// then the cached or downloaded file's path.
 pub(crate) fn imagenet_weights_path(model: &Model, opts: &ApplicationOptions) -> Result<String> {
     let app = Application::of_model(model).ok_or_else(|| {
         Error::InvalidConfig(format!(
@@ -213,8 +226,7 @@ pub(crate) fn imagenet_weights_path(model: &Model, opts: &ApplicationOptions) ->
              160, 192, 224]. Weights for input shape (224, 224) will be loaded as the default."
         );
     }
-    let (file, url, hash) = app.imagenet_weights(opts.include_top, rows);
-    let path = get_file(&file, &url, hash)?;
+    let path = app.imagenet_file(opts.include_top, rows)?.fetch()?;
     Ok(path.display().to_string())
 }
 
@@ -222,6 +234,11 @@ pub(crate) fn imagenet_weights_path(model: &Model, opts: &ApplicationOptions) ->
 const CLASS_INDEX_URL: &str =
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json";
 const CLASS_INDEX_MD5: &str = "c2c37ea517e94d9795004a39431a14cb";
+
+/// Keras's `imagenet_class_index.json`, byte for byte (35 KB; its MD5 is Keras's
+/// [`CLASS_INDEX_MD5`]), rebuilt from PyPI data by `tools/make_imagenet_class_index.py`, so
+/// decoding ImageNet predictions needs no network.
+pub const BUNDLED_CLASS_INDEX_JSON: &str = include_str!("imagenet_class_index.json");
 
 /// The 1000 ImageNet classes: WordNet id and readable name per index.
 pub struct ImagenetClassIndex {
@@ -235,16 +252,20 @@ impl ImagenetClassIndex {
     /// Reads a class index in Keras's format: `{"0": ["n01440764", "tench"], ...}`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<ImagenetClassIndex> {
         let path = path.as_ref();
-        let bad = |m: String| Error::File {
-            path: path.display().to_string(),
-            message: m,
-        };
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.display().to_string(),
             source: e,
         })?;
-        let map: HashMap<String, (String, String)> = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("not a Keras class index: {e}")))?;
+        ImagenetClassIndex::from_json(&text).map_err(|m| Error::File {
+            path: path.display().to_string(),
+            message: m,
+        })
+    }
+
+    /// Parses Keras's format; the keys must be exactly `0..n`.
+    fn from_json(text: &str) -> std::result::Result<ImagenetClassIndex, String> {
+        let map: HashMap<String, (String, String)> =
+            serde_json::from_str(text).map_err(|e| format!("not a Keras class index: {e}"))?;
         let n = map.len();
         let mut classes = vec![None; n];
         for (k, v) in map {
@@ -252,18 +273,25 @@ impl ImagenetClassIndex {
                 .parse()
                 .ok()
                 .filter(|&i| i < n)
-                .ok_or_else(|| bad(format!("key '{k}' is not an index below {n}")))?;
+                .ok_or_else(|| format!("key '{k}' is not an index below {n}"))?;
             classes[i] = Some(v);
         }
         let classes = classes
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("class indices are not 0..n".into()))?;
+            .ok_or_else(|| "class indices are not 0..n".to_string())?;
         Ok(ImagenetClassIndex { classes })
     }
 
-    /// Keras's file, from the cache or downloaded (and checked against Keras's MD5) as
-    /// `decode_predictions` does.
+    /// Keras's class index, bundled in the library ([`BUNDLED_CLASS_INDEX_JSON`]): what
+    /// `decode_predictions` and `frostnet predict` use, with no download.
+    pub fn bundled() -> ImagenetClassIndex {
+        ImagenetClassIndex::from_json(BUNDLED_CLASS_INDEX_JSON)
+            .expect("the bundled class index is checked by the tests")
+    }
+
+    /// Keras's file as Keras gets it: from `$KERAS_HOME/models`, or downloaded from Keras's URL
+    /// and checked against Keras's MD5. [`bundled`](Self::bundled) holds the same bytes.
     pub fn keras() -> Result<ImagenetClassIndex> {
         let path = get_file(
             "imagenet_class_index.json",
@@ -273,6 +301,10 @@ impl ImagenetClassIndex {
         ImagenetClassIndex::from_file(path)
     }
 
+    /// The WordNet id of class `i` (`"n01440764"`).
+    pub fn wordnet_id(&self, i: usize) -> &str {
+        &self.classes[i].0
+    }
     pub fn len(&self) -> usize {
         self.classes.len()
     }
@@ -317,7 +349,7 @@ pub fn top_k(row: &[f32], top: usize) -> Vec<usize> {
 }
 
 /// Keras's `decode_predictions(preds, top)` for an ImageNet classifier, with Keras's class index
-/// (cached in `$KERAS_HOME/models`, or downloaded from Keras's URL and verified).
+/// bundled in the library (no download; [`ImagenetClassIndex::from_file`] reads another).
 pub fn decode_predictions(preds: &Tensor, top: usize) -> Result<Vec<Vec<DecodedPrediction>>> {
-    ImagenetClassIndex::keras()?.decode(preds, top)
+    ImagenetClassIndex::bundled().decode(preds, top)
 }

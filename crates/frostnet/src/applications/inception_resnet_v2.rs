@@ -21,18 +21,23 @@ pub fn inception_resnet_v2(opts: &ApplicationOptions) -> Result<Model> {
     let shape = obtain_input_shape("InceptionResNetV2", opts, 299, 75)?;
     let model = naming::with_fresh_names(|| build(opts, shape));
     with_keras_weights(model, opts, "InceptionResNetV2", || {
-        Ok(if opts.include_top {
-            ImagenetFile::new(
-                "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
-                Some("e693bd0210a403b3192acc6073ad2e96"),
-            )
-        } else {
-            ImagenetFile::new(
-                "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                Some("d19885ff4a710c122648d3b5c3b684e4"),
-            )
-        })
+        Ok(imagenet_file(opts.include_top))
     })
+}
+
+/// Keras's file for InceptionResNetV2's `weights="imagenet"`.
+pub(crate) fn imagenet_file(include_top: bool) -> ImagenetFile {
+    if include_top {
+        ImagenetFile::new(
+            "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
+            Some("e693bd0210a403b3192acc6073ad2e96"),
+        )
+    } else {
+        ImagenetFile::new(
+            "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            Some("d19885ff4a710c122648d3b5c3b684e4"),
+        )
+    }
 }
 
 /// Keras's `conv2d_bn` without bias: Conv2D, BatchNormalization without gamma, ReLU; unnamed,

@@ -7,14 +7,24 @@ use super::ApplicationOptions;
 use crate::error::{Error, Result};
 use crate::models::Model;
 
-/// The file Keras downloads for `weights="imagenet"`.
-pub(crate) struct ImagenetFile {
+/// The file Keras downloads for `weights="imagenet"`: the arguments the application passes to
+/// `keras.utils.get_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagenetFile {
     /// The name in Keras's cache (`$KERAS_HOME/models`), Keras's `fname`.
-    pub(crate) file: String,
-    /// Where Keras downloads it from.
-    pub(crate) url: String,
+    pub file: String,
+    /// Where Keras downloads it from (Keras's `origin`).
+    pub url: String,
     /// The hash Keras publishes (MD5, or SHA-256 when 64 digits); `None` where Keras checks none.
-    pub(crate) hash: Option<&'static str>,
+    pub hash: Option<&'static str>,
+}
+
+impl ImagenetFile {
+    /// The cached file's path, downloaded (and checked against the hash) if not there yet:
+    /// Keras's `get_file(fname, origin, cache_subdir="models", file_hash=hash)`.
+    pub fn fetch(&self) -> Result<std::path::PathBuf> {
+        get_file(&self.file, &self.url, self.hash)
+    }
 }
 
 impl ImagenetFile {
@@ -70,10 +80,7 @@ pub(crate) fn load(
     let mut model = model?;
     let path = match opts.weights.as_deref() {
         None => return Ok(model),
-        Some("imagenet") => {
-            let f = imagenet()?;
-            get_file(&f.file, &f.url, f.hash)?.display().to_string()
-        }
+        Some("imagenet") => imagenet()?.fetch()?.display().to_string(),
         Some(path) => path.to_string(),
     };
     crate::saving::load_weights_into(&mut model, &path)?;

@@ -84,7 +84,7 @@ pub fn mobilenet_with(opts: &MobileNetOptions) -> Result<Model> {
 }
 
 /// Keras's file for `weights="imagenet"`: per alpha and (square) size, no published hash.
-fn imagenet_file(
+pub(crate) fn imagenet_file(
     opts: &MobileNetOptions,
     rows: Option<usize>,
     cols: Option<usize>,

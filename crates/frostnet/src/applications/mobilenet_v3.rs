@@ -165,9 +165,9 @@ pub fn mobilenet_v3_large(opts: &ApplicationOptions) -> Result<Model> {
 
 /// Builds MobileNetV3Small or Large with fresh default names.
 pub fn mobilenet_v3(size: MobileNetV3Size, opts: &MobileNetV3Options) -> Result<Model> {
-    let (model_name, kind) = match size {
-        MobileNetV3Size::Small => ("MobileNetV3Small", "small"),
-        MobileNetV3Size::Large => ("MobileNetV3Large", "large"),
+    let model_name = match size {
+        MobileNetV3Size::Small => "MobileNetV3Small",
+        MobileNetV3Size::Large => "MobileNetV3Large",
     };
     let app = &opts.app;
     if app.include_top && app.classes == 0 {
@@ -225,34 +225,44 @@ pub fn mobilenet_v3(size: MobileNetV3Size, opts: &MobileNetV3Options) -> Result<
         }
     }
     let model = naming::with_fresh_names(|| build(size, model_name, opts, shape));
-    keras_weights::load(model, app, || {
-        // Python's `str(alpha)`: `1.0`, `0.75`.
-        let alpha = if opts.alpha.fract() == 0.0 {
-            format!("{:.1}", opts.alpha)
-        } else {
-            opts.alpha.to_string()
-        };
-        let minimal = if opts.minimalistic {
-            "_minimalistic"
-        } else {
-            ""
-        };
-        let key = format!("{kind}{minimal}_224_{alpha}_float");
-        let (_, top, notop) = WEIGHTS_HASHES
-            .iter()
-            .find(|h| h.0 == key)
-            .copied()
-            .ok_or_else(|| Error::InvalidConfig(format!("{model_name}: no weights for {key}")))?;
-        let (file, hash) = if app.include_top {
-            (format!("weights_mobilenet_v3_{key}.h5"), top)
-        } else {
-            (format!("weights_mobilenet_v3_{key}_no_top_v2.h5"), notop)
-        };
-        Ok(ImagenetFile {
-            url: format!("{BASE_WEIGHT_PATH}{file}"),
-            file,
-            hash: Some(hash),
-        })
+    keras_weights::load(model, app, || imagenet_file(size, opts))
+}
+
+/// Keras's file for MobileNetV3's `weights="imagenet"` (per size, alpha and `minimalistic`).
+pub(crate) fn imagenet_file(
+    size: MobileNetV3Size,
+    opts: &MobileNetV3Options,
+) -> Result<ImagenetFile> {
+    let (model_name, kind) = match size {
+        MobileNetV3Size::Small => ("MobileNetV3Small", "small"),
+        MobileNetV3Size::Large => ("MobileNetV3Large", "large"),
+    };
+    // Python's `str(alpha)`: `1.0`, `0.75`.
+    let alpha = if opts.alpha.fract() == 0.0 {
+        format!("{:.1}", opts.alpha)
+    } else {
+        opts.alpha.to_string()
+    };
+    let minimal = if opts.minimalistic {
+        "_minimalistic"
+    } else {
+        ""
+    };
+    let key = format!("{kind}{minimal}_224_{alpha}_float");
+    let (_, top, notop) = WEIGHTS_HASHES
+        .iter()
+        .find(|h| h.0 == key)
+        .copied()
+        .ok_or_else(|| Error::InvalidConfig(format!("{model_name}: no weights for {key}")))?;
+    let (file, hash) = if opts.app.include_top {
+        (format!("weights_mobilenet_v3_{key}.h5"), top)
+    } else {
+        (format!("weights_mobilenet_v3_{key}_no_top_v2.h5"), notop)
+    };
+    Ok(ImagenetFile {
+        url: format!("{BASE_WEIGHT_PATH}{file}"),
+        file,
+        hash: Some(hash),
     })
 }
 

@@ -22,7 +22,7 @@ pub mod transfer;
 mod vgg16;
 mod xception;
 
-pub use by_name::build_by_name;
+pub use by_name::{build_by_name, AppSpec, PreprocessMode};
 pub use convnext::{convnext_tiny, convnext_tiny_with, ConvNeXtOptions};
 pub use densenet::{densenet121, densenet169, densenet201};
 pub use efficientnet::{
@@ -33,9 +33,13 @@ pub use efficientnet_v2::{
     efficientnet_v2, efficientnet_v2_b0, efficientnet_v2_b1, efficientnet_v2_b2,
     efficientnet_v2_b3, efficientnet_v2_s, EfficientNetV2Options,
 };
-pub use imagenet::{decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex};
+pub use imagenet::{
+    decode_predictions, top_k, Application, DecodedPrediction, ImagenetClassIndex,
+    BUNDLED_CLASS_INDEX_JSON,
+};
 pub use inception_resnet_v2::inception_resnet_v2;
 pub use inception_v3::inception_v3;
+pub use keras_weights::ImagenetFile;
 pub use mobilenet::{mobilenet, mobilenet_with, MobileNetOptions};
 pub use mobilenet_v2::{mobilenet_v2, MobileNetV2Options};
 pub use mobilenet_v3::{

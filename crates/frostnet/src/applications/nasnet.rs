@@ -36,20 +36,25 @@ pub fn nasnet_mobile(opts: &ApplicationOptions) -> Result<Model> {
     let shape = obtain_input_shape("NASNetMobile", &o, 224, 32)?;
     let model = naming::with_fresh_names(|| build(opts, shape));
     with_keras_weights(model, opts, "NASNetMobile", || {
-        Ok(if opts.include_top {
-            ImagenetFile::new(
-                "nasnet/NASNet-mobile.h5",
-                Some("020fb642bf7360b370c678b08e0adf61"),
-            )
-            .cached_as("nasnet_mobile.h5")
-        } else {
-            ImagenetFile::new(
-                "nasnet/NASNet-mobile-no-top.h5",
-                Some("1ed92395b5b598bdda52abe5c0dbfd63"),
-            )
-            .cached_as("nasnet_mobile_no_top.h5")
-        })
+        Ok(imagenet_file(opts.include_top))
     })
+}
+
+/// Keras's file for NASNetMobile's `weights="imagenet"`.
+pub(crate) fn imagenet_file(include_top: bool) -> ImagenetFile {
+    if include_top {
+        ImagenetFile::new(
+            "nasnet/NASNet-mobile.h5",
+            Some("020fb642bf7360b370c678b08e0adf61"),
+        )
+        .cached_as("nasnet_mobile.h5")
+    } else {
+        ImagenetFile::new(
+            "nasnet/NASNet-mobile-no-top.h5",
+            Some("1ed92395b5b598bdda52abe5c0dbfd63"),
+        )
+        .cached_as("nasnet_mobile_no_top.h5")
+    }
 }
 
 fn bn(name: &str) -> BatchNormalization {

@@ -41,7 +41,7 @@ fn hashes(weights_name: &str) -> (&'static str, &'static str) {
 }
 
 /// The ImageNet file of a ResNet, as `resnet.ResNet` names it from `weights_name`.
-fn imagenet_file(weights_name: &str, include_top: bool) -> ImagenetFile {
+pub(crate) fn imagenet_file(weights_name: &str, include_top: bool) -> ImagenetFile {
     let (top, notop) = hashes(weights_name);
     let (tail, hash) = if include_top {
         ("", top)

@@ -1,5 +1,6 @@
 //! The transfer-learning recipe of Keras's guide, as library calls: an application without its
-//! top, frozen, with its `preprocess_input` inside the model, global average pooling, dropout and a
+//! top (any of the built-in ones), frozen, with its `preprocess_input` inside the model (none
+//! for the applications that rescale inside themselves), global average pooling, dropout and a
 //! new softmax classifier; then, optionally, the base unfrozen from a given layer on
 //! ([`unfreeze_from`]). The model takes raw 0..255 RGB images, as
 //! `image_dataset_from_directory` yields them, so a saved file needs nothing else to predict;
@@ -45,7 +46,7 @@
 //! # Ok::<(), frostnet::Error>(())
 //! ```
 
-use super::{Application, ApplicationOptions};
+use super::{Application, ApplicationOptions, PreprocessMode};
 use crate::error::{Error, Result};
 use crate::layers::{
     ActivationFn, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, Layer, LayerOptions,
@@ -73,33 +74,51 @@ pub struct TransferOptions {
 /// The name of the layer that applies `preprocess_input`.
 pub const PREPROCESS_LAYER: &str = "preprocess_input";
 
-/// `preprocess_input` as a frozen layer: `Rescaling(1/127.5, offset=-1)` for the `tf` mode
-/// (InceptionV3, MobileNetV2); for the `caffe` mode (ResNet50, VGG16) a frozen 1x1 convolution
-/// whose kernel swaps R and B and whose bias subtracts the BGR ImageNet mean: each output is
-/// `1 * x + 0 * y + 0 * z - mean`, exactly Keras's `x[..., ::-1] - mean` in float32.
-fn preprocess_layer(app: Application) -> Result<Box<dyn Layer>> {
-    Ok(match app {
-        Application::InceptionV3 | Application::MobileNetV2 => Box::new(
+/// `preprocess_input` as a frozen layer, or `None` for the applications that rescale inside
+/// (EfficientNet, EfficientNetV2, MobileNetV3, ConvNeXt: Keras's `preprocess_input` is a
+/// pass-through for them). `tf` mode: `Rescaling(1/127.5, offset=-1)`; `caffe` and `torch`
+/// modes: a frozen 1x1 convolution ([`set_preprocess_weights`]).
+fn preprocess_layer(app: Application) -> Option<Box<dyn Layer>> {
+    match app.preprocess_mode() {
+        PreprocessMode::Tf => Some(Box::new(
             Rescaling::new(1.0 / 127.5)
                 .offset(-1.0)
                 .named(PREPROCESS_LAYER),
-        ),
-        Application::ResNet50 | Application::Vgg16 => {
-            Box::new(Conv2D::new(3, 1).named(PREPROCESS_LAYER))
+        )),
+        PreprocessMode::Caffe | PreprocessMode::Torch => {
+            Some(Box::new(Conv2D::new(3, 1).named(PREPROCESS_LAYER)))
         }
-    })
+        PreprocessMode::Identity => None,
+    }
 }
 
-fn set_caffe_weights(model: &mut Model) -> Result<()> {
+/// The 1x1 convolution's kernel and bias. `caffe`: the kernel swaps R and B and the bias
+/// subtracts the BGR ImageNet mean, so each output is `1 * x + 0 * y + 0 * z - mean`, exactly
+/// Keras's `x[..., ::-1] - mean` in float32. `torch`: a diagonal kernel `1 / (255 std)` and bias
+/// `-mean / std`, Keras's `(x / 255 - mean) / std` up to float32 rounding.
+fn set_preprocess_weights(model: &mut Model, mode: PreprocessMode) -> Result<()> {
     let layer = model.get_layer_mut(PREPROCESS_LAYER)?;
     let mut kernel = vec![0.0f32; 9];
-    for c in 0..3 {
-        // kernel[0, 0, in, out]: output channel c reads input channel 2 - c.
-        kernel[(2 - c) * 3 + c] = 1.0;
-    }
+    let bias = match mode {
+        PreprocessMode::Caffe => {
+            for c in 0..3 {
+                // kernel[0, 0, in, out]: output channel c reads input channel 2 - c.
+                kernel[(2 - c) * 3 + c] = 1.0;
+            }
+            vec![-103.939, -116.779, -123.68]
+        }
+        _ => {
+            const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+            const STD: [f32; 3] = [0.229, 0.224, 0.225];
+            for c in 0..3 {
+                kernel[c * 3 + c] = 1.0 / (255.0 * STD[c]);
+            }
+            (0..3).map(|c| -MEAN[c] / STD[c]).collect()
+        }
+    };
     layer.set_weights(vec![
         Tensor::from_vec(&[1, 1, 3, 3], kernel)?,
-        Tensor::from_slice(&[-103.939, -116.779, -123.68]),
+        Tensor::from_vec(&[3], bias)?,
     ])?;
     layer.set_trainable(false);
     Ok(())
@@ -166,7 +185,10 @@ fn build_transfer(
         Some(aug) => g.call(aug, &[input])?,
         None => input,
     };
-    let x = g.call_boxed(preprocess_layer(app)?, &[x])?;
+    let x = match preprocess_layer(app) {
+        Some(layer) => g.call_boxed(layer, &[x])?,
+        None => x,
+    };
     let x = g.call(base, &[x])?;
     let mut x = g.call(GlobalAveragePooling2D::new(), &[x])?;
     for (i, &units) in hidden.iter().enumerate() {
@@ -192,9 +214,12 @@ fn build_transfer(
     }
     let out = g.call(head, &[x])?;
     let mut model = g.build_named(&format!("{}_transfer", app.name()), &[input], &[out])?;
-    match app {
-        Application::ResNet50 | Application::Vgg16 => set_caffe_weights(&mut model)?,
-        _ => model.get_layer_mut(PREPROCESS_LAYER)?.set_trainable(false),
+    match app.preprocess_mode() {
+        mode @ (PreprocessMode::Caffe | PreprocessMode::Torch) => {
+            set_preprocess_weights(&mut model, mode)?
+        }
+        PreprocessMode::Tf => model.get_layer_mut(PREPROCESS_LAYER)?.set_trainable(false),
+        PreprocessMode::Identity => {}
     }
     Ok(model)
 }

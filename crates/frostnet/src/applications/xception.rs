@@ -20,18 +20,23 @@ pub fn xception(opts: &ApplicationOptions) -> Result<Model> {
     let shape = obtain_input_shape("Xception", opts, 299, 71)?;
     let model = naming::with_fresh_names(|| build(opts, shape));
     with_keras_weights(model, opts, "Xception", || {
-        Ok(if opts.include_top {
-            ImagenetFile::new(
-                "xception/xception_weights_tf_dim_ordering_tf_kernels.h5",
-                Some("0a58e3b7378bc2990ea3b43d5981f1f6"),
-            )
-        } else {
-            ImagenetFile::new(
-                "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                Some("b0042744bf5b25fce3cb969f33bebb97"),
-            )
-        })
+        Ok(imagenet_file(opts.include_top))
     })
+}
+
+/// Keras's file for Xception's `weights="imagenet"`.
+pub(crate) fn imagenet_file(include_top: bool) -> ImagenetFile {
+    if include_top {
+        ImagenetFile::new(
+            "xception/xception_weights_tf_dim_ordering_tf_kernels.h5",
+            Some("0a58e3b7378bc2990ea3b43d5981f1f6"),
+        )
+    } else {
+        ImagenetFile::new(
+            "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            Some("b0042744bf5b25fce3cb969f33bebb97"),
+        )
+    }
 }
 
 fn relu(g: &mut Functional, x: SymbolicTensor, name: &str) -> Result<SymbolicTensor> {
