@@ -17,7 +17,8 @@ files it wrote.
   `convnext_block` (depthwise conv, LayerNormalization, MLP, LayerScale and the residual
   `inputs + x`), `scalar_ops` (`3.0 - x`, `x / 2`, `x - 1.5`, `2.0 * x`, `ops.divide(x, 4.0)`,
   the broadcasting `x * g` with g of shape (None, 1, 1, C), `ops.mean(x, [1, 2], keepdims=True)`,
-  `ops.mean(x, -1)`). Each is saved as `<name>.keras` with `<name>.npz`: x, y, pred (Keras's
+  `ops.mean(x, -1)`), `more_ops` (`ops.maximum(x, 0.0)`, `ops.minimum(0.5, x)`, `x ** 2`,
+  `2.0 ** x`, `-x`, `ops.sum`, `ops.square`, `ops.sqrt`, `ops.abs` / `abs(x)`, `ops.exp`). Each is saved as `<name>.keras` with `<name>.npz`: x, y, pred (Keras's
   prediction), loss and after_i (the i-th of `model.get_weights()` after one SGD(0.1) step on the
   mean squared error), its summary `<name>_summary.txt` and its `config.json` as
   `<name>.config.json`.
@@ -161,7 +162,20 @@ def scalar_ops():
     return keras.Model(inputs, y, name="scalar_ops")
 
 
-SMALL = {"mnv3_block": mnv3_block, "convnext_block": convnext_block, "scalar_ops": scalar_ops}
+def more_ops():
+    inputs = keras.Input((3, 3, 2), name="image")
+    h = layers.Conv2D(2, 1, name="conv")(inputs)
+    t = ops.maximum(h, 0.0) + ops.minimum(0.5, h)
+    t = t + h**2 + 2.0**h + (-h)
+    t = t + ops.sum(h, axis=[1, 2], keepdims=True) + ops.square(h)
+    t = t + ops.sqrt(ops.abs(h) + 0.5) + ops.exp(h * 0.5) + abs(h)
+    x = layers.Flatten(name="flat")(t)
+    y = layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, y, name="more_ops")
+
+
+SMALL = {"mnv3_block": mnv3_block, "convnext_block": convnext_block, "scalar_ops": scalar_ops,
+         "more_ops": more_ops}
 
 
 def small_models():

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 const APPS: [&str; 3] = ["mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny"];
-const SMALL: [&str; 3] = ["mnv3_block", "convnext_block", "scalar_ops"];
+const SMALL: [&str; 4] = ["mnv3_block", "convnext_block", "scalar_ops", "more_ops"];
 
 fn fixture(name: &str) -> String {
     format!(

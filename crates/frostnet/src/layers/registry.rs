@@ -99,6 +99,15 @@ static OPS: &[LayerEntry] = &[
     super::op_nodes::divide::DIVIDE,
     super::op_nodes::true_divide::TRUE_DIVIDE,
     super::op_nodes::mean::MEAN,
+    super::op_nodes::sum::SUM,
+    super::op_nodes::maximum::MAXIMUM,
+    super::op_nodes::minimum::MINIMUM,
+    super::op_nodes::power::POWER,
+    super::op_nodes::negative::NEGATIVE,
+    super::op_nodes::absolute::ABSOLUTE,
+    super::op_nodes::square::SQUARE,
+    super::op_nodes::sqrt::SQRT,
+    super::op_nodes::exp::EXP,
 ];
 
 /// The entry for a Keras op-node class of module `keras.src.ops.*`, if frostnet knows it.

@@ -1,5 +1,6 @@
 //! The op node `Mean` of `keras.src.ops.numpy`: `keras.ops.mean(x, axis, keepdims)` on a symbolic
-//! tensor. Unlike the arithmetic ops, Keras stores its arguments in the config
+//! tensor, and the reduction layer [`Mean`] that `Sum` (`sum.rs`) shares. Unlike the arithmetic
+//! ops, Keras stores a reduction's arguments in the config
 //! (`{"name": "mean", "axis": [1, 2], "keepdims": true}`), with axes counted over the whole
 //! tensor, batch axis included.
 
@@ -11,9 +12,12 @@ use crate::saving::keras_config::Opts;
 use crate::tensor::Tensor;
 use serde_json::{json, Value};
 
-/// The mean over some sample axes (never the batch axis: frostnet's tensors keep it).
+/// The mean (or, for `Sum`, the sum) over some sample axes (never the batch axis: frostnet's
+/// tensors keep it).
 pub struct Mean {
     base: LayerBase,
+    /// `Mean` or `Sum`.
+    class: &'static str,
     /// As given (negative axes count from the end), batch axis = 0.
     axis: Vec<isize>,
     /// `axis` as the config wrote it (`-1` or `[1, 2]`), written back unchanged.
@@ -29,8 +33,16 @@ impl Mean {
     /// `keras.ops.mean(x, axis=axis, keepdims=keepdims)` with axes counted as Keras counts them
     /// (0 is the batch axis, which cannot be reduced here).
     pub fn new(axis: &[isize], keepdims: bool) -> Mean {
+        Mean::reduction(MEAN.class_name, axis, keepdims)
+    }
+    /// `keras.ops.sum(x, axis=axis, keepdims=keepdims)`.
+    pub fn sum(axis: &[isize], keepdims: bool) -> Mean {
+        Mean::reduction(super::sum::SUM.class_name, axis, keepdims)
+    }
+    fn reduction(class: &'static str, axis: &[isize], keepdims: bool) -> Mean {
         Mean {
-            base: LayerBase::new(MEAN.class_name),
+            base: LayerBase::new(class),
+            class,
             axis: axis.to_vec(),
             axis_json: json!(axis),
             keepdims,
@@ -53,6 +65,14 @@ impl Mean {
         }
         (kept, st)
     }
+    /// 1/n for a mean of n values, 1 for a sum.
+    fn scale(&self, n: usize) -> f32 {
+        if self.class == MEAN.class_name {
+            1.0 / n.max(1) as f32
+        } else {
+            1.0
+        }
+    }
     fn out_dims(&self, kept: &[usize]) -> Vec<usize> {
         kept.iter()
             .enumerate()
@@ -70,7 +90,7 @@ impl Layer for Mean {
         &mut self.base
     }
     fn class_name(&self) -> &str {
-        MEAN.class_name
+        self.class
     }
     fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
         let s = &crate::layers::expect_inputs(&self.base.name, inputs, 1)?[0];
@@ -80,24 +100,25 @@ impl Layer for Mean {
             let r = if a < 0 { a + rank } else { a };
             if !(1..rank).contains(&r) {
                 return Err(Error::InvalidConfig(format!(
-                    "op node '{}' (Mean): axis {a} is {} of a rank-{rank} input; frostnet \
+                    "op node '{}' ({}): axis {a} is {} of a rank-{rank} input; frostnet \
                      averages over sample axes only",
                     self.base.name,
+                    self.class,
                     if r == 0 { "the batch axis" } else { "outside" }
                 )));
             }
             if reduced.contains(&(r as usize)) {
                 return Err(Error::InvalidConfig(format!(
-                    "op node '{}' (Mean): axis {a} repeated",
-                    self.base.name
+                    "op node '{}' ({}): axis {a} repeated",
+                    self.base.name, self.class
                 )));
             }
             reduced.push(r as usize);
         }
         if reduced.is_empty() {
             return Err(Error::InvalidConfig(format!(
-                "op node '{}' (Mean): no axis, which would average over the batch",
-                self.base.name
+                "op node '{}' ({}): no axis, which would reduce over the batch",
+                self.base.name, self.class
             )));
         }
         reduced.sort_unstable();
@@ -119,8 +140,9 @@ impl Layer for Mean {
         let dims = x.shape();
         if self.reduced.iter().any(|&a| a >= dims.len()) {
             return Err(Error::InvalidConfig(format!(
-                "op node '{}' (Mean) called on a rank-{} tensor",
+                "op node '{}' ({}) called on a rank-{} tensor",
                 self.base.name,
+                self.class,
                 dims.len()
             )));
         }
@@ -130,7 +152,7 @@ impl Layer for Mean {
         let ident = identity_strides(dims);
         let xd = x.data();
         visit(dims, &ident, &st, |i, _, o| y[o] += xd[i]);
-        let scale = 1.0 / n.max(1) as f32;
+        let scale = self.scale(n);
         y.iter_mut().for_each(|v| *v *= scale);
         self.cache = ctx.keep.then(|| dims.to_vec());
         Tensor::from_vec(&self.out_dims(&kept), y)
@@ -142,7 +164,7 @@ impl Layer for Mean {
         }
         let (_, st) = self.plan(&dims);
         let n: usize = self.reduced.iter().map(|&a| dims[a]).product();
-        let scale = 1.0 / n.max(1) as f32;
+        let scale = self.scale(n);
         let g = grad.data();
         let mut dx = vec![0.0f32; dims.iter().product()];
         visit(&dims, &identity_strides(&dims), &st, |i, _, o| {
@@ -157,7 +179,7 @@ impl Layer for Mean {
         self.cache = None;
     }
     fn keras_module(&self) -> Option<(&'static str, &'static str)> {
-        Some((NUMPY_MODULE, MEAN.class_name))
+        Some((NUMPY_MODULE, self.class))
     }
     fn op_call_args(&self, tensors: Vec<Value>) -> Option<Value> {
         Some(Value::Array(tensors))
@@ -177,7 +199,9 @@ fn identity_strides(dims: &[usize]) -> Vec<usize> {
     st
 }
 
-fn from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+/// Reads a reduction's config (`axis`, `keepdims`; `Max`'s `initial` and other options are not
+/// read, so a class without its own entry never gets here).
+pub(crate) fn reduction_from_config(class: &'static str, o: &Opts) -> Result<Box<dyn Layer>> {
     let axis = match o.get("axis") {
         None => Vec::new(),
         Some(Value::Array(a)) => a
@@ -191,12 +215,12 @@ fn from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
             as isize],
     };
     if axis.is_empty() {
-        return Err(o.err("axis=None averages over the batch axis, which frostnet does not do"));
+        return Err(o.err("axis=None reduces over the batch axis, which frostnet does not do"));
     }
     if axis.iter().any(|a| a.unsigned_abs() > 64) {
         return Err(o.err(format!("'axis' = {axis:?} is out of range")));
     }
-    let mut mean = Mean::new(&axis, o.boolean("keepdims", false)?);
+    let mut mean = Mean::reduction(class, &axis, o.boolean("keepdims", false)?);
     mean.axis_json = o.get("axis").cloned().unwrap_or(Value::Null);
     Ok(Box::new(mean))
 }
@@ -204,7 +228,7 @@ fn from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
 /// The registry entry (in the op-node table).
 pub(crate) const MEAN: LayerEntry = LayerEntry {
     class_name: "Mean",
-    from_config,
+    from_config: |o, _inputs| reduction_from_config(MEAN.class_name, o),
 };
 
 #[cfg(test)]
@@ -235,6 +259,16 @@ mod tests {
             let r = gradient_check(&mut m, std::slice::from_ref(&x), Mode::Train, 1e-2).unwrap();
             assert!(r.checked > 0 && r.max_rel_error < 1e-3, "{r:?}");
         }
+        // A sum of the same values: n times the mean.
+        let mut s = Mean::sum(&[1, 2], true);
+        s.build(&[vec![Some(2), Some(3)]]).unwrap();
+        let y = s.forward(&[&x], &mut ForwardCtx::infer()).unwrap();
+        assert_eq!(
+            (y.shape(), y.data()),
+            (&[2, 1, 1][..], &[-4.5f32, 13.5][..])
+        );
+        let r = gradient_check(&mut s, std::slice::from_ref(&x), Mode::Train, 1e-2).unwrap();
+        assert!(r.checked > 0 && r.max_rel_error < 1e-3, "{r:?}");
         let mut m = Mean::new(&[0], true);
         assert!(m
             .build(&[vec![Some(2)]])

@@ -13,11 +13,20 @@
 //! `keras.layers`; Keras tells the two apart by module) and write themselves back as Keras does,
 //! so a file frostnet saves loads in Keras.
 
+pub mod absolute;
 pub mod add;
 pub mod divide;
+pub mod exp;
+pub mod maximum;
 pub mod mean;
+pub mod minimum;
 pub mod multiply;
+pub mod negative;
+pub mod power;
+pub mod sqrt;
+pub mod square;
 pub mod subtract;
+pub mod sum;
 pub mod true_divide;
 
 use super::{take_cache, ForwardCtx, Layer, LayerBase, Shape};
@@ -353,6 +362,100 @@ impl Layer for BinaryOp {
     }
 }
 
+/// One elementwise unary op kind (`Negative`, `Exp`, ...): its Keras class name, its value, and
+/// its derivative given the input and the output.
+pub struct UnaryKind {
+    pub(crate) class_name: &'static str,
+    pub(crate) f: fn(f32) -> f32,
+    pub(crate) df: fn(f32, f32) -> f32,
+}
+
+/// `y = f(x)` elementwise.
+pub struct UnaryOp {
+    base: LayerBase,
+    kind: &'static UnaryKind,
+    /// The input and output of the kept forward pass.
+    cache: Option<(Tensor, Tensor)>,
+}
+
+impl UnaryOp {
+    /// An op node of `kind`, named as Keras names the op (`negative`, `exp_1`, ...).
+    pub fn new(kind: &'static UnaryKind) -> UnaryOp {
+        UnaryOp {
+            base: LayerBase::new(kind.class_name),
+            kind,
+            cache: None,
+        }
+    }
+}
+
+impl Layer for UnaryOp {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn base_mut(&mut self) -> &mut LayerBase {
+        &mut self.base
+    }
+    fn class_name(&self) -> &str {
+        self.kind.class_name
+    }
+    fn build(&mut self, inputs: &[Shape]) -> Result<Shape> {
+        let s = &super::expect_inputs(&self.base.name, inputs, 1)?[0];
+        self.base.built = true;
+        Ok(s.clone())
+    }
+    fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let x = inputs.first().ok_or_else(|| {
+            Error::State(format!("op node '{}' called on no tensor", self.base.name))
+        })?;
+        let f = self.kind.f;
+        let y = Tensor::from_vec(x.shape(), x.data().iter().map(|&v| f(v)).collect())?;
+        self.cache = ctx.keep.then(|| ((*x).clone(), y.clone()));
+        Ok(y)
+    }
+    fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (x, y) = take_cache(&mut self.cache, &self.base.name)?;
+        if !need_dx.first().copied().unwrap_or(false) {
+            return Ok(vec![None]);
+        }
+        let df = self.kind.df;
+        let dx = grad
+            .data()
+            .iter()
+            .zip(x.data().iter().zip(y.data()))
+            .map(|(g, (&a, &b))| g * df(a, b))
+            .collect();
+        Ok(vec![Some(Tensor::from_vec(x.shape(), dx)?)])
+    }
+    fn config(&self) -> Value {
+        json!({"name": self.base.name})
+    }
+    fn clear_cache(&mut self) {
+        self.cache = None;
+    }
+    fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        Some((NUMPY_MODULE, self.kind.class_name))
+    }
+    fn op_call_args(&self, tensors: Vec<Value>) -> Option<Value> {
+        Some(Value::Array(tensors))
+    }
+}
+
+/// Reads a unary op node: its call must be one keras tensor and nothing else.
+pub(crate) fn unary_from_config(kind: &'static UnaryKind, o: &Opts) -> Result<Box<dyn Layer>> {
+    let (args, kwargs) = call_args(o)?;
+    if let Some(k) = kwargs.and_then(|k| k.keys().next()) {
+        return Err(o.err(format!("keyword argument '{k}' of the op is not supported")));
+    }
+    match args {
+        [x] if is_keras_tensor(x) => Ok(Box::new(UnaryOp::new(kind))),
+        _ => Err(o.err(format!(
+            "op takes one tensor, the call has {}",
+            Value::Array(args.to_vec())
+        ))),
+    }
+}
+
 /// The positional arguments of an op node's call as Keras saved them
 /// (`inbound_nodes[0].args`), with its keyword arguments.
 /// An op node call's positional `args` and its `kwargs`, if any.
@@ -429,6 +532,9 @@ mod tests {
             &multiply::MULTIPLY_KIND,
             &divide::DIVIDE_KIND,
             &true_divide::TRUE_DIVIDE_KIND,
+            &maximum::MAXIMUM_KIND,
+            &minimum::MINIMUM_KIND,
+            &power::POWER_KIND,
         ];
         for kind in kinds {
             // x (2, 3, 4) with y (2, 1, 4), both orders, and constants on either side.
@@ -455,14 +561,15 @@ mod tests {
                 for n in 0..2 {
                     for i in 0..3 {
                         for j in 0..4 {
-                            let at = |t: &Tensor, k: usize| {
+                            // Element (n, i, j) of a (2, 3, 4) or broadcast (2, 1, 4) input.
+                            let at = |t: &Tensor| {
                                 let s = t.shape();
                                 let ii = if s[1] == 1 { 0 } else { i };
-                                t.data()[(n * s[1] + ii) * 4 + j] + 0.0 * k as f32
+                                t.data()[(n * s[1] + ii) * 4 + j]
                             };
                             let mut ins_it = ins.iter();
                             let mut val = |o: &Operand| match o {
-                                Operand::Input => at(ins_it.next().unwrap(), 0),
+                                Operand::Input => at(ins_it.next().unwrap()),
                                 Operand::Const { value, .. } => *value,
                             };
                             let (va, vb) = (val(&a), val(&b));
@@ -477,6 +584,38 @@ mod tests {
                     }
                 }
                 let r = gradient_check(&mut op, &ins, Mode::Train, 1e-2).unwrap();
+                assert!(
+                    r.checked > 0 && r.max_rel_error < 2e-3,
+                    "{} {r:?}",
+                    kind.class_name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_unary_kind_matches_its_definition_with_gradients() {
+        let x = values(&[2, 3, 2], 0.2);
+        type Case = (&'static UnaryKind, fn(f32) -> f32);
+        let want: [Case; 5] = [
+            (&negative::NEGATIVE_KIND, |v| -v),
+            (&absolute::ABSOLUTE_KIND, |v| v.abs()),
+            (&square::SQUARE_KIND, |v| v * v),
+            (&sqrt::SQRT_KIND, |v| v.sqrt()),
+            (&exp::EXP_KIND, |v| v.exp()),
+        ];
+        for (kind, f) in want {
+            // Negated inputs too, except for the square root.
+            let sign = if kind.class_name == "Sqrt" { 1.0 } else { -1.0 };
+            let flipped = x.data().iter().map(|&v| sign * v).collect();
+            for x in [x.clone(), Tensor::from_vec(x.shape(), flipped).unwrap()] {
+                let mut op = UnaryOp::new(kind);
+                op.build(&[vec![Some(3), Some(2)]]).unwrap();
+                let y = op.forward(&[&x], &mut ForwardCtx::infer()).unwrap();
+                let expect: Vec<f32> = x.data().iter().map(|&v| f(v)).collect();
+                assert_eq!(y.data(), expect.as_slice(), "{}", kind.class_name);
+                let r =
+                    gradient_check(&mut op, std::slice::from_ref(&x), Mode::Train, 1e-2).unwrap();
                 assert!(
                     r.checked > 0 && r.max_rel_error < 2e-3,
                     "{} {r:?}",
