@@ -23,6 +23,12 @@ files it wrote.
   mean squared error), its summary `<name>_summary.txt` and its `config.json` as
   `<name>.config.json`.
 
+`--apps DIR` saves the three applications with their (random, seeded) weights as `<app>.keras`
+in DIR (with `classifier_activation=None`: logits), with `<app>_x.npy` (two images) and
+`<app>_pred.npy` (Keras's prediction): tens of MB, not
+checked in; the ignored test `keras_saved_applications_predict_as_keras` reads them
+(FROSTNET_KERAS_APPS_DIR=DIR).
+
 `--check DIR` loads every `<name>.keras` in DIR (written by frostnet: the ignored test
 `write_files_for_keras` of crates/frostnet/tests/keras_op_nodes.rs with FROSTNET_OPS_OUT=DIR), and
 prints Keras's max abs prediction error against the fixture's `pred`; exits non-zero above 1e-5.
@@ -215,9 +221,40 @@ def check(directory):
     sys.exit(0 if worst < 1e-5 else 1)
 
 
+def calibrate_batch_norms(model, x):
+    """With Keras's initial moving statistics (mean 0, variance 1) a random MobileNetV3's signal
+    dies out (logits ~1e-10), which would make a 1e-5 comparison meaningless: set each
+    BatchNormalization's moving statistics, in graph order, to its input's statistics on x."""
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            probe = keras.Model(model.input, layer.input)
+            h = probe.predict(x, verbose=0)
+            gamma, beta, _, _ = layer.get_weights()
+            axes = tuple(range(h.ndim - 1))
+            layer.set_weights([gamma, beta, h.mean(axis=axes), h.var(axis=axes)])
+
+
+def full_applications(directory):
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i, (name, ctor) in enumerate(APPS.items()):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(30 + i)
+        # Logits: with random weights MobileNetV3's softmax is uniform to float precision.
+        model = ctor(weights=None, classifier_activation=None)
+        x = rng.uniform(0, 255, size=(2, 224, 224, 3)).astype("float32")
+        calibrate_batch_norms(model, x)
+        model.save(os.path.join(directory, f"{name}.keras"))
+        np.save(os.path.join(directory, f"{name}_x.npy"), x)
+        np.save(os.path.join(directory, f"{name}_pred.npy"), model.predict(x, verbose=0))
+        print(name, file=sys.stderr)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--check"]:
         check(sys.argv[2])
+    elif sys.argv[1:2] == ["--apps"]:
+        full_applications(sys.argv[2])
     else:
         os.makedirs(OUT, exist_ok=True)
         small_models()

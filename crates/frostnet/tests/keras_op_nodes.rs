@@ -4,6 +4,8 @@
 //! the configs of Keras-saved MobileNetV3Small/Large and ConvNeXtTiny load and print Keras's
 //! summary byte for byte; small Keras-made models predict and train one SGD step within 1e-5 of
 //! Keras; op nodes are written back exactly as Keras wrote them; unknown ops are typed errors.
+//! The applications saved with weights are too large to check in: an ignored test compares
+//! frostnet's prediction with Keras's on files `--apps DIR` of the tool writes.
 
 use frostnet::applications::{self as apps, ApplicationOptions};
 use frostnet::io::npy::read_npz;
@@ -265,4 +267,21 @@ fn unknown_or_unsupported_op_nodes_are_typed_errors() {
         l["inbound_nodes"] = serde_json::json!([])
     }));
     assert!(e.contains("'subtract'"), "{e}");
+}
+
+#[test]
+#[ignore = "needs Keras-saved applications with weights (tens of MB, not checked in): run \
+            `python3 tools/make_keras_ops_reference.py --apps DIR` and set FROSTNET_KERAS_APPS_DIR=DIR"]
+fn keras_saved_applications_predict_as_keras() {
+    let dir = std::env::var("FROSTNET_KERAS_APPS_DIR")
+        .expect("FROSTNET_KERAS_APPS_DIR names the directory `--apps DIR` wrote");
+    for app in APPS {
+        let mut m = load_model(&format!("{dir}/{app}.keras")).unwrap_or_else(|e| panic!("{e}"));
+        let x = frostnet::io::npy::read_npy(&format!("{dir}/{app}_x.npy")).unwrap();
+        let want = frostnet::io::npy::read_npy(&format!("{dir}/{app}_pred.npy")).unwrap();
+        let got = m.predict(&x, 2).unwrap();
+        let err = got.max_abs_diff(&want.clone().reshape(got.shape()).unwrap());
+        eprintln!("{app}: max abs error {err:e}");
+        assert!(err < 1e-5, "{app}: max abs error {err}");
+    }
 }
