@@ -264,6 +264,23 @@ fn unknown_or_unsupported_op_nodes_are_typed_errors() {
     }));
     assert!(e.contains("'mean'") && e.contains("batch axis"), "{e}");
     let e = file_error(&edited("subtract", |l| {
+        let call = l["inbound_nodes"][0].clone();
+        l["inbound_nodes"] = serde_json::json!([call.clone(), call]);
+    }));
+    assert!(
+        e.contains("'subtract'") && e.contains("several calls"),
+        "{e}"
+    );
+    let mut cfg = small_config("more_ops");
+    for l in cfg["config"]["layers"].as_array_mut().unwrap() {
+        if l["name"] == "negative" {
+            let x = l["inbound_nodes"][0]["args"][0].clone();
+            l["inbound_nodes"][0]["args"] = serde_json::json!([x, 1.0]);
+        }
+    }
+    let e = file_error(&cfg);
+    assert!(e.contains("'negative'") && e.contains("one tensor"), "{e}");
+    let e = file_error(&edited("subtract", |l| {
         l["inbound_nodes"] = serde_json::json!([])
     }));
     assert!(e.contains("'subtract'"), "{e}");

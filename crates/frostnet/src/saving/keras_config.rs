@@ -592,6 +592,13 @@ fn build_layer(
                 known.join(", ")
             ))
         })?;
+        // Keras makes a new op for every call: a second call would need constants of its own.
+        let calls = entry.get("inbound_nodes").and_then(Value::as_array);
+        if calls.is_some_and(|c| c.len() > 1) {
+            return Err(src.err(format!(
+                "op node '{name}' ({class}) has several calls; a Keras op node has one"
+            )));
+        }
         return (op.from_config)(&o, inputs);
     }
     let entry = registry::find(&class).ok_or_else(|| {
