@@ -104,6 +104,11 @@ impl Layer for LayerScale {
         json!({"name": self.base.name, "trainable": self.base.trainable,
                "init_values": self.init_values, "projection_dim": self.projection_dim})
     }
+    /// Keras defines the class in `keras.applications.convnext`, not `keras.layers`: written
+    /// there so Keras finds it again.
+    fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        Some(("keras.src.applications.convnext", "LayerScale"))
+    }
     fn clear_cache(&mut self) {
         self.cache = None;
     }

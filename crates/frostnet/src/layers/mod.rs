@@ -59,6 +59,7 @@ pub(crate) mod naming;
 mod noise;
 mod normalization;
 mod one_d;
+pub mod op_nodes;
 mod pooling;
 pub mod preprocessing;
 pub mod registry;
@@ -372,6 +373,12 @@ pub trait Layer: Send + Sync {
     /// it again), as `CustomScaleLayer` of `keras.applications.inception_resnet_v2`; `None` for
     /// the `keras.layers` classes.
     fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    /// For a Keras op node ([`op_nodes`]): the `args` of its call as Keras writes them, given the
+    /// keras tensors of its inputs in order (constants go between them); `None` for layers.
+    fn op_call_args(&self, tensors: Vec<serde_json::Value>) -> Option<serde_json::Value> {
+        let _ = tensors;
         None
     }
 

@@ -90,6 +90,36 @@ static BUILTIN: &[LayerEntry] = &[
     super::stochastic_depth::STOCHASTIC_DEPTH,
 ];
 
+/// Every Keras op-node class (`keras.src.ops.*`, see [`op_nodes`](super::op_nodes)): a separate
+/// table because `Add` and `Multiply` name both ops and merge layers.
+static OPS: &[LayerEntry] = &[
+    super::op_nodes::add::ADD,
+    super::op_nodes::subtract::SUBTRACT,
+    super::op_nodes::multiply::MULTIPLY,
+    super::op_nodes::divide::DIVIDE,
+    super::op_nodes::true_divide::TRUE_DIVIDE,
+    super::op_nodes::mean::MEAN,
+    super::op_nodes::sum::SUM,
+    super::op_nodes::maximum::MAXIMUM,
+    super::op_nodes::minimum::MINIMUM,
+    super::op_nodes::power::POWER,
+    super::op_nodes::negative::NEGATIVE,
+    super::op_nodes::absolute::ABSOLUTE,
+    super::op_nodes::square::SQUARE,
+    super::op_nodes::sqrt::SQRT,
+    super::op_nodes::exp::EXP,
+];
+
+/// The entry for a Keras op-node class of module `keras.src.ops.*`, if frostnet knows it.
+pub(crate) fn find_op(class_name: &str) -> Option<&'static LayerEntry> {
+    OPS.iter().find(|e| e.class_name == class_name)
+}
+
+/// The Keras op-node class names frostnet can load, in registry order.
+pub fn op_class_names() -> impl Iterator<Item = &'static str> {
+    OPS.iter().map(|e| e.class_name)
+}
+
 /// The entry for a Keras class name, if frostnet knows the class.
 pub(crate) fn find(class_name: &str) -> Option<&'static LayerEntry> {
     BUILTIN

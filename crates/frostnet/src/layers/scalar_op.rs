@@ -90,7 +90,22 @@ impl Layer for ScalarOp {
         Ok(vec![Some(dx)])
     }
     fn config(&self) -> serde_json::Value {
-        json!({"name": self.base.name, "value": self.value})
+        json!({ "name": self.base.name })
+    }
+    /// Written as Keras writes the op node, so the file loads in Keras and comes back in frostnet
+    /// as an [op node](super::op_nodes) with the same constant.
+    fn keras_module(&self) -> Option<(&'static str, &'static str)> {
+        match self.kind {
+            ScalarOpKind::Add => Some((super::op_nodes::NUMPY_MODULE, "Add")),
+            ScalarOpKind::Multiply => Some((super::op_nodes::NUMPY_MODULE, "Multiply")),
+        }
+    }
+    fn op_call_args(&self, tensors: Vec<serde_json::Value>) -> Option<serde_json::Value> {
+        let x = tensors
+            .into_iter()
+            .next()
+            .unwrap_or(serde_json::Value::Null);
+        Some(json!([x, self.value as f64]))
     }
     fn clear_cache(&mut self) {
         self.cache = None;

@@ -577,8 +577,30 @@ fn build_layer(
         class: &class,
         src,
         registered_name: entry.get("registered_name").and_then(Value::as_str),
+        call: entry.pointer("/inbound_nodes/0"),
     };
     o.generic()?;
+    // Op nodes (`x + 3.0`, `keras.ops.mean`) are told from layers by module, not class name.
+    let module = entry.get("module").and_then(Value::as_str).unwrap_or("");
+    if let Some(op_module) = module.strip_prefix("keras.src.ops.") {
+        let op = registry::find_op(&class).filter(|_| op_module == "numpy");
+        let op = op.ok_or_else(|| {
+            let known: Vec<&str> = registry::op_class_names().collect();
+            src.err(format!(
+                "op node '{name}': the Keras op '{module}.{class}' is not known to frostnet \
+                 (it loads the keras.src.ops.numpy ops {})",
+                known.join(", ")
+            ))
+        })?;
+        // Keras makes a new op for every call: a second call would need constants of its own.
+        let calls = entry.get("inbound_nodes").and_then(Value::as_array);
+        if calls.is_some_and(|c| c.len() > 1) {
+            return Err(src.err(format!(
+                "op node '{name}' ({class}) has several calls; a Keras op node has one"
+            )));
+        }
+        return (op.from_config)(&o, inputs);
+    }
     let entry = registry::find(&class).ok_or_else(|| {
         let why = registry::refusal(&class).map_or_else(
             || match o.registered_name.filter(|r| r.contains('>')) {

@@ -16,6 +16,9 @@ pub(crate) struct Opts<'a> {
     pub(crate) src: &'a Source<'a>,
     /// Keras's `registered_name` (`"package>Class"` for registered custom classes).
     pub(crate) registered_name: Option<&'a str>,
+    /// For an op node (`keras.src.ops.*`): its call (`inbound_nodes[0]`), whose `args` hold its
+    /// constant operands between the keras tensors.
+    pub(crate) call: Option<&'a Value>,
 }
 
 impl Opts<'_> {

@@ -74,6 +74,28 @@ fn layer_entry(layer: &dyn Layer, in_shapes: &[Shape]) -> Value {
     v
 }
 
+/// An op node (`x + 3.0`, `keras.ops.mean`) as Keras writes one: module `keras.src.ops.*`, a config
+/// without dtype, no `build_config`, and its constants in its call's `args`; `None` for layers.
+fn op_node_entry(model: &Model, i: usize) -> Option<Value> {
+    let layer = model.nodes[i].layer.as_ref();
+    let (module, registered) = layer.keras_module()?;
+    let call = model.calls_of(i).into_iter().next()?;
+    let tensors: Vec<Value> = model
+        .call_inbound(call)
+        .iter()
+        .map(|&j| {
+            let name = model.nodes[model.call_layer(j)].layer.name();
+            keras_tensor(name, model.call_node_index(j), model.call_output_shape(j))
+        })
+        .collect();
+    let args = layer.op_call_args(tensors)?;
+    Some(
+        json!({"module": module, "class_name": layer.class_name(), "config": layer.config(),
+                "registered_name": registered, "name": layer.name(),
+                "inbound_nodes": [{"args": args, "kwargs": {}}]}),
+    )
+}
+
 /// The Keras 3 config of a model (`config.json`'s content without `compile_config`): every layer's
 /// Keras config with its `trainable` flag, and for functional models the graph as
 /// `inbound_nodes` / `input_layers` / `output_layers`.
@@ -109,6 +131,10 @@ pub fn model_config(model: &Model) -> Value {
             for i in model.listed_nodes() {
                 let layer = model.nodes[i].layer.as_ref();
                 let inbound = &model.nodes[i].inbound;
+                if let Some(e) = op_node_entry(model, i) {
+                    layers.push(e);
+                    continue;
+                }
                 let mut e = if inbound.is_empty() {
                     input_entry(layer, &shape_of(i))
                 } else {
