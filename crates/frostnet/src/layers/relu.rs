@@ -5,8 +5,7 @@ use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::{map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
 /// `f(x) = min(x, max_value)` for `x > threshold`, `negative_slope * (x - threshold)` below it,
@@ -16,8 +15,9 @@ pub struct ReLU {
     max_value: Option<f32>,
     negative_slope: f32,
     threshold: f32,
-    /// The input, kept for backward.
-    cache: Option<Tensor>,
+    /// Per input element, which derivative applies (an index into [`ReLU::derivatives`]), kept
+    /// for backward: one byte instead of a copy of the input.
+    cache: Option<Vec<u8>>,
 }
 
 impl Default for ReLU {
@@ -62,17 +62,23 @@ impl ReLU {
         move |v: &mut [f32]| v.iter_mut().for_each(|v| *v = relu_value(*v, t, m, s))
     }
 
-    fn df(&self, x: f32) -> f32 {
+    /// Which of [`derivatives`](Self::derivatives) is the derivative at `x` (Keras's: 1 above
+    /// the threshold up to `max_value`, `negative_slope` below the threshold, 0 elsewhere).
+    fn df_code(&self, x: f32) -> u8 {
         if x > self.threshold {
             match self.max_value {
-                Some(m) if x >= m => 0.0,
-                _ => 1.0,
+                Some(m) if x >= m => 0,
+                _ => 1,
             }
         } else if x < self.threshold {
-            self.negative_slope
+            2
         } else {
-            0.0
+            0
         }
+    }
+
+    fn derivatives(&self) -> [f32; 3] {
+        [0.0, 1.0, self.negative_slope]
     }
 }
 
@@ -90,9 +96,9 @@ fn relu_value(x: f32, threshold: f32, max_value: Option<f32>, negative_slope: f3
 }
 
 impl Layer for ReLU {
-    /// The input only.
+    /// One byte per input value (which derivative applies).
     fn kept_for_backward(&self, inputs: &[u64], _output: u64) -> u64 {
-        inputs.iter().sum::<u64>() * 4
+        inputs.iter().sum::<u64>()
     }
     fn base(&self) -> &LayerBase {
         &self.base
@@ -127,23 +133,22 @@ impl Layer for ReLU {
     }
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
         let x = inputs[0];
-        let mut y = x.clone();
-        if y.len() >= PAR_THRESHOLD {
-            y.data_mut().par_iter_mut().for_each(|v| *v = self.f(*v));
-        } else {
-            y.data_mut().iter_mut().for_each(|v| *v = self.f(*v));
-        }
-        self.cache = ctx.keep.then(|| x.clone());
-        Ok(y)
+        // One pass: the output and, for backward, each element's derivative class.
+        let (y, codes) = map_with_codes(x.data(), ctx.keep, |v| (self.f(v), self.df_code(v)));
+        self.cache = codes;
+        Tensor::from_vec(x.shape(), y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let x = take_cache(&mut self.cache, &self.base.name)?;
-        let mut dx = grad.clone();
-        dx.data_mut()
-            .iter_mut()
-            .zip(x.data())
-            .for_each(|(d, &x)| *d *= self.df(x));
-        Ok(vec![Some(dx)])
+        let codes = take_cache(&mut self.cache, &self.base.name)?;
+        if codes.len() != grad.len() {
+            return Err(Error::ShapeMismatch {
+                context: format!("layer '{}': gradient", self.base.name),
+                left: format!("{} values kept", codes.len()),
+                right: format!("{} values", grad.len()),
+            });
+        }
+        let dx = scale_by_codes(grad.data(), &codes, &self.derivatives());
+        Ok(vec![Some(Tensor::from_vec(grad.shape(), dx)?)])
     }
     fn config(&self) -> serde_json::Value {
         json!({"name": self.base.name, "trainable": self.base.trainable,
