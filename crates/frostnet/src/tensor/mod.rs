@@ -297,16 +297,31 @@ pub(crate) fn map_with_codes(
     f: impl Fn(f32) -> (f32, u8) + Sync,
 ) -> (Vec<f32>, Option<Vec<u8>>) {
     use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
     let par = x.len() >= PAR_THRESHOLD;
     if keep_codes {
-        let (mut y, mut codes) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+        let n = x.len();
+        let mut codes = vec![0u8; n];
+        let mut y: Vec<f32> = Vec::with_capacity(n);
+        let run = |((xb, yb), cb): ((&[f32], &mut [MaybeUninit<f32>]), &mut [u8])| {
+            for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
+                let (v, code) = f(*x);
+                y.write(v);
+                *c = code;
+            }
+        };
+        let ys = &mut y.spare_capacity_mut()[..n];
         if par {
-            x.par_iter()
-                .map(|&v| f(v))
-                .unzip_into_vecs(&mut y, &mut codes);
+            x.par_chunks(BLOCK)
+                .zip(ys.par_chunks_mut(BLOCK))
+                .zip(codes.par_chunks_mut(BLOCK))
+                .for_each(run);
         } else {
-            (y, codes) = x.iter().map(|&v| f(v)).unzip();
+            run(((x, ys), &mut codes));
         }
+        // SAFETY: the capacity is at least `n`; the chunks of `x`, `ys` and `codes` split `0..n`
+        // at the same offsets, and `run` writes every element of each `ys` chunk.
+        unsafe { y.set_len(n) };
         (y, Some(codes))
     } else if par {
         let mut y = Vec::with_capacity(x.len());

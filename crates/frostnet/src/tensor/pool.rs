@@ -62,31 +62,36 @@ pub fn max_pool2d_forward(
             let (c0, c1) = cols(g, ox);
             let dst = &mut o[ox * c..(ox + 1) * c];
             dst.fill(f32::NEG_INFINITY);
-            // The maximum first, branch-free (vectorised); `>` lets NaN never win, as in TF.
-            for iy in r0..r1 {
-                for ix in c0..c1 {
-                    let base = (iy * g.w + ix) * c;
-                    dst.iter_mut()
-                        .zip(&src[base..base + c])
-                        .for_each(|(d, &v)| *d = if v > *d { v } else { *d });
+            let best = a.as_deref_mut().map(|a| &mut a[ox * c..(ox + 1) * c]);
+            match best {
+                None => {
+                    // Branch-free running maximum (vectorised); `>` lets NaN never win, as in TF.
+                    for iy in r0..r1 {
+                        for ix in c0..c1 {
+                            let base = (iy * g.w + ix) * c;
+                            dst.iter_mut()
+                                .zip(&src[base..base + c])
+                                .for_each(|(d, &v)| *d = if v > *d { v } else { *d });
+                        }
+                    }
                 }
-            }
-            if let Some(best) = a.as_deref_mut().map(|a| &mut a[ox * c..(ox + 1) * c]) {
-                // Then the first element (row-major window order) equal to it, TF's tie rule:
-                // the window scanned backwards, keeping the last match. Where the maximum is
-                // -inf (a window of -inf and NaN) the gradient goes to the window's first
-                // element, exactly where the running-maximum search left it.
-                let first = (r0 * g.w + c0) * c;
-                best.iter_mut()
-                    .enumerate()
-                    .for_each(|(ch, b)| *b = (first + ch) as u32);
-                for iy in (r0..r1).rev() {
-                    for ix in (c0..c1).rev() {
-                        let base = (iy * g.w + ix) * c;
-                        let v = &src[base..base + c];
-                        for ch in 0..c {
-                            let hit = v[ch] == dst[ch] && dst[ch] != f32::NEG_INFINITY;
-                            best[ch] = if hit { (base + ch) as u32 } else { best[ch] };
+                Some(best) => {
+                    // The same running maximum carrying its index, still branch-free: a strict
+                    // `>` keeps the first maximum (TF's tie rule), and a window with no value
+                    // above -inf (NaN never wins) routes its gradient to its first element.
+                    let first = (r0 * g.w + c0) * c;
+                    best.iter_mut()
+                        .enumerate()
+                        .for_each(|(ch, b)| *b = (first + ch) as u32);
+                    for iy in r0..r1 {
+                        for ix in c0..c1 {
+                            let base = (iy * g.w + ix) * c;
+                            let v = &src[base..base + c];
+                            for ch in 0..c {
+                                let gt = v[ch] > dst[ch];
+                                dst[ch] = if gt { v[ch] } else { dst[ch] };
+                                best[ch] = if gt { (base + ch) as u32 } else { best[ch] };
+                            }
                         }
                     }
                 }
