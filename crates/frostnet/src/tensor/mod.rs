@@ -303,7 +303,8 @@ pub(crate) fn map_with_codes(
         let n = x.len();
         let mut codes = vec![0u8; n];
         let mut y: Vec<f32> = Vec::with_capacity(n);
-        let run = |((xb, yb), cb): ((&[f32], &mut [MaybeUninit<f32>]), &mut [u8])| {
+        type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
+        let run = |((xb, yb), cb): Block| {
             for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
                 let (v, code) = f(*x);
                 y.write(v);
