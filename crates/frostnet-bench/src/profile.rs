@@ -2,9 +2,14 @@
 //!
 //! The model is run layer by layer — `model.layer_mut(i).forward(..)` on the real activations, in
 //! the model's (topological) layer order, then for training `backward` in reverse order with the
-//! gradients accumulated as the model's executor does — and each call is timed. Times are summed
+//! gradients accumulated as the model's executor does — and each call is timed in process CPU
+//! time (both threads' work; wall time on a shared 2-core machine mostly measures the other
+//! jobs), so a layer's "ms" is CPU ms and GF/s is per CPU-second. Times are summed
 //! by layer class (Conv2D split by kernel shape), the median over the reps is reported, next to
-//! the end-to-end time of the real workload measured in the same process just before.
+//! the end-to-end time of the real workload measured in the same process just before. The
+//! layers run unfused: the inference and frozen workloads' real executor folds each
+//! BatchNormalization (and its activation) into the convolution before it, so for those the
+//! BN and Activation rows are what that fusion removes.
 //!
 //! The graph's wiring is not public API, so it is read from the model's classic (tf-keras)
 //! summary, whose "Connected to" column names each layer's inputs. The chain workloads
@@ -19,7 +24,6 @@ use frostnet::layers::{Dense, ForwardCtx, Weight};
 use frostnet::training::{Adam, Loss, Optimizer};
 use frostnet::{Layer, Mode, Model, SummaryOptions, SummaryStyle, Tensor};
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 /// One listed layer: its inputs (indices into `model.layers()`).
 struct Wiring {
@@ -178,8 +182,15 @@ struct Setup {
     kind: Kind,
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
+/// A process CPU-time stamp (ms, both threads' work summed): on a shared machine CPU time
+/// moves far less with other jobs' load than wall time does.
+fn now() -> f64 {
+    crate::sys::process_cpu_ms()
+}
+
+/// CPU milliseconds since the stamp `t`.
+fn ms(t: f64) -> f64 {
+    now() - t
 }
 
 fn add(map: &mut BTreeMap<String, (f64, f64)>, key: &str, fwd: f64, bwd: f64) {
@@ -217,7 +228,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
             .iter()
             .map(|&j| values[j].as_ref().expect("topological order"))
             .collect();
-        let t = Instant::now();
+        let t = now();
         let y = layer.forward(&args, &mut ctx)?;
         let dt = ms(t);
         fl[i].0 = conv_flops(layer, args[0], &y);
@@ -244,14 +255,14 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
             ctx.mode = Mode::Train;
             ctx.keep = true;
             ctx.input_needs_grad = vec![keep];
-            let t = Instant::now();
+            let t = now();
             let logits = head.forward(&[&feats], &mut ctx)?;
             add(&mut by_bucket, "Dense (head)", ms(t), 0.0);
             logits
         }
         None => feats,
     };
-    let t = Instant::now();
+    let t = now();
     let (loss, g) = s.loss.compute(&pred, &s.y)?;
     other.insert("loss", ms(t));
     if !loss.is_finite() {
@@ -259,7 +270,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
     }
     let g = match head.as_mut() {
         Some(head) => {
-            let t = Instant::now();
+            let t = now();
             let dxs = head.backward(&g, &[keep])?;
             add(&mut by_bucket, "Dense (head)", 0.0, ms(t));
             dxs.into_iter().next().flatten()
@@ -274,7 +285,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
             &mut by_bucket,
         )?;
     }
-    let t = Instant::now();
+    let t = now();
     if let Some(head) = head.as_mut() {
         let mut ws: Vec<&mut Weight> = head.weights_mut();
         s.head_opt.apply(&mut ws);
@@ -289,7 +300,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
         s.base_opt.apply(&mut ws);
     }
     other.insert("Adam update", ms(t));
-    let t = Instant::now();
+    let t = now();
     if let Some(head) = head.as_mut() {
         head.clear_cache();
     }
@@ -331,12 +342,12 @@ fn backward(
         let inbound = s.wiring[i].inbound.clone();
         let need: Vec<bool> = inbound.iter().map(|&j| j != 0).collect();
         let layer = s.model.layer_mut(i)?;
-        let t = Instant::now();
+        let t = now();
         let dxs = layer.backward(&g, &need)?;
         let dt = ms(t);
         by_layer[i].1 = dt;
         add(by_bucket, &bucket(layer), 0.0, dt);
-        let t = Instant::now();
+        let t = now();
         for (&j, dx) in inbound.iter().zip(dxs) {
             if let (Some(dx), true) = (dx, j != 0) {
                 match acc[j].as_mut() {
@@ -410,7 +421,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
     let mut passes = Vec::new();
     let mut pass_ms = Vec::new();
     for _ in 0..args.reps {
-        let t = Instant::now();
+        let t = now();
         passes.push(pass(&mut s, &mut flops)?);
         pass_ms.push(ms(t));
     }
@@ -476,7 +487,8 @@ fn report(
     let total: f64 = rows.iter().map(|r| r.2 + r.3).sum();
     println!(
         "profile {} (batch {}, {} threads, {} reps): end-to-end median {:.1} ms (cpu {:.1} ms); \
-         layer-by-layer pass median {:.1} ms, sum of medians {:.1} ms",
+         layer-by-layer pass median {:.1} cpu ms, sum of medians {:.1} cpu ms \
+         (per-layer times below are process CPU ms; GF/s = GFLOP per CPU-second)",
         args.workload,
         s.x.batch(),
         args.threads,

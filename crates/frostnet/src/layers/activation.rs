@@ -4,7 +4,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
+use crate::tensor::{map_with_codes, scale_by_codes, Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -311,7 +311,16 @@ pub struct Activation {
     base: LayerBase,
     f: ActivationFn,
     shape: Shape,
-    out: Option<Tensor>,
+    out: Option<Kept>,
+}
+
+/// What the `Activation` layer keeps for backward.
+enum Kept {
+    /// What [`ActivationFn::kept`] returns (the output, or the input for some functions).
+    Values(Tensor),
+    /// ReLU: per element whether the output is positive (its derivative, 0 or 1), one byte each
+    /// instead of a full copy of the output.
+    Positive(Vec<u8>),
 }
 
 impl Activation {
@@ -329,9 +338,13 @@ impl Activation {
 }
 
 impl Layer for Activation {
-    /// The output only.
+    /// The output only (one byte per value for ReLU).
     fn kept_for_backward(&self, _inputs: &[u64], output: u64) -> u64 {
-        output * 4
+        if self.f == ActivationFn::Relu {
+            output
+        } else {
+            output * 4
+        }
     }
     fn base(&self) -> &LayerBase {
         &self.base
@@ -350,19 +363,45 @@ impl Layer for Activation {
     }
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
         check_runtime_shape(&self.base.name, &self.shape, inputs[0])?;
-        let mut y = inputs[0].clone();
+        let x = inputs[0];
+        if self.f == ActivationFn::Relu {
+            // One pass: the output and (for backward) its sign, no copies. `y` is never NaN
+            // (`max` returns the non-NaN operand), so `y > 0` is the derivative's own test
+            // `!(y <= 0)` and backward is bit-identical to the general path.
+            let (y, positive) = map_with_codes(x.data(), ctx.keep, |v| {
+                let y = v.max(0.0);
+                (y, u8::from(y > 0.0))
+            });
+            self.out = positive.map(Kept::Positive);
+            return Tensor::from_vec(x.shape(), y);
+        }
+        let mut y = x.clone();
         let row = *y.shape().last().unwrap_or(&1);
         let pre = self.f.pre_activation(y.data(), ctx.keep);
         self.f.apply(y.data_mut(), row);
-        self.out = ctx.keep.then(|| self.f.kept(pre, &y));
+        self.out = ctx.keep.then(|| Kept::Values(self.f.kept(pre, &y)));
         Ok(y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let y = take_cache(&mut self.out, &self.base.name)?;
-        let mut dx = grad.clone();
-        let row = *y.shape().last().unwrap_or(&1);
-        self.f.backward(y.data(), dx.data_mut(), row);
-        Ok(vec![Some(dx)])
+        match take_cache(&mut self.out, &self.base.name)? {
+            Kept::Positive(codes) => {
+                if codes.len() != grad.len() {
+                    return Err(Error::ShapeMismatch {
+                        context: format!("layer '{}': gradient", self.base.name),
+                        left: format!("{} values kept", codes.len()),
+                        right: format!("{} values", grad.len()),
+                    });
+                }
+                let dx = scale_by_codes(grad.data(), &codes, &[0.0, 1.0]);
+                Ok(vec![Some(Tensor::from_vec(grad.shape(), dx)?)])
+            }
+            Kept::Values(y) => {
+                let mut dx = grad.clone();
+                let row = *y.shape().last().unwrap_or(&1);
+                self.f.backward(y.data(), dx.data_mut(), row);
+                Ok(vec![Some(dx)])
+            }
+        }
     }
     fn config(&self) -> serde_json::Value {
         json!({"name": self.base.name, "trainable": self.base.trainable, "activation": self.f.as_str()})

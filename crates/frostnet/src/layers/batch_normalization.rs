@@ -12,8 +12,8 @@ use super::{
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::norm::{bn_backward_dx, bn_backward_sums, bn_forward, channel_moments};
+use crate::tensor::Tensor;
 use serde_json::{json, Value};
 
 const GAMMA: usize = 0;
@@ -135,58 +135,6 @@ impl BatchNormalization {
     }
 }
 
-/// Rows per parallel task: enough work per task (about 16K values) to amortise scheduling.
-fn block_rows(c: usize) -> usize {
-    (16384 / c.max(1)).max(1)
-}
-
-/// Per-channel sums over all rows of `f(x_row, other_row, j)` for two row-aligned arrays. Each
-/// task sums its block in f32 (a few hundred rows), blocks are combined in f64, so precision holds
-/// for large batches while the inner loop stays vectorisable.
-fn channel_sums2(
-    a: &[f32],
-    b: &[f32],
-    c: usize,
-    f: impl Fn(f32, f32, usize) -> f32 + Sync,
-) -> Vec<f64> {
-    let block = block_rows(c) * c;
-    let partial = |(ab, bb): (&[f32], &[f32])| {
-        let mut acc = vec![0.0f32; c];
-        for (ra, rb) in ab.chunks_exact(c).zip(bb.chunks_exact(c)) {
-            for j in 0..c {
-                acc[j] += f(ra[j], rb[j], j);
-            }
-        }
-        acc.into_iter().map(f64::from).collect::<Vec<f64>>()
-    };
-    let add = |mut x: Vec<f64>, y: Vec<f64>| {
-        x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-        x
-    };
-    if a.len() >= PAR_THRESHOLD {
-        a.par_chunks(block)
-            .zip(b.par_chunks(block))
-            .map(partial)
-            .reduce(|| vec![0.0; c], add)
-    } else {
-        a.chunks(block)
-            .zip(b.chunks(block))
-            .map(partial)
-            .fold(vec![0.0; c], add)
-    }
-}
-
-/// Per-channel mean and biased variance over all rows (two passes: exact for large means).
-fn moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
-    let rows = (x.len() / c) as f64;
-    let mean: Vec<f32> = channel_sums2(x, x, c, |v, _, _| v)
-        .iter()
-        .map(|s| (s / rows) as f32)
-        .collect();
-    let var = channel_sums2(x, x, c, |v, _, j| (v - mean[j]) * (v - mean[j]));
-    (mean, var.iter().map(|&v| (v / rows) as f32).collect())
-}
-
 impl Layer for BatchNormalization {
     /// The standardised input (`xhat`); nothing in inference mode.
     fn kept_for_backward(&self, inputs: &[u64], _output: u64) -> u64 {
@@ -248,7 +196,7 @@ impl Layer for BatchNormalization {
         let c = *x.shape().last().expect("rank checked");
         let batch_stats = !self.uses_moving_stats(ctx.mode);
         let (mean, var) = if batch_stats {
-            let (mean, var) = moments(x.data(), c);
+            let (mean, var) = channel_moments(x.data(), c);
             // The moving-statistics update: outside the gradient, biased variance (Keras 3).
             let m = self.momentum;
             for (which, batch) in [(MEAN, &mean), (VAR, &var)] {
@@ -262,35 +210,18 @@ impl Layer for BatchNormalization {
         } else {
             (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
         };
-        // y = x * scale + shift, with xhat = (x - mean) * inv_std kept for backward.
+        // y = x * scale + shift, with xhat = (x - mean) * inv_std kept for backward, both
+        // written in one pass over x.
         let (scale, shift, inv_std) = self.affine(&mean, &var);
-        let mut y = Tensor::zeros(x.shape());
-        let mut xhat = ctx.keep.then(|| Tensor::zeros(x.shape()));
-        let block = block_rows(c) * c;
-        let norm = |xb: &[f32], yb: &mut [f32]| {
-            for (xr, yr) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
-                for j in 0..c {
-                    yr[j] = xr[j] * scale[j] + shift[j];
-                }
-            }
-        };
-        let standardize = |xb: &[f32], hb: &mut [f32]| {
-            for (xr, hr) in xb.chunks_exact(c).zip(hb.chunks_exact_mut(c)) {
-                for j in 0..c {
-                    hr[j] = (xr[j] - mean[j]) * inv_std[j];
-                }
-            }
-        };
-        x.data()
-            .par_chunks(block)
-            .zip(y.data_mut().par_chunks_mut(block))
-            .for_each(|(xb, yb)| norm(xb, yb));
-        if let Some(h) = xhat.as_mut() {
-            x.data()
-                .par_chunks(block)
-                .zip(h.data_mut().par_chunks_mut(block))
-                .for_each(|(xb, hb)| standardize(xb, hb));
-        }
+        let (y, xhat) = bn_forward(
+            x.data(),
+            c,
+            &scale,
+            &shift,
+            ctx.keep.then_some((mean.as_slice(), inv_std.as_slice())),
+        );
+        let y = Tensor::from_vec(x.shape(), y)?;
+        let xhat = xhat.map(|h| Tensor::from_vec(x.shape(), h)).transpose()?;
         self.cache = xhat.map(|xhat| Cache {
             xhat,
             inv_std,
@@ -307,46 +238,46 @@ impl Layer for BatchNormalization {
         } = take_cache(&mut self.cache, &self.base.name)?;
         let c = inv_std.len();
         let rows = (grad.len() / c) as f32;
-        // Per-channel sums of dy and dy * xhat, needed by every gradient below.
-        let sum_dy = channel_sums2(grad.data(), grad.data(), c, |g, _, _| g);
-        let sum_dy_xhat = channel_sums2(grad.data(), xhat.data(), c, |g, h, _| g * h);
-        if let Some(i) = self.idx(GAMMA).filter(|&i| self.base.wants_grad(i)) {
+        // Per-channel sums of dy and dy * xhat (one pass), for the gamma/beta gradients and,
+        // with batch statistics, the input gradient through them.
+        let want_gamma = self.idx(GAMMA).filter(|&i| self.base.wants_grad(i));
+        let want_beta = self.idx(BETA).filter(|&i| self.base.wants_grad(i));
+        let need = need_dx.first().copied().unwrap_or(false);
+        let through_stats = batch_stats && need;
+        let (sum_dy, sum_dy_xhat) = if want_gamma.is_some() || want_beta.is_some() || through_stats
+        {
+            let with_xhat = want_gamma.is_some() || through_stats;
+            bn_backward_sums(grad.data(), with_xhat.then(|| xhat.data()), c)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if let Some(i) = want_gamma {
             let g = sum_dy_xhat.iter().map(|&v| v as f32).collect();
             self.base.set_grad(i, Tensor::from_vec(&[c], g)?);
         }
-        if let Some(i) = self.idx(BETA).filter(|&i| self.base.wants_grad(i)) {
+        if let Some(i) = want_beta {
             let g = sum_dy.iter().map(|&v| v as f32).collect();
             self.base.set_grad(i, Tensor::from_vec(&[c], g)?);
         }
-        if !need_dx.first().copied().unwrap_or(false) {
+        if !need {
             return Ok(vec![None]);
         }
         let gamma = self.param(GAMMA, c, 1.0);
-        let mut dx = Tensor::zeros(grad.shape());
-        let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / rows).collect();
-        let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / rows).collect();
         let k: Vec<f32> = (0..c).map(|j| gamma[j] * inv_std[j]).collect();
-        let block = block_rows(c) * c;
-        dx.data_mut()
-            .par_chunks_mut(block)
-            .zip(grad.data().par_chunks(block))
-            .zip(xhat.data().par_chunks(block))
-            .for_each(|((db, gb), hb)| {
-                let rows = db
-                    .chunks_exact_mut(c)
-                    .zip(gb.chunks_exact(c))
-                    .zip(hb.chunks_exact(c));
-                for ((d, g), h) in rows {
-                    for j in 0..c {
-                        d[j] = if batch_stats {
-                            // Through the batch mean and variance (standard BN backprop).
-                            k[j] * (g[j] - mean_dy[j] - h[j] * mean_dy_xhat[j])
-                        } else {
-                            k[j] * g[j]
-                        };
-                    }
-                }
-            });
+        let dx = if batch_stats {
+            // Through the batch mean and variance (standard BN backprop).
+            let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / rows).collect();
+            let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / rows).collect();
+            bn_backward_dx(
+                grad.data(),
+                c,
+                &k,
+                Some((xhat.data(), &mean_dy, &mean_dy_xhat)),
+            )
+        } else {
+            bn_backward_dx(grad.data(), c, &k, None)
+        };
+        let dx = Tensor::from_vec(grad.shape(), dx)?;
         Ok(vec![Some(dx)])
     }
 

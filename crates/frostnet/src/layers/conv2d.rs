@@ -143,6 +143,15 @@ impl Layer for Conv2D {
     fn mult_adds(&self, output: &Shape) -> Option<u64> {
         super::mult_adds_per_position(output, self.base.weights().first()?.len())
     }
+    /// The input, and the output only for an activation whose backward needs it.
+    fn kept_for_backward(&self, inputs: &[u64], output: u64) -> u64 {
+        let out = if self.activation == ActivationFn::Linear {
+            0
+        } else {
+            output
+        };
+        (inputs.iter().sum::<u64>() + out) * 4
+    }
     fn base(&self) -> &LayerBase {
         &self.base
     }
@@ -219,7 +228,13 @@ impl Layer for Conv2D {
             self.activation.apply(y.data_mut(), self.filters);
         }
         if ctx.keep {
-            self.cache = Some((x.clone(), self.activation.kept(pre, &y)));
+            // A linear activation's backward needs nothing from the forward pass: no copy of y.
+            let kept = if self.activation == ActivationFn::Linear {
+                Tensor::zeros(&[0])
+            } else {
+                self.activation.kept(pre, &y)
+            };
+            self.cache = Some((x.clone(), kept));
         }
         Ok(y)
     }
@@ -228,8 +243,15 @@ impl Layer for Conv2D {
         let (x, y) = take_cache(&mut self.cache, &self.base.name)?;
         let g = self.geometry(&x)?;
         let f = self.filters;
-        let mut dy = grad.clone();
-        self.activation.backward(y.data(), dy.data_mut(), f);
+        let activated;
+        let dy = if self.activation == ActivationFn::Linear {
+            grad
+        } else {
+            let mut d = grad.clone();
+            self.activation.backward(y.data(), d.data_mut(), f);
+            activated = d;
+            &activated
+        };
         if self.use_bias && self.base.wants_grad(BIAS) {
             let mut db = vec![0.0f32; f];
             dy.data()

@@ -8,7 +8,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
+use crate::tensor::{build_vec, Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -168,23 +168,30 @@ impl Layer for Concatenate {
         let row: usize = blocks.iter().sum();
         let mut out_dims = dims0.to_vec();
         out_dims[axis] = inputs.iter().map(|x| x.shape()[axis]).sum();
-        let mut y = vec![0.0f32; outer * row];
-        let fill = |o: usize, dst: &mut [f32]| {
-            let mut at = 0;
-            for (x, &b) in inputs.iter().zip(&blocks) {
-                dst[at..at + b].copy_from_slice(&x.data()[o * b..(o + 1) * b]);
-                at += b;
+        // Each output row (one outer index) is the inputs' blocks side by side; the rows are
+        // written straight into an unfilled buffer.
+        let fill = |first: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
+            for (r, dst) in dst.chunks_exact_mut(row).enumerate() {
+                let o = first / row + r;
+                let mut at = 0;
+                for (x, &b) in inputs.iter().zip(&blocks) {
+                    let src = &x.data()[o * b..(o + 1) * b];
+                    dst[at..at + b].iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(v);
+                    });
+                    at += b;
+                }
             }
         };
-        if row > 0 {
-            if y.len() >= PAR_THRESHOLD {
-                y.par_chunks_mut(row)
-                    .enumerate()
-                    .for_each(|(o, d)| fill(o, d));
-            } else {
-                y.chunks_mut(row).enumerate().for_each(|(o, d)| fill(o, d));
-            }
-        }
+        let y = if let Some(per_block) = 16384usize.checked_div(row) {
+            // Whole rows per block (about 16K values), so every block is a multiple of `row`.
+            let block = per_block.max(1) * row;
+            // SAFETY: `outer * row` values in blocks of whole rows; `fill` writes each row's
+            // `row = sum(blocks)` values, every input block side by side, so all are written.
+            unsafe { build_vec(outer * row, block, fill) }
+        } else {
+            Vec::new()
+        };
         self.cache = ctx
             .keep
             .then(|| inputs.iter().map(|x| x.shape().to_vec()).collect());
@@ -202,11 +209,11 @@ impl Layer for Concatenate {
         let mut out = Vec::with_capacity(dims.len());
         for (k, (d, &b)) in dims.iter().zip(&blocks).enumerate() {
             if need_dx.get(k).copied().unwrap_or(false) {
-                let mut dx = vec![0.0f32; outer * b];
+                let mut dx = Vec::with_capacity(outer * b);
                 if b > 0 {
-                    dx.chunks_mut(b).enumerate().for_each(|(o, dst)| {
-                        dst.copy_from_slice(&grad.data()[o * row + offset..o * row + offset + b])
-                    });
+                    for o in 0..outer {
+                        dx.extend_from_slice(&grad.data()[o * row + offset..o * row + offset + b]);
+                    }
                 }
                 out.push(Some(Tensor::from_vec(d, dx)?));
             } else {

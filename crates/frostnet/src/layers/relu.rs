@@ -5,8 +5,7 @@ use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::{map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
 /// `f(x) = min(x, max_value)` for `x > threshold`, `negative_slope * (x - threshold)` below it,
@@ -16,8 +15,9 @@ pub struct ReLU {
     max_value: Option<f32>,
     negative_slope: f32,
     threshold: f32,
-    /// The input, kept for backward.
-    cache: Option<Tensor>,
+    /// Per input element, which derivative applies (an index into [`ReLU::derivatives`]), kept
+    /// for backward: one byte instead of a copy of the input.
+    cache: Option<Vec<u8>>,
 }
 
 impl Default for ReLU {
@@ -62,17 +62,23 @@ impl ReLU {
         move |v: &mut [f32]| v.iter_mut().for_each(|v| *v = relu_value(*v, t, m, s))
     }
 
-    fn df(&self, x: f32) -> f32 {
+    /// Which of [`derivatives`](Self::derivatives) is the derivative at `x` (Keras's: 1 above
+    /// the threshold up to `max_value`, `negative_slope` below the threshold, 0 elsewhere).
+    fn df_code(&self, x: f32) -> u8 {
         if x > self.threshold {
             match self.max_value {
-                Some(m) if x >= m => 0.0,
-                _ => 1.0,
+                Some(m) if x >= m => 0,
+                _ => 1,
             }
         } else if x < self.threshold {
-            self.negative_slope
+            2
         } else {
-            0.0
+            0
         }
+    }
+
+    fn derivatives(&self) -> [f32; 3] {
+        [0.0, 1.0, self.negative_slope]
     }
 }
 
@@ -90,9 +96,9 @@ fn relu_value(x: f32, threshold: f32, max_value: Option<f32>, negative_slope: f3
 }
 
 impl Layer for ReLU {
-    /// The input only.
+    /// One byte per input value (which derivative applies).
     fn kept_for_backward(&self, inputs: &[u64], _output: u64) -> u64 {
-        inputs.iter().sum::<u64>() * 4
+        inputs.iter().sum::<u64>()
     }
     fn base(&self) -> &LayerBase {
         &self.base
@@ -127,23 +133,33 @@ impl Layer for ReLU {
     }
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
         let x = inputs[0];
-        let mut y = x.clone();
-        if y.len() >= PAR_THRESHOLD {
-            y.data_mut().par_iter_mut().for_each(|v| *v = self.f(*v));
+        // One pass: the output and, for backward, each element's derivative class.
+        let plain = self.threshold == 0.0 && self.max_value.is_none() && self.negative_slope == 0.0;
+        let (y, codes) = if plain {
+            // `relu_value` with the defaults, and code 1 exactly where x > 0; elsewhere code 0,
+            // whose derivative (0) equals code 2's `negative_slope` (0 here): backward is the
+            // same. (The general closure below measured 3x slower than the unfused pair.)
+            map_with_codes(x.data(), ctx.keep, |v| {
+                let pos = v > 0.0;
+                (if pos { v } else { 0.0 }, u8::from(pos))
+            })
         } else {
-            y.data_mut().iter_mut().for_each(|v| *v = self.f(*v));
-        }
-        self.cache = ctx.keep.then(|| x.clone());
-        Ok(y)
+            map_with_codes(x.data(), ctx.keep, |v| (self.f(v), self.df_code(v)))
+        };
+        self.cache = codes;
+        Tensor::from_vec(x.shape(), y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let x = take_cache(&mut self.cache, &self.base.name)?;
-        let mut dx = grad.clone();
-        dx.data_mut()
-            .iter_mut()
-            .zip(x.data())
-            .for_each(|(d, &x)| *d *= self.df(x));
-        Ok(vec![Some(dx)])
+        let codes = take_cache(&mut self.cache, &self.base.name)?;
+        if codes.len() != grad.len() {
+            return Err(Error::ShapeMismatch {
+                context: format!("layer '{}': gradient", self.base.name),
+                left: format!("{} values kept", codes.len()),
+                right: format!("{} values", grad.len()),
+            });
+        }
+        let dx = scale_by_codes(grad.data(), &codes, &self.derivatives());
+        Ok(vec![Some(Tensor::from_vec(grad.shape(), dx)?)])
     }
     fn config(&self) -> serde_json::Value {
         json!({"name": self.base.name, "trainable": self.base.trainable,
@@ -177,4 +193,59 @@ fn relu_from_config(o: &Opts, _inputs: &[Shape]) -> Result<Box<dyn Layer>> {
         r = r.max_value(o.float("max_value", 0.0)?);
     }
     Ok(Box::new(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keras's derivative, written out: 1 above the threshold (0 from `max_value` on),
+    /// `negative_slope` below it, 0 at it.
+    fn df(r: &ReLU, x: f32) -> f32 {
+        [0.0, 1.0, r.negative_slope][r.df_code(x) as usize]
+    }
+
+    /// Forward and backward through the kept derivative codes equal the per-element definitions
+    /// bit for bit, for plain ReLU (its fast path) and the leaky / capped / thresholded forms, on
+    /// odd serial and parallel sizes with zeros, signed zeros, NaN and infinities planted.
+    #[test]
+    fn codes_path_is_bit_identical_to_the_definition() {
+        let mut r = crate::tensor::random::rng(Some(4));
+        for n in [7usize, 40_001] {
+            let mut x = crate::tensor::random::uniform(&mut r, n, -3.0, 3.0);
+            let special = [
+                0.0,
+                -0.0,
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                6.0,
+                0.5,
+            ];
+            for (i, v) in special.iter().enumerate() {
+                x[i] = *v;
+            }
+            let dy = crate::tensor::random::uniform(&mut r, n, -1.0, 1.0);
+            let xt = Tensor::from_vec(&[n], x.clone()).unwrap();
+            let gt = Tensor::from_vec(&[n], dy.clone()).unwrap();
+            let layers = [
+                ReLU::new(),
+                ReLU::new().negative_slope(0.1),
+                ReLU::new().max_value(6.0),
+                ReLU::new().threshold(0.5).negative_slope(0.2),
+            ];
+            for mut layer in layers {
+                layer.build(&[vec![Some(n)]]).unwrap();
+                let mut ctx = ForwardCtx::infer();
+                ctx.keep = true;
+                let y = layer.forward(&[&xt], &mut ctx).unwrap();
+                let dx = layer.backward(&gt, &[true]).unwrap().remove(0).unwrap();
+                for i in 0..n {
+                    assert_eq!(y.data()[i].to_bits(), layer.f(x[i]).to_bits(), "y[{i}]");
+                    let want = dy[i] * df(&layer, x[i]);
+                    assert_eq!(dx.data()[i].to_bits(), want.to_bits(), "dx[{i}] x={}", x[i]);
+                }
+            }
+        }
+    }
 }

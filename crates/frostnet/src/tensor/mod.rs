@@ -7,6 +7,7 @@ pub mod direct_conv;
 pub mod grouped_conv;
 pub mod isa;
 mod matmul;
+pub mod norm;
 pub mod pool;
 pub mod random;
 // Matmul uses it on x86-64 only (elsewhere `gemm`); the convolution kernel gradient everywhere.
@@ -17,6 +18,7 @@ pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
 pub use matmul::{matmul, matmul_with, Transpose};
 
 use crate::error::{fmt_dims, Error, Result};
+use std::mem::MaybeUninit;
 
 /// Work below this many elements is not worth splitting across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
@@ -251,6 +253,103 @@ impl Tensor {
     /// Whether any element is NaN or infinite.
     pub fn has_non_finite(&self) -> bool {
         self.data.iter().any(|v| !v.is_finite())
+    }
+}
+
+/// A vector of `n` values written block by block (`block` values each, the last one shorter) by
+/// `f(first_index, block)`, in parallel when large, with no zero-fill before (the callers
+/// overwrite every value anyway).
+///
+/// # Safety
+/// `f` must initialise every element of each block it is given.
+pub(crate) unsafe fn build_vec(
+    n: usize,
+    block: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    let block = block.max(1);
+    if n >= PAR_THRESHOLD {
+        spare
+            .par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, b)| f(i * block, b));
+    } else {
+        spare
+            .chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, b)| f(i * block, b));
+    }
+    // SAFETY: the capacity is at least `n`, and the caller's contract is that `f` initialised
+    // every element of every block; the blocks cover `0..n` exactly.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `y = f(x)` elementwise into a new vector, with, when `keep_codes`, a one-byte code per element
+/// from the same pass (`f` returns `(value, code)`). An activation whose derivative takes a few
+/// values (ReLU: 0 or 1) keeps these codes for its backward pass instead of a copy of a
+/// full-precision tensor: a quarter of the memory and no extra pass.
+pub(crate) fn map_with_codes(
+    x: &[f32],
+    keep_codes: bool,
+    f: impl Fn(f32) -> (f32, u8) + Sync,
+) -> (Vec<f32>, Option<Vec<u8>>) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
+    let par = x.len() >= PAR_THRESHOLD;
+    if keep_codes {
+        let n = x.len();
+        let mut codes = vec![0u8; n];
+        let mut y: Vec<f32> = Vec::with_capacity(n);
+        type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
+        let run = |((xb, yb), cb): Block| {
+            for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
+                let (v, code) = f(*x);
+                y.write(v);
+                *c = code;
+            }
+        };
+        let ys = &mut y.spare_capacity_mut()[..n];
+        if par {
+            x.par_chunks(BLOCK)
+                .zip(ys.par_chunks_mut(BLOCK))
+                .zip(codes.par_chunks_mut(BLOCK))
+                .for_each(run);
+        } else {
+            run(((x, ys), &mut codes));
+        }
+        // SAFETY: the capacity is at least `n`; the chunks of `x`, `ys` and `codes` split `0..n`
+        // at the same offsets, and `run` writes every element of each `ys` chunk.
+        unsafe { y.set_len(n) };
+        (y, Some(codes))
+    } else if par {
+        let mut y = Vec::with_capacity(x.len());
+        x.par_iter().map(|&v| f(v).0).collect_into_vec(&mut y);
+        (y, None)
+    } else {
+        (x.iter().map(|&v| f(v).0).collect(), None)
+    }
+}
+
+/// `dx = dy * table[code]` elementwise: the backward pass of [`map_with_codes`], where
+/// `table[code]` is the derivative the forward pass classified each element into. The product is
+/// the same f32 operation as `dy * f'(x)`, so results are bit-identical to computing `f'`.
+pub(crate) fn scale_by_codes(dy: &[f32], codes: &[u8], table: &[f32]) -> Vec<f32> {
+    assert_eq!(dy.len(), codes.len(), "gradient and codes differ in length");
+    let f = |(&d, &c): (&f32, &u8)| d * table[c as usize];
+    if dy.len() >= PAR_THRESHOLD {
+        use rayon::prelude::*;
+        let mut out = Vec::with_capacity(dy.len());
+        dy.par_iter()
+            .zip(codes.par_iter())
+            .map(f)
+            .collect_into_vec(&mut out);
+        out
+    } else {
+        dy.iter().zip(codes).map(f).collect()
     }
 }
 

@@ -62,31 +62,35 @@ pub fn max_pool2d_forward(
             let (c0, c1) = cols(g, ox);
             let dst = &mut o[ox * c..(ox + 1) * c];
             dst.fill(f32::NEG_INFINITY);
-            let mut best = a.as_deref_mut().map(|a| &mut a[ox * c..(ox + 1) * c]);
-            if let Some(best) = best.as_deref_mut() {
-                // A window of NaNs still routes its gradient inside the window.
-                let first = (r0 * g.w + c0) * c;
-                best.iter_mut()
-                    .enumerate()
-                    .for_each(|(ch, b)| *b = (first + ch) as u32);
-            }
-            for iy in r0..r1 {
-                for ix in c0..c1 {
-                    let base = (iy * g.w + ix) * c;
-                    let v = &src[base..base + c];
-                    match best.as_deref_mut() {
-                        None => dst.iter_mut().zip(v).for_each(|(d, &v)| {
-                            if v > *d {
-                                *d = v
-                            }
-                        }),
-                        Some(best) => {
+            let best = a.as_deref_mut().map(|a| &mut a[ox * c..(ox + 1) * c]);
+            match best {
+                None => {
+                    // Branch-free running maximum (vectorised); `>` lets NaN never win, as in TF.
+                    for iy in r0..r1 {
+                        for ix in c0..c1 {
+                            let base = (iy * g.w + ix) * c;
+                            dst.iter_mut()
+                                .zip(&src[base..base + c])
+                                .for_each(|(d, &v)| *d = if v > *d { v } else { *d });
+                        }
+                    }
+                }
+                Some(best) => {
+                    // The same running maximum carrying its index, still branch-free: a strict
+                    // `>` keeps the first maximum (TF's tie rule), and a window with no value
+                    // above -inf (NaN never wins) routes its gradient to its first element.
+                    let first = (r0 * g.w + c0) * c;
+                    best.iter_mut()
+                        .enumerate()
+                        .for_each(|(ch, b)| *b = (first + ch) as u32);
+                    for iy in r0..r1 {
+                        for ix in c0..c1 {
+                            let base = (iy * g.w + ix) * c;
+                            let v = &src[base..base + c];
                             for ch in 0..c {
-                                // `>` keeps the first maximum; NaN never wins, as in TF.
-                                if v[ch] > dst[ch] {
-                                    dst[ch] = v[ch];
-                                    best[ch] = (base + ch) as u32;
-                                }
+                                let gt = v[ch] > dst[ch];
+                                dst[ch] = if gt { v[ch] } else { dst[ch] };
+                                best[ch] = if gt { (base + ch) as u32 } else { best[ch] };
                             }
                         }
                     }
@@ -294,5 +298,74 @@ mod tests {
         let dx = max_pool2d_backward(&[1.0, 2.0, 3.0, 4.0], &arg.unwrap(), &g);
         assert_eq!((dx[5], dx[7], dx[13], dx[15]), (1.0, 2.0, 3.0, 4.0));
         assert_eq!(dx.iter().sum::<f32>(), 10.0);
+    }
+
+    /// Max pooling with argmax against the running-maximum definition (first strict maximum in
+    /// row-major window order, NaN never wins, a window with no finite maximum routes to its
+    /// first element), on odd sizes, both paddings, strides 1-2, with ties, NaN, -inf and signed
+    /// zeros planted; outputs and argmax must agree exactly, and backward routes by them.
+    #[test]
+    fn max_pooling_with_argmax_matches_running_maximum_definition() {
+        let mut r = crate::tensor::random::rng(Some(9));
+        let cases = [
+            ([2, 7, 9, 3], (3, 3), (2, 2), Padding::Valid),
+            ([1, 9, 7, 5], (3, 3), (1, 1), Padding::Same),
+            ([3, 5, 6, 2], (2, 2), (2, 2), Padding::Same),
+            ([1, 11, 13, 7], (3, 3), (2, 1), Padding::Same),
+            ([2, 66, 65, 9], (3, 3), (2, 2), Padding::Valid),
+        ];
+        for (shape, k, st, p) in cases {
+            let g = Conv2dGeometry::new(&shape, k, st, p).unwrap();
+            let n: usize = shape.iter().product();
+            // Few distinct values, so ties are common.
+            let mut x: Vec<f32> = crate::tensor::random::uniform(&mut r, n, -2.0, 2.0)
+                .into_iter()
+                .map(|v| v.round())
+                .collect();
+            for (i, v) in x.iter_mut().enumerate() {
+                match i % 23 {
+                    3 => *v = f32::NAN,
+                    7 => *v = f32::NEG_INFINITY,
+                    11 => *v = -0.0,
+                    _ => {}
+                }
+            }
+            // A whole window of NaN and -inf at the start of the first image.
+            for v in &mut x[..g.c * 2] {
+                *v = f32::NAN;
+            }
+            for v in &mut x[g.w * g.c..g.w * g.c + g.c * 2] {
+                *v = f32::NEG_INFINITY;
+            }
+            let (y, arg) = max_pool2d_forward(&x, &g, true);
+            let (y_only, _) = max_pool2d_forward(&x, &g, false);
+            let arg = arg.unwrap();
+            let img_len = g.h * g.w * g.c;
+            for img in 0..g.n {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (r0, r1) = rows(&g, oy);
+                        let (c0, c1) = cols(&g, ox);
+                        for ch in 0..g.c {
+                            let mut m = f32::NEG_INFINITY;
+                            let mut best = (r0 * g.w + c0) * g.c + ch;
+                            for iy in r0..r1 {
+                                for ix in c0..c1 {
+                                    let i = (iy * g.w + ix) * g.c + ch;
+                                    if x[img * img_len + i] > m {
+                                        m = x[img * img_len + i];
+                                        best = i;
+                                    }
+                                }
+                            }
+                            let o = ((img * g.oh + oy) * g.ow + ox) * g.c + ch;
+                            assert_eq!(y[o].to_bits(), m.to_bits(), "{shape:?} value {o}");
+                            assert_eq!(y_only[o].to_bits(), m.to_bits());
+                            assert_eq!(arg[o] as usize, best, "{shape:?} argmax {o}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,357 @@
+//! Per-channel normalisation kernels over rows of `c` channels (BatchNormalization over the last
+//! axis), each one pass over memory where the arithmetic allows it.
+//!
+//! Statistics use one pass: each block of rows is summed in f32 around a shift (the block's first
+//! row, so the squares are of deviations of the size of the spread, not of the mean), giving the
+//! block's mean and sum of squared deviations exactly in f64; blocks are merged with Chan et al.'s
+//! pairwise update. This is as accurate as the two-pass (mean, then squared deviations) method for
+//! data far from zero, and reads the activation once instead of twice.
+
+use super::{build_vec, PAR_THRESHOLD};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Rows per parallel task: enough work per task (about 16K values) to amortise scheduling and
+/// few enough rows that per-block f32 sums stay accurate.
+pub(crate) fn block_rows(c: usize) -> usize {
+    (16384 / c.max(1)).max(1)
+}
+
+/// `(rows, mean, m2)` of one block: count, per-channel mean and sum of squared deviations.
+type Stats = (f64, Vec<f64>, Vec<f64>);
+
+fn block_stats(x: &[f32], c: usize) -> Stats {
+    let rows = x.len() / c;
+    let shift = &x[..c];
+    let mut s1 = vec![0.0f32; c];
+    let mut s2 = vec![0.0f32; c];
+    for r in x.chunks_exact(c) {
+        for j in 0..c {
+            let d = r[j] - shift[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+    let n = rows as f64;
+    let mean = (0..c).map(|j| shift[j] as f64 + s1[j] as f64 / n).collect();
+    let m2 = (0..c)
+        .map(|j| (s2[j] as f64 - (s1[j] as f64) * (s1[j] as f64) / n).max(0.0))
+        .collect();
+    (n, mean, m2)
+}
+
+/// Chan et al.'s merge of two blocks' statistics.
+fn merge(a: Stats, b: Stats) -> Stats {
+    if a.0 == 0.0 {
+        return b;
+    }
+    if b.0 == 0.0 {
+        return a;
+    }
+    let (na, mut ma, mut qa) = a;
+    let (nb, mb, qb) = b;
+    let n = na + nb;
+    for j in 0..ma.len() {
+        let d = mb[j] - ma[j];
+        ma[j] += d * nb / n;
+        qa[j] += qb[j] + d * d * na * nb / n;
+    }
+    (n, ma, qa)
+}
+
+/// Per-channel mean and biased variance over all rows of `x` (rows of `c` values), in one pass.
+pub fn channel_moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    if c == 0 || x.len() < c {
+        return (vec![0.0; c], vec![0.0; c]);
+    }
+    let block = block_rows(c) * c;
+    let x = &x[..x.len() / c * c];
+    let empty = || (0.0, vec![0.0; c], vec![0.0; c]);
+    let (n, mean, m2) = if x.len() >= PAR_THRESHOLD {
+        x.par_chunks(block)
+            .map(|b| block_stats(b, c))
+            .reduce(empty, merge)
+    } else {
+        x.chunks(block)
+            .map(|b| block_stats(b, c))
+            .fold(empty(), merge)
+    };
+    (
+        mean.iter().map(|&m| m as f32).collect(),
+        m2.iter().map(|&q| (q / n) as f32).collect(),
+    )
+}
+
+/// BatchNormalization's forward map `y = x * scale + shift` per channel, and, when `keep`, the
+/// standardised input `xhat = (x - mean) * inv_std` for the backward pass, written in the same
+/// pass over `x`. The arithmetic is the same f32 operations as two separate passes, so `y` is
+/// bit-identical to the inference map with the same `scale`/`shift`.
+pub fn bn_forward(
+    x: &[f32],
+    c: usize,
+    scale: &[f32],
+    shift: &[f32],
+    standardise: Option<(&[f32], &[f32])>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    assert!(c > 0 && x.len().is_multiple_of(c) && scale.len() == c && shift.len() == c);
+    let block = block_rows(c) * c;
+    let Some((mean, inv_std)) = standardise else {
+        let map = |o: usize, yb: &mut [MaybeUninit<f32>]| {
+            for (xr, yr) in x[o..o + yb.len()]
+                .chunks_exact(c)
+                .zip(yb.chunks_exact_mut(c))
+            {
+                for j in 0..c {
+                    yr[j].write(xr[j] * scale[j] + shift[j]);
+                }
+            }
+        };
+        // SAFETY: blocks are whole rows (`block` is a multiple of `c`, `x.len()` too), and `map`
+        // writes every value of every row.
+        return (unsafe { build_vec(x.len(), block, map) }, None);
+    };
+    assert!(mean.len() == c && inv_std.len() == c);
+    let n = x.len();
+    let mut y: Vec<f32> = Vec::with_capacity(n);
+    let mut h: Vec<f32> = Vec::with_capacity(n);
+    type Outs<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]);
+    let both = |(xb, (yb, hb)): (&[f32], Outs)| {
+        let rows = xb
+            .chunks_exact(c)
+            .zip(yb.chunks_exact_mut(c))
+            .zip(hb.chunks_exact_mut(c));
+        for ((xr, yr), hr) in rows {
+            for j in 0..c {
+                yr[j].write(xr[j] * scale[j] + shift[j]);
+                hr[j].write((xr[j] - mean[j]) * inv_std[j]);
+            }
+        }
+    };
+    let (ys, hs) = (
+        &mut y.spare_capacity_mut()[..n],
+        &mut h.spare_capacity_mut()[..n],
+    );
+    if n >= PAR_THRESHOLD {
+        x.par_chunks(block)
+            .zip(ys.par_chunks_mut(block).zip(hs.par_chunks_mut(block)))
+            .for_each(both);
+    } else {
+        x.chunks(block)
+            .zip(ys.chunks_mut(block).zip(hs.chunks_mut(block)))
+            .for_each(both);
+    }
+    // SAFETY: both capacities are at least `n`; the three chunkings split `0..n` at the same
+    // whole-row boundaries (`block` and `n` are multiples of `c`), and `both` writes every value
+    // of every row of both outputs.
+    unsafe {
+        y.set_len(n);
+        h.set_len(n);
+    }
+    (y, Some(h))
+}
+
+/// Per-channel `(sum dy, sum dy * xhat)` over all rows, in one pass (f32 within a block, f64
+/// across blocks). `xhat` is skipped (second sums zero) when `None`.
+pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>, Vec<f64>) {
+    let block = block_rows(c) * c;
+    let partial = |(o, gb): (usize, &[f32])| {
+        let mut s = vec![0.0f32; c];
+        let mut sh = vec![0.0f32; c];
+        match xhat {
+            Some(h) => {
+                let hb = &h[o * block..o * block + gb.len()];
+                for (g, hr) in gb.chunks_exact(c).zip(hb.chunks_exact(c)) {
+                    for j in 0..c {
+                        s[j] += g[j];
+                        sh[j] += g[j] * hr[j];
+                    }
+                }
+            }
+            None => {
+                for g in gb.chunks_exact(c) {
+                    for j in 0..c {
+                        s[j] += g[j];
+                    }
+                }
+            }
+        }
+        let f = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        (f(s), f(sh))
+    };
+    let add = |mut a: (Vec<f64>, Vec<f64>), b: (Vec<f64>, Vec<f64>)| {
+        a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
+        a.1.iter_mut().zip(&b.1).for_each(|(p, q)| *p += q);
+        a
+    };
+    let zero = || (vec![0.0; c], vec![0.0; c]);
+    if let Some(h) = xhat {
+        assert_eq!(h.len(), dy.len(), "xhat and dy differ in length");
+    }
+    if dy.len() >= PAR_THRESHOLD {
+        dy.par_chunks(block)
+            .enumerate()
+            .map(partial)
+            .reduce(zero, add)
+    } else {
+        dy.chunks(block).enumerate().map(partial).fold(zero(), add)
+    }
+}
+
+/// BatchNormalization's input gradient: `k * (dy - mean_dy - xhat * mean_dy_xhat)` per channel
+/// when batch statistics normalised (`through_stats = Some((xhat, mean_dy, mean_dy_xhat))`), else
+/// `k * dy`.
+pub fn bn_backward_dx(
+    dy: &[f32],
+    c: usize,
+    k: &[f32],
+    through_stats: Option<(&[f32], &[f32], &[f32])>,
+) -> Vec<f32> {
+    assert!(c > 0 && dy.len().is_multiple_of(c) && k.len() == c);
+    let block = block_rows(c) * c;
+    let f = |o: usize, db: &mut [MaybeUninit<f32>]| {
+        let gb = &dy[o..o + db.len()];
+        match through_stats {
+            Some((xhat, mdy, mdyh)) => {
+                let hb = &xhat[o..o + db.len()];
+                for ((d, g), h) in db
+                    .chunks_exact_mut(c)
+                    .zip(gb.chunks_exact(c))
+                    .zip(hb.chunks_exact(c))
+                {
+                    for j in 0..c {
+                        d[j].write(k[j] * (g[j] - mdy[j] - h[j] * mdyh[j]));
+                    }
+                }
+            }
+            None => {
+                for (d, g) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)) {
+                    for j in 0..c {
+                        d[j].write(k[j] * g[j]);
+                    }
+                }
+            }
+        }
+    };
+    if let Some((xhat, mdy, mdyh)) = through_stats {
+        assert!(xhat.len() == dy.len() && mdy.len() == c && mdyh.len() == c);
+    }
+    // SAFETY: blocks are whole rows of `c` (both `block` and `dy.len()` are multiples of `c`) and
+    // `f` writes every value of every row.
+    unsafe { build_vec(dy.len(), block, f) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::random;
+
+    fn reference_moments(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+        let rows = (x.len() / c) as f64;
+        let mut mean = vec![0.0f64; c];
+        for r in x.chunks_exact(c) {
+            for j in 0..c {
+                mean[j] += r[j] as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rows);
+        let mut var = vec![0.0f64; c];
+        for r in x.chunks_exact(c) {
+            for j in 0..c {
+                var[j] += (r[j] as f64 - mean[j]).powi(2);
+            }
+        }
+        var.iter_mut().for_each(|v| *v /= rows);
+        (mean, var)
+    }
+
+    /// One-pass moments against the two-pass f64 definition, on odd channel counts, row counts
+    /// that leave a short last block, serial and parallel sizes, and data far from zero (mean 50,
+    /// spread 1), where a naive sum-of-squares formula loses every digit.
+    #[test]
+    fn one_pass_moments_match_f64_two_pass() {
+        let mut r = random::rng(Some(3));
+        for (rows, c, offset) in [
+            (7, 3, 0.0f32),
+            (1, 5, 1.0),
+            (1031, 33, 50.0),
+            (4099, 17, -20.0),
+            (9001, 7, 0.5),
+        ] {
+            let x: Vec<f32> = random::uniform(&mut r, rows * c, -1.0, 1.0)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| v + offset + (i % c) as f32 * 0.1)
+                .collect();
+            let (mean, var) = channel_moments(&x, c);
+            let (m_want, v_want) = reference_moments(&x, c);
+            for j in 0..c {
+                let tol = 1e-5 * (1.0 + m_want[j].abs());
+                assert!(
+                    (mean[j] as f64 - m_want[j]).abs() <= tol,
+                    "{rows}x{c} mean[{j}] {} vs {}",
+                    mean[j],
+                    m_want[j]
+                );
+                assert!(
+                    (var[j] as f64 - v_want[j]).abs() <= 1e-5 * v_want[j] + 1e-12,
+                    "{rows}x{c} var[{j}] {} vs {}",
+                    var[j],
+                    v_want[j]
+                );
+            }
+        }
+    }
+
+    /// The fused forward and the backward kernels against their f64 definitions, on odd sizes
+    /// (serial and parallel), with `y` bit-identical to the plain per-element map.
+    #[test]
+    fn forward_and_backward_kernels_match_f64_definitions() {
+        let mut r = random::rng(Some(5));
+        for (rows, c) in [(9, 3), (2053, 19), (1, 1), (777, 64)] {
+            let n = rows * c;
+            let x = random::uniform(&mut r, n, -3.0, 3.0);
+            let dy = random::uniform(&mut r, n, -1.0, 1.0);
+            let scale = random::uniform(&mut r, c, 0.5, 2.0);
+            let shift = random::uniform(&mut r, c, -1.0, 1.0);
+            let mean = random::uniform(&mut r, c, -0.5, 0.5);
+            let inv = random::uniform(&mut r, c, 0.5, 1.5);
+            let (y, xhat) = bn_forward(&x, c, &scale, &shift, Some((&mean, &inv)));
+            let xhat = xhat.unwrap();
+            for i in 0..n {
+                let j = i % c;
+                assert_eq!(y[i].to_bits(), (x[i] * scale[j] + shift[j]).to_bits());
+                let h = (x[i] as f64 - mean[j] as f64) * inv[j] as f64;
+                assert!((xhat[i] as f64 - h).abs() <= 1e-5 * (1.0 + h.abs()));
+            }
+            let (s, sh) = bn_backward_sums(&dy, Some(&xhat), c);
+            let (s0, sh0) = bn_backward_sums(&dy, None, c);
+            for j in 0..c {
+                let (mut a, mut b, mut aa, mut ba) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+                for row in 0..rows {
+                    let i = row * c + j;
+                    a += dy[i] as f64;
+                    aa += (dy[i] as f64).abs();
+                    b += dy[i] as f64 * xhat[i] as f64;
+                    ba += (dy[i] as f64 * xhat[i] as f64).abs();
+                }
+                assert!((s[j] - a).abs() <= 1e-5 * aa + 1e-12, "sum dy {j}");
+                assert!((sh[j] - b).abs() <= 1e-5 * ba + 1e-12, "sum dy xhat {j}");
+                assert_eq!(s0[j], s[j]);
+                assert_eq!(sh0[j], 0.0);
+            }
+            let k = random::uniform(&mut r, c, 0.5, 2.0);
+            let mdy = random::uniform(&mut r, c, -0.1, 0.1);
+            let mdyh = random::uniform(&mut r, c, -0.1, 0.1);
+            let dx = bn_backward_dx(&dy, c, &k, Some((&xhat, &mdy, &mdyh)));
+            let dx_fixed = bn_backward_dx(&dy, c, &k, None);
+            for i in 0..n {
+                let j = i % c;
+                let (kk, g, h) = (k[j] as f64, dy[i] as f64, xhat[i] as f64);
+                let want = kk * (g - mdy[j] as f64 - h * mdyh[j] as f64);
+                let scale = kk * (g.abs() + (mdy[j] as f64).abs() + (h * mdyh[j] as f64).abs());
+                assert!((dx[i] as f64 - want).abs() <= 1e-5 * scale + 1e-12);
+                assert_eq!(dx_fixed[i].to_bits(), (k[j] * dy[i]).to_bits());
+            }
+        }
+    }
+}
