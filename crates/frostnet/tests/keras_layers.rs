@@ -10,7 +10,6 @@ use frostnet::layers::*;
 use frostnet::saving::{load_model, model_config, save_keras};
 use frostnet::tensor::{random, Padding};
 use frostnet::testing::gradient_check;
-use frostnet::training::{FitOptions, Loss, Sgd};
 use frostnet::{Error, Functional, Mode, Tensor};
 use std::collections::HashMap;
 
@@ -56,32 +55,7 @@ fn keras_models_train_one_sgd_step_as_keras() {
     for name in MODELS {
         let a = arrays(name);
         let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
-        m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
-        let opts = FitOptions {
-            batch_size: a["x"].batch(),
-            epochs: 1,
-            shuffle: false,
-            verbose: 0,
-            ..Default::default()
-        };
-        let h = m.fit(&a["x"], &a["y"], opts).unwrap();
-        let loss = h.get("loss").unwrap()[0] as f32;
-        assert!(
-            (loss - a["loss"].data()[0]).abs() < 1e-5,
-            "{name}: loss {loss} vs Keras {}",
-            a["loss"].data()[0]
-        );
-        let weights = m.get_weights();
-        assert!(a.contains_key(&format!("after_{}", weights.len() - 1)));
-        assert!(!a.contains_key(&format!("after_{}", weights.len())));
-        for (i, w) in weights.iter().enumerate() {
-            close(
-                w,
-                &a[&format!("after_{i}")],
-                1e-5,
-                &format!("{name} weight {i}"),
-            );
-        }
+        common::one_sgd_step_matches_keras(name, &mut m, &a);
     }
 }
 

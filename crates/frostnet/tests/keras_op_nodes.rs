@@ -10,11 +10,13 @@
 use frostnet::applications::{self as apps, ApplicationOptions};
 use frostnet::io::npy::read_npz;
 use frostnet::saving::{build_model, load_model, model_config, save_keras};
-use frostnet::training::{FitOptions, Loss, Sgd};
-use frostnet::{Error, Tensor};
+use frostnet::Error;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Read;
+
+mod common;
+use common::{close, Scratch};
 
 const APPS: [&str; 3] = ["mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny"];
 const SMALL: [&str; 4] = ["mnv3_block", "convnext_block", "scalar_ops", "more_ops"];
@@ -74,12 +76,6 @@ fn assert_same_text(got: &str, want: &str, what: &str) {
             want.lines().nth(line)
         );
     }
-}
-
-fn close(got: &Tensor, want: &Tensor, what: &str) {
-    let want = want.clone().reshape(got.shape()).unwrap();
-    let err = got.max_abs_diff(&want);
-    assert!(err < 1e-5, "{what}: max abs error {err}");
 }
 
 #[test]
@@ -148,43 +144,19 @@ fn keras_made_models_with_op_nodes_predict_and_train_as_keras() {
         let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
         let want = std::fs::read_to_string(fixture(&format!("{name}_summary.txt"))).unwrap();
         assert_same_text(&m.summary(), &want, name);
-        close(&m.predict(&a["x"], 32).unwrap(), &a["pred"], name);
-        m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
-        let opts = FitOptions {
-            batch_size: a["x"].batch(),
-            epochs: 1,
-            shuffle: false,
-            verbose: 0,
-            ..Default::default()
-        };
-        let h = m.fit(&a["x"], &a["y"], opts).unwrap();
-        let loss = h.get("loss").unwrap()[0] as f32;
-        assert!(
-            (loss - a["loss"].data()[0]).abs() < 1e-5,
-            "{name}: loss {loss} against {}",
-            a["loss"].data()[0]
-        );
-        let weights = m.get_weights();
-        let n = a.keys().filter(|k| k.starts_with("after_")).count();
-        assert_eq!(weights.len(), n, "{name}");
-        for (i, w) in weights.iter().enumerate() {
-            close(w, &a[&format!("after_{i}")], &format!("{name} weight {i}"));
-        }
+        close(&m.predict(&a["x"], 32).unwrap(), &a["pred"], 1e-5, name);
+        common::one_sgd_step_matches_keras(name, &mut m, &a);
     }
 }
 
 #[test]
 fn save_keras_of_a_loaded_model_reloads_with_the_same_outputs() {
-    let dir = std::env::temp_dir().join(format!("frostnet-opnodes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("opnodes");
     for name in SMALL {
         let a = read_npz(&fixture(&format!("{name}.npz"))).unwrap();
         let path = fixture(&format!("{name}.keras"));
         let mut m = load_model(&path).unwrap();
-        let out = dir
-            .join(format!("{name}.keras"))
-            .to_string_lossy()
-            .into_owned();
+        let out = dir.path(&format!("{name}.keras"));
         save_keras(&m, &out).unwrap();
         let mut back = load_model(&out).unwrap();
         assert_eq!(
@@ -207,7 +179,6 @@ fn save_keras_of_a_loaded_model_reloads_with_the_same_outputs() {
             std::fs::copy(&out, format!("{keep}/{name}.keras")).unwrap();
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A copy of the scalar-ops fixture's config with `edit` applied to its op node `name`.

@@ -18,7 +18,7 @@ use frostnet::{Error, Functional, Mode, Sequential, Tensor};
 use std::collections::HashMap;
 
 mod common;
-use common::Scratch;
+use common::{max_diff, Scratch};
 
 fn fixture(name: &str) -> String {
     format!(
@@ -29,11 +29,6 @@ fn fixture(name: &str) -> String {
 
 fn arrays(name: &str) -> HashMap<String, Tensor> {
     read_npz(&fixture(&format!("{name}.npz"))).unwrap()
-}
-
-fn max_diff(got: &Tensor, want: &Tensor) -> f32 {
-    let want = want.clone().reshape(got.shape()).unwrap();
-    got.max_abs_diff(&want)
 }
 
 /// The Keras-made models that train (mask_combine, below, only predicts).
@@ -63,30 +58,7 @@ fn keras_models_with_the_options_train_one_sgd_step_as_keras() {
     for name in MODELS {
         let a = arrays(name);
         let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
-        m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
-        let opts = FitOptions {
-            batch_size: a["x"].batch(),
-            epochs: 1,
-            shuffle: false,
-            verbose: 0,
-            ..Default::default()
-        };
-        let h = m.fit(&a["x"], &a["y"], opts).unwrap();
-        let loss = h.get("loss").unwrap()[0] as f32;
-        assert!(
-            (loss - a["loss"].data()[0]).abs() < 1e-5,
-            "{name}: loss {loss} vs Keras {}",
-            a["loss"].data()[0]
-        );
-        let weights = m.get_weights();
-        assert!(a.contains_key(&format!("after_{}", weights.len() - 1)));
-        assert!(!a.contains_key(&format!("after_{}", weights.len())));
-        let mut worst = 0.0f32;
-        for (i, w) in weights.iter().enumerate() {
-            let err = max_diff(w, &a[&format!("after_{i}")]);
-            assert!(err < 1e-5, "{name} weight {i}: max abs error {err}");
-            worst = worst.max(err);
-        }
+        let worst = common::one_sgd_step_matches_keras(name, &mut m, &a);
         eprintln!("{name}: weights after one SGD step, max abs difference vs Keras {worst:.2e}");
     }
 }

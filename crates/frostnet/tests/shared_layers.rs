@@ -126,31 +126,7 @@ fn keras_files_train_one_sgd_step_as_keras() {
     for name in TRAINED {
         let a = arrays(name);
         let mut m = load_model(&fixture(&format!("{name}.keras"))).unwrap();
-        m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
-        let opts = FitOptions {
-            batch_size: a["x"].batch(),
-            epochs: 1,
-            shuffle: false,
-            verbose: 0,
-            ..Default::default()
-        };
-        let h = m.fit(&a["x"], &a["y"], opts).unwrap();
-        let loss = h.get("loss").unwrap()[0] as f32;
-        assert!(
-            (loss - a["loss"].data()[0]).abs() < 1e-5,
-            "{name}: loss {loss} vs Keras {}",
-            a["loss"].data()[0]
-        );
-        let weights = m.get_weights();
-        assert!(!a.contains_key(&format!("after_{}", weights.len())));
-        for (i, w) in weights.iter().enumerate() {
-            close(
-                w,
-                &a[&format!("after_{i}")],
-                1e-5,
-                &format!("{name} weight {i} ({})", m.named_weights()[i].0),
-            );
-        }
+        common::one_sgd_step_matches_keras(name, &mut m, &a);
     }
 }
 

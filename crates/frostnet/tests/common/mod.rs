@@ -42,10 +42,55 @@ impl Drop for Scratch {
     }
 }
 
-/// Asserts `got` is within `tol` (max abs difference) of `want`, reshaped to `got`'s shape (a
-/// Keras fixture may store `(n,)` where frostnet returns `(n, 1)`).
+/// The largest absolute difference between `got` and `want`, reshaped to `got`'s shape (a Keras
+/// fixture may store `(n,)` where frostnet returns `(n, 1)`).
+pub fn max_diff(got: &Tensor, want: &Tensor) -> f32 {
+    got.max_abs_diff(&want.clone().reshape(got.shape()).unwrap())
+}
+
+/// Asserts `got` is within `tol` (max abs difference) of `want` (see [`max_diff`]).
 pub fn close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
-    let want = want.clone().reshape(got.shape()).unwrap();
-    let err = got.max_abs_diff(&want);
+    let err = max_diff(got, want);
     assert!(err < tol, "{what}: max abs error {err}");
+}
+
+/// Trains `m` one full-batch SGD(0.1) step with mean squared error on the fixture's `x` and `y`,
+/// as the fixture scripts do in Keras, and asserts that the loss equals Keras's `loss` and every
+/// weight its `after_i` within 1e-5 (and that Keras has no weight frostnet lacks). Returns the
+/// largest weight difference.
+pub fn one_sgd_step_matches_keras(
+    name: &str,
+    m: &mut frostnet::Model,
+    a: &std::collections::HashMap<String, Tensor>,
+) -> f32 {
+    use frostnet::training::{FitOptions, Loss, Sgd};
+    m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]);
+    let opts = FitOptions {
+        batch_size: a["x"].batch(),
+        epochs: 1,
+        shuffle: false,
+        verbose: 0,
+        ..Default::default()
+    };
+    let h = m.fit(&a["x"], &a["y"], opts).unwrap();
+    let loss = h.get("loss").unwrap()[0] as f32;
+    let want = a["loss"].data()[0];
+    assert!(
+        (loss - want).abs() < 1e-5,
+        "{name}: loss {loss} vs Keras {want}"
+    );
+    let weights = m.get_weights();
+    assert!(!a.contains_key(&format!("after_{}", weights.len())));
+    let names = m.named_weights();
+    let mut worst = 0.0f32;
+    for (i, w) in weights.iter().enumerate() {
+        let err = max_diff(w, &a[&format!("after_{i}")]);
+        assert!(
+            err < 1e-5,
+            "{name} weight {i} ({}): max abs error {err}",
+            names[i].0
+        );
+        worst = worst.max(err);
+    }
+    worst
 }
