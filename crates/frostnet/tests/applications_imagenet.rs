@@ -170,7 +170,8 @@ fn minimum_sizes_are_the_builders() {
             .err()
             .unwrap_or_else(|| panic!("{} built at {below}", app.name()));
         assert!(
-            e.to_string().contains(&format!("at least {}", app.min_size())),
+            e.to_string()
+                .contains(&format!("at least {}", app.min_size())),
             "{}: {e}",
             app.name()
         );
