@@ -8,7 +8,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{build_vec, Tensor, PAR_THRESHOLD};
+use crate::tensor::{Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -161,41 +161,11 @@ impl Layer for Concatenate {
                 });
             }
         }
-        let outer: usize = dims0[..axis].iter().product();
-        let inner: usize = dims0[axis + 1..].iter().product();
-        // Per input, the contiguous block it contributes to each outer index.
-        let blocks: Vec<usize> = inputs.iter().map(|x| x.shape()[axis] * inner).collect();
-        let row: usize = blocks.iter().sum();
-        let mut out_dims = dims0.to_vec();
-        out_dims[axis] = inputs.iter().map(|x| x.shape()[axis]).sum();
-        // Each output row (one outer index) is the inputs' blocks side by side; the rows are
-        // written straight into an unfilled buffer.
-        let fill = |first: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
-            for (r, dst) in dst.chunks_exact_mut(row).enumerate() {
-                let o = first / row + r;
-                let mut at = 0;
-                for (x, &b) in inputs.iter().zip(&blocks) {
-                    let src = &x.data()[o * b..(o + 1) * b];
-                    dst[at..at + b].iter_mut().zip(src).for_each(|(d, &v)| {
-                        d.write(v);
-                    });
-                    at += b;
-                }
-            }
-        };
-        let y = if let Some(per_block) = 16384usize.checked_div(row) {
-            // Whole rows per block (about 16K values), so every block is a multiple of `row`.
-            let block = per_block.max(1) * row;
-            // SAFETY: `outer * row` values in blocks of whole rows; `fill` writes each row's
-            // `row = sum(blocks)` values, every input block side by side, so all are written.
-            unsafe { build_vec(outer * row, block, fill) }
-        } else {
-            Vec::new()
-        };
+        let y = crate::tensor::concatenate(inputs, axis);
         self.cache = ctx
             .keep
             .then(|| inputs.iter().map(|x| x.shape().to_vec()).collect());
-        Tensor::from_vec(&out_dims, y)
+        Ok(y)
     }
 
     fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {

@@ -288,6 +288,47 @@ pub(crate) unsafe fn build_vec(
     v
 }
 
+/// The inputs side by side along `axis`. The caller has checked that they agree on every other
+/// axis (Concatenate's forward names the layer in that error). Each output row (one index over
+/// the axes before `axis`) is the inputs' contiguous blocks side by side, written straight into
+/// an unfilled buffer.
+pub(crate) fn concatenate(inputs: &[&Tensor], axis: usize) -> Tensor {
+    let dims0 = inputs[0].shape();
+    let outer: usize = dims0[..axis].iter().product();
+    let inner: usize = dims0[axis + 1..].iter().product();
+    // Per input, the contiguous block it contributes to each outer index.
+    let blocks: Vec<usize> = inputs.iter().map(|x| x.shape()[axis] * inner).collect();
+    let row: usize = blocks.iter().sum();
+    let mut out_dims = dims0.to_vec();
+    out_dims[axis] = inputs.iter().map(|x| x.shape()[axis]).sum();
+    let fill = |first: usize, dst: &mut [MaybeUninit<f32>]| {
+        for (r, dst) in dst.chunks_exact_mut(row).enumerate() {
+            let o = first / row + r;
+            let mut at = 0;
+            for (x, &b) in inputs.iter().zip(&blocks) {
+                let src = &x.data()[o * b..(o + 1) * b];
+                dst[at..at + b].iter_mut().zip(src).for_each(|(d, &v)| {
+                    d.write(v);
+                });
+                at += b;
+            }
+        }
+    };
+    let data = if let Some(per_block) = 16384usize.checked_div(row) {
+        // Whole rows per block (about 16K values), so every block is a multiple of `row`.
+        let block = per_block.max(1) * row;
+        // SAFETY: `outer * row` values in blocks of whole rows; `fill` writes each row's
+        // `row = sum(blocks)` values, every input block side by side, so all are written.
+        unsafe { build_vec(outer * row, block, fill) }
+    } else {
+        Vec::new()
+    };
+    Tensor {
+        shape: out_dims,
+        data,
+    }
+}
+
 /// `y = f(x)` elementwise into a new vector, with, when `keep_codes`, a one-byte code per element
 /// from the same pass (`f` returns `(value, code)`). An activation whose derivative takes a few
 /// values (ReLU: 0 or 1) keeps these codes for its backward pass instead of a copy of a
