@@ -281,15 +281,7 @@ impl Plan {
         }
         let strides = padded
             .iter()
-            .map(|p| {
-                let mut st = vec![0usize; rank];
-                let mut acc = 1;
-                for a in (0..rank).rev() {
-                    st[a] = if p[a] == 1 { 0 } else { acc };
-                    acc *= p[a];
-                }
-                st
-            })
+            .map(|p| crate::tensor::broadcast::strides(p, &out))
             .collect();
         let same = padded.iter().all(|p| *p == out);
         Ok(Plan { out, strides, same })
@@ -314,33 +306,7 @@ impl Plan {
             }
             return;
         }
-        let r = self.out.len();
-        let last = self.out[r - 1];
-        let inner: Vec<usize> = self.strides.iter().map(|s| s[r - 1]).collect();
-        let mut idx = vec![0usize; r - 1];
-        let mut base = vec![0usize; k];
-        let mut offs = vec![0usize; k];
-        for o in 0..total / last {
-            for j in 0..last {
-                for i in 0..k {
-                    offs[i] = base[i] + j * inner[i];
-                }
-                f(o * last + j, &offs);
-            }
-            for ax in (0..r - 1).rev() {
-                idx[ax] += 1;
-                for (b, s) in base.iter_mut().zip(&self.strides) {
-                    *b += s[ax];
-                }
-                if idx[ax] < self.out[ax] {
-                    break;
-                }
-                for (b, s) in base.iter_mut().zip(&self.strides) {
-                    *b -= s[ax] * self.out[ax];
-                }
-                idx[ax] = 0;
-            }
-        }
+        crate::tensor::broadcast::visit(&self.out, &self.strides, f);
     }
 }
 

@@ -161,21 +161,7 @@ impl Normalization {
 /// the statistic index's stride along each axis (0 on an axis the statistics do not vary along).
 /// PReLU walks its broadcast `alpha` the same way.
 pub(super) fn visit(dims: &[usize], st: &[usize], mut f: impl FnMut(usize, usize)) {
-    let n: usize = dims.iter().product();
-    let mut idx = vec![0; dims.len()];
-    let mut at = 0;
-    for p in 0..n {
-        f(p, at);
-        for ax in (0..dims.len()).rev() {
-            idx[ax] += 1;
-            at += st[ax];
-            if idx[ax] < dims[ax] {
-                break;
-            }
-            at -= st[ax] * dims[ax];
-            idx[ax] = 0;
-        }
-    }
+    crate::tensor::broadcast::visit(dims, &[st.to_vec()], |p, at| f(p, at[0]));
 }
 
 impl Layer for Normalization {

@@ -1,6 +1,7 @@
 //! Dense f32 tensors, row-major, images in NHWC (Keras's layout, so Keras weights load without
 //! transposes), and the kernels the layers are built from.
 
+pub(crate) mod broadcast;
 pub mod conv;
 pub mod depthwise;
 pub mod direct_conv;

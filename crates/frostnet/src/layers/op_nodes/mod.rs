@@ -127,21 +127,12 @@ fn broadcast_shape(a: &[Option<usize>], b: &[Option<usize>]) -> std::result::Res
         .collect()
 }
 
-/// Row-major strides of `dims` aligned to the right of `out` (rank `out.len()`), 0 along the axes
-/// where `dims` is broadcast.
+/// Row-major strides of `dims` aligned to the right of `out` (numpy), 0 along the axes where
+/// `dims` is broadcast.
 fn strides_in(dims: &[usize], out: &[usize]) -> Vec<usize> {
-    let lead = out.len() - dims.len();
-    let mut st = vec![0usize; out.len()];
-    let mut acc = 1;
-    for i in (0..dims.len()).rev() {
-        st[lead + i] = if dims[i] == 1 && out[lead + i] != 1 {
-            0
-        } else {
-            acc
-        };
-        acc *= dims[i];
-    }
-    st
+    let mut aligned = vec![1usize; out.len() - dims.len()];
+    aligned.extend_from_slice(dims);
+    crate::tensor::broadcast::strides(&aligned, out)
 }
 
 /// Calls `f(output index, offset in a, offset in b)` for every element of `out`, in order.
@@ -151,35 +142,9 @@ pub(crate) fn visit(
     sb: &[usize],
     mut f: impl FnMut(usize, usize, usize),
 ) {
-    let total: usize = out.iter().product();
-    if total == 0 {
-        return;
-    }
-    let r = out.len();
-    if r == 0 {
-        f(0, 0, 0);
-        return;
-    }
-    let last = out[r - 1];
-    let (la, lb) = (sa[r - 1], sb[r - 1]);
-    let mut idx = vec![0usize; r - 1];
-    let (mut ba, mut bb) = (0usize, 0usize);
-    for o in 0..total / last {
-        for j in 0..last {
-            f(o * last + j, ba + j * la, bb + j * lb);
-        }
-        for ax in (0..r - 1).rev() {
-            idx[ax] += 1;
-            ba += sa[ax];
-            bb += sb[ax];
-            if idx[ax] < out[ax] {
-                break;
-            }
-            ba -= sa[ax] * out[ax];
-            bb -= sb[ax] * out[ax];
-            idx[ax] = 0;
-        }
-    }
+    crate::tensor::broadcast::visit(out, &[sa.to_vec(), sb.to_vec()], |o, offs| {
+        f(o, offs[0], offs[1])
+    });
 }
 
 impl Layer for BinaryOp {
