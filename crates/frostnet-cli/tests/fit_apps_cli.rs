@@ -9,12 +9,14 @@ use frostnet::applications::{build_by_name, Application, ApplicationOptions};
 use frostnet::datasets::{load_image, ColorMode, Interpolation};
 use frostnet::Layer;
 use image::{Rgb, RgbImage};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::{ok, scratch};
+
 fn frostnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
+    common::command(args)
         // No download may happen: a request would go to a closed port and fail.
         .env("FROSTNET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
         .env(
@@ -23,23 +25,6 @@ fn frostnet(args: &[&str]) -> Output {
         )
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("frostnet_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Two classes of 4 small images each, PNG and JPEG.

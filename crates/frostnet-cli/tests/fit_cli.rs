@@ -4,14 +4,9 @@
 
 use image::{Rgb, RgbImage};
 use std::path::Path;
-use std::process::Command;
 
-fn frostnet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::frostnet;
 
 /// Two classes that differ in colour: `red` and `blue`, mixed PNG and JPEG, various sizes.
 fn make_folder(dir: &Path) {

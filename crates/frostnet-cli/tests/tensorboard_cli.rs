@@ -6,32 +6,9 @@
 use image::{Rgb, RgbImage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn frostnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
-        .env_remove("FROSTNET_STORE")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("frostnet-tb-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{frostnet, ok, scratch};
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit.
 fn crc32c(data: &[u8]) -> u32 {

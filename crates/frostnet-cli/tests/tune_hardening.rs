@@ -4,30 +4,17 @@
 //! uninterrupted one (7); the store reaches workers through the environment, not their command
 //! lines (11); a closed pipe ends `tune status` quietly (1).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_frostnet");
+mod common;
+use common::{frostnet, scratch};
 
-fn frostnet(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .env_remove("FROSTNET_STORE")
-        .output()
-        .unwrap()
-}
+const EXE: &str = env!("CARGO_BIN_EXE_frostnet");
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A fresh directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("frostnet-tune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn store_of(dir: &Path) -> String {

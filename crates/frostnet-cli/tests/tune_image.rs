@@ -4,36 +4,12 @@
 //! hyperparameters, and `tune status` and `tune report` read it.
 
 use image::{Rgb, RgbImage};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use frostnet_tuner::{ParamValue, Storage, Study, TrialState};
 
-fn frostnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
-        .env_remove("FROSTNET_STORE")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("frostnet-tune-image-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{frostnet, ok, scratch};
 
 /// Two classes that differ in colour, PNG and JPEG, various sizes.
 fn make_folder(dir: &Path) {

@@ -2,33 +2,10 @@
 //! trial (read back here and compared with the store), and fails in one line, writing nothing,
 //! for a study that does not exist.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn frostnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_frostnet"))
-        .args(args)
-        .env_remove("FROSTNET_STORE")
-        .output()
-        .unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("frostnet-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
+mod common;
+use common::{frostnet, ok, scratch};
 
 /// The page's embedded data, after checking that the whole page is well-formed.
 fn report_data(path: &Path) -> serde_json::Value {

@@ -8,6 +8,8 @@ use frostnet::tensor::Tensor;
 use frostnet::{Model, Result};
 use std::io::Read;
 
+mod common;
+
 fn fixture_path(name: &str) -> String {
     format!(
         "{}/tests/fixtures/applications/{name}",
@@ -59,42 +61,8 @@ fn check_with(
     let want = &reference["models"][case];
     assert!(want.is_object(), "{case}: not in the reference");
     let model = build(&options(want)).unwrap_or_else(|e| panic!("{case}: {e}"));
-    let t: usize = model.trainable_weights().iter().map(|w| w.len()).sum();
-    let n: usize = model.non_trainable_weights().iter().map(|w| w.len()).sum();
-    assert_eq!(model.name(), want["model_name"].as_str().unwrap(), "{case}");
-    assert_eq!(
-        (t + n, t, n),
-        (
-            want["total"].as_u64().unwrap() as usize,
-            want["trainable"].as_u64().unwrap() as usize,
-            want["non_trainable"].as_u64().unwrap() as usize
-        ),
-        "{case}"
-    );
-    let layers = model.layers();
-    let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
-    let want_names: Vec<&str> = want["operation_names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(names, want_names, "{case}");
-    let got = model.summary();
     let want_summary = summary_fixture(case);
-    if got != want_summary {
-        let line = got
-            .lines()
-            .zip(want_summary.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        panic!(
-            "{case} summary differs at line {}:\n got: {:?}\nwant: {:?}",
-            line + 1,
-            got.lines().nth(line),
-            want_summary.lines().nth(line)
-        );
-    }
+    common::assert_application_matches_keras(case, &model, want, "operation_names", &want_summary);
 }
 
 fn check(case: &str, reference: &serde_json::Value) {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 mod common;
-use common::{close, Scratch};
+use common::{assert_same_text, close, Scratch};
 
 const APPS: [&str; 3] = ["mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny"];
 const SMALL: [&str; 4] = ["mnv3_block", "convnext_block", "scalar_ops", "more_ops"];
@@ -61,21 +61,6 @@ fn op_entries(config: &Value) -> HashMap<String, Value> {
         })
         .map(|l| (l["name"].as_str().unwrap().to_string(), l.clone()))
         .collect()
-}
-
-fn assert_same_text(got: &str, want: &str, what: &str) {
-    if got != want {
-        let line = got
-            .lines()
-            .zip(want.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.lines().count().min(want.lines().count()));
-        panic!(
-            "{what}: summary differs at line {line}:\n got: {:?}\nwant: {:?}",
-            got.lines().nth(line),
-            want.lines().nth(line)
-        );
-    }
 }
 
 #[test]

@@ -94,3 +94,55 @@ pub fn one_sgd_step_matches_keras(
     }
     worst
 }
+
+/// Asserts two texts (summaries) are equal, naming the first line that differs.
+pub fn assert_same_text(got: &str, want: &str, what: &str) {
+    if got != want {
+        let line = got
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.lines().count().min(want.lines().count()));
+        panic!(
+            "{what}: summary differs at line {}:\n got: {:?}\nwant: {:?}",
+            line + 1,
+            got.lines().nth(line),
+            want.lines().nth(line)
+        );
+    }
+}
+
+/// Asserts a built application agrees with Keras's record of it (`want`, one model's entry of an
+/// applications reference JSON): model name, total/trainable/non-trainable counts, the layer
+/// names (under `names_key`) and the summary text.
+pub fn assert_application_matches_keras(
+    case: &str,
+    model: &frostnet::Model,
+    want: &serde_json::Value,
+    names_key: &str,
+    want_summary: &str,
+) {
+    use frostnet::layers::Layer;
+    let t: usize = model.trainable_weights().iter().map(|w| w.len()).sum();
+    let n: usize = model.non_trainable_weights().iter().map(|w| w.len()).sum();
+    assert_eq!(model.name(), want["model_name"].as_str().unwrap(), "{case}");
+    assert_eq!(
+        (t + n, t, n),
+        (
+            want["total"].as_u64().unwrap() as usize,
+            want["trainable"].as_u64().unwrap() as usize,
+            want["non_trainable"].as_u64().unwrap() as usize
+        ),
+        "{case}"
+    );
+    let layers = model.layers();
+    let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
+    let want_names: Vec<&str> = want[names_key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(names, want_names, "{case}");
+    assert_same_text(&model.summary(), want_summary, case);
+}
