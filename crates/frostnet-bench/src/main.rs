@@ -166,7 +166,10 @@ fn run(args: &Args) -> Res<()> {
         return gemm_shapes::run(args);
     }
     let mut w = workloads::build(&args.workload)?;
-    let (wall, cpu) = time_reps(args.warmup, args.reps, &mut *w.step)?;
+    time_reps(args.warmup, 0, &mut *w.step)?;
+    let pool0 = frostnet::tensor::buffer::stats();
+    let (wall, cpu) = time_reps(0, args.reps, &mut *w.step)?;
+    let pool1 = frostnet::tensor::buffer::stats();
     let med = median(&wall);
     let mut rec = serde_json::json!({
         "runner": "frostnet",
@@ -179,6 +182,10 @@ fn run(args: &Args) -> Res<()> {
         "version": format!("frostnet {}", env!("CARGO_PKG_VERSION")),
         "threads": args.threads,
         "cpu_ms": round4(median(&cpu)),
+        // Buffers of pooled size the timed reps had to allocate (0 once a model's steps repeat;
+        // see frostnet::tensor::buffer), and the pool's size at the end.
+        "pool_misses": pool1.misses - pool0.misses,
+        "pool_held_mb": pool1.held_bytes >> 20,
     });
     let obj = rec.as_object_mut().expect("a JSON object");
     if args.workload == "sgemm" {

@@ -255,14 +255,12 @@ impl ActivationFn {
         match self {
             ActivationFn::Linear => {}
             ActivationFn::Softmax => x.chunks_mut(row.max(1)).for_each(softmax_row),
-            _ => {
-                let f = self.scalar();
-                if x.len() >= PAR_THRESHOLD {
-                    x.par_iter_mut().for_each(|v| *v = f(*v));
-                } else {
-                    x.iter_mut().for_each(|v| *v = f(*v));
-                }
-            }
+            // The convolutions' fused epilogue runs this on every output: with the function
+            // inlined the loop vectorizes; through `scalar()`'s pointer ReLU cost 6% of a frozen
+            // InceptionV3 step (perf, AVX-512).
+            ActivationFn::Relu => map_in_place(x, |v| v.max(0.0)),
+            ActivationFn::Relu6 => map_in_place(x, |v| v.clamp(0.0, 6.0)),
+            _ => map_in_place(x, self.scalar()),
         }
     }
 
@@ -292,6 +290,15 @@ impl ActivationFn {
                 }
             }
         }
+    }
+}
+
+/// `v = f(v)` over `x`, split across threads when large.
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    if x.len() >= PAR_THRESHOLD {
+        x.par_iter_mut().for_each(|v| *v = f(*v));
+    } else {
+        x.iter_mut().for_each(|v| *v = f(*v));
     }
 }
 

@@ -8,7 +8,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
+use crate::tensor::{buffer, Tensor, PAR_THRESHOLD};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -179,7 +179,7 @@ impl Layer for Concatenate {
         let mut out = Vec::with_capacity(dims.len());
         for (k, (d, &b)) in dims.iter().zip(&blocks).enumerate() {
             if need_dx.get(k).copied().unwrap_or(false) {
-                let mut dx = Vec::with_capacity(outer * b);
+                let mut dx = buffer::take(outer * b);
                 if b > 0 {
                     for o in 0..outer {
                         dx.extend_from_slice(&grad.data()[o * row + offset..o * row + offset + b]);
@@ -364,7 +364,7 @@ impl Elementwise {
                 Op::Maximum => a.max(b),
                 Op::Minimum => a.min(b),
             };
-            let mut y = data[0].to_vec();
+            let mut y = buffer::copy_of(data[0]);
             for x in &data[1..] {
                 if y.len() >= PAR_THRESHOLD {
                     y.par_iter_mut()
@@ -380,7 +380,7 @@ impl Elementwise {
             self.keep_inputs(inputs, ctx.keep);
             return Tensor::from_vec(&plan.out, y);
         }
-        let mut y = vec![0.0f32; plan.len()];
+        let mut y = buffer::zeroed(plan.len());
         plan.visit(|o, offs| {
             let mut v = data[0][offs[0]];
             for (x, &at) in data.iter().zip(offs).skip(1) {
@@ -432,7 +432,7 @@ impl Elementwise {
                 out.push(None);
                 continue;
             }
-            let mut dx = vec![0.0f32; dims[k].iter().product()];
+            let mut dx = buffer::zeroed(dims[k].iter().product());
             match self.op {
                 Op::Add => plan.visit(|o, offs| dx[offs[k]] += g[o]),
                 Op::Average => plan.visit(|o, offs| dx[offs[k]] += g[o] / n as f32),

@@ -17,7 +17,7 @@ use crate::tensor::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward,
     global_max_pool_backward, global_max_pool_forward, max_pool2d_backward, max_pool2d_forward,
 };
-use crate::tensor::{Conv2dGeometry, Padding, Tensor};
+use crate::tensor::{buffer, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
 
 /// What a windowed pooling layer is configured with (Keras names).
@@ -540,7 +540,7 @@ impl Layer for GlobalAveragePooling1D {
                 got: format!("a mask of {} values", mask.len()),
             });
         }
-        let mut y = vec![0.0f32; n * c];
+        let mut y = buffer::zeroed(n * c);
         for (b, yb) in y.chunks_exact_mut(c.max(1)).enumerate() {
             let mut count = 0.0f32;
             for t in 0..p {
@@ -563,7 +563,7 @@ impl Layer for GlobalAveragePooling1D {
         };
         let (n, c) = (dims[0], *dims.last().unwrap_or(&1));
         let p = mask.len() / n.max(1);
-        let mut dx = vec![0.0f32; n * p * c];
+        let mut dx = buffer::zeroed(n * p * c);
         for b in 0..n {
             let count = mask[b * p..(b + 1) * p].iter().filter(|&&m| m).count() as f32;
             let g = &grad.data()[b * c..(b + 1) * c];

@@ -299,7 +299,8 @@ pub fn conv2d_forward_im2col(
         }
     }
     let rows_per_img = g.oh * g.ow;
-    let mut out = vec![0.0f32; g.n * rows_per_img * filters];
+    // Every value is stored by the matmul (which zeroes its output when the depth is 0).
+    let mut out = super::buffer::overwritten(g.n * rows_per_img * filters);
     let plen = g.patch_len();
     if g.is_pointwise() {
         matmul(
@@ -317,7 +318,7 @@ pub fn conv2d_forward_im2col(
         return out;
     }
     let chunk = g.chunk_images().clamp(1, g.n.max(1));
-    let mut col = vec![0.0f32; chunk * rows_per_img * plen];
+    let mut col = super::buffer::Buffer(super::buffer::overwritten(chunk * rows_per_img * plen));
     let mut first = 0;
     while first < g.n {
         let imgs = chunk.min(g.n - first);
@@ -355,7 +356,7 @@ pub fn conv2d_backward(
 ) -> Option<Vec<f32>> {
     let rows_per_img = g.oh * g.ow;
     let plen = g.patch_len();
-    let mut dx = need_dx.then(|| vec![0.0f32; g.n * g.h * g.w * g.c]);
+    let mut dx = need_dx.then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
     if g.is_pointwise() {
         if let Some(dk) = dkernel {
             matmul(
@@ -402,7 +403,7 @@ pub fn conv2d_backward(
         return dx;
     }
     let chunk = g.chunk_images().clamp(1, g.n.max(1));
-    let mut col = vec![0.0f32; chunk * rows_per_img * plen];
+    let mut col = super::buffer::Buffer(super::buffer::overwritten(chunk * rows_per_img * plen));
     let mut first = 0;
     while first < g.n {
         let imgs = chunk.min(g.n - first);

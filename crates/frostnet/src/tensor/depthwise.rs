@@ -305,7 +305,7 @@ fn for_rows(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync 
 pub fn depthwise_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], dm: usize) -> Vec<f32> {
     let isa = isa::active();
     let row_len = g.ow * g.c * dm;
-    let mut out = vec![0.0f32; g.n * g.oh * row_len];
+    let mut out = super::buffer::zeroed(g.n * g.oh * row_len);
     for_rows(&mut out, row_len, |row, o| {
         forward_row_isa(isa, x, g, kernel, dm, row, o)
     });
@@ -320,7 +320,7 @@ pub fn depthwise_forward(x: &[f32], g: &Conv2dGeometry, kernel: &[f32], dm: usiz
 pub fn depthwise_input_grad(dy: &[f32], g: &Conv2dGeometry, kernel: &[f32], dm: usize) -> Vec<f32> {
     let isa = isa::active();
     let row_len = g.w * g.c;
-    let mut dx = vec![0.0f32; g.n * g.h * row_len];
+    let mut dx = super::buffer::zeroed(g.n * g.h * row_len);
     for_rows(&mut dx, row_len, |row, d| {
         input_grad_row_isa(isa, dy, g, kernel, dm, row, d)
     });

@@ -224,12 +224,14 @@ fn run<S: Simd, const PX: usize>(
     let packed = pack(kernel, g, filters, 2 * S::L);
     let zeros = vec![0.0f32; g.c];
     let row_len = g.ow * filters;
-    let mut out = vec![0.0f32; g.n * g.oh * row_len];
     if row_len == 0 || g.c == 0 {
+        let mut out = super::buffer::zeroed(g.n * g.oh * row_len);
         apply_epilogue_serial(&mut out, filters, epilogue);
         return out;
     }
     let img_len = g.h * g.w * g.c;
+    // Every row is stored whole by `S::row`.
+    let mut out = super::buffer::overwritten(g.n * g.oh * row_len);
     out.par_chunks_mut(row_len)
         .enumerate()
         .for_each(|(row, dst)| {

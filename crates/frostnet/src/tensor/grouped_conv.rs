@@ -49,7 +49,7 @@ pub fn grouped_conv2d_forward(
         return conv2d_forward(x, g, kernel, filters, &[]);
     }
     let (cg, fg, gg) = group_dims(g, filters, groups);
-    let mut out = vec![0.0f32; g.n * g.oh * g.ow * filters];
+    let mut out = super::buffer::zeroed(g.n * g.oh * g.ow * filters);
     for i in 0..groups {
         let xs = take_columns(x, g.c, i * cg, cg);
         let ks = take_columns(kernel, filters, i * fg, fg);
@@ -80,7 +80,7 @@ pub fn grouped_conv2d_backward(
         return conv2d_backward(x, g, kernel, filters, dy, dk, need_dx);
     }
     let (cg, fg, gg) = group_dims(g, filters, groups);
-    let mut dx = need_dx.then(|| vec![0.0f32; g.n * g.h * g.w * g.c]);
+    let mut dx = need_dx.then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
     let mut dkernel = dkernel;
     for i in 0..groups {
         let xs = take_columns(x, g.c, i * cg, cg);

@@ -2,6 +2,7 @@
 //! transposes), and the kernels the layers are built from.
 
 pub(crate) mod broadcast;
+pub mod buffer;
 pub mod conv;
 pub mod depthwise;
 pub mod direct_conv;
@@ -19,25 +20,37 @@ pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
 pub use matmul::{matmul, matmul_with, Transpose};
 
 use crate::error::{fmt_dims, Error, Result};
+use buffer::Buffer;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 /// Work below this many elements is not worth splitting across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 
 /// A dense, row-major `f32` tensor.
+///
+/// Cloning is cheap: clones share their values until one of them is written through
+/// [`data_mut`](Self::data_mut), which copies them first if they are still shared (see
+/// [`buffer`] for why: layers keep their inputs for the backward pass without copying them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Vec<f32>,
+    data: Arc<Buffer>,
 }
 
 impl Tensor {
+    /// The tensor of `shape` over `data`, whose length the caller has checked.
+    fn new(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Tensor {
+            shape,
+            data: Arc::new(Buffer(data)),
+        }
+    }
+
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Tensor {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
-        }
+        Tensor::new(shape.to_vec(), buffer::zeroed(shape.iter().product()))
     }
 
     /// A tensor of ones.
@@ -56,10 +69,8 @@ impl Tensor {
     /// ```
     pub fn rand(shape: &[usize], seed: impl Into<Option<u64>>) -> Tensor {
         let mut rng = random::rng(seed.into());
-        Tensor {
-            shape: shape.to_vec(),
-            data: random::uniform(&mut rng, shape.iter().product(), 0.0, 1.0),
-        }
+        let data = random::uniform(&mut rng, shape.iter().product(), 0.0, 1.0);
+        Tensor::new(shape.to_vec(), data)
     }
 
     /// Uniform samples in `[low, high)` (`keras.random.uniform(shape, minval, maxval)`); an
@@ -77,27 +88,24 @@ impl Tensor {
         }
         let mut rng = random::rng(seed.into());
         let n = shape.iter().product();
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data: random::uniform(&mut rng, n, low, high),
-        })
+        Ok(Tensor::new(
+            shape.to_vec(),
+            random::uniform(&mut rng, n, low, high),
+        ))
     }
 
     /// Standard normal samples (`keras.random.normal(shape)`, `torch.randn`).
     pub fn randn(shape: &[usize], seed: impl Into<Option<u64>>) -> Tensor {
         let mut rng = random::rng(seed.into());
-        Tensor {
-            shape: shape.to_vec(),
-            data: random::standard_normal(&mut rng, shape.iter().product()),
-        }
+        let data = random::standard_normal(&mut rng, shape.iter().product());
+        Tensor::new(shape.to_vec(), data)
     }
 
     /// A tensor filled with one value.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![value; shape.iter().product()],
-        }
+        let mut data = buffer::take(shape.iter().product());
+        data.resize(shape.iter().product(), value);
+        Tensor::new(shape.to_vec(), data)
     }
 
     /// Wraps `data` as a tensor of `shape`; fails if the lengths disagree.
@@ -110,38 +118,37 @@ impl Tensor {
                 right: format!("{} values", data.len()),
             });
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data,
-        })
+        Ok(Tensor::new(shape.to_vec(), data))
     }
 
     /// A scalar-free 1-D tensor from a slice.
     pub fn from_slice(data: &[f32]) -> Tensor {
-        Tensor {
-            shape: vec![data.len()],
-            data: data.to_vec(),
-        }
+        Tensor::new(vec![data.len()], buffer::copy_of(data))
     }
 
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
     pub fn data(&self) -> &[f32] {
-        &self.data
+        &self.data.0
     }
+    /// The values, for writing; copied first if another clone of this tensor still shares them.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        &mut Arc::make_mut(&mut self.data).0
     }
+    /// The values as a vector: moved out when this tensor is their only owner, else copied.
     pub fn into_data(self) -> Vec<f32> {
-        self.data
+        match Arc::try_unwrap(self.data) {
+            Ok(mut b) => std::mem::take(&mut b.0),
+            Err(shared) => buffer::copy_of(&shared.0),
+        }
     }
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data().len()
     }
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.data().is_empty()
     }
     /// Size of the leading (batch) axis.
     pub fn batch(&self) -> usize {
@@ -154,7 +161,7 @@ impl Tensor {
 
     /// The same data under another shape with the same number of elements.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.data.len() {
+        if shape.iter().product::<usize>() != self.len() {
             return Err(Error::ShapeMismatch {
                 context: "reshape".into(),
                 left: fmt_dims(&self.shape),
@@ -173,10 +180,7 @@ impl Tensor {
         let s = self.sample_len();
         let mut shape = self.shape.clone();
         shape[0] = end - start;
-        Tensor {
-            shape,
-            data: self.data[start * s..end * s].to_vec(),
-        }
+        Tensor::new(shape, buffer::copy_of(&self.data()[start * s..end * s]))
     }
 
     /// Gathers rows of the leading axis by index (used for shuffled batches).
@@ -185,13 +189,13 @@ impl Tensor {
     /// If an index is not below the batch size, like slice indexing.
     pub fn gather_batch(&self, rows: &[usize]) -> Tensor {
         let s = self.sample_len();
-        let mut data = Vec::with_capacity(rows.len() * s);
+        let mut data = buffer::take(rows.len() * s);
         for &r in rows {
-            data.extend_from_slice(&self.data[r * s..(r + 1) * s]);
+            data.extend_from_slice(&self.data()[r * s..(r + 1) * s]);
         }
         let mut shape = self.shape.clone();
         shape[0] = rows.len();
-        Tensor { shape, data }
+        Tensor::new(shape, data)
     }
 
     /// Concatenates tensors along the leading axis. An empty list, a 0-d tensor or mismatched
@@ -200,7 +204,7 @@ impl Tensor {
         let first = parts
             .first()
             .ok_or_else(|| Error::Data("nothing to concatenate".into()))?;
-        let mut data = Vec::new();
+        let mut data = buffer::take(parts.iter().map(Tensor::len).sum());
         let mut n = 0;
         for p in parts {
             if p.shape.is_empty() {
@@ -216,11 +220,11 @@ impl Tensor {
                 });
             }
             n += p.batch();
-            data.extend_from_slice(&p.data);
+            data.extend_from_slice(p.data());
         }
         let mut shape = first.shape.clone();
         shape[0] = n;
-        Ok(Tensor { shape, data })
+        Ok(Tensor::new(shape, data))
     }
 
     /// Largest absolute elementwise difference; `f32::INFINITY` if shapes differ.
@@ -228,9 +232,9 @@ impl Tensor {
         if self.shape != other.shape {
             return f32::INFINITY;
         }
-        self.data
+        self.data()
             .iter()
-            .zip(&other.data)
+            .zip(other.data())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
     }
@@ -244,16 +248,16 @@ impl Tensor {
                 right: fmt_dims(&other.shape),
             });
         }
-        self.data
+        self.data_mut()
             .iter_mut()
-            .zip(&other.data)
+            .zip(other.data())
             .for_each(|(a, b)| *a += b);
         Ok(())
     }
 
     /// Whether any element is NaN or infinite.
     pub fn has_non_finite(&self) -> bool {
-        self.data.iter().any(|v| !v.is_finite())
+        self.data().iter().any(|v| !v.is_finite())
     }
 }
 
@@ -269,7 +273,7 @@ pub(crate) unsafe fn build_vec(
     f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let mut v = buffer::take(n);
     let spare = &mut v.spare_capacity_mut()[..n];
     let block = block.max(1);
     if n >= PAR_THRESHOLD {
@@ -324,10 +328,7 @@ pub(crate) fn concatenate(inputs: &[&Tensor], axis: usize) -> Tensor {
     } else {
         Vec::new()
     };
-    Tensor {
-        shape: out_dims,
-        data,
-    }
+    Tensor::new(out_dims, data)
 }
 
 /// `y = f(x)` elementwise into a new vector, with, when `keep_codes`, a one-byte code per element
@@ -345,7 +346,7 @@ pub(crate) fn map_with_codes(
     if keep_codes {
         let n = x.len();
         let mut codes = vec![0u8; n];
-        let mut y: Vec<f32> = Vec::with_capacity(n);
+        let mut y = buffer::take(n);
         type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
         let run = |((xb, yb), cb): Block| {
             for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
@@ -368,7 +369,7 @@ pub(crate) fn map_with_codes(
         unsafe { y.set_len(n) };
         (y, Some(codes))
     } else if par {
-        let mut y = Vec::with_capacity(x.len());
+        let mut y = buffer::take(x.len());
         x.par_iter().map(|&v| f(v).0).collect_into_vec(&mut y);
         (y, None)
     } else {
@@ -384,7 +385,7 @@ pub(crate) fn scale_by_codes(dy: &[f32], codes: &[u8], table: &[f32]) -> Vec<f32
     let f = |(&d, &c): (&f32, &u8)| d * table[c as usize];
     if dy.len() >= PAR_THRESHOLD {
         use rayon::prelude::*;
-        let mut out = Vec::with_capacity(dy.len());
+        let mut out = buffer::take(dy.len());
         dy.par_iter()
             .zip(codes.par_iter())
             .map(f)

@@ -112,8 +112,8 @@ pub fn bn_forward(
     };
     assert!(mean.len() == c && inv_std.len() == c);
     let n = x.len();
-    let mut y: Vec<f32> = Vec::with_capacity(n);
-    let mut h: Vec<f32> = Vec::with_capacity(n);
+    let mut y = super::buffer::take(n);
+    let mut h = super::buffer::take(n);
     type Outs<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]);
     let both = |(xb, (yb, hb)): (&[f32], Outs)| {
         let rows = xb

@@ -50,7 +50,8 @@ pub fn max_pool2d_forward(
 ) -> (Vec<f32>, Option<Vec<u32>>) {
     let c = g.c;
     let out_row = g.ow * c;
-    let mut out = vec![0.0f32; g.n * g.oh * out_row];
+    // Each output starts at -inf below.
+    let mut out = super::buffer::overwritten(g.n * g.oh * out_row);
     let mut arg = keep_argmax.then(|| vec![0u32; out.len()]);
     let img_len = g.h * g.w * c;
     let kernel = |row: usize, o: &mut [f32], a: Option<&mut [u32]>| {
@@ -119,7 +120,7 @@ pub fn max_pool2d_forward(
 pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Conv2dGeometry) -> Vec<f32> {
     let img_len = g.h * g.w * g.c;
     let out_len = g.oh * g.ow * g.c;
-    let mut dx = vec![0.0f32; g.n * img_len];
+    let mut dx = super::buffer::zeroed(g.n * img_len);
     for_rows(&mut dx, img_len, |img, d| {
         let range = img * out_len..(img + 1) * out_len;
         for (&a, &v) in argmax[range.clone()].iter().zip(&dy[range]) {
@@ -133,7 +134,7 @@ pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Conv2dGeometry) -> Ve
 pub fn avg_pool2d_forward(x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     let c = g.c;
     let out_row = g.ow * c;
-    let mut out = vec![0.0f32; g.n * g.oh * out_row];
+    let mut out = super::buffer::overwritten(g.n * g.oh * out_row);
     let img_len = g.h * g.w * c;
     for_rows(&mut out, out_row, |row, o| {
         let (img, oy) = (row / g.oh, row % g.oh);
@@ -142,6 +143,7 @@ pub fn avg_pool2d_forward(x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
         for ox in 0..g.ow {
             let (c0, c1) = cols(g, ox);
             let dst = &mut o[ox * c..(ox + 1) * c];
+            dst.fill(0.0);
             for iy in r0..r1 {
                 for ix in c0..c1 {
                     let base = (iy * g.w + ix) * c;
@@ -163,7 +165,7 @@ pub fn avg_pool2d_backward(dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     let c = g.c;
     let img_len = g.h * g.w * c;
     let out_len = g.oh * g.ow * c;
-    let mut dx = vec![0.0f32; g.n * img_len];
+    let mut dx = super::buffer::zeroed(g.n * img_len);
     for_rows(&mut dx, img_len, |img, d| {
         let src = &dy[img * out_len..(img + 1) * out_len];
         for oy in 0..g.oh {
@@ -189,7 +191,7 @@ pub fn avg_pool2d_backward(dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
 
 /// Global average over the spatial positions: `x` is `(n, positions, c)`, the result `(n, c)`.
 pub fn global_avg_pool_forward(x: &[f32], n: usize, positions: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * c];
+    let mut out = super::buffer::zeroed(n * c);
     let inv = 1.0 / positions.max(1) as f32;
     let kernel = |img: usize, o: &mut [f32]| {
         let src = &x[img * positions * c..(img + 1) * positions * c];
@@ -216,7 +218,7 @@ pub fn global_avg_pool_forward(x: &[f32], n: usize, positions: usize, c: usize) 
 
 /// Global average backward: every position receives `dy / positions`.
 pub fn global_avg_pool_backward(dy: &[f32], n: usize, positions: usize, c: usize) -> Vec<f32> {
-    let mut dx = vec![0.0f32; n * positions * c];
+    let mut dx = super::buffer::zeroed(n * positions * c);
     let inv = 1.0 / positions.max(1) as f32;
     for_rows(&mut dx, c.max(1), |row, d| {
         let img = row / positions.max(1);
@@ -262,7 +264,7 @@ pub fn global_max_pool_backward(
     positions: usize,
     c: usize,
 ) -> Vec<f32> {
-    let mut dx = vec![0.0f32; n * positions * c];
+    let mut dx = super::buffer::zeroed(n * positions * c);
     for img in 0..n {
         for ch in 0..c {
             let i = img * c + ch;

@@ -1,0 +1,384 @@
+//! Tensor storage: shared, copy-on-write `f32` buffers, recycled across training steps.
+//!
+//! Two costs this removes, both measured on InceptionV3 (batch 8, frozen base, 2 threads):
+//!
+//! - **Fresh pages every step.** A step allocates the same few hundred activation and gradient
+//!   buffers (megabytes each) as the step before. The allocator hands large blocks back to the
+//!   kernel when they are freed, so every step paid for page faults and the kernel's zeroing of
+//!   each new page: `clear_page_erms` was 18% of the profile, and the zeroing runs on whichever
+//!   thread touches the page first, often the only one working. Buffers of at least
+//!   [`MIN_POOLED`] values now go back to a process-wide pool when their last tensor is dropped,
+//!   and the next request of the same size takes one from there: after the first step, a model
+//!   allocates nothing large. This is the "arena reused across steps" of the design, kept per
+//!   process rather than per model because buffers move between models (a frozen base's output
+//!   feeds the head) and across `predict` / `fit` calls.
+//! - **Copies kept for backward.** A layer that needs its input in the backward pass (every
+//!   convolution, Dense, BatchNormalization) cloned it; InceptionV3's block inputs feed four
+//!   branches, so each was copied four times. [`Tensor`](super::Tensor)'s data is now an
+//!   `Arc<Buffer>`: `clone` shares it, and a write through `data_mut` copies only if the buffer
+//!   is still shared (Rust's `Arc::make_mut`). Values never change under a reader.
+//!
+//! How the pool bounds itself: sizes are rounded up to a size class (four significant bits, so
+//! at most 12.5% is wasted), and buffers of one class are interchangeable. A class keeps at most
+//! as many free buffers as it ever had handed out at once, so it holds what a repeating step
+//! needs and nothing for vectors nobody asks for again (a data pipeline's batches are made by the
+//! decoders, not taken from here). All classes together keep at most a limit, 1 GiB unless
+//! [`set_limit`] or `FROSTNET_BUFFER_POOL_MB` says otherwise, evicting the least recently freed
+//! first; [`release`] hands everything back to the allocator. (A limit derived from the most
+//! memory live at once does not work: a frozen InceptionV3 step at batch 8 has ~60 MB live but
+//! cycles ~300 MB through its classes, and capped at twice its live peak it still faulted in
+//! fresh pages for 10% of its time.)
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// Buffers below this many values (256 KB) come straight from the allocator: small blocks are
+/// cheap there, and pooling them would only add locking.
+pub(crate) const MIN_POOLED: usize = 1 << 16;
+/// The pool's limit in values, when neither [`set_limit`] nor the environment set one.
+const DEFAULT_LIMIT: usize = (1 << 30) / std::mem::size_of::<f32>();
+/// The limit in values; `usize::MAX` until first read or set.
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The most the pool keeps, in values: [`set_limit`]'s, else `FROSTNET_BUFFER_POOL_MB`'s (read
+/// once), else 1 GiB.
+fn limit() -> usize {
+    static FROM_ENV: OnceLock<usize> = OnceLock::new();
+    match LIMIT.load(Ordering::Relaxed) {
+        usize::MAX => *FROM_ENV.get_or_init(|| {
+            std::env::var("FROSTNET_BUFFER_POOL_MB")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map_or(DEFAULT_LIMIT, |mb| {
+                    mb.saturating_mul(1 << 20) / std::mem::size_of::<f32>()
+                })
+        }),
+        l => l,
+    }
+}
+
+/// Sets the most memory, in bytes, that freed tensor buffers are kept for reuse (0 turns reuse
+/// off), and evicts what is above it now.
+pub fn set_limit(bytes: usize) {
+    let values = bytes / std::mem::size_of::<f32>();
+    LIMIT.store(values.min(usize::MAX - 1), Ordering::Relaxed);
+    let evicted = pool().evict_to(values);
+    drop(evicted);
+}
+
+/// The spacing of size classes around `n`: an eighth of `n`'s power of two.
+fn class_step(n: usize) -> usize {
+    let e = usize::BITS - 1 - n.max(1).leading_zeros();
+    1 << e.saturating_sub(3)
+}
+
+/// The smallest size class holding `n` values.
+fn class_up(n: usize) -> usize {
+    n.next_multiple_of(class_step(n))
+}
+
+/// The largest size class a buffer of capacity `cap` can serve.
+fn class_down(cap: usize) -> usize {
+    cap - cap % class_step(cap)
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    classes: None,
+    held: 0,
+    clock: 0,
+});
+
+struct Pool {
+    /// The size classes [`take`] has been asked for.
+    classes: Option<HashMap<usize, Class>>,
+    /// Values held in free buffers.
+    held: usize,
+    /// Counts recycling events, to find the least recently freed buffer.
+    clock: u64,
+}
+
+/// One size class's free buffers and its demand.
+#[derive(Default)]
+struct Class {
+    /// Free buffers, each with the tick it was freed at, oldest first.
+    free: Vec<(u64, Vec<f32>)>,
+    /// Buffers of this class handed out and not yet returned (as far as the pool can tell:
+    /// returns of vectors it did not hand out count too, never below zero).
+    out: usize,
+    /// The most ever out at once: the class keeps no more free buffers than this, so vectors
+    /// nobody asks for again (a data pipeline's batches, made by the decoders) are not hoarded.
+    peak: usize,
+}
+
+fn pool() -> MutexGuard<'static, Pool> {
+    // A panic while the lock was held left the pool's lists intact (no operation below panics
+    // half-way through an update that matters): keep using it.
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An empty vector with room for at least `n` values, from the pool when one of that size is
+/// free.
+pub(crate) fn take(n: usize) -> Vec<f32> {
+    let mut v = reuse(n);
+    v.clear();
+    v
+}
+
+/// `n` values for a kernel that overwrites every one of them: a pooled buffer keeps whatever
+/// its last user left (only values past its old length are zeroed), so in the steady state
+/// nothing is filled twice. (The values are always initialised: safe Rust, no `MaybeUninit`.)
+pub(crate) fn overwritten(n: usize) -> Vec<f32> {
+    let mut v = reuse(n);
+    if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, 0.0);
+    }
+    v
+}
+
+/// A vector with room for `n` values, holding what its last user left.
+fn reuse(n: usize) -> Vec<f32> {
+    if n < MIN_POOLED {
+        return Vec::with_capacity(n);
+    }
+    let cap = class_up(n);
+    let reused = {
+        let mut p = pool();
+        let class = p
+            .classes
+            .get_or_insert_with(HashMap::new)
+            .entry(cap)
+            .or_default();
+        class.out += 1;
+        class.peak = class.peak.max(class.out);
+        let found = class.free.pop();
+        if found.is_some() {
+            p.held -= cap;
+        }
+        found
+    };
+    match reused {
+        Some((_, v)) => {
+            HITS.fetch_add(1, Ordering::Relaxed);
+            v
+        }
+        None => {
+            MISSES.fetch_add(1, Ordering::Relaxed);
+            Vec::with_capacity(cap)
+        }
+    }
+}
+
+/// Requests of pooled size served from the pool, and those that had to allocate.
+static HITS: AtomicUsize = AtomicUsize::new(0);
+static MISSES: AtomicUsize = AtomicUsize::new(0);
+
+/// What the pool has done since the process started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Requests for a buffer of pooled size (at least 256 KB) served by a freed buffer.
+    pub hits: usize,
+    /// Such requests that had to allocate: after a model's first step, this stops growing.
+    pub misses: usize,
+    /// Bytes of freed buffers the pool holds now.
+    pub held_bytes: usize,
+}
+
+/// The pool's counters (for tests, and to check that a training loop has reached its steady
+/// state).
+pub fn stats() -> PoolStats {
+    PoolStats {
+        hits: HITS.load(Ordering::Relaxed),
+        misses: MISSES.load(Ordering::Relaxed),
+        held_bytes: pool().held * std::mem::size_of::<f32>(),
+    }
+}
+
+/// [`take`], filled with zeros (for kernels that accumulate into their output).
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    let mut v = take(n);
+    v.resize(n, 0.0);
+    v
+}
+
+/// A copy of `src` in a buffer from the pool.
+pub(crate) fn copy_of(src: &[f32]) -> Vec<f32> {
+    let mut v = take(src.len());
+    v.extend_from_slice(src);
+    v
+}
+
+/// Gives `v`'s memory to the pool (or to the allocator, when it is small or the pool is full).
+pub(crate) fn recycle(v: Vec<f32>) {
+    let cap = class_down(v.capacity());
+    if cap < MIN_POOLED {
+        return;
+    }
+    let limit = limit();
+    let evicted = {
+        let mut p = pool();
+        let Some(class) = p.classes.as_mut().and_then(|c| c.get_mut(&cap)) else {
+            return;
+        };
+        class.out = class.out.saturating_sub(1);
+        if class.free.len() >= class.peak || cap > limit {
+            return;
+        }
+        let mut evicted = p.evict_to(limit - cap);
+        p.clock += 1;
+        let tick = p.clock;
+        match p.classes.as_mut().and_then(|c| c.get_mut(&cap)) {
+            Some(class) => {
+                class.free.push((tick, v));
+                p.held += cap;
+            }
+            None => evicted.push(v),
+        }
+        evicted
+    };
+    // Freed outside the lock.
+    drop(evicted);
+}
+
+impl Pool {
+    /// Removes the least recently freed buffers until at most `values` are held, and returns
+    /// them (to be freed after the lock is released).
+    fn evict_to(&mut self, values: usize) -> Vec<Vec<f32>> {
+        let mut evicted = Vec::new();
+        let Some(classes) = self.classes.as_mut() else {
+            return evicted;
+        };
+        while self.held > values {
+            // The oldest entry of any list (each list is in freeing order).
+            let Some((&cap, class)) = classes
+                .iter_mut()
+                .filter(|(_, c)| !c.free.is_empty())
+                .min_by_key(|(_, c)| c.free[0].0)
+            else {
+                break;
+            };
+            evicted.push(class.free.remove(0).1);
+            self.held -= cap;
+        }
+        evicted
+    }
+}
+
+/// Hands every pooled buffer back to the allocator (and so, for large ones, to the operating
+/// system). Nothing needs this for correctness; a long-running program that is done with a big
+/// model can call it to shrink.
+pub fn release() {
+    let free: Vec<_> = {
+        let mut p = pool();
+        p.held = 0;
+        p.classes
+            .iter_mut()
+            .flat_map(|c| c.values_mut())
+            .map(|c| std::mem::take(&mut c.free))
+            .collect()
+    };
+    drop(free);
+}
+
+/// Tensor storage, and a kernel's scratch space (`Buffer(overwritten(n))`): a vector
+/// that goes back to the pool when dropped.
+#[derive(Debug)]
+pub(crate) struct Buffer(pub(crate) Vec<f32>);
+
+impl std::ops::Deref for Buffer {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
+impl Clone for Buffer {
+    fn clone(&self) -> Buffer {
+        Buffer(copy_of(&self.0))
+    }
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Buffer) -> bool {
+        self.0 == other.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool is process-wide and tests run in parallel, so these check only what no other
+    /// test can disturb: a buffer handed back is the one handed out next for its size class.
+    #[test]
+    fn a_freed_buffer_is_reused_for_its_size_class() {
+        // A size class (2.9M..3.1M values) no other test allocates.
+        let n = 3_000_017;
+        let mut v = take(n);
+        assert!(v.capacity() >= n && v.is_empty());
+        v.resize(n, 1.5);
+        let ptr = v.as_ptr();
+        recycle(v);
+        let o = overwritten(n - 5);
+        assert_eq!(
+            o.as_ptr(),
+            ptr,
+            "the same size class reuses the freed buffer"
+        );
+        assert_eq!(o.len(), n - 5);
+        assert!(
+            o.iter().all(|&x| x == 1.5),
+            "overwritten() keeps what was there"
+        );
+        recycle(o);
+        let z = zeroed(n);
+        assert_eq!(z.as_ptr(), ptr);
+        assert!(
+            z.len() == n && z.iter().all(|&x| x == 0.0),
+            "zeroed() zeroes"
+        );
+        recycle(z);
+        let t = take(n);
+        assert!(t.as_ptr() == ptr && t.is_empty(), "take() empties");
+    }
+
+    #[test]
+    fn size_classes_round_to_four_significant_bits() {
+        for n in [
+            MIN_POOLED,
+            MIN_POOLED + 1,
+            100_000,
+            299 * 299 * 3,
+            5_000_000,
+            (1 << 30) + 7,
+        ] {
+            let up = class_up(n);
+            assert!(up >= n && (up - n) * 8 <= n, "class_up({n}) = {up}");
+            assert_eq!(class_down(up), up, "a class is its own class");
+            assert!(class_down(n) <= n && class_down(n) > n - n / 8 - 1);
+        }
+        assert_eq!(class_up(9 << 20), 9 << 20);
+        assert_eq!(class_up((9 << 20) + 1), 10 << 20);
+    }
+
+    #[test]
+    fn small_buffers_bypass_the_pool() {
+        let v = take(100);
+        assert!(v.capacity() >= 100 && v.capacity() < MIN_POOLED);
+        recycle(v);
+    }
+}
