@@ -27,8 +27,11 @@ pub struct MemoryEstimate {
     /// activation freed after its last consumer as the executor does, fused Conv2D ->
     /// BatchNormalization -> activation chains writing one output.
     pub inference_activations: u64,
-    /// The same for the forward pass of a training step (fewer chains fuse: a BN that trains
-    /// does not).
+    /// A training step's transient activations: what its forward pass holds at its peak beyond
+    /// the activations kept for backward (fewer chains fuse: a BN that trains does not). Kept
+    /// activations build up through the forward pass, so the peak is the largest sum of what was
+    /// kept so far and what is live at one moment; layers keep their inputs by sharing the
+    /// executor's buffers, not copies.
     pub training_activations: u64,
 }
 
@@ -77,13 +80,15 @@ impl Model {
             .compiled
             .as_ref()
             .map_or(0, |c| c.optimizer.slots_per_weight() as u64);
+        let kept = self.activations_kept(batch_size as u64, false)?;
+        let training_peak = self.activations_peak(batch_size as u64, Mode::Train, false)?;
         Some(MemoryEstimate {
             params: self.weights().iter().map(|w| w.len() as u64).sum::<u64>() * F32,
             gradients: trainable * F32,
             optimizer_state: trainable * slots * F32,
-            activations_kept: self.activations_kept(batch_size as u64, false)?,
-            inference_activations: self.activations_peak(batch_size as u64, Mode::Infer)?,
-            training_activations: self.activations_peak(batch_size as u64, Mode::Train)?,
+            activations_kept: kept,
+            inference_activations: self.activations_peak(batch_size as u64, Mode::Infer, false)?,
+            training_activations: training_peak.saturating_sub(kept),
         })
     }
 
@@ -93,11 +98,13 @@ impl Model {
 
     /// The forward pass's most live activation bytes: inputs are copied in, every output lives
     /// until its last consumer ran (the model's outputs to the end), a fused chain writes one
-    /// output, and a nested model adds its own peak while it runs.
-    fn activations_peak(&self, batch: u64, mode: Mode) -> Option<u64> {
+    /// output, and a nested model adds its own peak while it runs. In training, what each layer
+    /// on the backward path keeps adds up as the pass goes (`upstream_trains` as in
+    /// [`Self::activations_kept`]).
+    fn activations_peak(&self, batch: u64, mode: Mode, upstream_trains: bool) -> Option<u64> {
         let n = self.nodes.len();
         let plan = match mode {
-            Mode::Train => self.backward_plan(false),
+            Mode::Train => self.backward_plan(upstream_trains),
             Mode::Infer => vec![false; n],
         };
         let mut skip = vec![false; n];
@@ -128,12 +135,28 @@ impl Model {
                 continue;
             }
             let out = self.node_bytes(writes[i], batch)?;
-            let inside = match self.nodes[i].layer.as_model() {
-                Some(m) => m.activations_peak(batch, mode)?,
+            let node = &self.nodes[i];
+            let upstream = node.inbound.iter().any(|&j| plan[j]);
+            let inside = match node.layer.as_model() {
+                Some(m) => m.activations_peak(batch, mode, upstream)?,
                 None => 0,
             };
             peak = peak.max(live + out + inside);
             live += out;
+            if plan[i] {
+                live += match node.layer.as_model() {
+                    Some(m) => m.activations_kept(batch, upstream)?,
+                    None => {
+                        let inputs: Option<Vec<u64>> = node
+                            .inbound
+                            .iter()
+                            .map(|&j| Some(elements(&self.nodes[j].output_shape)? * batch))
+                            .collect();
+                        let output = elements(&node.output_shape)? * batch;
+                        node.layer.kept_for_backward(&inputs?, output)
+                    }
+                };
+            }
             for &j in &self.nodes[i].inbound {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {

@@ -356,7 +356,11 @@ pub fn conv2d_backward(
 ) -> Option<Vec<f32>> {
     let rows_per_img = g.oh * g.ow;
     let plen = g.patch_len();
-    let mut dx = need_dx.then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
+    // The direct input gradient makes its own output; the other paths accumulate into zeros.
+    let transposed = input_grad_geometry(g, filters);
+    let direct_dx = transposed.filter(|t| super::direct_conv::prefers_direct(t, g.c));
+    let mut dx = (need_dx && (g.is_pointwise() || direct_dx.is_none()))
+        .then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
     if g.is_pointwise() {
         if let Some(dk) = dkernel {
             matmul(
@@ -390,11 +394,15 @@ pub fn conv2d_backward(
     // (padded by `kernel - 1 - pad` before) with the kernel flipped in space and its in/out
     // channels swapped. Where the direct kernel suits that geometry it avoids the patch matrix
     // and the scatter-add of col2im.
-    let transposed = input_grad_geometry(g, filters);
-    let direct_dx = transposed.filter(|t| super::direct_conv::prefers_direct(t, g.c));
-    if let (Some(t), Some(dx)) = (direct_dx, dx.as_mut()) {
+    if let (Some(t), true) = (direct_dx, need_dx) {
         let flipped = flip_kernel(kernel, g, filters);
-        *dx = super::direct_conv::conv2d_direct(dy, &t, &flipped, g.c, &[]);
+        dx = Some(super::direct_conv::conv2d_direct(
+            dy,
+            &t,
+            &flipped,
+            g.c,
+            &[],
+        ));
     }
     if let Some(dk) = dkernel {
         kernel_grad(x, g, filters, dy, dk);
