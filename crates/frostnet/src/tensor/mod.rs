@@ -3,6 +3,7 @@
 
 pub(crate) mod broadcast;
 pub mod conv;
+pub mod conv_backward;
 pub mod depthwise;
 pub mod direct_conv;
 pub mod grouped_conv;
