@@ -10,6 +10,7 @@
 use crate::{median, time_reps, Args, Res};
 use frostnet::tensor::conv::{conv2d_forward, Conv2dGeometry, Padding};
 use frostnet::tensor::conv_backward::{self as cb, DkEngine, DxEngine};
+use frostnet::tensor::depthwise;
 use frostnet::tensor::isa::{self, Isa};
 
 /// (name, batch, NHWC input without batch, kernel, stride, padding, filters).
@@ -182,6 +183,97 @@ const CASES: [Case; 17] = [
 /// One timed call: pass, engine, the call.
 type Run<'a> = (&'static str, String, Box<dyn FnMut() + 'a>);
 
+/// Depthwise layers of MobileNetV2 (3x3) and EfficientNetB0 (5x5) at 224x224: (name, NHWC
+/// input without batch, kernel side, stride); `same` padding, depth multiplier 1.
+const DEPTHWISE: [(&str, [usize; 3], usize, usize); 9] = [
+    ("dw3 112x112x32 /1", [112, 112, 32], 3, 1),
+    ("dw3 112x112x96 /2", [112, 112, 96], 3, 2),
+    ("dw3 56x56x144 /1", [56, 56, 144], 3, 1),
+    ("dw3 14x14x576 /1", [14, 14, 576], 3, 1),
+    ("dw3 7x7x960 /1", [7, 7, 960], 3, 1),
+    ("dw5 56x56x144 /2", [56, 56, 144], 5, 2),
+    ("dw5 28x28x240 /1", [28, 28, 240], 5, 1),
+    ("dw5 14x14x672 /1", [14, 14, 672], 5, 1),
+    ("dw5 7x7x1152 /1", [7, 7, 1152], 5, 1),
+];
+
+/// Times the depthwise kernels (forward, input gradient, kernel gradient) at batch 1 and 8;
+/// prints GFLOP and GB (input + output tensors once) per CPU-second.
+fn run_depthwise(args: &Args, only: Option<&str>) -> Res<()> {
+    use frostnet::tensor::conv::Padding;
+    for (name, hwc, k, s) in DEPTHWISE {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        for batch in [1, 8] {
+            let shape = [batch, hwc[0], hwc[1], hwc[2]];
+            let g = Conv2dGeometry::new(&shape, (k, k), (s, s), Padding::Same).ok_or("geometry")?;
+            let x = values(shape.iter().product(), 5);
+            let kern = values(k * k * g.c, 6);
+            let dy = values(g.n * g.oh * g.ow * g.c, 7);
+            let flops = 2.0 * (g.n * g.oh * g.ow * g.c * k * k) as f64;
+            let bytes = 4.0 * (x.len() + dy.len()) as f64;
+            let (x, kern, dy, g) = (&x[..], &kern[..], &dy[..], &g);
+            for level in Isa::supported().into_iter().rev() {
+                let mut runs: Vec<Run> = vec![
+                    (
+                        "fwd",
+                        "dw".into(),
+                        Box::new(move || {
+                            std::hint::black_box(depthwise::depthwise_forward(x, g, kern, 1));
+                        }),
+                    ),
+                    (
+                        "dx",
+                        "dw".into(),
+                        Box::new(move || {
+                            std::hint::black_box(depthwise::depthwise_input_grad(dy, g, kern, 1));
+                        }),
+                    ),
+                    (
+                        "dk",
+                        "dw".into(),
+                        Box::new(move || {
+                            std::hint::black_box(depthwise::depthwise_kernel_grad(x, g, dy, 1));
+                        }),
+                    ),
+                ];
+                let cpu = interleaved(args, level, &mut runs)?;
+                for ((pass, _, _), c) in runs.iter().zip(&cpu) {
+                    let c = median(c);
+                    println!(
+                        "{name:<18} b{batch:<2} {level:<8} {pass:<5} {c:>9.3} {:>8.1} {:>7.1}",
+                        flops / (c * 1e-3) / 1e9,
+                        bytes / (c * 1e-3) / 1e9
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs every entry of `runs` once per round (`args.reps` rounds after one warm-up round) at
+/// `level`; returns each one's CPU milliseconds per round.
+fn interleaved(args: &Args, level: Isa, runs: &mut [Run]) -> Res<Vec<Vec<f64>>> {
+    let warm = args.warmup.min(1);
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    for round in 0..args.reps.max(1) + warm {
+        for (i, (_, _, run)) in runs.iter_mut().enumerate() {
+            let (_, c) = isa::with_forced(level, || {
+                time_reps(0, 1, &mut || {
+                    run();
+                    Ok(())
+                })
+            })?;
+            if round >= warm {
+                cpu[i].extend(c);
+            }
+        }
+    }
+    Ok(cpu)
+}
+
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
@@ -204,6 +296,13 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         "layer", "isa", "pass", "engine", "cpu ms", "GF/cpu"
     );
     let only = std::env::var("CONV_BWD_ONLY").ok();
+    if only.as_deref().is_some_and(|o| o.starts_with("dw")) {
+        println!(
+            "{:<18} {:<3} {:<8} {:<5} {:>9} {:>8} {:>7}",
+            "depthwise", "n", "isa", "pass", "cpu ms", "GF/cpu", "GB/cpu"
+        );
+        return run_depthwise(args, only.as_deref());
+    }
     for (name, batch, hwc, k, s, p, f) in CASES {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
@@ -250,22 +349,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
                     ));
                 }
             }
-            // Interleaved: every engine once per round, so drift hits them all alike.
-            let rounds = args.reps.max(1);
-            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
-            for round in 0..rounds + args.warmup.min(1) {
-                for (i, (_, _, run)) in runs.iter_mut().enumerate() {
-                    let (_, c) = isa::with_forced(level, || {
-                        time_reps(0, 1, &mut || {
-                            run();
-                            Ok(())
-                        })
-                    })?;
-                    if round >= args.warmup.min(1) {
-                        cpu[i].extend(c);
-                    }
-                }
-            }
+            let cpu = interleaved(args, level, &mut runs)?;
             for ((pass, engine, _), c) in runs.iter().zip(&cpu) {
                 let c = median(c);
                 println!(
