@@ -58,7 +58,14 @@
 //! of 5): cnn_train's 1->32 3x3 at batch 64: gemm 4.55 / 3.55, direct 1.12 / 1.38 (6 -> 26
 //! GFLOP per CPU-second); InceptionV3's stem 3->32 3x3/2 at batch 8: gemm 15.0 / 15.6, direct
 //! 5.8 / 7.9 (20 -> 53); `dy` alone is 6.4 and 23 MB there, read once. The patch fill takes the channel count as a constant: with a runtime-length copy per
-//! tap the first version ran at 2.28 ms (cnn_train) and 9.7 ms (stem) ([`prefer_direct_dk`]).
+//! tap the first version ran at 2.28 ms (cnn_train) and 9.7 ms (stem).
+//!
+//! With 32 input channels the direct engine also wins on AVX-512 (patch rows formed into an
+//! L1-sized buffer, median of 3): cnn_train's 32->64 3x3 at batch 64 gemm 4.44, direct 3.62;
+//! InceptionV3's 32->32 3x3 at 149 29% less (39.1 -> 28.2), 32->64 at 147 16% less (58.0 ->
+//! 49.0). Not on AVX2 (6.29 -> 6.09, 57.6 -> 48.0 but 86.9 -> 91.0), and from 48 channels on
+//! the gemm wins on both (48->64 5x5 12.0 vs 13.0, 80->192 77.5 vs 88.8, 288->384 33.4 vs 55.3
+//! on AVX-512) ([`prefer_direct_dk`]).
 
 use super::conv::Conv2dGeometry;
 use super::direct_conv::conv2d_direct;
@@ -107,14 +114,6 @@ pub fn dx_engine_applies(e: DxEngine, g: &Conv2dGeometry, filters: usize) -> boo
     }
 }
 
-/// Whether engine `e` suits the kernel gradient of `g` (any engine is correct for any geometry).
-pub fn dk_engine_applies(e: DkEngine, g: &Conv2dGeometry, _filters: usize) -> bool {
-    match e {
-        DkEngine::Gemm => true,
-        DkEngine::Direct => g.c <= DIRECT_DK_MAX_C,
-    }
-}
-
 /// Whether the phase decomposition (through the direct kernel) beats col2im for this geometry.
 /// Measured with `frostnet-bench conv-bwd` (see the module header): the direct kernel wins while
 /// its input channels (`filters`) are few and its outputs (`c`) fill its channel blocks.
@@ -122,12 +121,12 @@ fn prefer_phases(g: &Conv2dGeometry, filters: usize) -> bool {
     (filters <= 128 && g.c >= 8) || (filters <= 192 && g.c >= 128)
 }
 
-/// Input channels up to which the direct kernel-gradient engine runs.
-const DIRECT_DK_MAX_C: usize = 8;
-
-/// Whether the direct kernel-gradient engine beats the gemm for this geometry.
-fn prefer_direct_dk(g: &Conv2dGeometry, _filters: usize) -> bool {
-    g.c <= DIRECT_DK_MAX_C
+/// Whether the direct kernel-gradient engine beats the gemm for this geometry at level `isa`.
+/// Measured with `frostnet-bench conv-bwd` (see the module header): always for <= 8 input
+/// channels; on AVX-512 also for 32 (its 12 x 32 tile keeps up with the gemm's, and no patch
+/// packing for the gemm's B operand), not on AVX2 (6 x 16 tile), nor beyond 32 on either.
+fn prefer_direct_dk(isa: Isa, g: &Conv2dGeometry) -> bool {
+    g.c <= 8 || (isa == Isa::Avx512 && g.c <= 32)
 }
 
 /// The input gradient `(n, h, w, c)` of the spatial convolution `g` from `dy` `(n, oh, ow,
@@ -163,7 +162,7 @@ pub fn input_grad_with(
 /// Adds the kernel gradient of the spatial convolution `g` to `dk` (HWIO), by the engine this
 /// geometry runs fastest with.
 pub fn kernel_grad(x: &[f32], g: &Conv2dGeometry, filters: usize, dy: &[f32], dk: &mut [f32]) {
-    let e = if prefer_direct_dk(g, filters) {
+    let e = if prefer_direct_dk(isa::active(), g) {
         DkEngine::Direct
     } else {
         DkEngine::Gemm
@@ -508,8 +507,11 @@ mod direct_dk {
     use super::{Conv2dGeometry, Simd};
     use rayon::prelude::*;
 
-    /// Pixels whose patch rows are formed at once (the buffer stays in L1/L2).
+    /// Pixels whose patch rows are formed at once, at most (fewer for long patch rows, so the
+    /// buffer stays within [`RUN_FLOATS`]).
     const RUN: usize = 128;
+    /// Patch-buffer size aimed at (32 KiB: L1).
+    const RUN_FLOATS: usize = 8192;
     /// At most this many pixel groups (each with its own partial kernel gradient).
     const GROUPS: usize = 32;
     /// Pixels per group at least (below, fewer groups).
@@ -560,9 +562,10 @@ mod direct_dk {
         let work = |(i, acc): (usize, &mut [f32])| {
             let (p0, p1) = (i * pixels / groups, (i + 1) * pixels / groups);
             let mut buf = vec![0.0f32; RUN * plen_pad + RUN * width];
+            let run = (RUN_FLOATS / plen_pad).clamp(8, RUN);
             let mut p = p0;
             while p < p1 {
-                let q = (p + RUN).min(p1);
+                let q = (p + run).min(p1);
                 // SAFETY: `S` is the level `isa::active` chose (the caller matched on it), never
                 // wider than the CPU; `job`, the range and the buffers satisfy `chunk_body`.
                 unsafe { S::chunk(&job, p, q, acc, &mut buf) };
