@@ -7,6 +7,7 @@
 //! frostnet-bench kernels [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench matmul [--warmup W] [--reps R] [--threads N]
 //! frostnet-bench gemm-shapes [--warmup W] [--reps R] [--threads N]   (see `gemm_shapes.rs`)
+//! frostnet-bench conv-bwd [--warmup W] [--reps R] [--threads N]      (see `conv_bwd.rs`)
 //! ```
 //!
 //! `matmul` times `tensor::matmul` on the workloads' product shapes (see `matmuls.rs`).
@@ -24,6 +25,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod conv_bwd;
 mod gemm_shapes;
 mod kernels;
 mod matmuls;
@@ -92,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
             "profile" if args.workload.is_empty() && !args.profile => args.profile = true,
             "kernels" if args.workload.is_empty() && !args.profile => args.kernels = true,
             "matmul" if args.workload.is_empty() && !args.profile => args.matmul = true,
+            "conv-bwd" if args.workload.is_empty() && !args.profile => args.workload = a,
             "gemm-shapes" if args.workload.is_empty() && !args.profile => {
                 args.workload = "gemm-shapes".into()
             }
@@ -161,6 +164,9 @@ fn run(args: &Args) -> Res<()> {
     }
     if args.matmul {
         return matmuls::run(args);
+    }
+    if args.workload == "conv-bwd" {
+        return conv_bwd::run(args);
     }
     if args.workload == "gemm-shapes" {
         return gemm_shapes::run(args);

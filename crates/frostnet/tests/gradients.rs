@@ -70,6 +70,27 @@ fn conv2d_strides_padding_activation_bias() {
     }
 }
 
+/// Conv2D with enough channels for the backward engines of `tensor::conv_backward` other than
+/// col2im: the stride-phase input gradient through the direct kernel (8 in, 12 out; strides 1,
+/// 2 and mixed, odd sizes) and the direct kernel gradient (<= 8 input channels), next to the
+/// gemm kernel gradient (16 input channels).
+#[test]
+fn conv2d_backward_engines() {
+    for (c, k, s, p) in [
+        (8, (3, 3), (2, 2), Padding::Valid),
+        (8, (3, 3), (1, 1), Padding::Same),
+        (8, (2, 3), (2, 1), Padding::Same),
+        (16, (3, 3), (2, 2), Padding::Same),
+    ] {
+        let mut conv = Conv2D::with_kernel(12, k)
+            .strides2(s)
+            .padding(p)
+            .use_bias(false)
+            .seed(6);
+        check(&mut conv, &[1, 7, 9, c], Mode::Train);
+    }
+}
+
 #[test]
 fn batch_normalization_in_both_modes() {
     // Training mode: gradients flow through the batch statistics.

@@ -341,6 +341,15 @@ fn depthwise_conv2d_options() {
             check(&mut l, &[2, 5, 6, 2]);
         }
     }
+    // Enough channels and width for the intrinsics kernels' vector blocks and 4-pixel tiles
+    // (19 channels: a whole 16- or 8-wide block plus scalar channels).
+    for (k, s) in [((3, 3), (1, 1)), ((5, 5), (2, 2))] {
+        let mut l = DepthwiseConv2D::with_kernel(k)
+            .strides2(s)
+            .padding(Padding::Same)
+            .seed(5);
+        check(&mut l, &[1, 5, 11, 19]);
+    }
     let mut l = DepthwiseConv2D::new(3).depth_multiplier(2);
     assert_eq!(
         l.build(&[vec![Some(5), Some(5), Some(4)]]).unwrap(),

@@ -165,34 +165,6 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, first: usize, images: usize, col: &mut 
         });
 }
 
-/// Scatters `col` gradients back into `dx` for images starting at `first` (adds).
-fn col2im(dcol: &[f32], g: &Conv2dGeometry, first: usize, images: usize, dx: &mut [f32]) {
-    let plen = g.patch_len();
-    let img_len = g.h * g.w * g.c;
-    dx[first * img_len..(first + images) * img_len]
-        .par_chunks_mut(img_len)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            for oy in 0..g.oh {
-                for ky in 0..g.kh {
-                    let Some(iy) = g.in_row(oy, ky) else { continue };
-                    for ox in 0..g.ow {
-                        let row = (i * g.oh + oy) * g.ow + ox;
-                        let patch = &dcol[row * plen..(row + 1) * plen];
-                        for kx in 0..g.kw {
-                            let Some(ix) = g.in_col(ox, kx) else { continue };
-                            let o = (iy * g.w + ix) * g.c;
-                            let s = (ky * g.kw + kx) * g.c;
-                            for (d, v) in dst[o..o + g.c].iter_mut().zip(&patch[s..s + g.c]) {
-                                *d += v;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-}
-
 /// One per-channel step of a convolution's output epilogue. The steps run in order over each block
 /// of output rows (a row is one pixel's `filters` values) right after the matmul wrote the block,
 /// so bias, an inference BatchNormalization and an activation cost no extra pass over memory.
@@ -356,12 +328,8 @@ pub fn conv2d_backward(
 ) -> Option<Vec<f32>> {
     let rows_per_img = g.oh * g.ow;
     let plen = g.patch_len();
-    // The direct input gradient makes its own output; the other paths accumulate into zeros.
-    let transposed = input_grad_geometry(g, filters);
-    let direct_dx = transposed.filter(|t| super::direct_conv::prefers_direct(t, g.c));
-    let mut dx = (need_dx && (g.is_pointwise() || direct_dx.is_none()))
-        .then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
     if g.is_pointwise() {
+        let mut dx = need_dx.then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
         if let Some(dk) = dkernel {
             matmul(
                 x,
@@ -390,136 +358,13 @@ pub fn conv2d_backward(
         }
         return dx;
     }
-    // The input gradient of a stride-1 convolution is itself a stride-1 convolution: of `dy`
-    // (padded by `kernel - 1 - pad` before) with the kernel flipped in space and its in/out
-    // channels swapped. Where the direct kernel suits that geometry it avoids the patch matrix
-    // and the scatter-add of col2im.
-    if let (Some(t), true) = (direct_dx, need_dx) {
-        let flipped = flip_kernel(kernel, g, filters);
-        dx = Some(super::direct_conv::conv2d_direct(
-            dy,
-            &t,
-            &flipped,
-            g.c,
-            &[],
-        ));
-    }
+    // Spatial kernels: each gradient by the engine measured fastest for the geometry (see
+    // `conv_backward`).
+    let dx = need_dx.then(|| super::conv_backward::input_grad(dy, g, kernel, filters));
     if let Some(dk) = dkernel {
-        kernel_grad(x, g, filters, dy, dk);
-    }
-    if direct_dx.is_some() || dx.is_none() {
-        return dx;
-    }
-    let chunk = g.chunk_images().clamp(1, g.n.max(1));
-    let mut col = super::buffer::Buffer(super::buffer::overwritten(chunk * rows_per_img * plen));
-    let mut first = 0;
-    while first < g.n {
-        let imgs = chunk.min(g.n - first);
-        let m = imgs * rows_per_img;
-        let dy_chunk = &dy[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters];
-        if let Some(dx) = dx.as_mut() {
-            matmul(
-                dy_chunk,
-                Transpose::No,
-                kernel,
-                Transpose::Yes,
-                &mut col,
-                m,
-                filters,
-                plen,
-                false,
-            );
-            col2im(&col, g, first, imgs, dx);
-        }
-        first += imgs;
+        super::conv_backward::kernel_grad(x, g, filters, dy, dk);
     }
     dx
-}
-
-/// Adds the kernel gradient of a spatial convolution to `dk` (HWIO): `dk[j][f] += sum_p
-/// patches[p][j] * dy[p][f]` over every output pixel `p` of the batch. Computed transposed, as
-/// `dy^T (filters x pixels) * patches (pixels x plen)`, so the patch matrix is the packed `B`
-/// operand formed block by block straight from `x` (no im2col buffer: that copy and its
-/// re-read cost 2-4x the arithmetic on InceptionV3's stem), split over pixels across threads.
-fn kernel_grad(x: &[f32], g: &Conv2dGeometry, filters: usize, dy: &[f32], dk: &mut [f32]) {
-    use super::sgemm::{sgemm_split_k, Patches, View};
-    let plen = g.patch_len();
-    let pixels = g.n * g.oh * g.ow;
-    assert!(
-        x.len() >= g.n * g.h * g.w * g.c && dy.len() >= pixels * filters,
-        "conv2d_backward: input or gradient shorter than the geometry"
-    );
-    assert!(
-        dk.len() >= plen * filters,
-        "conv2d_backward: kernel gradient too short"
-    );
-    let mut t = vec![0.0f32; filters * plen];
-    let a = View {
-        data: dy,
-        rs: 1,
-        cs: filters,
-    };
-    let b = Patches { x, g };
-    sgemm_split_k(
-        super::isa::active(),
-        filters,
-        plen,
-        pixels,
-        a,
-        &b,
-        &mut t,
-        false,
-    );
-    for (j, row) in dk[..plen * filters].chunks_exact_mut(filters).enumerate() {
-        for (f, d) in row.iter_mut().enumerate() {
-            *d += t[f * plen + j];
-        }
-    }
-}
-
-/// The geometry of the input gradient of a stride-1 convolution `g` with `filters` outputs, as a
-/// forward convolution over `dy` (`n x oh x ow x filters`) producing `n x h x w x c`; `None` for
-/// strided convolutions (their input gradient is not a plain convolution).
-fn input_grad_geometry(g: &Conv2dGeometry, filters: usize) -> Option<Conv2dGeometry> {
-    if g.sh != 1 || g.sw != 1 {
-        return None;
-    }
-    // dx[iy] = sum_ky dy[iy + pad_top - ky] * k[ky] = sum_ky' dy[iy + ky' - pad'] * k[kh-1-ky']
-    // with pad' = kh - 1 - pad_top (>= 0: TensorFlow pads at most kh - 1 in total), and rows of
-    // `dy` outside 0..oh reading zero, which `Conv2dGeometry::in_row` provides.
-    Some(Conv2dGeometry {
-        n: g.n,
-        h: g.oh,
-        w: g.ow,
-        c: filters,
-        kh: g.kh,
-        kw: g.kw,
-        sh: 1,
-        sw: 1,
-        oh: g.h,
-        ow: g.w,
-        pad_top: (g.kh - 1).checked_sub(g.pad_top)?,
-        pad_left: (g.kw - 1).checked_sub(g.pad_left)?,
-    })
-}
-
-/// The HWIO kernel flipped in space with in/out channels swapped: `out[kh-1-ky][kw-1-kx][f][c] =
-/// k[ky][kx][c][f]`, the kernel of [`input_grad_geometry`]'s convolution.
-fn flip_kernel(kernel: &[f32], g: &Conv2dGeometry, filters: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; g.patch_len() * filters];
-    for ky in 0..g.kh {
-        for kx in 0..g.kw {
-            let src = &kernel[(ky * g.kw + kx) * g.c * filters..][..g.c * filters];
-            let tap = ((g.kh - 1 - ky) * g.kw + (g.kw - 1 - kx)) * g.c * filters;
-            let dst = &mut out[tap..tap + g.c * filters];
-            for c in 0..g.c {
-                for f in 0..filters {
-                    dst[f * g.c + c] = src[c * filters + f];
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

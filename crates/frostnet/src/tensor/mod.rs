@@ -4,6 +4,7 @@
 pub(crate) mod broadcast;
 pub mod buffer;
 pub mod conv;
+pub mod conv_backward;
 pub mod depthwise;
 pub mod direct_conv;
 pub mod grouped_conv;
