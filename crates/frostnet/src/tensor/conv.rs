@@ -329,7 +329,8 @@ pub fn conv2d_backward(
     let rows_per_img = g.oh * g.ow;
     let plen = g.patch_len();
     if g.is_pointwise() {
-        let mut dx = need_dx.then(|| super::buffer::zeroed(g.n * g.h * g.w * g.c));
+        // Stored whole by the matmul below (which zeroes its output when the depth is 0).
+        let mut dx = need_dx.then(|| super::buffer::overwritten(g.n * g.h * g.w * g.c));
         if let Some(dk) = dkernel {
             matmul(
                 x,
