@@ -144,18 +144,7 @@ impl Model {
             peak = peak.max(live + out + inside);
             live += out;
             if plan[i] {
-                live += match node.layer.as_model() {
-                    Some(m) => m.activations_kept(batch, upstream)?,
-                    None => {
-                        let inputs: Option<Vec<u64>> = node
-                            .inbound
-                            .iter()
-                            .map(|&j| Some(elements(&self.nodes[j].output_shape)? * batch))
-                            .collect();
-                        let output = elements(&node.output_shape)? * batch;
-                        node.layer.kept_for_backward(&inputs?, output)
-                    }
-                };
+                live += self.node_kept(i, batch, upstream)?;
             }
             for &j in &self.nodes[i].inbound {
                 remaining[j] -= 1;
@@ -191,20 +180,27 @@ impl Model {
             if self.inputs.contains(&i) || !planned[i] {
                 continue;
             }
-            kept += match node.layer.as_model() {
-                Some(m) => m.activations_kept(batch, node.inbound.iter().any(|&j| planned[j]))?,
-                None => {
-                    let inputs: Option<Vec<u64>> = node
-                        .inbound
-                        .iter()
-                        .map(|&j| Some(elements(&self.nodes[j].output_shape)? * batch))
-                        .collect();
-                    let output = elements(&node.output_shape)? * batch;
-                    node.layer.kept_for_backward(&inputs?, output)
-                }
-            };
+            kept += self.node_kept(i, batch, node.inbound.iter().any(|&j| planned[j]))?;
         }
         Some(kept)
+    }
+
+    /// Bytes node `i` keeps for backward (a nested model: all its layers on the backward path;
+    /// `upstream_trains` whether something before it trains).
+    fn node_kept(&self, i: usize, batch: u64, upstream_trains: bool) -> Option<u64> {
+        let node = &self.nodes[i];
+        match node.layer.as_model() {
+            Some(m) => m.activations_kept(batch, upstream_trains),
+            None => {
+                let inputs: Option<Vec<u64>> = node
+                    .inbound
+                    .iter()
+                    .map(|&j| Some(elements(&self.nodes[j].output_shape)? * batch))
+                    .collect();
+                let output = elements(&node.output_shape)? * batch;
+                Some(node.layer.kept_for_backward(&inputs?, output))
+            }
+        }
     }
 
     /// Keras 3's table with two more columns, `Mult-Adds` (for `batch_size` samples) and
