@@ -7,12 +7,33 @@
 //! input in place (padding reads a shared zero row) and the kernel packed once per call into
 //! `FB`-wide channel blocks, so every kernel vector load feeds `PX` fused multiply-adds.
 //!
-//! The tile sizes follow the vector registers: AVX-512 keeps 6 pixels x 32 channels (12 zmm
-//! accumulators), AVX2 6 x 16 (12 ymm), the portable path 4 x 16. Which path runs is
-//! [`super::isa::active`]'s choice on the calling thread, made once per call (the worker threads
-//! run whatever it chose). The kernels are `std::arch` intrinsics: auto-vectorized versions of the
-//! same loops ran at 7-50 GFLOP/s per thread depending on tile shape, these at 95 (AVX2) and 143
-//! (AVX-512) on InceptionV3's 32->32 3x3 layer.
+//! The tile sizes follow the vector registers. AVX-512 cuts the filters into blocks of 4 zmm
+//! vectors (64 channels) and one remainder block of 1-3 vectors (96 = 64 + 32), with 6 pixels
+//! for 4 vectors (24 accumulators, 10 loads per 24 FMAs), 8 for 3 or 2 vectors and 6 for 1;
+//! AVX2 6 pixels x 2 ymm (12 accumulators), the portable path 4 x 16. A row's last short group
+//! of pixels runs a half-height tile when it fits (17 = 6 + 6 + 5, but 13 = 6 + 6 + 3 not
+//! + 6). Which path runs is [`super::isa::active`]'s choice on the calling thread, made once per
+//! call (the worker threads run whatever it chose). The kernels are `std::arch` intrinsics:
+//! auto-vectorized versions of the same loops ran at 7-50 GFLOP/s per thread depending on tile
+//! shape, these at 95 (AVX2) and 143 (AVX-512) on InceptionV3's 32->32 3x3 layer.
+//!
+//! The tile's pixel pointers are rebuilt per tap and tile; for taps whose pixels all lie inside
+//! the row they come from one checked slice instead of a padding test per pixel, which was a
+//! tenth of the time on 32-channel layers. Measured with `frostnet-bench kernels --threads 1`
+//! (batch 1, GFLOP per CPU-second, one core, AVX-512 peak ~214; interleaved, load 4-5), before
+//! (6 x 32 tiles only) -> after:
+//!
+//! | layer              | AVX-512       | AVX2         |
+//! |--------------------|---------------|--------------|
+//! | stem2 32->32 3x3   | 155 -> 172    | 94-95 -> 91-99 |
+//! | stem3 32->64 3x3   | 155 -> 166-171 | 91-97 -> 93-100 |
+//! | stem5 80->192 3x3  | 158-159 -> 184-186 | 100-105 -> 100-104 |
+//! | mixed 48->64 5x5   | 161-163 -> 185-200 | 94-105 -> 94-103 |
+//! | mixed 64->96 3x3   | 158-161 -> 170-178 | 92-105 -> 90-101 |
+//! | mixed 128->128 1x7 | 149-166 -> 163-174 | 80-99 -> 78-98 |
+//!
+//! 12-pixel tiles for 2-vector blocks (24 accumulators) ran slower than 8: twelve pixel
+//! pointers do not fit the general registers and were reloaded from the stack in the inner loop.
 
 use super::conv::{apply_epilogue_serial, Conv2dGeometry, EpilogueStep};
 use super::isa;
@@ -41,10 +62,10 @@ pub fn conv2d_direct(
 ) -> Vec<f32> {
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
-        isa::Isa::Avx512 => run::<x86::Avx512, 6>(x, g, kernel, filters, epilogue),
+        isa::Isa::Avx512 => run::<x86::Avx512>(x, g, kernel, filters, epilogue),
         #[cfg(target_arch = "x86_64")]
-        isa::Isa::Avx2 => run::<x86::Avx2, 6>(x, g, kernel, filters, epilogue),
-        _ => run::<Portable, 4>(x, g, kernel, filters, epilogue),
+        isa::Isa::Avx2 => run::<x86::Avx2>(x, g, kernel, filters, epilogue),
+        _ => run::<Portable>(x, g, kernel, filters, epilogue),
     }
 }
 
@@ -56,11 +77,13 @@ pub fn conv2d_direct(
 unsafe trait Simd: Sync {
     type V: Copy;
     const L: usize;
+    /// Widest channel block, in vectors.
+    const MAX_NV: usize;
     /// Runs one output row with this level's features enabled.
     ///
     /// # Safety
     /// The CPU must support the level's features.
-    unsafe fn row<const PX: usize>(job: &RowJob, dst: &mut [f32]);
+    unsafe fn row(job: &RowJob, dst: &mut [f32]);
     /// # Safety (all below)
     /// Pointers must be valid for `L` (load/store) or 1 (splat) f32 values.
     unsafe fn zero() -> Self::V;
@@ -78,9 +101,10 @@ struct Portable;
 unsafe impl Simd for Portable {
     type V = [f32; 8];
     const L: usize = 8;
-    unsafe fn row<const PX: usize>(job: &RowJob, dst: &mut [f32]) {
+    const MAX_NV: usize = 2;
+    unsafe fn row(job: &RowJob, dst: &mut [f32]) {
         // SAFETY: no features needed; `row_body`'s pointer contract is upheld by `run`.
-        unsafe { row_body::<Self, PX>(job, dst) }
+        unsafe { row_body::<Self, 4, 2, 4, 2, 0, 0, 0, 0>(job, dst) }
     }
     #[inline(always)]
     unsafe fn zero() -> [f32; 8] {
@@ -118,24 +142,25 @@ mod x86 {
     pub(super) struct Avx2;
 
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn row_avx512<const PX: usize>(job: &RowJob, dst: &mut [f32]) {
+    unsafe fn row_avx512(job: &RowJob, dst: &mut [f32]) {
         // SAFETY: forwarded from `Simd::row`'s contract.
-        unsafe { row_body::<Avx512, PX>(job, dst) }
+        unsafe { row_body::<Avx512, 6, 3, 8, 4, 8, 4, 6, 3>(job, dst) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_avx2<const PX: usize>(job: &RowJob, dst: &mut [f32]) {
+    unsafe fn row_avx2(job: &RowJob, dst: &mut [f32]) {
         // SAFETY: forwarded from `Simd::row`'s contract.
-        unsafe { row_body::<Avx2, PX>(job, dst) }
+        unsafe { row_body::<Avx2, 6, 3, 6, 3, 0, 0, 0, 0>(job, dst) }
     }
 
     // SAFETY: the intrinsics need avx512f, which `row` enables; callers check the CPU.
     unsafe impl Simd for Avx512 {
         type V = __m512;
         const L: usize = 16;
-        unsafe fn row<const PX: usize>(job: &RowJob, dst: &mut [f32]) {
+        const MAX_NV: usize = 4;
+        unsafe fn row(job: &RowJob, dst: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
-            unsafe { row_avx512::<PX>(job, dst) }
+            unsafe { row_avx512(job, dst) }
         }
         #[inline(always)]
         unsafe fn zero() -> __m512 {
@@ -166,9 +191,10 @@ mod x86 {
     unsafe impl Simd for Avx2 {
         type V = __m256;
         const L: usize = 8;
-        unsafe fn row<const PX: usize>(job: &RowJob, dst: &mut [f32]) {
+        const MAX_NV: usize = 2;
+        unsafe fn row(job: &RowJob, dst: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
-            unsafe { row_avx2::<PX>(job, dst) }
+            unsafe { row_avx2(job, dst) }
         }
         #[inline(always)]
         unsafe fn zero() -> __m256 {
@@ -196,23 +222,54 @@ mod x86 {
     }
 }
 
-/// Packs the HWIO kernel as `[channel block][ky][kx][c][block width]`, zero-padding the last
+/// One channel block of the output: filters `f0..f0 + nv * L` (the last block may reach past
+/// `filters`; its missing columns are zero in the packed kernel and never stored), packed at
+/// `off` in the buffer from [`pack`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Block {
+    f0: usize,
+    nv: usize,
+    off: usize,
+}
+
+/// Cuts `filters` into blocks of at most `max_nv` vectors of `lanes` channels: full blocks, then
+/// one block of as many vectors as the remainder needs (96 filters at AVX-512 = 64 + 32, not
+/// 64 + 64 with half of the second block wasted).
+fn plan(filters: usize, lanes: usize, max_nv: usize, taps: usize) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let (mut f0, mut off) = (0, 0);
+    while f0 < filters {
+        let nv = (filters - f0).div_ceil(lanes).min(max_nv);
+        blocks.push(Block { f0, nv, off });
+        off += taps * nv * lanes;
+        f0 += nv * lanes;
+    }
+    blocks
+}
+
+/// Packs the HWIO kernel block by block as `[ky][kx][c][block width]`, zero-padding the last
 /// block, so a tile reads its kernel vectors contiguously.
-fn pack(kernel: &[f32], g: &Conv2dGeometry, filters: usize, width: usize) -> Vec<f32> {
+fn pack(
+    kernel: &[f32],
+    g: &Conv2dGeometry,
+    filters: usize,
+    lanes: usize,
+    blocks: &[Block],
+) -> Vec<f32> {
     let taps = g.kh * g.kw * g.c;
-    let blocks = filters.div_ceil(width);
-    let mut out = vec![0.0f32; blocks * taps * width];
-    for b in 0..blocks {
-        let f0 = b * width;
-        let w = width.min(filters - f0);
+    let total = blocks.last().map_or(0, |b| b.off + taps * b.nv * lanes);
+    let mut out = vec![0.0f32; total];
+    for b in blocks {
+        let width = b.nv * lanes;
+        let w = width.min(filters - b.f0);
         for t in 0..taps {
-            out[(b * taps + t) * width..][..w].copy_from_slice(&kernel[t * filters + f0..][..w]);
+            out[b.off + t * width..][..w].copy_from_slice(&kernel[t * filters + b.f0..][..w]);
         }
     }
     out
 }
 
-fn run<S: Simd, const PX: usize>(
+fn run<S: Simd>(
     x: &[f32],
     g: &Conv2dGeometry,
     kernel: &[f32],
@@ -221,7 +278,8 @@ fn run<S: Simd, const PX: usize>(
 ) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.h * g.w * g.c, "input length");
     assert_eq!(kernel.len(), g.patch_len() * filters, "kernel length");
-    let packed = pack(kernel, g, filters, 2 * S::L);
+    let blocks = plan(filters, S::L, S::MAX_NV, g.patch_len());
+    let packed = pack(kernel, g, filters, S::L, &blocks);
     let zeros = vec![0.0f32; g.c];
     let row_len = g.ow * filters;
     let mut out = vec![0.0f32; g.n * g.oh * row_len];
@@ -238,13 +296,14 @@ fn run<S: Simd, const PX: usize>(
                 src: &x[img * img_len..(img + 1) * img_len],
                 zeros: &zeros,
                 packed: &packed,
+                blocks: &blocks,
                 g,
                 filters,
                 oy,
             };
             // SAFETY: `S` is the level `isa::active` chose, which never exceeds what
             // `is_x86_feature_detected!` found; `job` satisfies `row_body`'s contract (see there).
-            unsafe { S::row::<PX>(&job, dst) };
+            unsafe { S::row(&job, dst) };
             apply_epilogue_serial(dst, filters, epilogue);
         });
     out
@@ -256,96 +315,177 @@ struct RowJob<'a> {
     src: &'a [f32],
     /// `c` zeros, read in place of padding pixels.
     zeros: &'a [f32],
-    /// The kernel from [`pack`] with the level's block width.
+    /// The kernel from [`pack`], laid out as `blocks` say.
     packed: &'a [f32],
+    blocks: &'a [Block],
     g: &'a Conv2dGeometry,
     filters: usize,
     oy: usize,
 }
 
-/// One output row (`ow * filters` values): tiles of `PX` pixels x `2 * S::L` channels accumulated
-/// in registers over every tap and input channel.
+/// Largest tile width in f32 lanes (4 zmm vectors) and pixel count of any level's tile.
+const MAX_WIDTH: usize = 64;
+const MAX_PX: usize = 12;
+
+/// One output row (`ow * filters` values), block by block. `P<nv>` is the tile's pixel count
+/// for a block of `nv` vectors and `H<nv>` the smaller tile used for a short last group of
+/// pixels (0 = that block width never occurs at this level).
 ///
 /// # Safety
-/// The CPU must support `S`'s features. Every pointer formed is in bounds: pixel pointers come
-/// from checked slices of `src` (`c` values each) or point at `zeros` (`c` values), and are read
-/// at offsets `< c`; kernel pointers come from checked slices of `packed` holding `c * 2 * S::L`
-/// values per tap; tile results go to a local buffer and are copied with checked slices.
+/// The CPU must support `S`'s features. Every pointer formed is in bounds: pixel pointers point
+/// at a pixel of `src` (`c` values) or at `zeros` (`c` values) and are read at offsets `< c`;
+/// kernel pointers come from checked slices of `packed` holding `c * nv * S::L` values per tap;
+/// tile results go to a local buffer and are copied with checked slices.
 #[inline(always)]
-unsafe fn row_body<S: Simd, const PX: usize>(job: &RowJob, dst: &mut [f32]) {
-    let g = job.g;
-    let c = g.c;
-    let width = 2 * S::L;
-    let ntaps = g.kh * g.kw;
-    let blocks = job.filters.div_ceil(width);
-    let mut taps: Vec<([*const f32; PX], *const f32)> = Vec::with_capacity(ntaps);
-    let mut tile = vec![[0.0f32; 32]; PX];
-    assert!(width <= 32);
-    // Channel blocks outermost: one block's packed kernel (kh*kw*c*2L values) stays in L2 while
-    // the row's tiles stream past it; with pixels outermost, wide layers (288 -> 384 channels)
-    // re-read the whole kernel from L3 for every tile and ran at half the speed.
-    for b in 0..blocks {
-        let mut ox0 = 0;
-        while ox0 < g.ow {
-            let px = PX.min(g.ow - ox0);
-            taps.clear();
-            for ky in 0..g.kh {
-                let Some(iy) = g.in_row(job.oy, ky) else {
-                    continue;
-                };
-                for kx in 0..g.kw {
-                    let pix: [*const f32; PX] = std::array::from_fn(|p| {
-                        match (p < px).then(|| g.in_col(ox0 + p, kx)).flatten() {
-                            Some(ix) => job.src[(iy * g.w + ix) * c..][..c].as_ptr(),
-                            None => job.zeros[..c].as_ptr(),
-                        }
-                    });
-                    let k = &job.packed[(b * ntaps + ky * g.kw + kx) * c * width..][..c * width];
-                    taps.push((pix, k.as_ptr()));
-                }
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_body<
+    S: Simd,
+    const P1: usize,
+    const H1: usize,
+    const P2: usize,
+    const H2: usize,
+    const P3: usize,
+    const H3: usize,
+    const P4: usize,
+    const H4: usize,
+>(
+    job: &RowJob,
+    dst: &mut [f32],
+) {
+    // Per tap: the tile's pixel pointers, then the tap's kernel pointer.
+    let mut taps: Vec<*const f32> = Vec::with_capacity(job.g.kh * job.g.kw * (MAX_PX + 1));
+    let mut tile = vec![[0.0f32; MAX_WIDTH]; MAX_PX];
+    // Channel blocks outermost: one block's packed kernel (kh*kw*c*width values) stays in L2
+    // while the row's tiles stream past it; with pixels outermost, wide layers (288 -> 384
+    // channels) re-read the whole kernel from L3 for every tile and ran at half the speed.
+    for b in job.blocks {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            match b.nv {
+                1 => block_row::<S, P1, H1, 1>(job, b, &mut taps, &mut tile, dst),
+                2 => block_row::<S, P2, H2, 2>(job, b, &mut taps, &mut tile, dst),
+                3 => block_row::<S, P3, H3, 3>(job, b, &mut taps, &mut tile, dst),
+                _ => block_row::<S, P4, H4, 4>(job, b, &mut taps, &mut tile, dst),
             }
-            // SAFETY: see this function's contract.
-            unsafe { tile_kernel::<S, PX>(&taps, c, &mut tile) };
-            let f0 = b * width;
-            let w = width.min(job.filters - f0);
-            for (p, t) in tile.iter().enumerate().take(px) {
-                let o = (ox0 + p) * job.filters + f0;
-                dst[o..o + w].copy_from_slice(&t[..w]);
-            }
-            ox0 += PX;
         }
     }
 }
 
-/// The register tile: `PX` pixels x two vectors, summed over `taps` x `c` input channels.
+/// Fills `taps` for the tile of `t` pixels at `ox0` (`px <= t` of them real, the rest reading
+/// zeros) and block `b` of width `width`: per tap in the window (rows in the padding skipped),
+/// `t` pixel pointers and the kernel pointer.
+#[inline(always)]
+fn tile_taps(
+    job: &RowJob,
+    b: &Block,
+    width: usize,
+    (ox0, px, t): (usize, usize, usize),
+    taps: &mut Vec<*const f32>,
+) {
+    let g = job.g;
+    let c = g.c;
+    taps.clear();
+    for ky in 0..g.kh {
+        let Some(iy) = g.in_row(job.oy, ky) else {
+            continue;
+        };
+        let row = &job.src[iy * g.w * c..(iy + 1) * g.w * c];
+        for kx in 0..g.kw {
+            // Input column of pixel p (before removing the left padding): x0 + p * sw.
+            let x0 = ox0 * g.sw + kx;
+            let last = x0 + (px - 1) * g.sw;
+            if px == t && x0 >= g.pad_left && last - g.pad_left < g.w {
+                // Every pixel inside the row: one checked slice covers them all.
+                let span = &row[(x0 - g.pad_left) * c..(last - g.pad_left + 1) * c];
+                taps.extend((0..t).map(|p| span[p * g.sw * c..][..c].as_ptr()));
+            } else {
+                taps.extend((0..t).map(
+                    |p| match (p < px).then(|| g.in_col(ox0 + p, kx)).flatten() {
+                        Some(ix) => row[ix * c..][..c].as_ptr(),
+                        None => job.zeros[..c].as_ptr(),
+                    },
+                ));
+            }
+            let k = &job.packed[b.off + (ky * g.kw + kx) * c * width..][..c * width];
+            taps.push(k.as_ptr());
+        }
+    }
+}
+
+/// One block of one output row: tiles of `PX` pixels (the last short group, if it has at most
+/// `HX` pixels, as an `HX`-pixel tile) x `NV` vectors.
 ///
 /// # Safety
-/// As [`row_body`]: each tap's pixel pointers address `c` values, its kernel pointer `c * 2L`.
+/// As [`row_body`].
 #[inline(always)]
-unsafe fn tile_kernel<S: Simd, const PX: usize>(
-    taps: &[([*const f32; PX], *const f32)],
-    c: usize,
-    out: &mut [[f32; 32]],
+unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
+    job: &RowJob,
+    b: &Block,
+    taps: &mut Vec<*const f32>,
+    tile: &mut [[f32; MAX_WIDTH]],
+    dst: &mut [f32],
 ) {
-    // SAFETY: offsets stay below `c` (pixels) and `c * 2L` (kernel) per the contract; `out` has
-    // `PX` rows of 32 >= 2L values.
+    let g = job.g;
+    let width = NV * S::L;
+    assert!(PX > 0 && PX <= MAX_PX && HX <= PX && width <= MAX_WIDTH && b.nv == NV);
+    let w = width.min(job.filters - b.f0);
+    let mut ox0 = 0;
+    while ox0 < g.ow {
+        let px = PX.min(g.ow - ox0);
+        let t = if px <= HX { HX } else { PX };
+        tile_taps(job, b, width, (ox0, px, t), taps);
+        // SAFETY: see this function's contract; `taps` holds groups of `t + 1` pointers.
+        unsafe {
+            if t == HX {
+                tile_kernel::<S, HX, NV>(taps, g.c, tile)
+            } else {
+                tile_kernel::<S, PX, NV>(taps, g.c, tile)
+            }
+        };
+        for (p, t) in tile.iter().enumerate().take(px) {
+            let o = (ox0 + p) * job.filters + b.f0;
+            dst[o..o + w].copy_from_slice(&t[..w]);
+        }
+        ox0 += PX;
+    }
+}
+
+/// The register tile: `PX` pixels x `NV` vectors, summed over `taps` x `c` input channels.
+///
+/// # Safety
+/// As [`row_body`]: `taps` is groups of `PX` pixel pointers, each addressing `c` values, and a
+/// kernel pointer addressing `c * NV * L`.
+#[inline(always)]
+unsafe fn tile_kernel<S: Simd, const PX: usize, const NV: usize>(
+    taps: &[*const f32],
+    c: usize,
+    out: &mut [[f32; MAX_WIDTH]],
+) {
+    // SAFETY: offsets stay below `c` (pixels) and `c * NV * L` (kernel) per the contract; `out`
+    // has at least `PX` rows of MAX_WIDTH >= NV * L values.
     unsafe {
-        let mut acc0 = [S::zero(); PX];
-        let mut acc1 = [S::zero(); PX];
-        for (pix, k) in taps {
+        let mut acc = [[S::zero(); NV]; PX];
+        for tap in taps.chunks_exact(PX + 1) {
+            let pix: [*const f32; PX] = std::array::from_fn(|p| tap[p]);
+            let mut k = tap[PX];
             for ci in 0..c {
-                let k0 = S::load(k.add(ci * 2 * S::L));
-                let k1 = S::load(k.add(ci * 2 * S::L + S::L));
+                let mut kv = [S::zero(); NV];
+                for (v, x) in kv.iter_mut().enumerate() {
+                    *x = S::load(k.add(v * S::L));
+                }
                 for p in 0..PX {
                     let xv = S::splat(pix[p].add(ci));
-                    acc0[p] = S::fma(xv, k0, acc0[p]);
-                    acc1[p] = S::fma(xv, k1, acc1[p]);
+                    for v in 0..NV {
+                        acc[p][v] = S::fma(xv, kv[v], acc[p][v]);
+                    }
                 }
+                k = k.add(NV * S::L);
             }
         }
         for p in 0..PX {
-            S::store(out[p].as_mut_ptr(), acc0[p]);
-            S::store(out[p].as_mut_ptr().add(S::L), acc1[p]);
+            for v in 0..NV {
+                S::store(out[p].as_mut_ptr().add(v * S::L), acc[p][v]);
+            }
         }
     }
 }
@@ -355,6 +495,22 @@ mod tests {
     use super::*;
     use crate::tensor::conv::Padding;
     use crate::tensor::random;
+
+    /// Blocks cover the filters once, widest first, with the remainder in one block.
+    #[test]
+    fn plan_covers_filters_with_one_remainder_block() {
+        let nvs = |f: usize, l: usize, max: usize| -> Vec<usize> {
+            plan(f, l, max, 9).iter().map(|b| b.nv).collect()
+        };
+        assert_eq!(nvs(96, 16, 4), [4, 2]);
+        assert_eq!(nvs(192, 16, 4), [4, 4, 4]);
+        assert_eq!(nvs(100, 16, 4), [4, 3]);
+        assert_eq!(nvs(33, 16, 4), [3]);
+        assert_eq!(nvs(7, 16, 4), [1]);
+        assert_eq!(nvs(40, 8, 2), [2, 2, 1]);
+        let b = plan(100, 16, 4, 9);
+        assert_eq!((b[1].f0, b[1].off), (64, 9 * 64));
+    }
 
     /// The definition, in f64.
     fn reference(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f64> {
@@ -386,7 +542,8 @@ mod tests {
     }
 
     /// Odd sizes (pixel and channel tails on every path), strides, both paddings, rectangular
-    /// kernels, every ISA this CPU runs; tolerance 1e-5 relative to the sum of |x||k| terms.
+    /// kernels, every block width and tile size of each level, every ISA this CPU runs;
+    /// tolerance 1e-5 relative to the sum of |x||k| terms.
     #[test]
     fn matches_f64_reference_on_every_isa() {
         let mut r = random::rng(Some(5));
@@ -396,6 +553,13 @@ mod tests {
             ([3, 7, 8, 1], (2, 3), (1, 2), Padding::Same, 7),
             ([1, 6, 15, 32], (3, 3), (1, 1), Padding::Valid, 40),
             ([2, 8, 7, 4], (1, 5), (1, 1), Padding::Same, 65),
+            // Every AVX-512 block width (64 + 48 = 100; 64 + 64 + 16 = 130; 32; 64), full
+            // and short tiles of each pixel count (ow 15, 21, 11, 7 against 6/3 and 8/4),
+            // interior and padded taps, stride 2 with padding.
+            ([1, 9, 15, 6], (3, 3), (1, 1), Padding::Same, 100),
+            ([1, 5, 21, 16], (1, 7), (1, 1), Padding::Same, 130),
+            ([1, 8, 11, 12], (5, 5), (1, 1), Padding::Same, 32),
+            ([2, 12, 13, 8], (3, 3), (2, 2), Padding::Same, 64),
         ];
         for (shape, k, s, p, f) in cases {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
