@@ -28,7 +28,7 @@ pub(crate) type ConvCase = (
     Padding,
     usize,
 );
-pub(crate) const CONVS: [ConvCase; 8] = [
+pub(crate) const CONVS: [ConvCase; 13] = [
     (
         "stem1 3->32 3x3/2",
         [299, 299, 3],
@@ -84,6 +84,46 @@ pub(crate) const CONVS: [ConvCase; 8] = [
         1,
         Padding::Same,
         128,
+    ),
+    (
+        "mixed 160->160 1x7",
+        [17, 17, 160],
+        (1, 7),
+        1,
+        Padding::Same,
+        160,
+    ),
+    (
+        "mixed 192->192 7x1",
+        [17, 17, 192],
+        (7, 1),
+        1,
+        Padding::Same,
+        192,
+    ),
+    (
+        "8x8 448->384 3x3",
+        [8, 8, 448],
+        (3, 3),
+        1,
+        Padding::Same,
+        384,
+    ),
+    (
+        "8x8 384->384 1x3",
+        [8, 8, 384],
+        (1, 3),
+        1,
+        Padding::Same,
+        384,
+    ),
+    (
+        "reduce 192->320 3x3/2",
+        [17, 17, 192],
+        (3, 3),
+        2,
+        Padding::Valid,
+        320,
     ),
     (
         "reduce 288->384 3x3/2",

@@ -40,12 +40,21 @@ use super::isa;
 use rayon::prelude::*;
 
 /// Whether the direct kernel is the faster choice for this geometry: any spatial kernel over at
-/// most 128 input channels. Measured with `frostnet-bench kernels` (CPU time, InceptionV3's
-/// layers at batch 1, AVX-512 and AVX2): direct was 1.3-4.7x faster than im2col + gemm for
-/// 3..128 input channels (3x3, 5x5, 1x7; stride 1 and 2) and 0.8x at 288 -> 384 3x3/2, where
-/// gemm's long inner dimension wins. Pointwise kernels are a plain matmul.
+/// most 128 input channels, or over at most 192 at stride 1. Measured with `frostnet-bench
+/// kernels` (CPU time, InceptionV3's layers at batch 1, AVX-512 and AVX2): direct was 1.3-4.7x
+/// faster than im2col + gemm for 3..128 input channels (3x3, 5x5, 1x7; stride 1 and 2) and 0.8x
+/// at 288 -> 384 3x3/2, where gemm's long inner dimension wins. Re-measured after the 64-wide
+/// tiles (`KERNEL_BATCH=1` and `8`, one thread, GFLOP per CPU-second, im2col -> direct): 1x7
+/// 160 -> 160 at 17x17 150-157 -> 156-165 (AVX2 92-95 -> 100-104), 7x1 192 -> 192 146-155 ->
+/// 181-192 (AVX2 81-95 -> 98-112); but 3x3/2 192 -> 320 146-154 -> 108-113 (batch 1: 117 ->
+/// 79-84), 3x3 448 -> 384 at 8x8 126-152 -> 84 and 1x3 384 -> 384 at 8x8 149-154 -> 122-127.
+/// Pointwise kernels are a plain matmul.
 pub fn prefers_direct(g: &Conv2dGeometry, filters: usize) -> bool {
-    !g.is_pointwise() && g.c <= 128 && filters >= 8 && g.oh * g.ow >= 16
+    let stride1 = g.sh == 1 && g.sw == 1;
+    !g.is_pointwise()
+        && (g.c <= 128 || (g.c <= 192 && stride1))
+        && filters >= 8
+        && g.oh * g.ow >= 16
 }
 
 /// Forward convolution, NHWC in and out, HWIO kernel, with `epilogue` applied to each output row
