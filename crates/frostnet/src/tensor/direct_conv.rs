@@ -32,6 +32,12 @@
 //! | mixed 64->96 3x3   | 158-161 -> 170-178 | 92-105 -> 90-101 |
 //! | mixed 128->128 1x7 | 149-166 -> 163-174 | 80-99 -> 78-98 |
 //!
+//! Then, at stride 1, a tile whose windows lie inside the row merges each kernel row's `kw` taps
+//! into one run of `kw * c` values ([`tile_taps`]); same bench, AVX-512 (before -> after):
+//! stem2 156-158 -> 174-176, stem3 168 -> 181-182, stem5 183-185 -> 193-194, 5x5 187-190 ->
+//! 194-198, 64->96 159-176 -> 157-184; the 17x17 1x7 layers (one tile in three merges) within
+//! noise (128: 158-173 -> 162-174, 160: 140-160 -> 155-167); AVX2 unchanged to +5%.
+//!
 //! 12-pixel tiles for 2-vector blocks (24 accumulators) ran slower than 8: twelve pixel
 //! pointers do not fit the general registers and were reloaded from the stack in the inner loop.
 
@@ -341,10 +347,11 @@ const MAX_PX: usize = 12;
 /// pixels (0 = that block width never occurs at this level).
 ///
 /// # Safety
-/// The CPU must support `S`'s features. Every pointer formed is in bounds: pixel pointers point
-/// at a pixel of `src` (`c` values) or at `zeros` (`c` values) and are read at offsets `< c`;
-/// kernel pointers come from checked slices of `packed` holding `c * nv * S::L` values per tap;
-/// tile results go to a local buffer and are copied with checked slices.
+/// The CPU must support `S`'s features. Every pointer formed is in bounds: pixel pointers come
+/// from checked slices of `src` holding the `len` values a tap reads (`c`, or `kw * c` for a
+/// merged tap) or point at `zeros` (`c` values, only in unmerged taps), and are read at offsets
+/// `< len`; kernel pointers come from checked slices of `packed` holding `len * nv * S::L`
+/// values; tile results go to a local buffer and are copied with checked slices.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_body<
@@ -381,8 +388,13 @@ unsafe fn row_body<
 }
 
 /// Fills `taps` for the tile of `t` pixels at `ox0` (`px <= t` of them real, the rest reading
-/// zeros) and block `b` of width `width`: per tap in the window (rows in the padding skipped),
-/// `t` pixel pointers and the kernel pointer.
+/// zeros) and block `b` of width `width`: per tap (rows in the padding skipped), `t` pixel
+/// pointers and the kernel pointer. Returns the number of input values each tap sums over.
+///
+/// At stride 1, when every pixel's whole window row lies inside the input, pixel `p`'s `kw`
+/// taps of a kernel row read `kw * c` consecutive input values (pixels `x0 + p .. x0 + p + kw`)
+/// against `kw * c` consecutive packed kernel rows, so they merge into one tap of `kw * c`
+/// values: a third of the taps to set up on 3x3 layers, a seventh on 1x7.
 #[inline(always)]
 fn tile_taps(
     job: &RowJob,
@@ -390,15 +402,25 @@ fn tile_taps(
     width: usize,
     (ox0, px, t): (usize, usize, usize),
     taps: &mut Vec<*const f32>,
-) {
+) -> usize {
     let g = job.g;
     let c = g.c;
     taps.clear();
+    let merged =
+        g.sw == 1 && px == t && ox0 >= g.pad_left && ox0 + px - 1 + g.kw - 1 - g.pad_left < g.w;
     for ky in 0..g.kh {
         let Some(iy) = g.in_row(job.oy, ky) else {
             continue;
         };
         let row = &job.src[iy * g.w * c..(iy + 1) * g.w * c];
+        if merged {
+            let x0 = ox0 - g.pad_left;
+            let span = &row[x0 * c..(x0 + px - 1 + g.kw) * c];
+            taps.extend((0..t).map(|p| span[p * c..][..g.kw * c].as_ptr()));
+            let k = &job.packed[b.off + ky * g.kw * c * width..][..g.kw * c * width];
+            taps.push(k.as_ptr());
+            continue;
+        }
         for kx in 0..g.kw {
             // Input column of pixel p (before removing the left padding): x0 + p * sw.
             let x0 = ox0 * g.sw + kx;
@@ -418,6 +440,11 @@ fn tile_taps(
             let k = &job.packed[b.off + (ky * g.kw + kx) * c * width..][..c * width];
             taps.push(k.as_ptr());
         }
+    }
+    if merged {
+        g.kw * c
+    } else {
+        c
     }
 }
 
@@ -442,13 +469,13 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
     while ox0 < g.ow {
         let px = PX.min(g.ow - ox0);
         let t = if px <= HX { HX } else { PX };
-        tile_taps(job, b, width, (ox0, px, t), taps);
+        let len = tile_taps(job, b, width, (ox0, px, t), taps);
         // SAFETY: see this function's contract; `taps` holds groups of `t + 1` pointers.
         unsafe {
             if t == HX {
-                tile_kernel::<S, HX, NV>(taps, g.c, tile)
+                tile_kernel::<S, HX, NV>(taps, len, tile)
             } else {
-                tile_kernel::<S, PX, NV>(taps, g.c, tile)
+                tile_kernel::<S, PX, NV>(taps, len, tile)
             }
         };
         for (p, t) in tile.iter().enumerate().take(px) {
@@ -459,7 +486,8 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
     }
 }
 
-/// The register tile: `PX` pixels x `NV` vectors, summed over `taps` x `c` input channels.
+/// The register tile: `PX` pixels x `NV` vectors, summed over `taps` x `c` input values (one
+/// pixel's channels, or a merged run of `kw` pixels' from [`tile_taps`]).
 ///
 /// # Safety
 /// As [`row_body`]: `taps` is groups of `PX` pixel pointers, each addressing `c` values, and a
