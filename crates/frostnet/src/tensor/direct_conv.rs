@@ -303,10 +303,26 @@ fn run<S: Simd>(
         return out;
     }
     let img_len = g.h * g.w * g.c;
+    // Few rows (InceptionV3's 17x17 layers at batch 1: 17 rows on 2 threads run 9 + 8) are cut
+    // into pixel segments so the threads' shares come out even.
+    let rows = g.n * g.oh;
+    let want = 16 * rayon::current_num_threads().max(1);
+    let segs = if rows >= want {
+        1
+    } else {
+        want.div_ceil(rows).min(g.ow / MIN_SEGMENT).max(1)
+    };
+    let seg_px = g.ow.div_ceil(segs);
     out.par_chunks_mut(row_len)
         .enumerate()
-        .for_each(|(row, dst)| {
+        .flat_map(|(row, r)| {
+            r.par_chunks_mut(seg_px * filters)
+                .enumerate()
+                .map(move |(seg, dst)| (row, seg, dst))
+        })
+        .for_each(|(row, seg, dst)| {
             let (img, oy) = (row / g.oh, row % g.oh);
+            let x_lo = seg * seg_px;
             let job = RowJob {
                 src: &x[img * img_len..(img + 1) * img_len],
                 zeros: &zeros,
@@ -315,6 +331,8 @@ fn run<S: Simd>(
                 g,
                 filters,
                 oy,
+                x_lo,
+                x_hi: x_lo + dst.len() / filters,
             };
             // SAFETY: `S` is the level `isa::active` chose, which never exceeds what
             // `is_x86_feature_detected!` found; `job` satisfies `row_body`'s contract (see there).
@@ -323,6 +341,9 @@ fn run<S: Simd>(
         });
     out
 }
+
+/// Fewest pixels in a row segment (see `run`): a few tiles, so their setup stays amortized.
+const MIN_SEGMENT: usize = 8;
 
 /// What one output row needs.
 struct RowJob<'a> {
@@ -336,13 +357,16 @@ struct RowJob<'a> {
     g: &'a Conv2dGeometry,
     filters: usize,
     oy: usize,
+    /// The output pixels `x_lo..x_hi` of row `oy` this job computes (`dst` holds exactly them).
+    x_lo: usize,
+    x_hi: usize,
 }
 
 /// Largest tile width in f32 lanes (4 zmm vectors) and pixel count of any level's tile.
 const MAX_WIDTH: usize = 64;
 const MAX_PX: usize = 12;
 
-/// One output row (`ow * filters` values), block by block. `P<nv>` is the tile's pixel count
+/// One output row segment (`(x_hi - x_lo) * filters` values), block by block. `P<nv>` is the tile's pixel count
 /// for a block of `nv` vectors and `H<nv>` the smaller tile used for a short last group of
 /// pixels (0 = that block width never occurs at this level).
 ///
@@ -461,13 +485,12 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
     tile: &mut [[f32; MAX_WIDTH]],
     dst: &mut [f32],
 ) {
-    let g = job.g;
     let width = NV * S::L;
     assert!(PX > 0 && PX <= MAX_PX && HX <= PX && width <= MAX_WIDTH && b.nv == NV);
     let w = width.min(job.filters - b.f0);
-    let mut ox0 = 0;
-    while ox0 < g.ow {
-        let px = PX.min(g.ow - ox0);
+    let mut ox0 = job.x_lo;
+    while ox0 < job.x_hi {
+        let px = PX.min(job.x_hi - ox0);
         let t = if px <= HX { HX } else { PX };
         let len = tile_taps(job, b, width, (ox0, px, t), taps);
         // SAFETY: see this function's contract; `taps` holds groups of `t + 1` pointers.
@@ -479,7 +502,7 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
             }
         };
         for (p, t) in tile.iter().enumerate().take(px) {
-            let o = (ox0 + p) * job.filters + b.f0;
+            let o = (ox0 - job.x_lo + p) * job.filters + b.f0;
             dst[o..o + w].copy_from_slice(&t[..w]);
         }
         ox0 += PX;
@@ -591,12 +614,15 @@ mod tests {
             ([1, 6, 15, 32], (3, 3), (1, 1), Padding::Valid, 40),
             ([2, 8, 7, 4], (1, 5), (1, 1), Padding::Same, 65),
             // Every AVX-512 block width (64 + 48 = 100; 64 + 64 + 16 = 130; 32; 64), full
-            // and short tiles of each pixel count (ow 15, 21, 11, 7 against 6/3 and 8/4),
+            // and short tiles of each pixel count (ow 15, 21, 11, 7 against 6/3 and 8/4; ow 21
+            // on 5 rows also runs as row segments),
             // interior and padded taps, stride 2 with padding.
             ([1, 9, 15, 6], (3, 3), (1, 1), Padding::Same, 100),
             ([1, 5, 21, 16], (1, 7), (1, 1), Padding::Same, 130),
             ([1, 8, 11, 12], (5, 5), (1, 1), Padding::Same, 32),
             ([2, 12, 13, 8], (3, 3), (2, 2), Padding::Same, 64),
+            // Few rows, so rows are cut into pixel segments (2 of 11 + 10; 5 of 8).
+            ([1, 3, 40, 4], (3, 3), (1, 1), Padding::Same, 24),
         ];
         for (shape, k, s, p, f) in cases {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
