@@ -11,8 +11,8 @@
 //! vectors (64 channels) and one remainder block of 1-3 vectors (96 = 64 + 32), with 6 pixels
 //! for 4 vectors (24 accumulators, 10 loads per 24 FMAs), 8 for 3 or 2 vectors and 6 for 1;
 //! AVX2 6 pixels x 2 ymm (12 accumulators), the portable path 4 x 16. A row's last short group
-//! of pixels runs a half-height tile when it fits (17 = 6 + 6 + 5, but 13 = 6 + 6 + 3 not
-//! + 6). Which path runs is [`super::isa::active`]'s choice on the calling thread, made once per
+//! of pixels runs a half-height tile when it fits (17 = 6 + 6 + 5, but 13 = 6 + 6 + 3, not
+//! 6 + 6 + 6). Which path runs is [`super::isa::active`]'s choice on the calling thread, made once per
 //! call (the worker threads run whatever it chose). The kernels are `std::arch` intrinsics:
 //! auto-vectorized versions of the same loops ran at 7-50 GFLOP/s per thread depending on tile
 //! shape, these at 95 (AVX2) and 143 (AVX-512) on InceptionV3's 32->32 3x3 layer.
@@ -542,9 +542,9 @@ unsafe fn tile_kernel<S: Simd, const PX: usize, const NV: usize>(
                 k = k.add(NV * S::L);
             }
         }
-        for p in 0..PX {
-            for v in 0..NV {
-                S::store(out[p].as_mut_ptr().add(v * S::L), acc[p][v]);
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (v, &x) in a.iter().enumerate() {
+                S::store(o.as_mut_ptr().add(v * S::L), x);
             }
         }
     }

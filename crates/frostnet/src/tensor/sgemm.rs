@@ -557,7 +557,7 @@ impl OutPtr {
 /// 103-108 -> 123; but sgemm 2048 (rows 8 KiB apart) 139-144 -> 64-113. AVX2: 8x8 layers at
 /// batch 1 61-87 -> 79-87 (448->384 3x3 +35%), but batch-8 shapes 0-10% slower.
 fn direct_b_pays(m: usize, ldb: usize, nr: usize) -> bool {
-    ldb % 512 != 0 && (nr >= 32 || m <= NARROW_DIRECT_B_MAX_ROWS)
+    !ldb.is_multiple_of(512) && (nr >= 32 || m <= NARROW_DIRECT_B_MAX_ROWS)
 }
 
 /// See [`direct_b_pays`]: InceptionV3's 17x17 layers at batch 1 have 289 rows.
