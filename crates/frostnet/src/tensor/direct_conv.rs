@@ -38,6 +38,15 @@
 //! 194-198, 64->96 159-176 -> 157-184; the 17x17 1x7 layers (one tile in three merges) within
 //! noise (128: 158-173 -> 162-174, 160: 140-160 -> 155-167); AVX2 unchanged to +5%.
 //!
+//! Work is shared out by output row, or, when there are fewer than 16 rows per thread (17x17
+//! layers at batch 1), by row segments of at least 8 pixels.
+//!
+//! End to end (`frostnet-bench inception_frozen --threads 2`, CPU ms per step, medians of 4,
+//! interleaved at load 5, with the sgemm change of the same series): AVX-512 956-1096 ->
+//! 865-955, forced AVX2 1268-1438 -> 1132-1227; `inception_infer` 128-144 -> 116-130 (AVX2
+//! 167-204 -> 165-181). Per layer class in `profile inception_frozen` (GFLOP per CPU-second):
+//! 3x3 109-124 -> 122-140, 1x7/7x1 128-130 -> 155-158, 5x5 137-148 -> 165-166.
+//!
 //! 12-pixel tiles for 2-vector blocks (24 accumulators) ran slower than 8: twelve pixel
 //! pointers do not fit the general registers and were reloaded from the stack in the inner loop.
 
