@@ -38,8 +38,13 @@
 //! 194-198, 64->96 159-176 -> 157-184; the 17x17 1x7 layers (one tile in three merges) within
 //! noise (128: 158-173 -> 162-174, 160: 140-160 -> 155-167); AVX2 unchanged to +5%.
 //!
-//! Work is shared out by output row, or, when there are fewer than 16 rows per thread (17x17
-//! layers at batch 1), by row segments of at least 8 pixels.
+//! Work is shared out in groups of output rows (run block by block, so a block's kernel is
+//! reused from L2 across the group: 3x3/2 288->384 at batch 8 rose from 223 to 297 GFLOP per
+//! CPU-second over 2 threads, 7x1 192->192 from 348-366 to 379-386, stem5 340-347 -> 349-362,
+//! the small-kernel stem layers unchanged), or, when there are fewer than 16 rows per thread
+//! (17x17 layers at batch 1), by row segments of at least 8 pixels. With the grouping, im2col +
+//! gemm still wins above 192 channels (288->384 3x3/2 303-305 vs 270-304, 448->384 3x3 at 8x8
+//! 317-318 vs 198-213; AVX2 alike), so [`prefers_direct`] stays.
 //!
 //! End to end (`frostnet-bench inception_frozen --threads 2`, CPU ms per step, medians of 4,
 //! interleaved at load 5, with the sgemm change of the same series): AVX-512 956-1096 ->
@@ -311,37 +316,50 @@ fn run<S: Simd>(
         apply_epilogue_serial(&mut out, filters, epilogue);
         return out;
     }
-    let img_len = g.h * g.w * g.c;
-    // Few rows (InceptionV3's 17x17 layers at batch 1: 17 rows on 2 threads run 9 + 8) are cut
-    // into pixel segments so the threads' shares come out even.
+    // Work units: groups of whole rows, or, with few rows (InceptionV3's 17x17 layers at batch
+    // 1: 17 rows on 2 threads ran 9 + 8), pixel segments of one row, so the threads' shares
+    // come out even. A group runs block by block over all its rows, so a block's kernel is
+    // read from L2 once per group rather than once per row: with several blocks of a large
+    // kernel (3x3x288 x 64 = 663 KB each) the whole kernel no longer streams from L3 per row.
     let rows = g.n * g.oh;
     let want = 16 * rayon::current_num_threads().max(1);
-    let segs = if rows >= want {
-        1
+    let (group, segs) = if rows >= want {
+        let g_rows = (GROUP_FLOATS / row_len).clamp(1, rows / want);
+        (g_rows, 1)
     } else {
-        want.div_ceil(rows).min(g.ow / MIN_SEGMENT).max(1)
+        (1, want.div_ceil(rows).min(g.ow / MIN_SEGMENT).max(1))
     };
     let seg_px = g.ow.div_ceil(segs);
-    out.par_chunks_mut(row_len)
+    out.par_chunks_mut(group * row_len)
         .enumerate()
-        .flat_map(|(row, r)| {
-            r.par_chunks_mut(seg_px * filters)
+        .flat_map(|(unit, r)| {
+            let inner = if segs > 1 {
+                seg_px * filters
+            } else {
+                group * row_len
+            };
+            r.par_chunks_mut(inner)
                 .enumerate()
-                .map(move |(seg, dst)| (row, seg, dst))
+                .map(move |(seg, dst)| (unit, seg, dst))
         })
-        .for_each(|(row, seg, dst)| {
-            let (img, oy) = (row / g.oh, row % g.oh);
-            let x_lo = seg * seg_px;
+        .for_each(|(unit, seg, dst)| {
+            let x_lo = if segs > 1 { seg * seg_px } else { 0 };
+            let (row0, nrows) = if segs > 1 {
+                (unit, 1)
+            } else {
+                (unit * group, dst.len() / row_len)
+            };
             let job = RowJob {
-                src: &x[img * img_len..(img + 1) * img_len],
+                x,
                 zeros: &zeros,
                 packed: &packed,
                 blocks: &blocks,
                 g,
                 filters,
-                oy,
+                row0,
+                nrows,
                 x_lo,
-                x_hi: x_lo + dst.len() / filters,
+                x_hi: x_lo + dst.len() / nrows / filters,
             };
             // SAFETY: `S` is the level `isa::active` chose, which never exceeds what
             // `is_x86_feature_detected!` found; `job` satisfies `row_body`'s contract (see there).
@@ -351,13 +369,18 @@ fn run<S: Simd>(
     out
 }
 
+/// Most output values in one group of rows (see `run`): 256 KiB, so the group's output is still
+/// in L2 when the epilogue runs over it.
+const GROUP_FLOATS: usize = 64 * 1024;
+
 /// Fewest pixels in a row segment (see `run`): a few tiles, so their setup stays amortized.
 const MIN_SEGMENT: usize = 8;
 
-/// What one output row needs.
+/// What one work unit needs: output rows `row0..row0 + nrows` (counted over all images), pixels
+/// `x_lo..x_hi` of each (`dst` holds exactly them, row after row).
 struct RowJob<'a> {
-    /// The row's image (`h * w * c` values).
-    src: &'a [f32],
+    /// The whole input (`n * h * w * c` values).
+    x: &'a [f32],
     /// `c` zeros, read in place of padding pixels.
     zeros: &'a [f32],
     /// The kernel from [`pack`], laid out as `blocks` say.
@@ -365,10 +388,18 @@ struct RowJob<'a> {
     blocks: &'a [Block],
     g: &'a Conv2dGeometry,
     filters: usize,
-    oy: usize,
-    /// The output pixels `x_lo..x_hi` of row `oy` this job computes (`dst` holds exactly them).
+    row0: usize,
+    nrows: usize,
     x_lo: usize,
     x_hi: usize,
+}
+
+/// One output row of a work unit: its image's input and its row in the output image.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    /// The row's image (`h * w * c` values).
+    src: &'a [f32],
+    oy: usize,
 }
 
 /// Largest tile width in f32 lanes (4 zmm vectors) and pixel count of any level's tile.
@@ -407,14 +438,25 @@ unsafe fn row_body<
     // Channel blocks outermost: one block's packed kernel (kh*kw*c*width values) stays in L2
     // while the row's tiles stream past it; with pixels outermost, wide layers (288 -> 384
     // channels) re-read the whole kernel from L3 for every tile and ran at half the speed.
+    let g = job.g;
+    let img_len = g.h * g.w * g.c;
+    let seg_len = (job.x_hi - job.x_lo) * job.filters;
     for b in job.blocks {
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            match b.nv {
-                1 => block_row::<S, P1, H1, 1>(job, b, &mut taps, &mut tile, dst),
-                2 => block_row::<S, P2, H2, 2>(job, b, &mut taps, &mut tile, dst),
-                3 => block_row::<S, P3, H3, 3>(job, b, &mut taps, &mut tile, dst),
-                _ => block_row::<S, P4, H4, 4>(job, b, &mut taps, &mut tile, dst),
+        for (i, dst) in dst.chunks_exact_mut(seg_len).take(job.nrows).enumerate() {
+            let r = job.row0 + i;
+            let (img, oy) = (r / g.oh, r % g.oh);
+            let row = Row {
+                src: &job.x[img * img_len..(img + 1) * img_len],
+                oy,
+            };
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                match b.nv {
+                    1 => block_row::<S, P1, H1, 1>(job, row, b, &mut taps, &mut tile, dst),
+                    2 => block_row::<S, P2, H2, 2>(job, row, b, &mut taps, &mut tile, dst),
+                    3 => block_row::<S, P3, H3, 3>(job, row, b, &mut taps, &mut tile, dst),
+                    _ => block_row::<S, P4, H4, 4>(job, row, b, &mut taps, &mut tile, dst),
+                }
             }
         }
     }
@@ -431,6 +473,7 @@ unsafe fn row_body<
 #[inline(always)]
 fn tile_taps(
     job: &RowJob,
+    out_row: Row,
     b: &Block,
     width: usize,
     (ox0, px, t): (usize, usize, usize),
@@ -442,10 +485,10 @@ fn tile_taps(
     let merged =
         g.sw == 1 && px == t && ox0 >= g.pad_left && ox0 + px - 1 + g.kw - 1 - g.pad_left < g.w;
     for ky in 0..g.kh {
-        let Some(iy) = g.in_row(job.oy, ky) else {
+        let Some(iy) = g.in_row(out_row.oy, ky) else {
             continue;
         };
-        let row = &job.src[iy * g.w * c..(iy + 1) * g.w * c];
+        let row = &out_row.src[iy * g.w * c..(iy + 1) * g.w * c];
         if merged {
             let x0 = ox0 - g.pad_left;
             let span = &row[x0 * c..(x0 + px - 1 + g.kw) * c];
@@ -489,6 +532,7 @@ fn tile_taps(
 #[inline(always)]
 unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
     job: &RowJob,
+    row: Row,
     b: &Block,
     taps: &mut Vec<*const f32>,
     tile: &mut [[f32; MAX_WIDTH]],
@@ -501,7 +545,7 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
     while ox0 < job.x_hi {
         let px = PX.min(job.x_hi - ox0);
         let t = if px <= HX { HX } else { PX };
-        let len = tile_taps(job, b, width, (ox0, px, t), taps);
+        let len = tile_taps(job, row, b, width, (ox0, px, t), taps);
         // SAFETY: see this function's contract; `taps` holds groups of `t + 1` pointers.
         unsafe {
             if t == HX {
@@ -632,6 +676,9 @@ mod tests {
             ([2, 12, 13, 8], (3, 3), (2, 2), Padding::Same, 64),
             // Few rows, so rows are cut into pixel segments (2 of 11 + 10; 5 of 8).
             ([1, 3, 40, 4], (3, 3), (1, 1), Padding::Same, 24),
+            // Many rows (69), so they run in groups of 2 (up to 4 on one thread), the last
+            // group short, across image boundaries.
+            ([3, 23, 9, 5], (3, 3), (1, 1), Padding::Same, 70),
         ];
         for (shape, k, s, p, f) in cases {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
