@@ -46,10 +46,11 @@
 //! gemm still wins above 192 channels (288->384 3x3/2 303-305 vs 270-304, 448->384 3x3 at 8x8
 //! 317-318 vs 198-213; AVX2 alike), so [`prefers_direct`] stays.
 //!
-//! End to end (`frostnet-bench inception_frozen --threads 2`, CPU ms per step, medians of 4,
-//! interleaved at load 5, with the sgemm change of the same series): AVX-512 956-1096 ->
-//! 865-955, forced AVX2 1268-1438 -> 1132-1227; `inception_infer` 128-144 -> 116-130 (AVX2
-//! 167-204 -> 165-181). Per layer class in `profile inception_frozen` (GFLOP per CPU-second):
+//! End to end, all of this series with the sgemm change (`frostnet-bench inception_frozen
+//! --threads 2`, CPU ms per step, medians of 4, three interleaved runs at load 5.7-6, base =
+//! 6940c47): AVX-512 997-1100 -> 857-871 (88 -> 106 GFLOP per CPU-second), forced AVX2
+//! 1429-1482 -> 1246-1300; `inception_infer` 119-126 -> 115-121 (AVX2 186-202 -> 175-198,
+//! noise). Per layer class in `profile inception_frozen` (GFLOP per CPU-second):
 //! 3x3 109-124 -> 122-140, 1x7/7x1 128-130 -> 155-158, 5x5 137-148 -> 165-166.
 //!
 //! 12-pixel tiles for 2-vector blocks (24 accumulators) ran slower than 8: twelve pixel
