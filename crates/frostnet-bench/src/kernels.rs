@@ -4,7 +4,12 @@
 //! kernel, and MobileNetV2's depthwise convolutions (forward, input gradient, kernel gradient) at
 //! batch 8. Prints one table; GFLOP/s are given against wall time and against CPU time (flops /
 //! (process CPU seconds / threads)), the latter being what the cores deliver while they run us,
-//! robust to other processes sharing the machine.
+//! robust to other processes sharing the machine; `GF/best` uses the fastest rep's CPU time
+//! (the least disturbed by them).
+//!
+//! Environment filters (comma-separated words a name must contain): `KERNEL_CASES` (kernel
+//! names), `KERNEL_ISAS` (levels), `KERNEL_ENGINES` (`im2col`, `direct`, `fwd`, `dx`, `dk`);
+//! `KERNEL_BATCH` sets the convolutions' batch (default 1, inference).
 
 use crate::{median, time_reps, Args, Res};
 use frostnet::tensor::conv::{conv2d_forward_im2col, Conv2dGeometry, Padding};
@@ -23,7 +28,7 @@ pub(crate) type ConvCase = (
     Padding,
     usize,
 );
-pub(crate) const CONVS: [ConvCase; 8] = [
+pub(crate) const CONVS: [ConvCase; 13] = [
     (
         "stem1 3->32 3x3/2",
         [299, 299, 3],
@@ -81,6 +86,46 @@ pub(crate) const CONVS: [ConvCase; 8] = [
         128,
     ),
     (
+        "mixed 160->160 1x7",
+        [17, 17, 160],
+        (1, 7),
+        1,
+        Padding::Same,
+        160,
+    ),
+    (
+        "mixed 192->192 7x1",
+        [17, 17, 192],
+        (7, 1),
+        1,
+        Padding::Same,
+        192,
+    ),
+    (
+        "8x8 448->384 3x3",
+        [8, 8, 448],
+        (3, 3),
+        1,
+        Padding::Same,
+        384,
+    ),
+    (
+        "8x8 384->384 1x3",
+        [8, 8, 384],
+        (1, 3),
+        1,
+        Padding::Same,
+        384,
+    ),
+    (
+        "reduce 192->320 3x3/2",
+        [17, 17, 192],
+        (3, 3),
+        2,
+        Padding::Valid,
+        320,
+    ),
+    (
         "reduce 288->384 3x3/2",
         [35, 35, 288],
         (3, 3),
@@ -116,14 +161,27 @@ fn normal(n: usize, seed: u32) -> Vec<f32> {
 
 fn row(what: &str, isa: Isa, engine: &str, flops: f64, wall: &[f64], cpu: &[f64], threads: usize) {
     let (w, c) = (median(wall), median(cpu));
+    let best = cpu.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "{what:<24} {isa:<8} {engine:<7} {w:>9.2} {c:>9.2} {:>8.1} {:>8.1}",
+        "{what:<24} {isa:<8} {engine:<7} {w:>9.2} {c:>9.2} {:>8.1} {:>8.1} {:>8.1}",
         flops / (w * 1e-3) / 1e9,
-        flops / (c * 1e-3 / threads as f64) / 1e9
+        flops / (c * 1e-3 / threads as f64) / 1e9,
+        flops / (best * 1e-3 / threads as f64) / 1e9
     );
 }
 
+/// Whether `name` passes the comma-separated word filter in environment variable `var` (unset or
+/// empty keeps everything).
+fn keep(var: &str, name: &str) -> bool {
+    let list = std::env::var(var).unwrap_or_default();
+    list.is_empty() || list.split(',').any(|f| name.contains(f))
+}
+
 pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
+    let batch = std::env::var("KERNEL_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(batch);
     println!(
         "kernels: {} threads, batch {batch}, CPU levels {:?}, process default {}",
         args.threads,
@@ -131,13 +189,16 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         isa::process_default()
     );
     println!(
-        "{:<24} {:<8} {:<7} {:>9} {:>9} {:>8} {:>8}",
-        "kernel", "isa", "engine", "wall ms", "cpu ms", "GF/wall", "GF/cpu"
+        "{:<24} {:<8} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "kernel", "isa", "engine", "wall ms", "cpu ms", "GF/wall", "GF/cpu", "GF/best"
     );
     let n = 2048;
     let (a, b) = (normal(n * n, 1), normal(n * n, 2));
     let mut c = vec![0.0f32; n * n];
     for level in Isa::supported() {
+        if !keep("KERNEL_CASES", "sgemm 2048") || !keep("KERNEL_ISAS", level.name()) {
+            continue;
+        }
         let (wall, cpu) = isa::with_forced(level, || {
             time_reps(args.warmup, args.reps, &mut || {
                 matmul(&a, Transpose::No, &b, Transpose::No, &mut c, n, n, n, false);
@@ -155,12 +216,18 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         );
     }
     for (name, hwc, k, s, p, f) in CONVS {
+        if !keep("KERNEL_CASES", name) {
+            continue;
+        }
         let shape = [batch, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, k, (s, s), p).ok_or("geometry")?;
         let x = normal(shape.iter().product(), 3);
         let kern = normal(g.patch_len() * f, 4);
         let flops = 2.0 * (g.n * g.oh * g.ow * f * g.patch_len()) as f64;
         for level in Isa::supported() {
+            if !keep("KERNEL_ISAS", level.name()) {
+                continue;
+            }
             type Engine = fn(
                 &[f32],
                 &Conv2dGeometry,
@@ -171,6 +238,9 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
             let engines: [(&str, Engine); 2] =
                 [("im2col", conv2d_forward_im2col), ("direct", conv2d_direct)];
             for (ename, engine) in engines {
+                if !keep("KERNEL_ENGINES", ename) {
+                    continue;
+                }
                 let (wall, cpu) = isa::with_forced(level, || {
                     time_reps(args.warmup, args.reps, &mut || {
                         std::hint::black_box(engine(&x, &g, &kern, f, &[]));
@@ -182,6 +252,9 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         }
     }
     for (name, hwc, s) in DEPTHWISE {
+        if !keep("KERNEL_CASES", name) {
+            continue;
+        }
         let shape = [DEPTHWISE_BATCH, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, (3, 3), (s, s), Padding::Same).ok_or("geometry")?;
         let x = normal(shape.iter().product(), 5);
@@ -189,6 +262,9 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         let dy = normal(g.n * g.oh * g.ow * g.c, 7);
         let flops = 2.0 * (g.n * g.oh * g.ow * g.c * 9) as f64;
         for level in Isa::supported() {
+            if !keep("KERNEL_ISAS", level.name()) {
+                continue;
+            }
             type Pass<'a> = (&'a str, Box<dyn Fn() -> Vec<f32> + 'a>);
             let passes: [Pass; 3] = [
                 (

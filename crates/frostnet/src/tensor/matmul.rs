@@ -3,7 +3,9 @@
 //! tiles) where the CPU has it, AVX2+FMA (6 x 16 ymm) otherwise, a portable 4 x 16 kernel that
 //! LLVM vectorizes for the compile target elsewhere on x86. `FROSTNET_ISA` and
 //! [`super::isa::with_forced`] cover matmul like every other kernel. Large products are split
-//! across rayon's threads by row blocks (and column panels when there are few rows).
+//! across rayon's threads by row blocks (and column panels when there are few rows). A
+//! row-major operand is read in place rather than packed (`A` always, `B` unless its rows are
+//! 2 KiB apart; see `sgemm.rs`'s header for the measurements).
 //!
 //! Why our own: the `gemm` crate (0.19) was used before. Its AVX-512 kernels reached only
 //! 0.40 of the FMA peak on sgemm 2048 (run 5 in `bench/RESULTS.md`), and they cannot be chosen

@@ -15,6 +15,9 @@
 //!   kernels broadcast straight from its rows, and only a partial last sliver is packed. On
 //!   InceptionV3's im2col products (`M` = pixels in the hundred thousands, `N` = 64-320 filters)
 //!   the packing pass was a third of the time: forward GFLOP/s per CPU-second rose 1.3-1.7x;
+//! - a row-major `B` (a convolution's HWIO kernel, or `dy` in a kernel gradient) is likewise
+//!   read in place, panel by panel at its own row stride, unless its rows are 2 KiB apart (see
+//!   `direct_b_pays`): InceptionV3's 8x8 layers at batch 1 ran 1.3x faster without the pass;
 //! - the micro-kernel keeps an `MR x NR` tile of `C` in registers: per step of `k` it loads
 //!   `NR / L` vectors of `B`, broadcasts `MR` values of `A` and issues `MR * NR / L` fused
 //!   multiply-adds, then adds the tile into `C` (or stores it). Edge tiles go through a small
@@ -24,6 +27,7 @@
 //! for narrow outputs (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
 //! compile target. Measurements that chose them are in `matmul.rs`'s header.
 
+use super::buffer::Buffer;
 use super::isa::Isa;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -45,19 +49,21 @@ impl View<'_> {
 }
 
 /// The micro-kernel: `kc` steps over an `MR`-row sliver of `A` and an `NR`-column panel of
-/// packed `B`, result added to (`load_c`) or stored into the `MR x NR` tile at `c` (row stride
+/// `B` (depth step `p` at `b[p * ldb..][..NR]`: `ldb = NR` packed, or a row-major `B`'s row
+/// stride), result added to (`load_c`) or stored into the `MR x NR` tile at `c` (row stride
 /// `ldc`). `A` is read packed (`[kc][MR]`, `lda` unused) or, by the `direct` variants, straight
 /// from a row-major matrix: row `r`, depth `p` at `a[r * lda + p]`.
 ///
 /// # Safety
 /// The CPU must support the kernel's level. `a` must be valid for the `MR x kc` reads its layout
-/// implies, `b` for `kc * NR`, and `c` for reads and writes of `MR` rows of `NR` values at row
-/// stride `ldc`.
+/// implies, `b` for `kc` rows of `NR` values at row stride `ldb`, and `c` for reads and writes of
+/// `MR` rows of `NR` values at row stride `ldc`.
 type MicroFn = unsafe fn(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     load_c: bool,
@@ -164,6 +170,7 @@ unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize, const DIRECT: bo
     a: *const f32,
     lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     load_c: bool,
@@ -171,7 +178,7 @@ unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize, const DIRECT: bo
     // Distance between consecutive rows of the A sliver, and one depth step.
     let (ars, acs) = if DIRECT { (lda, 1) } else { (1, MR) };
     // SAFETY: every read of `a` is at `r * ars + p * acs` for `r < MR`, `p < kc`, of `b` at
-    // `p * NR + v * L + (L-1) < kc * NR`, and of `c` at `r * ldc + v * L + (L-1)` for `r < MR`,
+    // `p * ldb + v * L + (L-1)` for `v * L < NR`, and of `c` at `r * ldc + v * L + (L-1)` for `r < MR`,
     // `v * L < NR`: all inside the extents this function's contract guarantees.
     unsafe {
         // Start fetching the C tile now: it is read after the k loop, and coming from L3 or
@@ -195,7 +202,7 @@ unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize, const DIRECT: bo
                 }
             }
             pa = pa.add(acs);
-            pb = pb.add(NV * S::L);
+            pb = pb.add(ldb);
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
@@ -260,12 +267,13 @@ macro_rules! tile_kernels {
             a: *const f32,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             ldc: usize,
             load_c: bool,
         ) {
             // SAFETY: forwarded from this function's contract.
-            unsafe { micro_body::<$simd, $mr, $nv, false>(kc, a, lda, b, c, ldc, load_c) }
+            unsafe { micro_body::<$simd, $mr, $nv, false>(kc, a, lda, b, ldb, c, ldc, load_c) }
         }
 
         #[doc = concat!("The ", $what, " tile, `A` read row-major (`lda` apart).")]
@@ -279,12 +287,13 @@ macro_rules! tile_kernels {
             a: *const f32,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             ldc: usize,
             load_c: bool,
         ) {
             // SAFETY: forwarded from this function's contract.
-            unsafe { micro_body::<$simd, $mr, $nv, true>(kc, a, lda, b, c, ldc, load_c) }
+            unsafe { micro_body::<$simd, $mr, $nv, true>(kc, a, lda, b, ldb, c, ldc, load_c) }
         }
     };
 }
@@ -536,6 +545,25 @@ impl OutPtr {
     }
 }
 
+/// Whether reading a row-major `B` (row stride `ldb` floats) in place beats packing it, for an
+/// `A` of `m` rows and panels `nr` wide: never when its rows are a multiple of 2 KiB apart
+/// (a panel's rows then fall into a few L1 sets and evict each other); always for AVX-512's
+/// panels (32 or 64 columns, whole cache lines per row); for narrower ones (AVX2's 16) only when
+/// `A` has few rows, where packing all of `B` costs as much as the arithmetic.
+///
+/// Measured with `frostnet-bench kernels` (im2col engine) and `gemm-shapes` (one thread, GFLOP
+/// per CPU-second, packed -> in place). AVX-512: InceptionV3's 8x8 layers at batch 1 (`M` = 64)
+/// 110-115 -> 142-147, at batch 8 145-147 -> 148-154; 1x1 35x35 192->64 149-155 -> 156-167;
+/// 7x1 17x17 143-148 -> 150-156; kernel gradients (`A` transposed, `B` = dy) 1x1 35x35
+/// 103-108 -> 123; but sgemm 2048 (rows 8 KiB apart) 139-144 -> 64-113. AVX2: 8x8 layers at
+/// batch 1 61-87 -> 79-87 (448->384 3x3 +35%), but batch-8 shapes 0-10% slower.
+fn direct_b_pays(m: usize, ldb: usize, nr: usize) -> bool {
+    !ldb.is_multiple_of(512) && (nr >= 32 || m <= NARROW_DIRECT_B_MAX_ROWS)
+}
+
+/// See [`direct_b_pays`]: InceptionV3's 17x17 layers at batch 1 have 289 rows.
+const NARROW_DIRECT_B_MAX_ROWS: usize = 320;
+
 /// Below this many multiply-adds a product runs on the calling thread.
 const PAR_MIN_FLOPS: usize = 1 << 18;
 
@@ -589,6 +617,10 @@ pub(crate) fn sgemm(
     // Pack all of B, depth block by depth block (`[depth block][panel][kc][nr]`), so the part
     // of `B` one depth step of every task reads is one contiguous stream (3% faster on sgemm
     // 2048 than `[panel][k][nr]`).
+    // A row-major `B` is read in place (see `direct_b_pays`); only a partial last panel
+    // (zero-padded) is packed.
+    let direct_b = b.cs == 1 && direct_b_pays(m, b.rs, nr);
+    let needs_pack = |jp: usize| !direct_b || (jp + 1) * nr > n;
     let mut bbuf = PACK_B.with(|c| c.take());
     let blen = panels * nr * k;
     let boff = aligned(&mut bbuf, blen);
@@ -601,7 +633,9 @@ pub(crate) fn sgemm(
             let kc = kern.kc.min(k - p0);
             for jp in 0..panels {
                 let (unit, tail) = rest.split_at_mut(kc * nr);
-                units.push((p0, jp, unit));
+                if needs_pack(jp) {
+                    units.push((p0, jp, unit));
+                }
                 rest = tail;
             }
             p0 += kc;
@@ -665,7 +699,16 @@ pub(crate) fn sgemm(
             for jp in jp0..jp1 {
                 let j0 = jp * nr;
                 let w = nr.min(n - j0);
-                let bmicro = &bpack[p0 * panels * nr + jp * kc * nr..][..kc * nr];
+                // In bounds: a full panel's columns j0..j0+nr <= n and rows p0..p0+kc <= k
+                // lie in the checked k x n extent of `b` (row stride b.rs, column stride 1).
+                let bmicro = if needs_pack(jp) {
+                    (
+                        bpack[p0 * panels * nr + jp * kc * nr..][..kc * nr].as_ptr(),
+                        nr,
+                    )
+                } else {
+                    (b.data[b.at(p0, j0)..].as_ptr(), b.rs)
+                };
                 for s in 0..rows.div_ceil(mr) {
                     let r0 = i0 + s * mr;
                     let h = mr.min(m - r0);
@@ -679,8 +722,8 @@ pub(crate) fn sgemm(
                     // SAFETY: `isa` is supported (asserted above), so the kernel's features
                     // are present. A packed sliver holds kc*mr values; a direct one reads
                     // A(r0 + r, p0 + p) for r < mr, p < kc, inside the checked m x k extent of
-                    // `a` (row stride a.rs, column stride 1). `bmicro` holds kc*nr packed
-                    // values. The tile's valid part (rows r0..r0+h, columns j0..j0+w) lies
+                    // `a` (row stride a.rs, column stride 1). `bmicro` is kc*nr packed values
+                    // (stride nr) or kc rows of nr values of a full panel of `b` (stride b.rs). The tile's valid part (rows r0..r0+h, columns j0..j0+w) lies
                     // inside the m x n matrix `c` (length >= m*n, asserted), in this task's
                     // block (rows i0..i0+rows, panels jp0..jp1), which no other task touches.
                     unsafe {
@@ -758,15 +801,16 @@ impl RhsSource for Patches<'_> {
 ///
 /// # Safety
 /// The CPU supports `kern`'s level; `a` (with `lda`) is valid for what `micro` reads of an
-/// `mr x kc` sliver, `b` holds `kc * nr` packed values; `c` is valid for reads and writes of `h`
-/// rows of `w` values at row stride `ldc`, and no other thread accesses them meanwhile.
+/// `mr x kc` sliver, `b` (with `ldb`) for `kc` rows of `nr` values at row stride `ldb`; `c` is
+/// valid for reads and writes of `h` rows of `w` values at row stride `ldc`, and no other thread
+/// accesses them meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_tile(
     kern: &Kernel,
     micro: MicroFn,
     kc: usize,
     (a, lda): (*const f32, usize),
-    b: &[f32],
+    (b, ldb): (*const f32, usize),
     c: *mut f32,
     ldc: usize,
     h: usize,
@@ -774,11 +818,11 @@ unsafe fn run_tile(
     load_c: bool,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    debug_assert!(b.len() >= kc * nr && mr * nr <= MAX_TILE);
+    debug_assert!(mr * nr <= MAX_TILE);
     // SAFETY: per this function's contract; the buffer holds mr * nr <= MAX_TILE values.
     unsafe {
         if h == mr && w == nr {
-            micro(kc, a, lda, b.as_ptr(), c, ldc, load_c);
+            micro(kc, a, lda, b, ldb, c, ldc, load_c);
         } else {
             let mut tile = [0.0f32; MAX_TILE];
             if load_c {
@@ -786,7 +830,7 @@ unsafe fn run_tile(
                     std::ptr::copy_nonoverlapping(c.add(r * ldc), tile.as_mut_ptr().add(r * nr), w);
                 }
             }
-            micro(kc, a, lda, b.as_ptr(), tile.as_mut_ptr(), nr, load_c);
+            micro(kc, a, lda, b, ldb, tile.as_mut_ptr(), nr, load_c);
             for r in 0..h {
                 std::ptr::copy_nonoverlapping(tile.as_ptr().add(r * nr), c.add(r * ldc), w);
             }
@@ -834,8 +878,9 @@ fn blocked<B: RhsSource>(
                 let j0 = jp * nr;
                 for (s, asl) in apack.chunks_exact(kc * mr).enumerate() {
                     let r0 = i0 + s * mr;
-                    // SAFETY: the caller checked the level; the tile's valid part (rows r0.., at
-                    // most m - r0; columns j0.., at most n - j0) lies inside the m x n matrix
+                    // SAFETY: the caller checked the level; `bmicro` holds kc * nr packed values;
+                    // the tile's valid part (rows r0.., at most m - r0; columns j0.., at most
+                    // n - j0) lies inside the m x n matrix
                     // `c` (checked by the caller: c.len() >= m * n), borrowed mutably here.
                     unsafe {
                         run_tile(
@@ -843,7 +888,7 @@ fn blocked<B: RhsSource>(
                             kern.micro,
                             kc,
                             (asl.as_ptr(), 0),
-                            bmicro,
+                            (bmicro.as_ptr(), nr),
                             c.as_mut_ptr().add(r0 * n + j0),
                             n,
                             mr.min(m - r0),
@@ -914,7 +959,9 @@ pub(crate) fn sgemm_split_k<B: RhsSource>(
         blocked(&kern, m, n, (0, k), &a, b, c, accumulate);
         return;
     }
-    let mut partial: Vec<Vec<f32>> = (1..parts).map(|_| vec![0.0f32; m * n]).collect();
+    let mut partial: Vec<Buffer> = (1..parts)
+        .map(|_| Buffer(super::buffer::zeroed(m * n)))
+        .collect();
     rayon::scope(|s| {
         for (i, buf) in partial.iter_mut().enumerate() {
             let range = ((i + 1) * per, ((i + 2) * per).min(k));
@@ -924,7 +971,7 @@ pub(crate) fn sgemm_split_k<B: RhsSource>(
         blocked(&kern, m, n, (0, per.min(k)), &a, b, c, accumulate);
     });
     for buf in &partial {
-        c.iter_mut().zip(buf).for_each(|(x, y)| *x += y);
+        c.iter_mut().zip(buf.iter()).for_each(|(x, y)| *x += y);
     }
 }
 
@@ -954,7 +1001,8 @@ mod tests {
     /// Every kernel path, with the dispatch forced to each level this CPU runs, against an f64
     /// reference on odd sizes: both AVX-512 tiles (6 x 64 for n = 64, 192, 257; 12 x 32
     /// otherwise), `A` read in place (row-major, also with a row stride longer than `k`) and
-    /// packed (transposed), `B` row-major and transposed, edge tiles in every dimension, several
+    /// packed (transposed), `B` row-major (read in place, also with a row stride longer than `n`,
+    /// or packed when its rows are 2 KiB apart) and transposed, edge tiles in every dimension, several
     /// depth blocks (k > KC), overwrite and accumulate, and the split-depth driver.
     #[test]
     fn every_path_matches_f64_reference_on_odd_sizes() {
@@ -969,12 +1017,19 @@ mod tests {
                 shapes.push((m, k, n));
             }
         }
-        shapes.extend([(13, 300, 64), (65, 7, 192), (257, 31, 64), (31, 600, 129)]);
+        // n = 512: a row-major B whose rows are 2 KiB apart is packed, not read in place.
+        shapes.extend([
+            (13, 300, 64),
+            (65, 7, 192),
+            (257, 31, 64),
+            (31, 600, 129),
+            (13, 31, 512),
+        ]);
         for (m, k, n) in shapes {
             // A: row-major with row stride k + 3 (direct, lda != k) or transposed (packed).
             let a_rm = uniform(&mut r, m * (k + 3), -1.0, 1.0);
             let a_t = uniform(&mut r, k * m, -1.0, 1.0);
-            let b_rm = uniform(&mut r, k * n, -1.0, 1.0);
+            let b_rm = uniform(&mut r, k * (n + 5), -1.0, 1.0);
             let b_t = uniform(&mut r, n * k, -1.0, 1.0);
             let views_a = [
                 View {
@@ -992,6 +1047,12 @@ mod tests {
                 View {
                     data: &b_rm,
                     rs: n,
+                    cs: 1,
+                },
+                // Row stride longer than n (B read in place with ldb != n).
+                View {
+                    data: &b_rm,
+                    rs: n + 5,
                     cs: 1,
                 },
                 View {
