@@ -87,11 +87,12 @@ pub fn max_pool2d_forward(
                     for iy in r0..r1 {
                         for ix in c0..c1 {
                             let base = (iy * g.w + ix) * c;
-                            let v = &src[base..base + c];
-                            for ch in 0..c {
-                                let gt = v[ch] > dst[ch];
-                                dst[ch] = if gt { v[ch] } else { dst[ch] };
-                                best[ch] = if gt { (base + ch) as u32 } else { best[ch] };
+                            // Zipped slices (no index checks) so the select vectorizes.
+                            let v = src[base..base + c].iter().zip(base as u32..);
+                            for ((d, b), (&x, at)) in dst.iter_mut().zip(best.iter_mut()).zip(v) {
+                                let gt = x > *d;
+                                *d = if gt { x } else { *d };
+                                *b = if gt { at } else { *b };
                             }
                         }
                     }
