@@ -41,12 +41,21 @@ use rayon::prelude::*;
 /// | 96->96 35x35 same      | 0.99-1.52 | 1.36-1.53 |
 /// | 448->384 8x8 (im2col)  | 0.45-0.98 | 0.4-0.6   |
 ///
-/// So: only 3x3 stride 1, 64..=192 filters (32->32 gains nothing on AVX-512), 32..=128 input
-/// channels and maps of at least 32x32 pixels (small maps have too few tiles to pay for
-/// transforming the kernel and packing 16 matrices): the measured range, nothing extrapolated.
+/// So: only 3x3 stride 1, 64..=192 filters (32..=192 below AVX-512: 32->32 gains nothing on
+/// AVX-512, where the direct kernel's wider registers keep up), 32..=128 input channels and maps
+/// of at least 32x32 pixels (small maps have too few tiles to pay for transforming the kernel and
+/// packing 16 matrices): the measured range, nothing extrapolated. Decided by the calling
+/// thread's [`isa::active`] level, like the kernels themselves; never at the portable level,
+/// which was not measured.
 pub fn prefers(g: &Conv2dGeometry, filters: usize) -> bool {
+    let min_filters = match isa::active() {
+        isa::Isa::Avx512 => 64,
+        isa::Isa::Avx2 => 32,
+        // Not measured against the portable direct kernel (or, off x86, `gemm`'s kernels).
+        isa::Isa::Portable => return false,
+    };
     applicable(g)
-        && (64..=192).contains(&filters)
+        && (min_filters..=192).contains(&filters)
         && (32..=128).contains(&g.c)
         && g.oh * g.ow >= 1024
 }
@@ -395,10 +404,11 @@ mod tests {
                     let (plain, fused) = isa::with_forced(level, || {
                         (conv2d(&x, &g, &k, f, &[]), conv2d(&x, &g, &k, f, &steps))
                     });
-                    if prefers(&g, f) {
-                        let dispatched = isa::with_forced(level, || {
-                            crate::tensor::conv::conv2d_forward(&x, &g, &k, f, &steps)
-                        });
+                    let dispatched = isa::with_forced(level, || {
+                        prefers(&g, f)
+                            .then(|| crate::tensor::conv::conv2d_forward(&x, &g, &k, f, &steps))
+                    });
+                    if let Some(dispatched) = dispatched {
                         assert_eq!(dispatched, fused, "conv2d_forward runs winograd");
                     }
                     assert_eq!(plain.len(), raw.len());
@@ -425,11 +435,16 @@ mod tests {
         let g = |k: (usize, usize), s: usize| {
             Conv2dGeometry::new(&[1, 35, 35, 64], k, (s, s), Padding::Same).unwrap()
         };
-        assert!(!prefers(&g((3, 3), 2), 96));
-        assert!(!prefers(&g((1, 7), 1), 96));
-        assert!(!prefers(&g((5, 5), 1), 96));
         let tiny = Conv2dGeometry::new(&[1, 4, 4, 64], (3, 3), (1, 1), Padding::Same).unwrap();
-        assert!(!prefers(&tiny, 96));
-        assert!(prefers(&g((3, 3), 1), 96));
+        for level in Isa::supported() {
+            let at = |g: &Conv2dGeometry, f| isa::with_forced(level, || prefers(g, f));
+            assert!(!at(&g((3, 3), 2), 96));
+            assert!(!at(&g((1, 7), 1), 96));
+            assert!(!at(&g((5, 5), 1), 96));
+            assert!(!at(&tiny, 96));
+            assert_eq!(at(&g((3, 3), 1), 96), level != Isa::Portable, "{level}");
+            // 32 filters only at AVX2 (on AVX-512 the direct kernel keeps up).
+            assert_eq!(at(&g((3, 3), 1), 32), level == Isa::Avx2, "{level}");
+        }
     }
 }
