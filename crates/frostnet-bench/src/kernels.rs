@@ -16,6 +16,7 @@ use frostnet::tensor::conv::{conv2d_forward_im2col, Conv2dGeometry, Padding};
 use frostnet::tensor::depthwise;
 use frostnet::tensor::direct_conv::conv2d_direct;
 use frostnet::tensor::isa::{self, Isa};
+use frostnet::tensor::winograd;
 use frostnet::tensor::{matmul, Transpose};
 
 /// (name, NHWC input without batch, kernel, strides, padding, filters): InceptionV3's spatial
@@ -235,10 +236,14 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
                 usize,
                 &[frostnet::tensor::conv::EpilogueStep],
             ) -> Vec<f32>;
-            let engines: [(&str, Engine); 2] =
-                [("im2col", conv2d_forward_im2col), ("direct", conv2d_direct)];
+            let engines: [(&str, Engine); 3] = [
+                ("im2col", conv2d_forward_im2col),
+                ("direct", conv2d_direct),
+                ("wino", winograd::conv2d),
+            ];
             for (ename, engine) in engines {
-                if !keep("KERNEL_ENGINES", ename) {
+                if !keep("KERNEL_ENGINES", ename) || (ename == "wino" && !winograd::applicable(&g))
+                {
                     continue;
                 }
                 let (wall, cpu) = isa::with_forced(level, || {

@@ -242,6 +242,9 @@ pub fn conv2d_forward(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
+    if super::winograd::prefers(g, filters) {
+        return super::winograd::conv2d(x, g, kernel, filters, epilogue);
+    }
     if super::direct_conv::prefers_direct(g, filters) {
         super::direct_conv::conv2d_direct(x, g, kernel, filters, epilogue)
     } else {

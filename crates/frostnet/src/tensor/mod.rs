@@ -16,6 +16,7 @@ pub mod random;
 // Matmul uses it on x86-64 only (elsewhere `gemm`); the convolution kernel gradient everywhere.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod sgemm;
+pub mod winograd;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
 pub use matmul::{matmul, matmul_with, Transpose};
