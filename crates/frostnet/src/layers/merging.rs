@@ -171,7 +171,6 @@ impl Layer for Concatenate {
     fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let dims = take_cache(&mut self.cache, &self.base.name)?;
         let axis = self.sample_axis(dims[0].len() - 1)? + 1;
-        let outer: usize = dims[0][..axis].iter().product();
         let inner: usize = dims[0][axis + 1..].iter().product();
         let blocks: Vec<usize> = dims.iter().map(|d| d[axis] * inner).collect();
         let row: usize = blocks.iter().sum();
@@ -179,12 +178,7 @@ impl Layer for Concatenate {
         let mut out = Vec::with_capacity(dims.len());
         for (k, (d, &b)) in dims.iter().zip(&blocks).enumerate() {
             if need_dx.get(k).copied().unwrap_or(false) {
-                let mut dx = buffer::take(outer * b);
-                if b > 0 {
-                    for o in 0..outer {
-                        dx.extend_from_slice(&grad.data()[o * row + offset..o * row + offset + b]);
-                    }
-                }
+                let dx = crate::tensor::concatenated_part(grad.data(), row, offset, b);
                 out.push(Some(Tensor::from_vec(d, dx)?));
             } else {
                 out.push(None);
