@@ -80,21 +80,28 @@ pub fn max_pool2d_forward(
                     // The same running maximum carrying its index, still branch-free: a strict
                     // `>` keeps the first maximum (TF's tie rule), and a window with no value
                     // above -inf (NaN never wins) routes its gradient to its first element.
-                    let first = (r0 * g.w + c0) * c;
-                    best.iter_mut()
-                        .enumerate()
-                        .for_each(|(ch, b)| *b = (first + ch) as u32);
+                    // The hot loop keeps the winning pixel (one value per tap for all
+                    // channels), then the pixel becomes the element index `pixel * c + channel`.
+                    let first = (r0 * g.w + c0) as u32;
+                    let best = &mut best[..c];
+                    best.fill(first);
                     for iy in r0..r1 {
                         for ix in c0..c1 {
-                            let base = (iy * g.w + ix) * c;
-                            // Zipped slices (no index checks) so the select vectorizes.
-                            let v = src[base..base + c].iter().zip(base as u32..);
-                            for ((d, b), (&x, at)) in dst.iter_mut().zip(best.iter_mut()).zip(v) {
+                            let pix = iy * g.w + ix;
+                            let (v, d) = (&src[pix * c..][..c], &mut dst[..c]);
+                            let pix = pix as u32;
+                            for ((d, b), &x) in d.iter_mut().zip(best.iter_mut()).zip(v) {
                                 let gt = x > *d;
+                                // The index by mask arithmetic: as two selects, LLVM made them
+                                // conditional scalar stores.
+                                let m = (gt as u32).wrapping_neg();
+                                *b = (pix & m) | (*b & !m);
                                 *d = if gt { x } else { *d };
-                                *b = if gt { at } else { *b };
                             }
                         }
+                    }
+                    for (ch, b) in best.iter_mut().enumerate() {
+                        *b = *b * c as u32 + ch as u32;
                     }
                 }
             }
