@@ -481,15 +481,13 @@ fn kernel_grad_gemm(x: &[f32], g: &Conv2dGeometry, filters: usize, dy: &[f32], d
 // ---------------------------------------------------------------------------------------------
 // Kernel gradient by direct accumulation.
 
-/// One vector type of `L` f32 lanes.
+/// A level's entry point and tile height.
 ///
 /// # Safety
 /// Implementations may use CPU features; [`Simd::chunk`] enables them and is only called for a
-/// level the CPU supports; the other functions are only inlined into it.
+/// level the CPU supports; the vector operations are only inlined into it.
 #[cfg(target_arch = "x86_64")]
-unsafe trait Simd: Sync {
-    type V: Copy;
-    const L: usize;
+unsafe trait Simd: super::simd::Vector + Sync {
     /// Patch columns per register tile (the tile is `ROWS x 2L`).
     const ROWS: usize;
     /// Runs [`direct_dk::chunk_body`] with this level's features enabled.
@@ -497,14 +495,6 @@ unsafe trait Simd: Sync {
     /// # Safety
     /// The CPU supports the level; the job satisfies `chunk_body`'s contract.
     unsafe fn chunk(job: &direct_dk::Job, p0: usize, p1: usize, acc: &mut [f32], buf: &mut [f32]);
-    /// # Safety (all below)
-    /// Pointers must be valid for `L` (load/store) or 1 (splat) f32 values.
-    unsafe fn zero() -> Self::V;
-    unsafe fn load(p: *const f32) -> Self::V;
-    unsafe fn splat(p: *const f32) -> Self::V;
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-    unsafe fn store(p: *mut f32, v: Self::V);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -792,12 +782,7 @@ unsafe fn dk_tile<S: Simd, const R: usize>(
 mod x86 {
     use super::direct_dk::{chunk_body, Job};
     use super::Simd;
-    use std::arch::x86_64::*;
-
-    /// 16-lane zmm vectors: 12 x 32 tiles (24 accumulators).
-    pub(super) struct Avx512;
-    /// 8-lane ymm vectors: 6 x 16 tiles (12 accumulators).
-    pub(super) struct Avx2;
+    pub(super) use crate::tensor::simd::{Avx2, Avx512};
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn chunk_avx512(job: &Job, p0: usize, p1: usize, acc: &mut [f32], buf: &mut [f32]) {
@@ -814,78 +799,20 @@ mod x86 {
     // SAFETY: the intrinsics need avx512f, enabled by `chunk_avx512`, the only function they
     // are inlined into; callers check the CPU.
     unsafe impl Simd for Avx512 {
-        type V = __m512;
-        const L: usize = 16;
         const ROWS: usize = 12;
         unsafe fn chunk(job: &Job, p0: usize, p1: usize, acc: &mut [f32], buf: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { chunk_avx512(job, p0, p1, acc, buf) }
-        }
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 16 readable values.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm512_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable values.
-            unsafe { _mm512_storeu_ps(p, v) }
         }
     }
 
     // SAFETY: the intrinsics need avx2 and fma, enabled by `chunk_avx2`, the only function they
     // are inlined into; callers check the CPU.
     unsafe impl Simd for Avx2 {
-        type V = __m256;
-        const L: usize = 8;
         const ROWS: usize = 6;
         unsafe fn chunk(job: &Job, p0: usize, p1: usize, acc: &mut [f32], buf: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { chunk_avx2(job, p0, p1, acc, buf) }
-        }
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 8 readable values.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm256_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: the caller guarantees 8 writable values.
-            unsafe { _mm256_storeu_ps(p, v) }
         }
     }
 }

@@ -412,88 +412,10 @@ pub fn depthwise_kernel_grad(x: &[f32], g: &Conv2dGeometry, dy: &[f32], dm: usiz
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::{outs, taps, Conv2dGeometry, Isa};
-    use std::arch::x86_64::*;
+    use crate::tensor::simd::{Avx2, Avx512, Vector};
 
     /// Pixels per interior tile.
     const PX: usize = 4;
-
-    /// One vector type of `L` lanes.
-    ///
-    /// # Safety
-    /// Implementations use CPU features; they are only inlined into functions that enable them,
-    /// which run only on a CPU that has them.
-    unsafe trait Simd {
-        type V: Copy;
-        const L: usize;
-        /// # Safety (all below)
-        /// Pointers must be valid for `L` f32 values.
-        unsafe fn zero() -> Self::V;
-        unsafe fn load(p: *const f32) -> Self::V;
-        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-        unsafe fn store(p: *mut f32, v: Self::V);
-    }
-
-    struct Avx512;
-    struct Avx2;
-
-    // SAFETY: avx512f intrinsics, inlined only into the `#[target_feature(enable = "avx512f")]`
-    // entry points below, which `isa::active` selects only on a CPU that has avx512f.
-    unsafe impl Simd for Avx512 {
-        type V = __m512;
-        const L: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 16 readable values.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable values.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-    }
-
-    // SAFETY: avx2+fma intrinsics, inlined only into the `#[target_feature(enable = "avx2,fma")]`
-    // entry points below, selected only on a CPU that has both.
-    unsafe impl Simd for Avx2 {
-        type V = __m256;
-        const L: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 8 readable values.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: the caller guarantees 8 writable values.
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-    }
 
     /// Whether these kernels serve `isa` and this geometry (depth multiplier 1; the kernel
     /// gradient also needs `kw <= 7`).
@@ -512,7 +434,7 @@ mod simd {
     /// The CPU supports `S`; for every tap and `p < PXN`, `tap.0 + p * in_stride + j` and
     /// `tap.1 + j` are valid for `NV * L` reads, `out + p * out_stride + j` for as many writes.
     #[inline(always)]
-    unsafe fn block<S: Simd, const PXN: usize, const NV: usize>(
+    unsafe fn block<S: Vector, const PXN: usize, const NV: usize>(
         taps: &[Tap],
         in_stride: usize,
         out: *mut f32,
@@ -547,7 +469,7 @@ mod simd {
     /// # Safety
     /// As [`block`], for channels `0..c`.
     #[inline(always)]
-    unsafe fn tile<S: Simd, const PXN: usize>(
+    unsafe fn tile<S: Vector, const PXN: usize>(
         taps: &[Tap],
         in_stride: usize,
         out: *mut f32,
@@ -582,7 +504,7 @@ mod simd {
     /// # Safety
     /// The CPU supports `S`.
     #[inline(always)]
-    unsafe fn forward_body<S: Simd>(
+    unsafe fn forward_body<S: Vector>(
         x: &[f32],
         g: &Conv2dGeometry,
         k: &[f32],
@@ -646,7 +568,7 @@ mod simd {
     /// # Safety
     /// The CPU supports `S`.
     #[inline(always)]
-    unsafe fn input_grad_body<S: Simd>(
+    unsafe fn input_grad_body<S: Vector>(
         dy: &[f32],
         g: &Conv2dGeometry,
         k: &[f32],
@@ -709,7 +631,7 @@ mod simd {
     /// The CPU supports `S`; `xrow` is the input row (`w * c`), `drow` the output-gradient row
     /// (`ow * c`), `j + NV * L <= c`.
     #[inline(always)]
-    unsafe fn dk_block<S: Simd, const KW: usize, const NV: usize>(
+    unsafe fn dk_block<S: Vector, const KW: usize, const NV: usize>(
         g: &Conv2dGeometry,
         xrow: &[f32],
         drow: &[f32],
@@ -751,7 +673,7 @@ mod simd {
     /// # Safety
     /// The CPU supports `S`; `g.kw == KW`.
     #[inline(always)]
-    unsafe fn kernel_grad_body<S: Simd, const KW: usize>(
+    unsafe fn kernel_grad_body<S: Vector, const KW: usize>(
         x: &[f32],
         g: &Conv2dGeometry,
         dy: &[f32],

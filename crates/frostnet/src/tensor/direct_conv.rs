@@ -58,6 +58,7 @@
 
 use super::conv::{apply_epilogue_serial, Conv2dGeometry, EpilogueStep};
 use super::isa;
+use super::simd::{Portable, Vector};
 use rayon::prelude::*;
 
 /// Whether the direct kernel is the faster choice for this geometry: any spatial kernel over at
@@ -99,14 +100,12 @@ pub fn conv2d_direct(
     }
 }
 
-/// One vector type: `L` lanes of f32. A tile holds two vectors (`2 * L` output channels) for each
-/// of its pixels.
+/// A level's entry point and widest block. A tile holds up to `MAX_NV` vectors of output
+/// channels for each of its pixels.
 ///
 /// # Safety
 /// Implementations may use CPU features; `row` is only called for a level the CPU supports.
-unsafe trait Simd: Sync {
-    type V: Copy;
-    const L: usize;
+unsafe trait Simd: Vector + Sync {
     /// Widest channel block, in vectors.
     const MAX_NV: usize;
     /// Runs one output row with this level's features enabled.
@@ -114,62 +113,21 @@ unsafe trait Simd: Sync {
     /// # Safety
     /// The CPU must support the level's features.
     unsafe fn row(job: &RowJob, dst: &mut [f32]);
-    /// # Safety (all below)
-    /// Pointers must be valid for `L` (load/store) or 1 (splat) f32 values.
-    unsafe fn zero() -> Self::V;
-    unsafe fn load(p: *const f32) -> Self::V;
-    unsafe fn splat(p: *const f32) -> Self::V;
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    unsafe fn store(p: *mut f32, v: Self::V);
 }
-
-/// Plain arrays: LLVM vectorizes them for the compile target (SSE on x86-64, NEON on aarch64).
-/// Multiply then add, not a fused `mul_add`, which is a slow library call without hardware FMA.
-struct Portable;
 
 // SAFETY: uses no CPU feature beyond the compile target's.
 unsafe impl Simd for Portable {
-    type V = [f32; 8];
-    const L: usize = 8;
     const MAX_NV: usize = 2;
     unsafe fn row(job: &RowJob, dst: &mut [f32]) {
         // SAFETY: no features needed; `row_body`'s pointer contract is upheld by `run`.
         unsafe { row_body::<Self, 4, 2, 4, 2, 0, 0, 0, 0>(job, dst) }
-    }
-    #[inline(always)]
-    unsafe fn zero() -> [f32; 8] {
-        [0.0; 8]
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> [f32; 8] {
-        // SAFETY: the caller guarantees 8 readable values.
-        unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
-    }
-    #[inline(always)]
-    unsafe fn splat(p: *const f32) -> [f32; 8] {
-        // SAFETY: the caller guarantees 1 readable value.
-        [unsafe { *p }; 8]
-    }
-    #[inline(always)]
-    unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
-        std::array::from_fn(|i| c[i] + a[i] * b[i])
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: [f32; 8]) {
-        // SAFETY: the caller guarantees 8 writable values.
-        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{row_body, RowJob, Simd};
-    use std::arch::x86_64::*;
-
-    /// 16-lane zmm vectors.
-    pub(super) struct Avx512;
-    /// 8-lane ymm vectors.
-    pub(super) struct Avx2;
+    pub(super) use crate::tensor::simd::{Avx2, Avx512};
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn row_avx512(job: &RowJob, dst: &mut [f32]) {
@@ -185,69 +143,19 @@ mod x86 {
 
     // SAFETY: the intrinsics need avx512f, which `row` enables; callers check the CPU.
     unsafe impl Simd for Avx512 {
-        type V = __m512;
-        const L: usize = 16;
         const MAX_NV: usize = 4;
         unsafe fn row(job: &RowJob, dst: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { row_avx512(job, dst) }
         }
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 16 readable values.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm512_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable values.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
     }
 
     // SAFETY: the intrinsics need avx2 and fma, which `row` enables; callers check the CPU.
     unsafe impl Simd for Avx2 {
-        type V = __m256;
-        const L: usize = 8;
         const MAX_NV: usize = 2;
         unsafe fn row(job: &RowJob, dst: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { row_avx2(job, dst) }
-        }
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 8 readable values.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm256_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: the caller guarantees 8 writable values.
-            unsafe { _mm256_storeu_ps(p, v) }
         }
     }
 }

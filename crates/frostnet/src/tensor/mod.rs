@@ -13,6 +13,7 @@ mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod random;
+mod simd;
 // Matmul uses it on x86-64 only (elsewhere `gemm`); the convolution kernel gradient everywhere.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod sgemm;

@@ -29,6 +29,7 @@
 
 use super::buffer::Buffer;
 use super::isa::Isa;
+use super::simd::{Portable, Vector};
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -139,33 +140,13 @@ fn kernel_for(isa: Isa, n: usize) -> Kernel {
     }
 }
 
-/// One vector type of `L` f32 lanes.
-///
-/// # Safety
-/// Implementations may use CPU features; they are only called from functions compiled with
-/// those features enabled, on a CPU that has them.
-unsafe trait Simd {
-    type V: Copy;
-    const L: usize;
-    /// # Safety (all below)
-    /// Pointers must be valid for `L` (load/store) or 1 (splat) f32 values.
-    unsafe fn zero() -> Self::V;
-    unsafe fn load(p: *const f32) -> Self::V;
-    unsafe fn splat(p: *const f32) -> Self::V;
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-    unsafe fn store(p: *mut f32, v: Self::V);
-    /// A hint to fetch `p`'s cache line; never faults, so any address is sound.
-    unsafe fn prefetch(p: *const f32);
-}
-
 /// The register tile: `MR` rows x `NV` vectors; `A` packed or (`DIRECT`) row-major.
 ///
 /// # Safety
 /// As [`MicroFn`], with `NR = NV * S::L`, and the CPU supports `S`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize, const DIRECT: bool>(
+unsafe fn micro_body<S: Vector, const MR: usize, const NV: usize, const DIRECT: bool>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -212,45 +193,6 @@ unsafe fn micro_body<S: Simd, const MR: usize, const NV: usize, const DIRECT: bo
             }
         }
     }
-}
-
-/// Plain arrays: LLVM vectorizes them for the compile target (SSE2 on x86-64, NEON on aarch64).
-/// Multiply then add rather than `mul_add`, which is a slow library call without hardware FMA.
-struct Portable;
-
-// SAFETY: uses no CPU feature beyond the compile target's.
-unsafe impl Simd for Portable {
-    type V = [f32; 8];
-    const L: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> [f32; 8] {
-        [0.0; 8]
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> [f32; 8] {
-        // SAFETY: the caller guarantees 8 readable values.
-        unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
-    }
-    #[inline(always)]
-    unsafe fn splat(p: *const f32) -> [f32; 8] {
-        // SAFETY: the caller guarantees 1 readable value.
-        [unsafe { *p }; 8]
-    }
-    #[inline(always)]
-    unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
-        std::array::from_fn(|i| c[i] + a[i] * b[i])
-    }
-    #[inline(always)]
-    unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
-        std::array::from_fn(|i| a[i] + b[i])
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: [f32; 8]) {
-        // SAFETY: the caller guarantees 8 writable values.
-        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
-    }
-    #[inline(always)]
-    unsafe fn prefetch(_p: *const f32) {}
 }
 
 /// Defines a level's packed-`A` and direct-`A` kernels for one register tile.
@@ -310,11 +252,8 @@ tile_kernels!(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{micro_body, Simd};
-    use std::arch::x86_64::*;
-
-    struct Avx512;
-    struct Avx2;
+    use super::micro_body;
+    use crate::tensor::simd::{Avx2, Avx512};
 
     tile_kernels!(
         #[target_feature(enable = "avx512f,avx2,fma")]
@@ -343,84 +282,6 @@ mod x86 {
         2,
         "AVX2+FMA 6 x 16"
     );
-
-    // SAFETY: the intrinsics need avx512f; they are inlined only into `micro_avx512`, which
-    // enables it and is only called once the CPU was detected to have it.
-    unsafe impl Simd for Avx512 {
-        type V = __m512;
-        const L: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 16 readable values.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm512_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable values.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn prefetch(p: *const f32) {
-            // SAFETY: a prefetch is a hint that never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
-        }
-    }
-
-    // SAFETY: the intrinsics need avx2 and fma; they are inlined only into `micro_avx2`, which
-    // enables them and is only called once the CPU was detected to have them.
-    unsafe impl Simd for Avx2 {
-        type V = __m256;
-        const L: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 8 readable values.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn splat(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 1 readable value.
-            _mm256_set1_ps(unsafe { *p })
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: the caller guarantees 8 writable values.
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn prefetch(p: *const f32) {
-            // SAFETY: a prefetch is a hint that never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
-        }
-    }
 }
 
 thread_local! {
