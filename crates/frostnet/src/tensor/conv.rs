@@ -376,39 +376,6 @@ mod tests {
     use super::*;
     use crate::tensor::random;
 
-    /// Direct convolution, the definition, in f64.
-    fn naive(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; g.n * g.oh * g.ow * f];
-        for n in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for o in 0..f {
-                        let mut s = 0.0f64;
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let (iy, ix) = (
-                                    (oy * g.sh + ky) as isize - g.pad_top as isize,
-                                    (ox * g.sw + kx) as isize - g.pad_left as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                for c in 0..g.c {
-                                    let xv =
-                                        x[((n * g.h + iy as usize) * g.w + ix as usize) * g.c + c];
-                                    let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
-                                    s += xv as f64 * kv as f64;
-                                }
-                            }
-                        }
-                        out[((n * g.oh + oy) * g.ow + ox) * f + o] = s as f32;
-                    }
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn same_padding_is_tensorflows() {
         // 5 wide, kernel 3, stride 2: out 3, total pad 2 -> 1 before, 1 after.
@@ -435,10 +402,10 @@ mod tests {
             let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
             let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
             let got = conv2d_forward_im2col(&x, &g, &kern, f, &[]);
-            let want = naive(&x, &g, &kern, f);
+            let want = reference::forward(&x, &g, &kern, f);
             for (a, b) in got.iter().zip(&want) {
                 assert!(
-                    (a - b).abs() < 1e-4,
+                    (*a as f64 - b).abs() < 1e-4,
                     "{shape:?} {k:?} {s:?} {p:?}: {a} vs {b}"
                 );
             }
@@ -471,12 +438,12 @@ mod tests {
                 },
                 EpilogueStep::Map(&relu),
             ];
-            let want: Vec<f64> = naive(&x, &g, &kern, f)
+            let want: Vec<f64> = reference::forward(&x, &g, &kern, f)
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| {
                     let c = i % f;
-                    ((v as f64 + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
+                    ((v + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
                 })
                 .collect();
             type Engine = fn(&[f32], &Conv2dGeometry, &[f32], usize, &[EpilogueStep]) -> Vec<f32>;
@@ -506,11 +473,103 @@ mod backward_tests {
     use crate::tensor::isa::{self, Isa};
     use crate::tensor::random;
 
+    /// Input and kernel gradients against the f64 definition on odd sizes: stride 1 (the direct
+    /// input-gradient path when the channels suit it, im2col otherwise), strided, both paddings,
+    /// even and rectangular kernels, pointwise; every ISA this CPU runs; kernel gradient
+    /// accumulated onto a non-zero start. Tolerance 1e-5 relative to the sum of |terms|.
+    #[test]
+    fn backward_matches_f64_reference_on_every_isa() {
+        let mut r = random::rng(Some(23));
+        let cases = [
+            ([2, 9, 11, 5], (3, 3), (1, 1), Padding::Same, 17),
+            ([1, 8, 7, 3], (3, 3), (1, 1), Padding::Valid, 9),
+            ([2, 7, 9, 6], (2, 4), (1, 1), Padding::Same, 33),
+            ([1, 9, 8, 7], (1, 7), (1, 1), Padding::Same, 10),
+            ([2, 9, 7, 4], (3, 3), (2, 2), Padding::Same, 12),
+            ([1, 10, 9, 3], (5, 5), (2, 1), Padding::Valid, 8),
+            ([3, 5, 6, 7], (1, 1), (1, 1), Padding::Valid, 9),
+            ([1, 6, 7, 130], (3, 3), (1, 1), Padding::Same, 11),
+            ([1, 5, 6, 3], (3, 3), (1, 1), Padding::Same, 130),
+            // Enough pixels (depth) for the kernel gradient to split across threads.
+            ([2, 20, 19, 6], (3, 3), (1, 1), Padding::Same, 20),
+        ];
+        for (shape, ks, s, p, f) in cases {
+            let g = Conv2dGeometry::new(&shape, ks, s, p).unwrap();
+            let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
+            let k = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
+            let dy = random::uniform(&mut r, g.n * g.oh * g.ow * f, -1.0, 1.0);
+            let ((dx_want, dx_scale), (dk_want, dk_scale)) =
+                reference::backward(&x, &g, &k, f, &dy);
+            for level in Isa::supported() {
+                isa::with_forced(level, || {
+                    let mut dk = vec![0.25f32; k.len()];
+                    let dx = conv2d_backward(&x, &g, &k, f, &dy, Some(&mut dk), true).unwrap();
+                    let dx_only = conv2d_backward(&x, &g, &k, f, &dy, None, true).unwrap();
+                    assert_eq!(dx, dx_only, "{level} {shape:?}: dx alone differs");
+                    for i in 0..dx.len() {
+                        let err = (dx[i] as f64 - dx_want[i]).abs();
+                        assert!(
+                            err <= 1e-5 * dx_scale[i] + 1e-30,
+                            "{level} {shape:?} {ks:?} {s:?} {p:?} dx[{i}]: {} vs {}",
+                            dx[i],
+                            dx_want[i]
+                        );
+                    }
+                    for i in 0..dk.len() {
+                        let want = dk_want[i] + 0.25;
+                        let err = (dk[i] as f64 - want).abs();
+                        assert!(
+                            err <= 1e-5 * (dk_scale[i] + 0.25),
+                            "{level} {shape:?} {ks:?} {s:?} {p:?} dk[{i}]: {} vs {want}",
+                            dk[i]
+                        );
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The definitions the convolution kernels' tests compare against (conv, direct, Winograd,
+/// backward engines).
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::Conv2dGeometry;
+
+    /// Convolution by definition, in f64 (`x` NHWC, `k` HWIO with `f` outputs).
+    pub(crate) fn forward(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f64> {
+        let mut out = vec![0.0f64; g.n * g.oh * g.ow * f];
+        for n in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for o in 0..f {
+                        let mut s = 0.0f64;
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let (Some(iy), Some(ix)) = (g.in_row(oy, ky), g.in_col(ox, kx))
+                                else {
+                                    continue;
+                                };
+                                for c in 0..g.c {
+                                    let xv = x[((n * g.h + iy) * g.w + ix) * g.c + c];
+                                    let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
+                                    s += xv as f64 * kv as f64;
+                                }
+                            }
+                        }
+                        out[((n * g.oh + oy) * g.ow + ox) * f + o] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The gradients by definition, in f64: `dx[n,iy,ix,c] = sum dy[n,oy,ox,f] k[ky,kx,c,f]` and
     /// `dk[ky,kx,c,f] = sum x[n,iy,ix,c] dy[n,oy,ox,f]` over every output pixel whose window
     /// covers the input pixel. Also returns the same sums over absolute values (error scale).
     #[allow(clippy::type_complexity)]
-    fn reference(
+    pub(crate) fn backward(
         x: &[f32],
         g: &Conv2dGeometry,
         k: &[f32],
@@ -546,60 +605,5 @@ mod backward_tests {
             }
         }
         ((dx, dxa), (dk, dka))
-    }
-
-    /// Input and kernel gradients against the f64 definition on odd sizes: stride 1 (the direct
-    /// input-gradient path when the channels suit it, im2col otherwise), strided, both paddings,
-    /// even and rectangular kernels, pointwise; every ISA this CPU runs; kernel gradient
-    /// accumulated onto a non-zero start. Tolerance 1e-5 relative to the sum of |terms|.
-    #[test]
-    fn backward_matches_f64_reference_on_every_isa() {
-        let mut r = random::rng(Some(23));
-        let cases = [
-            ([2, 9, 11, 5], (3, 3), (1, 1), Padding::Same, 17),
-            ([1, 8, 7, 3], (3, 3), (1, 1), Padding::Valid, 9),
-            ([2, 7, 9, 6], (2, 4), (1, 1), Padding::Same, 33),
-            ([1, 9, 8, 7], (1, 7), (1, 1), Padding::Same, 10),
-            ([2, 9, 7, 4], (3, 3), (2, 2), Padding::Same, 12),
-            ([1, 10, 9, 3], (5, 5), (2, 1), Padding::Valid, 8),
-            ([3, 5, 6, 7], (1, 1), (1, 1), Padding::Valid, 9),
-            ([1, 6, 7, 130], (3, 3), (1, 1), Padding::Same, 11),
-            ([1, 5, 6, 3], (3, 3), (1, 1), Padding::Same, 130),
-            // Enough pixels (depth) for the kernel gradient to split across threads.
-            ([2, 20, 19, 6], (3, 3), (1, 1), Padding::Same, 20),
-        ];
-        for (shape, ks, s, p, f) in cases {
-            let g = Conv2dGeometry::new(&shape, ks, s, p).unwrap();
-            let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
-            let k = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
-            let dy = random::uniform(&mut r, g.n * g.oh * g.ow * f, -1.0, 1.0);
-            let ((dx_want, dx_scale), (dk_want, dk_scale)) = reference(&x, &g, &k, f, &dy);
-            for level in Isa::supported() {
-                isa::with_forced(level, || {
-                    let mut dk = vec![0.25f32; k.len()];
-                    let dx = conv2d_backward(&x, &g, &k, f, &dy, Some(&mut dk), true).unwrap();
-                    let dx_only = conv2d_backward(&x, &g, &k, f, &dy, None, true).unwrap();
-                    assert_eq!(dx, dx_only, "{level} {shape:?}: dx alone differs");
-                    for i in 0..dx.len() {
-                        let err = (dx[i] as f64 - dx_want[i]).abs();
-                        assert!(
-                            err <= 1e-5 * dx_scale[i] + 1e-30,
-                            "{level} {shape:?} {ks:?} {s:?} {p:?} dx[{i}]: {} vs {}",
-                            dx[i],
-                            dx_want[i]
-                        );
-                    }
-                    for i in 0..dk.len() {
-                        let want = dk_want[i] + 0.25;
-                        let err = (dk[i] as f64 - want).abs();
-                        assert!(
-                            err <= 1e-5 * (dk_scale[i] + 0.25),
-                            "{level} {shape:?} {ks:?} {s:?} {p:?} dk[{i}]: {} vs {want}",
-                            dk[i]
-                        );
-                    }
-                });
-            }
-        }
     }
 }

@@ -823,50 +823,6 @@ mod tests {
     use crate::tensor::conv::Padding;
     use crate::tensor::random;
 
-    /// The gradients by definition, in f64, with the sums of |terms| (the error scale):
-    /// `dx[n,iy,ix,c] = sum dy[n,oy,ox,f] k[ky,kx,c,f]`, `dk[ky,kx,c,f] = sum x[n,iy,ix,c]
-    /// dy[n,oy,ox,f]` over every output pixel whose window covers the input pixel.
-    #[allow(clippy::type_complexity)]
-    fn reference(
-        x: &[f32],
-        g: &Conv2dGeometry,
-        k: &[f32],
-        f: usize,
-        dy: &[f32],
-    ) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>)) {
-        let mut dx = (vec![0.0f64; x.len()], vec![0.0f64; x.len()]);
-        let mut dk = (vec![0.0f64; k.len()], vec![0.0f64; k.len()]);
-        for n in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
-                            let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
-                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                continue;
-                            }
-                            let (iy, ix) = (iy as usize, ix as usize);
-                            for c in 0..g.c {
-                                let xi = ((n * g.h + iy) * g.w + ix) * g.c + c;
-                                for o in 0..f {
-                                    let d = dy[((n * g.oh + oy) * g.ow + ox) * f + o] as f64;
-                                    let ki = ((ky * g.kw + kx) * g.c + c) * f + o;
-                                    let (a, b) = (d * k[ki] as f64, d * x[xi] as f64);
-                                    dx.0[xi] += a;
-                                    dx.1[xi] += a.abs();
-                                    dk.0[ki] += b;
-                                    dk.1[ki] += b.abs();
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        (dx, dk)
-    }
-
     fn check(what: &str, got: &[f32], want: &(Vec<f64>, Vec<f64>), start: f64) {
         assert_eq!(got.len(), want.0.len(), "{what}: length");
         for (i, &v) in got.iter().enumerate() {
@@ -916,7 +872,7 @@ mod tests {
             let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
             let k = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
             let dy = random::uniform(&mut r, g.n * g.oh * g.ow * f, -1.0, 1.0);
-            let (dx_want, dk_want) = reference(&x, &g, &k, f, &dy);
+            let (dx_want, dk_want) = crate::tensor::conv::reference::backward(&x, &g, &k, f, &dy);
             for level in Isa::supported() {
                 isa::with_forced(level, || {
                     let tag = format!("{level} {shape:?} {ks:?} {s:?} {p:?} f={f}");

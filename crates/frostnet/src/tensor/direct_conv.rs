@@ -517,7 +517,7 @@ unsafe fn tile_kernel<S: Simd, const PX: usize, const NV: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::conv::Padding;
+    use crate::tensor::conv::{reference, Padding};
     use crate::tensor::random;
 
     /// Blocks cover the filters once, widest first, with the remainder in one block.
@@ -534,35 +534,6 @@ mod tests {
         assert_eq!(nvs(40, 8, 2), [2, 2, 1]);
         let b = plan(100, 16, 4, 9);
         assert_eq!((b[1].f0, b[1].off), (64, 9 * 64));
-    }
-
-    /// The definition, in f64.
-    fn reference(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f64> {
-        let mut out = vec![0.0f64; g.n * g.oh * g.ow * f];
-        for n in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for o in 0..f {
-                        let mut s = 0.0f64;
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let (Some(iy), Some(ix)) = (g.in_row(oy, ky), g.in_col(ox, kx))
-                                else {
-                                    continue;
-                                };
-                                for c in 0..g.c {
-                                    let xv = x[((n * g.h + iy) * g.w + ix) * g.c + c];
-                                    let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
-                                    s += xv as f64 * kv as f64;
-                                }
-                            }
-                        }
-                        out[((n * g.oh + oy) * g.ow + ox) * f + o] = s;
-                    }
-                }
-            }
-        }
-        out
     }
 
     /// Odd sizes (pixel and channel tails on every path), strides, both paddings, rectangular
@@ -595,10 +566,10 @@ mod tests {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
             let x = random::uniform(&mut r, shape.iter().product(), -1.0, 1.0);
             let kern = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
-            let want = reference(&x, &g, &kern, f);
+            let want = reference::forward(&x, &g, &kern, f);
             let ax: Vec<f32> = x.iter().map(|v| v.abs()).collect();
             let ak: Vec<f32> = kern.iter().map(|v| v.abs()).collect();
-            let scale = reference(&ax, &g, &ak, f);
+            let scale = reference::forward(&ax, &g, &ak, f);
             for level in isa::Isa::supported() {
                 let got = isa::with_forced(level, || conv2d_direct(&x, &g, &kern, f, &[]));
                 assert_eq!(got.len(), want.len());

@@ -324,32 +324,6 @@ mod tests {
             .collect()
     }
 
-    /// The definition in f64.
-    fn naive(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f64> {
-        let mut out = vec![0.0f64; g.n * g.oh * g.ow * f];
-        for n in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let o = &mut out[((n * g.oh + oy) * g.ow + ox) * f..][..f];
-                    for ky in 0..3 {
-                        let Some(iy) = g.in_row(oy, ky) else { continue };
-                        for kx in 0..3 {
-                            let Some(ix) = g.in_col(ox, kx) else { continue };
-                            for ci in 0..g.c {
-                                let xv = x[((n * g.h + iy) * g.w + ix) * g.c + ci] as f64;
-                                let kr = &k[((ky * 3 + kx) * g.c + ci) * f..][..f];
-                                for (o, kv) in o.iter_mut().zip(kr) {
-                                    *o += xv * *kv as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Max |winograd - f64| / max(1, |ref|) over odd sizes, both paddings, batch 2, with an
     /// epilogue (bias, affine, ReLU), at every ISA the CPU runs; inputs N(0, 1) and post-ReLU,
     /// He-initialised kernels.
@@ -391,7 +365,7 @@ mod tests {
                     },
                     EpilogueStep::Map(&relu),
                 ];
-                let raw = naive(&x, &g, &k, f);
+                let raw = crate::tensor::conv::reference::forward(&x, &g, &k, f);
                 let want: Vec<f64> = raw
                     .iter()
                     .enumerate()
