@@ -208,9 +208,9 @@ fn run_depthwise(args: &Args, only: Option<&str>) -> Res<()> {
         for batch in [1, 8] {
             let shape = [batch, hwc[0], hwc[1], hwc[2]];
             let g = Conv2dGeometry::new(&shape, (k, k), (s, s), Padding::Same).ok_or("geometry")?;
-            let x = values(shape.iter().product(), 5);
-            let kern = values(k * k * g.c, 6);
-            let dy = values(g.n * g.oh * g.ow * g.c, 7);
+            let x = crate::fill(shape.iter().product(), 5);
+            let kern = crate::fill(k * k * g.c, 6);
+            let dy = crate::fill(g.n * g.oh * g.ow * g.c, 7);
             let flops = 2.0 * (g.n * g.oh * g.ow * g.c * k * k) as f64;
             let bytes = 4.0 * (x.len() + dy.len()) as f64;
             let (x, kern, dy, g) = (&x[..], &kern[..], &dy[..], &g);
@@ -274,16 +274,6 @@ fn interleaved(args: &Args, level: Isa, runs: &mut [Run]) -> Res<Vec<Vec<f64>>> 
     Ok(cpu)
 }
 
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
-                / (1u32 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
-
 pub(crate) fn run(args: &Args) -> Res<()> {
     println!(
         "conv-bwd: {} threads, CPU levels {:?}, process default {}; GF/s per CPU-second",
@@ -309,9 +299,9 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         }
         let shape = [batch, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, k, (s, s), p).ok_or("geometry")?;
-        let x = values(shape.iter().product(), 3);
-        let kern = values(g.patch_len() * f, 4);
-        let dy = values(g.n * g.oh * g.ow * f, 5);
+        let x = crate::fill(shape.iter().product(), 3);
+        let kern = crate::fill(g.patch_len() * f, 4);
+        let dy = crate::fill(g.n * g.oh * g.ow * f, 5);
         let flops = 2.0 * (g.n * g.oh * g.ow * f * g.patch_len()) as f64;
         let (x, kern, dy, g) = (&x[..], &kern[..], &dy[..], &g);
         for level in Isa::supported().into_iter().rev() {

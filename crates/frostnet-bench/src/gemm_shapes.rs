@@ -27,16 +27,6 @@ const SHAPES: [(&str, usize, usize, usize); 7] = [
     ("3x3 8x8 ->320", 8 * 8 * 8, 1280, 320),
 ];
 
-fn fill(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
-                / (1u32 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
-
 pub(crate) fn run(args: &Args) -> Res<()> {
     let peak: Option<f64> = std::env::var("FMA_PEAK_GFLOPS")
         .ok()
@@ -69,7 +59,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
                 "dW" => (bk, bm, bn, true, false),
                 _ => (bm, bn, bk, false, true),
             };
-            let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+            let (a, b) = (crate::fill(m * k, 1), crate::fill(k * n, 2));
             let mut c = vec![0.0f32; m * n];
             let t = |x| if x { Transpose::Yes } else { Transpose::No };
             let flops = 2.0 * (m * k * n) as f64;

@@ -150,16 +150,6 @@ const DEPTHWISE: [(&str, [usize; 3], usize); 6] = [
 /// Batch for the depthwise cases: one image is too little work to measure.
 const DEPTHWISE_BATCH: usize = 8;
 
-fn normal(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
-                / (1u32 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
-
 fn row(what: &str, isa: Isa, engine: &str, flops: f64, wall: &[f64], cpu: &[f64], threads: usize) {
     let (w, c) = (median(wall), median(cpu));
     let best = cpu.iter().copied().fold(f64::INFINITY, f64::min);
@@ -194,7 +184,7 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         "kernel", "isa", "engine", "wall ms", "cpu ms", "GF/wall", "GF/cpu", "GF/best"
     );
     let n = 2048;
-    let (a, b) = (normal(n * n, 1), normal(n * n, 2));
+    let (a, b) = (crate::fill(n * n, 1), crate::fill(n * n, 2));
     let mut c = vec![0.0f32; n * n];
     for level in Isa::supported() {
         if !keep("KERNEL_CASES", "sgemm 2048") || !keep("KERNEL_ISAS", level.name()) {
@@ -222,8 +212,8 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         }
         let shape = [batch, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, k, (s, s), p).ok_or("geometry")?;
-        let x = normal(shape.iter().product(), 3);
-        let kern = normal(g.patch_len() * f, 4);
+        let x = crate::fill(shape.iter().product(), 3);
+        let kern = crate::fill(g.patch_len() * f, 4);
         let flops = 2.0 * (g.n * g.oh * g.ow * f * g.patch_len()) as f64;
         for level in Isa::supported() {
             if !keep("KERNEL_ISAS", level.name()) {
@@ -262,9 +252,9 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
         }
         let shape = [DEPTHWISE_BATCH, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, (3, 3), (s, s), Padding::Same).ok_or("geometry")?;
-        let x = normal(shape.iter().product(), 5);
-        let kern = normal(9 * g.c, 6);
-        let dy = normal(g.n * g.oh * g.ow * g.c, 7);
+        let x = crate::fill(shape.iter().product(), 5);
+        let kern = crate::fill(9 * g.c, 6);
+        let dy = crate::fill(g.n * g.oh * g.ow * g.c, 7);
         let flops = 2.0 * (g.n * g.oh * g.ow * g.c * 9) as f64;
         for level in Isa::supported() {
             if !keep("KERNEL_ISAS", level.name()) {

@@ -135,6 +135,18 @@ pub(crate) fn time_reps(
     Ok((wall, cpu))
 }
 
+/// `n` deterministic values in [-0.5, 0.5) (a multiplicative hash of the index), the kernel
+/// benches' inputs: cheap to make, the same on every run.
+pub(crate) fn fill(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5
+        })
+        .collect()
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));

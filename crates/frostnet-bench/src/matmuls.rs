@@ -39,16 +39,6 @@ const CASES: [Case; 16] = [
     ("dense 8x2048x200", 8, 2048, 200, false, false),
 ];
 
-fn fill(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
-                / (1u32 << 24) as f32
-                - 0.5
-        })
-        .collect()
-}
-
 pub(crate) fn run(args: &Args) -> Res<()> {
     println!(
         "matmul: {} threads, CPU levels {:?}, process default {}",
@@ -65,7 +55,7 @@ pub(crate) fn run(args: &Args) -> Res<()> {
         if !filter.is_empty() && !filter.split(',').any(|f| name.contains(f)) {
             continue;
         }
-        let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+        let (a, b) = (crate::fill(m * k, 1), crate::fill(k * n, 2));
         let mut c = vec![0.0f32; m * n];
         let t = |x| if x { Transpose::Yes } else { Transpose::No };
         let flops = 2.0 * (m * k * n) as f64;
@@ -109,9 +99,9 @@ fn conv_table(args: &Args) -> Res<()> {
         }
         let shape = [CONV_BATCH, hwc[0], hwc[1], hwc[2]];
         let g = Conv2dGeometry::new(&shape, k, (s, s), p).ok_or("geometry")?;
-        let x = fill(shape.iter().product(), 3);
-        let kern = fill(g.patch_len() * f, 4);
-        let dy = fill(g.n * g.oh * g.ow * f, 5);
+        let x = crate::fill(shape.iter().product(), 3);
+        let kern = crate::fill(g.patch_len() * f, 4);
+        let dy = crate::fill(g.n * g.oh * g.ow * f, 5);
         let mut dk = vec![0.0f32; kern.len()];
         let flops = 2.0 * (g.n * g.oh * g.ow * f * g.patch_len()) as f64;
         for level in Isa::supported().into_iter().rev() {
