@@ -17,14 +17,17 @@ use frostnet::tensor::isa::{self, Isa};
 use frostnet::tensor::{matmul, Transpose};
 
 /// (name, M, K, N) of the forward product.
-const SHAPES: [(&str, usize, usize, usize); 7] = [
+const SHAPES: [(&str, usize, usize, usize); 10] = [
     ("sgemm 2048", 2048, 2048, 2048),
     ("3x3 147x147 32->64", 8 * 147 * 147, 288, 64),
     ("3x3 35x35 32->96", 8 * 35 * 35, 288, 96),
     ("1x1 35x35 192->64", 8 * 35 * 35, 192, 64),
+    ("1x1 35x35 288->64", 8 * 35 * 35, 288, 64),
+    ("1x1 35x35 256->48", 8 * 35 * 35, 256, 48),
     ("1x1 17x17 768->192", 8 * 17 * 17, 768, 192),
     ("7x1 17x17 192->192", 8 * 17 * 17, 1344, 192),
     ("3x3 8x8 ->320", 8 * 8 * 8, 1280, 320),
+    ("1x1 8x8 2048->448", 8 * 8 * 8, 2048, 448),
 ];
 
 pub(crate) fn run(args: &Args) -> Res<()> {

@@ -157,6 +157,8 @@ struct Acc {
 struct Pass {
     by_bucket: BTreeMap<String, (f64, f64)>,
     by_layer: Vec<(f64, f64)>,
+    /// Each layer's input and output shape (`[64, 17, 17, 768] -> [.., 192]`).
+    shapes: Vec<String>,
     other: BTreeMap<&'static str, f64>,
 }
 
@@ -213,6 +215,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
     }
     remaining[n - 1] += 1;
     let mut by_layer = vec![(0.0, 0.0); n];
+    let mut shapes = vec![String::new(); n];
     let mut fl = vec![(0.0, 0.0); n];
     let mut by_bucket = BTreeMap::new();
     let mut other = BTreeMap::new();
@@ -235,6 +238,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
         // Backward: dW and, unless the input is the image, dX — each as many FLOPs as forward.
         fl[i].1 = fl[i].0 * if inbound == &[0] { 1.0 } else { 2.0 };
         by_layer[i].0 = dt;
+        shapes[i] = format!("{:?} -> {:?}", args[0].shape(), y.shape());
         add(&mut by_bucket, &bucket(layer), dt, 0.0);
         for &j in inbound {
             remaining[j] -= 1;
@@ -246,7 +250,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
     }
     let feats = values[n - 1].take().expect("the output is kept");
     if !train {
-        return finish(flops, fl, by_bucket, by_layer, other);
+        return finish(flops, fl, by_bucket, by_layer, shapes, other);
     }
     let mut head = s.head.take();
     let pred = match head.as_mut() {
@@ -307,7 +311,7 @@ fn pass(s: &mut Setup, flops: &mut Option<Vec<(f64, f64)>>) -> Res<Pass> {
     s.model.clear_cache();
     other.insert("clear caches", ms(t));
     s.head = head;
-    finish(flops, fl, by_bucket, by_layer, other)
+    finish(flops, fl, by_bucket, by_layer, shapes, other)
 }
 
 fn finish(
@@ -315,6 +319,7 @@ fn finish(
     fl: Vec<(f64, f64)>,
     by_bucket: BTreeMap<String, (f64, f64)>,
     by_layer: Vec<(f64, f64)>,
+    shapes: Vec<String>,
     other: BTreeMap<&'static str, f64>,
 ) -> Res<Pass> {
     if flops.is_none() {
@@ -323,6 +328,7 @@ fn finish(
     Ok(Pass {
         by_bucket,
         by_layer,
+        shapes,
         other,
     })
 }
@@ -538,8 +544,13 @@ fn report(
         })
         .collect();
     per.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+    // `PROFILE_TOP=N` lists N layers (default 12).
+    let top = std::env::var("PROFILE_TOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     println!("slowest layers:");
-    for (i, f, b) in per.iter().take(12) {
+    for (i, f, b) in per.iter().take(top) {
         let l = layers[*i];
         let gf = if flops[*i].0 > 0.0 && *f > 0.0 {
             format!(" {:.1} GF/s fwd", flops[*i].0 / (f * 1e-3) / 1e9)
@@ -547,11 +558,12 @@ fn report(
             String::new()
         };
         println!(
-            "  {:<28} {:<18} fwd {:>8.1} ms  bwd {:>8.1} ms{gf}",
+            "  {:<28} {:<18} fwd {:>8.1} ms  bwd {:>8.1} ms{gf}  {}",
             l.name(),
             bucket(l),
             f,
-            b
+            b,
+            passes.first().map_or("", |p| p.shapes[*i].as_str())
         );
     }
 }
