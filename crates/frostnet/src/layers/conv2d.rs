@@ -117,8 +117,11 @@ impl Conv2D {
         if self.use_bias {
             steps.push(EpilogueStep::Bias(self.base.w(BIAS).data()));
         }
-        if activate && act != ActivationFn::Linear {
-            steps.push(EpilogueStep::Map(&act_fn));
+        match act {
+            _ if !activate => {}
+            ActivationFn::Linear => {}
+            ActivationFn::Relu => steps.push(EpilogueStep::Relu),
+            _ => steps.push(EpilogueStep::Map(&act_fn)),
         }
         steps.extend_from_slice(extra);
         let y = if self.is_depthwise(g.c) {

@@ -2,8 +2,8 @@
 
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::layers::{
-    Activation, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU, Shape,
-    Weight, WeightKind,
+    Activation, ActivationFn, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU,
+    Shape, Weight, WeightKind,
 };
 use crate::tensor::conv::EpilogueStep;
 use crate::tensor::Tensor;
@@ -313,22 +313,25 @@ impl Model {
         let (scale, shift) = bn_layer.inference_affine();
         let filters = scale.len();
         type RowFn = Box<dyn Fn(&mut [f32]) + Sync>;
-        let act_fn: Option<RowFn> = act.map(|k| {
+        // `None` inside: plain relu, which the epilogue runs as its own vectorised step.
+        let act_fn: Option<Option<RowFn>> = act.map(|k| {
             let a = any(k);
-            match a.downcast_ref::<Activation>() {
-                Some(layer) => {
-                    let f = layer.function();
-                    Box::new(move |v: &mut [f32]| f.apply(v, filters)) as RowFn
-                }
-                None => Box::new(a.downcast_ref::<ReLU>().expect("planned").in_place_fn()) as RowFn,
+            match a.downcast_ref::<Activation>().map(Activation::function) {
+                Some(ActivationFn::Relu) => None,
+                Some(f) => Some(Box::new(move |v: &mut [f32]| f.apply(v, filters)) as RowFn),
+                None => Some(
+                    Box::new(a.downcast_ref::<ReLU>().expect("planned").in_place_fn()) as RowFn,
+                ),
             }
         });
         let mut steps = vec![EpilogueStep::Affine {
             scale: &scale,
             shift: &shift,
         }];
-        if let Some(f) = act_fn.as_deref() {
-            steps.push(EpilogueStep::Map(f));
+        match &act_fn {
+            Some(Some(f)) => steps.push(EpilogueStep::Map(f.as_ref())),
+            Some(None) => steps.push(EpilogueStep::Relu),
+            None => {}
         }
         for k in std::iter::once(bn).chain(act) {
             self.nodes[k].layer.clear_cache();

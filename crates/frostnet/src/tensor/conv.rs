@@ -6,6 +6,7 @@
 //! Keras kernels are used as stored. A 1x1, stride-1 convolution needs no im2col at all: NHWC input
 //! already is the `(n*h*w) x c` matrix.
 
+use super::isa;
 use super::matmul::{matmul, Transpose};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,9 @@ pub enum EpilogueStep<'a> {
     Bias(&'a [f32]),
     /// `y[c] = y[c] * scale[c] + shift[c]` (BatchNormalization with fixed statistics).
     Affine { scale: &'a [f32], shift: &'a [f32] },
+    /// `y = max(y, 0)`, exactly Keras's `relu` activation (the common case gets a vectorised
+    /// loop of its own instead of a call through `Map`).
+    Relu,
     /// A function over whole rows, in place (an activation; softmax needs whole rows).
     Map(&'a (dyn Fn(&mut [f32]) + Sync)),
 }
@@ -185,6 +189,7 @@ impl std::fmt::Debug for EpilogueStep<'_> {
         match self {
             EpilogueStep::Bias(b) => write!(f, "Bias({})", b.len()),
             EpilogueStep::Affine { scale, .. } => write!(f, "Affine({})", scale.len()),
+            EpilogueStep::Relu => f.write_str("Relu"),
             EpilogueStep::Map(_) => f.write_str("Map"),
         }
     }
@@ -213,23 +218,30 @@ pub(crate) fn apply_epilogue_serial(out: &mut [f32], filters: usize, steps: &[Ep
         return;
     }
     let block = (EPILOGUE_BLOCK / filters).max(1) * filters;
-    for blk in out.chunks_mut(block) {
-        for step in steps {
-            match *step {
-                EpilogueStep::Bias(b) => blk
-                    .chunks_exact_mut(filters)
-                    .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b)),
-                EpilogueStep::Affine { scale, shift } => {
-                    for r in blk.chunks_exact_mut(filters) {
-                        for j in 0..filters {
-                            r[j] = r[j] * scale[j] + shift[j];
+    isa::vectorized(
+        isa::active(),
+        #[inline(always)]
+        || {
+            for blk in out.chunks_mut(block) {
+                for step in steps {
+                    match *step {
+                        EpilogueStep::Bias(b) => blk
+                            .chunks_exact_mut(filters)
+                            .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b)),
+                        EpilogueStep::Affine { scale, shift } => {
+                            for r in blk.chunks_exact_mut(filters) {
+                                r.iter_mut()
+                                    .zip(scale.iter().zip(shift))
+                                    .for_each(|(v, (a, b))| *v = *v * a + b);
+                            }
                         }
+                        EpilogueStep::Relu => blk.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        EpilogueStep::Map(f) => f(blk),
                     }
                 }
-                EpilogueStep::Map(f) => f(blk),
             }
-        }
-    }
+        },
+    )
 }
 
 /// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs, then `epilogue` applied to
@@ -270,7 +282,7 @@ pub fn conv2d_forward_im2col(
                     "affine length"
                 )
             }
-            EpilogueStep::Map(_) => {}
+            EpilogueStep::Relu | EpilogueStep::Map(_) => {}
         }
     }
     let rows_per_img = g.oh * g.ow;

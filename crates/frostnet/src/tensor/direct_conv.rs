@@ -113,6 +113,18 @@ unsafe trait Simd: Vector + Sync {
     /// # Safety
     /// The CPU must support the level's features.
     unsafe fn row(job: &RowJob, dst: &mut [f32]);
+    /// [`tile_kernel`] for this level, in a function of its own (never inlined into `row`):
+    /// inlined, the eight tile shapes of a level shared one huge function's register
+    /// allocation, and an unrelated change elsewhere in the crate once made LLVM spill the
+    /// accumulators of the hot loop to the stack (1x7 160->160 fell from 160 to 80 GFLOP/s).
+    ///
+    /// # Safety
+    /// The CPU must support the level's features; as [`tile_kernel`].
+    unsafe fn tile<const PX: usize, const NV: usize>(
+        taps: &[*const f32],
+        c: usize,
+        out: &mut [[f32; MAX_WIDTH]],
+    );
 }
 
 // SAFETY: uses no CPU feature beyond the compile target's.
@@ -122,12 +134,43 @@ unsafe impl Simd for Portable {
         // SAFETY: no features needed; `row_body`'s pointer contract is upheld by `run`.
         unsafe { row_body::<Self, 4, 2, 4, 2, 0, 0, 0, 0>(job, dst) }
     }
+    #[inline(never)]
+    unsafe fn tile<const PX: usize, const NV: usize>(
+        taps: &[*const f32],
+        c: usize,
+        out: &mut [[f32; MAX_WIDTH]],
+    ) {
+        // SAFETY: no features needed; forwarded from this function's contract.
+        unsafe { tile_kernel::<Self, PX, NV>(taps, c, out) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{row_body, RowJob, Simd};
+    use super::{row_body, tile_kernel, RowJob, Simd, MAX_WIDTH};
     pub(super) use crate::tensor::simd::{Avx2, Avx512};
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline(never)]
+    unsafe fn tile_avx512<const PX: usize, const NV: usize>(
+        taps: &[*const f32],
+        c: usize,
+        out: &mut [[f32; MAX_WIDTH]],
+    ) {
+        // SAFETY: forwarded from `Simd::tile`'s contract.
+        unsafe { tile_kernel::<Avx512, PX, NV>(taps, c, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn tile_avx2<const PX: usize, const NV: usize>(
+        taps: &[*const f32],
+        c: usize,
+        out: &mut [[f32; MAX_WIDTH]],
+    ) {
+        // SAFETY: forwarded from `Simd::tile`'s contract.
+        unsafe { tile_kernel::<Avx2, PX, NV>(taps, c, out) }
+    }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn row_avx512(job: &RowJob, dst: &mut [f32]) {
@@ -148,6 +191,14 @@ mod x86 {
             // SAFETY: forwarded from this function's contract.
             unsafe { row_avx512(job, dst) }
         }
+        unsafe fn tile<const PX: usize, const NV: usize>(
+            taps: &[*const f32],
+            c: usize,
+            out: &mut [[f32; MAX_WIDTH]],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { tile_avx512::<PX, NV>(taps, c, out) }
+        }
     }
 
     // SAFETY: the intrinsics need avx2 and fma, which `row` enables; callers check the CPU.
@@ -156,6 +207,14 @@ mod x86 {
         unsafe fn row(job: &RowJob, dst: &mut [f32]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { row_avx2(job, dst) }
+        }
+        unsafe fn tile<const PX: usize, const NV: usize>(
+            taps: &[*const f32],
+            c: usize,
+            out: &mut [[f32; MAX_WIDTH]],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { tile_avx2::<PX, NV>(taps, c, out) }
         }
     }
 }
@@ -460,9 +519,9 @@ unsafe fn block_row<S: Simd, const PX: usize, const HX: usize, const NV: usize>(
         // SAFETY: see this function's contract; `taps` holds groups of `t + 1` pointers.
         unsafe {
             if t == HX {
-                tile_kernel::<S, HX, NV>(taps, len, tile)
+                S::tile::<HX, NV>(taps, len, tile)
             } else {
-                tile_kernel::<S, PX, NV>(taps, len, tile)
+                S::tile::<PX, NV>(taps, len, tile)
             }
         };
         for (p, t) in tile.iter().enumerate().take(px) {

@@ -9,6 +9,7 @@
 //! image but never across images.
 
 use super::conv::Conv2dGeometry;
+use super::isa;
 use super::PAR_THRESHOLD;
 use rayon::prelude::*;
 
@@ -26,17 +27,33 @@ fn cols(g: &Conv2dGeometry, ox: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// Runs `f(row_index, row)` over `chunk`-sized rows of `out`, in parallel when the work is large.
+/// Runs `f(row_index, row)` over `chunk`-sized rows of `out`, in parallel when the work is large,
+/// compiled for the caller's instruction set ([`isa::vectorized`]: give `f` `#[inline(always)]`).
 fn for_rows(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if chunk == 0 {
         return;
     }
+    let level = isa::active();
     if out.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, r)| f(i, r));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, r)| {
+            isa::vectorized(
+                level,
+                #[inline(always)]
+                || f(i, r),
+            )
+        });
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, r)| f(i, r));
+        // A `for` loop: `for_each` goes through `Iterator::fold`, which LLVM left out of line
+        // (compiled without the vector features).
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || {
+                for (i, r) in out.chunks_mut(chunk).enumerate() {
+                    f(i, r)
+                }
+            },
+        );
     }
 }
 
@@ -53,8 +70,11 @@ pub fn max_pool2d_forward(
     // Each output starts at -inf below.
     let mut out = super::buffer::overwritten(g.n * g.oh * out_row);
     let mut arg = keep_argmax.then(|| vec![0u32; out.len()]);
-    let img_len = g.h * g.w * c;
-    let kernel = |row: usize, o: &mut [f32], a: Option<&mut [u32]>| {
+    // A function, not a closure, so that it can be `#[inline(always)]` into the vectorized
+    // callers below.
+    #[inline(always)]
+    fn kernel(x: &[f32], g: &Conv2dGeometry, row: usize, o: &mut [f32], a: Option<&mut [u32]>) {
+        let (c, img_len) = (g.c, g.h * g.w * g.c);
         let (img, oy) = (row / g.oh, row % g.oh);
         let src = &x[img * img_len..(img + 1) * img_len];
         let (r0, r1) = rows(g, oy);
@@ -106,19 +126,36 @@ pub fn max_pool2d_forward(
                 }
             }
         }
-    };
+    }
+    let level = isa::active();
     match arg.as_mut() {
         Some(arg) if out.len() >= PAR_THRESHOLD => out
             .par_chunks_mut(out_row)
             .zip(arg.par_chunks_mut(out_row))
             .enumerate()
-            .for_each(|(row, (o, a))| kernel(row, o, Some(a))),
-        Some(arg) => out
-            .chunks_mut(out_row)
-            .zip(arg.chunks_mut(out_row))
-            .enumerate()
-            .for_each(|(row, (o, a))| kernel(row, o, Some(a))),
-        None => for_rows(&mut out, out_row, |row, o| kernel(row, o, None)),
+            .for_each(|(row, (o, a))| {
+                isa::vectorized(
+                    level,
+                    #[inline(always)]
+                    || kernel(x, g, row, o, Some(a)),
+                )
+            }),
+        Some(arg) => isa::vectorized(
+            level,
+            #[inline(always)]
+            || {
+                let rows = out.chunks_mut(out_row).zip(arg.chunks_mut(out_row));
+                for (row, (o, a)) in rows.enumerate() {
+                    kernel(x, g, row, o, Some(a))
+                }
+            },
+        ),
+        None => for_rows(
+            &mut out,
+            out_row,
+            #[inline(always)]
+            |row, o| kernel(x, g, row, o, None),
+        ),
     }
     (out, arg)
 }
@@ -129,12 +166,17 @@ pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], g: &Conv2dGeometry) -> Ve
     let img_len = g.h * g.w * g.c;
     let out_len = g.oh * g.ow * g.c;
     let mut dx = super::buffer::zeroed(g.n * img_len);
-    for_rows(&mut dx, img_len, |img, d| {
-        let range = img * out_len..(img + 1) * out_len;
-        for (&a, &v) in argmax[range.clone()].iter().zip(&dy[range]) {
-            d[a as usize] += v;
-        }
-    });
+    for_rows(
+        &mut dx,
+        img_len,
+        #[inline(always)]
+        |img, d| {
+            let range = img * out_len..(img + 1) * out_len;
+            for (&a, &v) in argmax[range.clone()].iter().zip(&dy[range]) {
+                d[a as usize] += v;
+            }
+        },
+    );
     dx
 }
 
@@ -144,26 +186,31 @@ pub fn avg_pool2d_forward(x: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     let out_row = g.ow * c;
     let mut out = super::buffer::overwritten(g.n * g.oh * out_row);
     let img_len = g.h * g.w * c;
-    for_rows(&mut out, out_row, |row, o| {
-        let (img, oy) = (row / g.oh, row % g.oh);
-        let src = &x[img * img_len..(img + 1) * img_len];
-        let (r0, r1) = rows(g, oy);
-        for ox in 0..g.ow {
-            let (c0, c1) = cols(g, ox);
-            let dst = &mut o[ox * c..(ox + 1) * c];
-            dst.fill(0.0);
-            for iy in r0..r1 {
-                for ix in c0..c1 {
-                    let base = (iy * g.w + ix) * c;
-                    dst.iter_mut()
-                        .zip(&src[base..base + c])
-                        .for_each(|(d, v)| *d += v);
+    for_rows(
+        &mut out,
+        out_row,
+        #[inline(always)]
+        |row, o| {
+            let (img, oy) = (row / g.oh, row % g.oh);
+            let src = &x[img * img_len..(img + 1) * img_len];
+            let (r0, r1) = rows(g, oy);
+            for ox in 0..g.ow {
+                let (c0, c1) = cols(g, ox);
+                let dst = &mut o[ox * c..(ox + 1) * c];
+                dst.fill(0.0);
+                for iy in r0..r1 {
+                    for ix in c0..c1 {
+                        let base = (iy * g.w + ix) * c;
+                        dst.iter_mut()
+                            .zip(&src[base..base + c])
+                            .for_each(|(d, v)| *d += v);
+                    }
                 }
+                let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
+                dst.iter_mut().for_each(|d| *d /= count);
             }
-            let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
-            dst.iter_mut().for_each(|d| *d /= count);
-        }
-    });
+        },
+    );
     out
 }
 
@@ -174,26 +221,31 @@ pub fn avg_pool2d_backward(dy: &[f32], g: &Conv2dGeometry) -> Vec<f32> {
     let img_len = g.h * g.w * c;
     let out_len = g.oh * g.ow * c;
     let mut dx = super::buffer::zeroed(g.n * img_len);
-    for_rows(&mut dx, img_len, |img, d| {
-        let src = &dy[img * out_len..(img + 1) * out_len];
-        for oy in 0..g.oh {
-            let (r0, r1) = rows(g, oy);
-            for ox in 0..g.ow {
-                let (c0, c1) = cols(g, ox);
-                let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
-                let gy = &src[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
-                for iy in r0..r1 {
-                    for ix in c0..c1 {
-                        let base = (iy * g.w + ix) * c;
-                        d[base..base + c]
-                            .iter_mut()
-                            .zip(gy)
-                            .for_each(|(d, g)| *d += g / count);
+    for_rows(
+        &mut dx,
+        img_len,
+        #[inline(always)]
+        |img, d| {
+            let src = &dy[img * out_len..(img + 1) * out_len];
+            for oy in 0..g.oh {
+                let (r0, r1) = rows(g, oy);
+                for ox in 0..g.ow {
+                    let (c0, c1) = cols(g, ox);
+                    let count = ((r1 - r0) * (c1 - c0)).max(1) as f32;
+                    let gy = &src[(oy * g.ow + ox) * c..(oy * g.ow + ox + 1) * c];
+                    for iy in r0..r1 {
+                        for ix in c0..c1 {
+                            let base = (iy * g.w + ix) * c;
+                            d[base..base + c]
+                                .iter_mut()
+                                .zip(gy)
+                                .for_each(|(d, g)| *d += g / count);
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     dx
 }
 
@@ -228,12 +280,17 @@ pub fn global_avg_pool_forward(x: &[f32], n: usize, positions: usize, c: usize) 
 pub fn global_avg_pool_backward(dy: &[f32], n: usize, positions: usize, c: usize) -> Vec<f32> {
     let mut dx = super::buffer::zeroed(n * positions * c);
     let inv = 1.0 / positions.max(1) as f32;
-    for_rows(&mut dx, c.max(1), |row, d| {
-        let img = row / positions.max(1);
-        d.iter_mut()
-            .zip(&dy[img * c..(img + 1) * c])
-            .for_each(|(d, g)| *d = g * inv);
-    });
+    for_rows(
+        &mut dx,
+        c.max(1),
+        #[inline(always)]
+        |row, d| {
+            let img = row / positions.max(1);
+            d.iter_mut()
+                .zip(&dy[img * c..(img + 1) * c])
+                .for_each(|(d, g)| *d = g * inv);
+        },
+    );
     dx
 }
 

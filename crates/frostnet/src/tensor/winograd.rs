@@ -119,58 +119,64 @@ pub fn conv2d(
     }
     let zeros = vec![0.0f32; c];
     chunks.into_par_iter().for_each(|(r0, r1, dst)| {
-        let tiles = (r1 - r0) * tw;
-        let mut v = super::buffer::Buffer(super::buffer::overwritten(16 * tiles * c));
-        let mut m = super::buffer::Buffer(super::buffer::overwritten(16 * tiles * f));
-        let mut tmp = vec![0.0f32; 16 * c];
-        for r in r0..r1 {
-            let (img, ty) = (r / th, r % th);
-            let src = &x[img * g.h * g.w * c..(img + 1) * g.h * g.w * c];
-            for tx in 0..tw {
-                let t = (r - r0) * tw + tx;
-                input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
-            }
-        }
-        for p in 0..16 {
-            matmul_with(
-                isa,
-                &v[p * tiles * c..(p + 1) * tiles * c],
-                Transpose::No,
-                &u[p * c * f..(p + 1) * c * f],
-                Transpose::No,
-                &mut m[p * tiles * f..(p + 1) * tiles * f],
-                tiles,
-                c,
-                f,
-                false,
-            );
-        }
-        drop(v);
-        let mut s = vec![0.0f32; 8 * f];
-        let mut y = vec![0.0f32; 4 * f];
-        let first_row = (r0 / th) * g.oh + 2 * (r0 % th);
-        for r in r0..r1 {
-            let (img, ty) = (r / th, r % th);
-            for tx in 0..tw {
-                let t = (r - r0) * tw + tx;
-                output_tile(&m, tiles, t, f, &mut s, &mut y);
-                for dy in 0..2 {
-                    let oy = 2 * ty + dy;
-                    if oy >= g.oh {
-                        continue;
+        isa::vectorized(
+            isa,
+            #[inline(always)]
+            || {
+                let tiles = (r1 - r0) * tw;
+                let mut v = super::buffer::Buffer(super::buffer::overwritten(16 * tiles * c));
+                let mut m = super::buffer::Buffer(super::buffer::overwritten(16 * tiles * f));
+                let mut tmp = vec![0.0f32; 16 * c];
+                for r in r0..r1 {
+                    let (img, ty) = (r / th, r % th);
+                    let src = &x[img * g.h * g.w * c..(img + 1) * g.h * g.w * c];
+                    for tx in 0..tw {
+                        let t = (r - r0) * tw + tx;
+                        input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
                     }
-                    let row = img * g.oh + oy - first_row;
-                    for dx in 0..2 {
-                        let ox = 2 * tx + dx;
-                        if ox < g.ow {
-                            let at = (row * g.ow + ox) * f;
-                            dst[at..at + f].copy_from_slice(&y[(dy * 2 + dx) * f..][..f]);
+                }
+                for p in 0..16 {
+                    matmul_with(
+                        isa,
+                        &v[p * tiles * c..(p + 1) * tiles * c],
+                        Transpose::No,
+                        &u[p * c * f..(p + 1) * c * f],
+                        Transpose::No,
+                        &mut m[p * tiles * f..(p + 1) * tiles * f],
+                        tiles,
+                        c,
+                        f,
+                        false,
+                    );
+                }
+                drop(v);
+                let mut s = vec![0.0f32; 8 * f];
+                let mut y = vec![0.0f32; 4 * f];
+                let first_row = (r0 / th) * g.oh + 2 * (r0 % th);
+                for r in r0..r1 {
+                    let (img, ty) = (r / th, r % th);
+                    for tx in 0..tw {
+                        let t = (r - r0) * tw + tx;
+                        output_tile(&m, tiles, t, f, &mut s, &mut y);
+                        for dy in 0..2 {
+                            let oy = 2 * ty + dy;
+                            if oy >= g.oh {
+                                continue;
+                            }
+                            let row = img * g.oh + oy - first_row;
+                            for dx in 0..2 {
+                                let ox = 2 * tx + dx;
+                                if ox < g.ow {
+                                    let at = (row * g.ow + ox) * f;
+                                    dst[at..at + f].copy_from_slice(&y[(dy * 2 + dx) * f..][..f]);
+                                }
+                            }
                         }
                     }
                 }
-            }
-        }
-        apply_epilogue_serial(dst, f, epilogue);
+                apply_epilogue_serial(dst, f, epilogue);
+            },
+        )
     });
     out
 }
@@ -221,12 +227,14 @@ fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer
     u
 }
 
+#[inline(always)]
 fn sub(dst: &mut [f32], a: &[f32], b: &[f32]) {
     for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
         *d = x - y;
     }
 }
 
+#[inline(always)]
 fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
     for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
         *d = x + y;
@@ -235,6 +243,7 @@ fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
 
 /// Writes `Bᵀ d B` of tile `(ty, tx)` into `v[ξ][t][..]`, `tmp` holding `Bᵀ d` (16 x c).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn input_tile(
     src: &[f32],
     g: &Conv2dGeometry,
@@ -276,6 +285,7 @@ fn input_tile(
 }
 
 /// `Aᵀ M A` of tile `t` into `y` (`[2][2][f]`), `s` holding `Aᵀ M` (8 x f).
+#[inline(always)]
 fn output_tile(m: &[f32], tiles: usize, t: usize, f: usize, s: &mut [f32], y: &mut [f32]) {
     let mp = |p: usize| &m[(p * tiles + t) * f..][..f];
     // Aᵀ M: row 0 = m0 + m1 + m2, row 1 = m1 - m2 - m3.
