@@ -7,6 +7,7 @@ mod explain;
 mod functional;
 pub(crate) mod masking;
 mod model;
+mod parallel;
 mod sequential;
 mod summary;
 mod summary_classic;

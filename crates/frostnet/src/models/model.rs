@@ -1,5 +1,6 @@
 //! `Model`: a DAG of layer nodes, its executor, and the backward plan.
 
+use super::parallel::Task;
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::layers::{
     Activation, ActivationFn, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU,
@@ -298,52 +299,6 @@ impl Model {
         out
     }
 
-    /// Runs a fused chain from `plan_fusion` on the convolution's input `x`.
-    fn run_fused(
-        &mut self,
-        x: &Tensor,
-        conv: usize,
-        bn: usize,
-        act: Option<usize>,
-    ) -> Result<Tensor> {
-        let any = |i: usize| self.nodes[i].layer.as_any().expect("planned");
-        let bn_layer = any(bn)
-            .downcast_ref::<BatchNormalization>()
-            .expect("planned");
-        let (scale, shift) = bn_layer.inference_affine();
-        let filters = scale.len();
-        type RowFn = Box<dyn Fn(&mut [f32]) + Sync>;
-        // `None` inside: plain relu, which the epilogue runs as its own vectorised step.
-        let act_fn: Option<Option<RowFn>> = act.map(|k| {
-            let a = any(k);
-            match a.downcast_ref::<Activation>().map(Activation::function) {
-                Some(ActivationFn::Relu) => None,
-                Some(f) => Some(Box::new(move |v: &mut [f32]| f.apply(v, filters)) as RowFn),
-                None => Some(
-                    Box::new(a.downcast_ref::<ReLU>().expect("planned").in_place_fn()) as RowFn,
-                ),
-            }
-        });
-        let mut steps = vec![EpilogueStep::Affine {
-            scale: &scale,
-            shift: &shift,
-        }];
-        match &act_fn {
-            Some(Some(f)) => steps.push(EpilogueStep::Map(f.as_ref())),
-            Some(None) => steps.push(EpilogueStep::Relu),
-            None => {}
-        }
-        for k in std::iter::once(bn).chain(act) {
-            self.nodes[k].layer.clear_cache();
-        }
-        let conv_layer = self.nodes[conv]
-            .layer
-            .as_any_mut()
-            .and_then(|a| a.downcast_mut::<Conv2D>())
-            .expect("planned");
-        conv_layer.forward_fused(x, &steps)
-    }
-
     pub fn kind(&self) -> ModelKind {
         self.kind
     }
@@ -574,6 +529,60 @@ impl Model {
         // Keras masks beside the values, only in models with a mask source.
         let mut masks: Option<Vec<super::masking::Mask>> =
             super::masking::has_mask_source(self).then(|| vec![None; n]);
+        // Nothing kept for backward, no masks, no shared layers: independent branches may run
+        // side by side (models/parallel.rs).
+        if masks.is_none()
+            && cut.is_none()
+            && self.extra_calls.is_empty()
+            && !plan.iter().any(|&p| p)
+            && rayon::current_num_threads() > 1
+        {
+            let mut tasks: Vec<Task> = order
+                .iter()
+                .filter(|&&i| !self.inputs.contains(&i) && !skip[i])
+                .map(|&i| match fused_at[i] {
+                    Some((bn, act)) => Task {
+                        node: i,
+                        fused: Some((bn, act)),
+                        inputs: vec![self.nodes[i].inbound[0]],
+                        output: act.unwrap_or(bn),
+                        mode,
+                        seed: 0,
+                    },
+                    None => Task {
+                        node: i,
+                        fused: None,
+                        inputs: self.call_inbound(i).to_vec(),
+                        output: i,
+                        mode: self.call_mode(i, mode),
+                        seed: 0,
+                    },
+                })
+                .collect();
+            if super::parallel::has_branches(&tasks, n) {
+                // The seeds the sequential loop below draws: one per node in order, whether it
+                // runs, is fused or is skipped.
+                let mut next = tasks.iter_mut().peekable();
+                for &i in order.iter().filter(|i| !self.inputs.contains(i)) {
+                    let seed: u64 = rand::Rng::random(rng);
+                    if let Some(t) = next.next_if(|t| t.node == i) {
+                        t.seed = seed;
+                    }
+                }
+                let done = super::parallel::run(&mut self.nodes, &tasks, values, &self.outputs)?;
+                self.last_fused = done.fused_names;
+                for t in tasks.iter().filter(|t| t.fused.is_none()) {
+                    self.cache_owner[t.node] = Some(t.node);
+                }
+                self.plan = plan;
+                self.output_masks = Vec::new();
+                return Ok(self
+                    .outputs
+                    .iter()
+                    .map(|&o| done.values[o].clone().expect("outputs are kept"))
+                    .collect());
+            }
+        }
         for &i in &order {
             if self.inputs.contains(&i) {
                 continue;
@@ -604,7 +613,17 @@ impl Model {
                 let j = self.nodes[i].inbound[0];
                 let y = {
                     let x = values[j].as_ref().expect("topological order");
-                    self.run_fused(x, i, bn, act)?
+                    match act {
+                        Some(k) => {
+                            let [c, b, a] =
+                                self.nodes.get_disjoint_mut([i, bn, k]).expect("a chain");
+                            run_fused(x, c, b, Some(a))?
+                        }
+                        None => {
+                            let [c, b] = self.nodes.get_disjoint_mut([i, bn]).expect("a chain");
+                            run_fused(x, c, b, None)?
+                        }
+                    }
                 };
                 self.last_fused.push(self.nodes[i].layer.name().to_string());
                 remaining[j] -= 1;
@@ -1023,4 +1042,52 @@ impl Layer for Model {
     fn as_model_mut(&mut self) -> Option<&mut Model> {
         Some(self)
     }
+}
+
+/// Runs a fused chain from [`Model::plan_fusion`] (a convolution, its BatchNormalization and
+/// optionally its activation, given as their nodes) on the convolution's input `x`.
+pub(super) fn run_fused(
+    x: &Tensor,
+    conv: &mut Node,
+    bn: &mut Node,
+    act: Option<&mut Node>,
+) -> Result<Tensor> {
+    let bn_layer = bn
+        .layer
+        .as_any()
+        .and_then(|a| a.downcast_ref::<BatchNormalization>())
+        .expect("planned");
+    let (scale, shift) = bn_layer.inference_affine();
+    let filters = scale.len();
+    type RowFn = Box<dyn Fn(&mut [f32]) + Sync>;
+    // `None` inside: plain relu, which the epilogue runs as its own vectorised step.
+    let act_fn: Option<Option<RowFn>> = act.as_ref().map(|k| {
+        let a = k.layer.as_any().expect("planned");
+        match a.downcast_ref::<Activation>().map(Activation::function) {
+            Some(ActivationFn::Relu) => None,
+            Some(f) => Some(Box::new(move |v: &mut [f32]| f.apply(v, filters)) as RowFn),
+            None => {
+                Some(Box::new(a.downcast_ref::<ReLU>().expect("planned").in_place_fn()) as RowFn)
+            }
+        }
+    });
+    let mut steps = vec![EpilogueStep::Affine {
+        scale: &scale,
+        shift: &shift,
+    }];
+    match &act_fn {
+        Some(Some(f)) => steps.push(EpilogueStep::Map(f.as_ref())),
+        Some(None) => steps.push(EpilogueStep::Relu),
+        None => {}
+    }
+    bn.layer.clear_cache();
+    if let Some(a) = act {
+        a.layer.clear_cache();
+    }
+    let conv_layer = conv
+        .layer
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<Conv2D>())
+        .expect("planned");
+    conv_layer.forward_fused(x, &steps)
 }

@@ -36,7 +36,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Buffers below this many values (256 KB) come straight from the allocator: small blocks are
 /// cheap there, and pooling them would only add locking.
-pub(crate) const MIN_POOLED: usize = 1 << 16;
+pub(crate) const MIN_POOLED: usize = 1 << 13;
 /// The pool's limit in values, when neither [`set_limit`] nor the environment set one.
 const DEFAULT_LIMIT: usize = (1 << 30) / std::mem::size_of::<f32>();
 /// The limit in values; `usize::MAX` until first read or set.

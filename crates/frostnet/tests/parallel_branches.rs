@@ -1,0 +1,206 @@
+//! The executor runs independent branches side by side when a pass keeps nothing for backward
+//! (models/parallel.rs). That must change nothing: outputs, the fused-layer list, the random
+//! stream (Dropout in a frozen base that still runs in training mode) and the weights after
+//! training are bit-identical to a run on one thread, where the executor goes node by node.
+
+use frostnet::layers::*;
+use frostnet::tensor::Padding;
+use frostnet::training::*;
+use frostnet::{Functional, Model, Tensor};
+
+fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    // A small LCG: the test needs fixed, varied numbers, not statistical quality.
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// An Inception-like block: a fused stem, four branches (1x1; 1x1 -> 3x3 with Dropout; 3x3
+/// average pool -> 1x1; 3x3 max pool) joined by a Concatenate, a second level of branches on
+/// top, then global pooling.
+fn base() -> Model {
+    clear_session();
+    let mut f = Functional::new();
+    let x = f.input(Input::new(&[13, 11, 3]));
+    let conv_bn = |f: &mut Functional, filters: usize, k: usize, x, name: &str| {
+        let c = f
+            .call(
+                Conv2D::new(filters, k)
+                    .padding(Padding::Same)
+                    .use_bias(false)
+                    .named(&format!("{name}_conv")),
+                &[x],
+            )
+            .unwrap();
+        let b = f
+            .call(BatchNormalization::new().named(&format!("{name}_bn")), &[c])
+            .unwrap();
+        f.call(
+            Activation::new(ActivationFn::Relu).named(&format!("{name}_relu")),
+            &[b],
+        )
+        .unwrap()
+    };
+    let stem = conv_bn(&mut f, 8, 3, x, "stem");
+    let a = conv_bn(&mut f, 4, 1, stem, "a");
+    let b1 = conv_bn(&mut f, 5, 1, stem, "b1");
+    let b1 = f.call(Dropout::new(0.4).named("drop"), &[b1]).unwrap();
+    let b2 = conv_bn(&mut f, 6, 3, b1, "b2");
+    let pool = f
+        .call(
+            AveragePooling2D::new(3)
+                .strides(1)
+                .padding(Padding::Same)
+                .named("avg"),
+            &[stem],
+        )
+        .unwrap();
+    let c = conv_bn(&mut f, 3, 1, pool, "c");
+    let d = f
+        .call(
+            MaxPooling2D::new(3)
+                .strides(1)
+                .padding(Padding::Same)
+                .named("max"),
+            &[stem],
+        )
+        .unwrap();
+    let cat = f
+        .call(Concatenate::new().named("mixed"), &[a, b2, c, d])
+        .unwrap();
+    let e1 = conv_bn(&mut f, 4, 1, cat, "e1");
+    let e2 = conv_bn(&mut f, 4, 3, cat, "e2");
+    let cat2 = f
+        .call(Concatenate::new().named("mixed2"), &[e1, e2, cat])
+        .unwrap();
+    let y = f
+        .call(GlobalAveragePooling2D::new().named("gap"), &[cat2])
+        .unwrap();
+    f.build(&[x], &[y]).unwrap()
+}
+
+/// Random weights everywhere (BN variances positive), the same for the same seed.
+fn randomize(m: &mut Model, seed: u64) {
+    let values = m
+        .named_weights()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, w))| {
+            let (lo, hi) = if path.ends_with("moving_variance") {
+                (0.2, 3.0)
+            } else {
+                (-0.8, 0.8)
+            };
+            let n = w.shape().iter().product();
+            Tensor::from_vec(w.shape(), uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
+        })
+        .collect();
+    m.set_weights(values).unwrap();
+}
+
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+fn input(seed: u64, batch: usize) -> Tensor {
+    Tensor::from_vec(
+        &[batch, 13, 11, 3],
+        uniform(seed, batch * 13 * 11 * 3, -1.0, 1.0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn inference_is_bit_identical_to_one_thread() {
+    let x = input(1, 3);
+    let run = |threads| {
+        on_threads(threads, || {
+            let mut m = base();
+            randomize(&mut m, 1);
+            let y = m.call(&x).unwrap();
+            (y, m.last_fused_layers().to_vec())
+        })
+    };
+    let (want, want_fused) = run(1);
+    let mut sorted = want_fused.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "a_conv",
+            "b1_conv",
+            "b2_conv",
+            "c_conv",
+            "e1_conv",
+            "e2_conv",
+            "stem_conv"
+        ]
+    );
+    for threads in [2, 3, 4] {
+        let (got, fused) = run(threads);
+        assert_eq!(got, want, "{threads} threads");
+        assert_eq!(fused, want_fused, "{threads} threads");
+    }
+    // Not vacuous: other weights give other outputs.
+    let other = on_threads(2, || {
+        let mut m = base();
+        randomize(&mut m, 2);
+        m.call(&x).unwrap()
+    });
+    assert_ne!(other, want);
+}
+
+/// A frozen base (its Dropout still active in training mode) under a trainable head: `fit`
+/// runs the base without keeping anything, so on several threads its branches run side by
+/// side. Weights after two epochs and the losses match the one-thread run exactly.
+#[test]
+fn training_a_head_on_a_frozen_branchy_base_matches_one_thread() {
+    let x = input(3, 8);
+    let y = Tensor::from_vec(&[8, 2], uniform(4, 16, -1.0, 1.0)).unwrap();
+    let run = |threads| {
+        on_threads(threads, || {
+            let mut b = base();
+            randomize(&mut b, 5);
+            b.set_trainable(false);
+            let mut f = Functional::new();
+            let inp = f.input(Input::new(&[13, 11, 3]));
+            let feats = f.call(b, &[inp]).unwrap();
+            let out = f
+                .call(Dense::new(2).seed(6).named("head"), &[feats])
+                .unwrap();
+            let mut m = f.build(&[inp], &[out]).unwrap();
+            m.compile(Adam::new(1e-2), Loss::MeanSquaredError, &[]);
+            let hist = m
+                .fit(
+                    &x,
+                    &y,
+                    FitOptions {
+                        batch_size: 4,
+                        epochs: 2,
+                        shuffle: true,
+                        seed: Some(7),
+                        verbose: 0,
+                        // Recompute the base each epoch: the base's forward pass is the subject.
+                        prefix_cache_bytes: 0,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            (m.get_weights(), hist.history["loss"].clone())
+        })
+    };
+    let (want_w, want_loss) = run(1);
+    let (got_w, got_loss) = run(3);
+    assert_eq!(got_loss, want_loss);
+    assert_eq!(got_w, want_w);
+}
