@@ -10,7 +10,7 @@ use frostnet::tensor::Padding;
 use frostnet::training::*;
 use frostnet::{Model, Sequential, Tensor};
 
-/// A small CNN whose activations are all above the pool's 256 KB threshold at batch 8:
+/// A small CNN whose activations are all above the pool's 32 KB threshold at batch 8:
 /// Conv + BN + ReLU, a strided conv, max pooling, a 1x1 conv, global pooling and a head.
 fn cnn() -> Model {
     let mut m = Sequential::new();
