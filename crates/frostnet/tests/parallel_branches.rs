@@ -1,7 +1,7 @@
-//! The executor runs independent branches side by side when a pass keeps nothing for backward
-//! (models/parallel.rs). That must change nothing: outputs, the fused-layer list, the random
-//! stream (Dropout in a frozen base that still runs in training mode) and the weights after
-//! training are bit-identical to a run on one thread, where the executor goes node by node.
+//! The executor runs independent branches side by side (models/parallel.rs). That must change
+//! nothing: outputs, the fused-layer list, the random stream (Dropout in training mode) and the
+//! weights after training are bit-identical to a run on one thread, where the executor goes node
+//! by node.
 
 use frostnet::layers::*;
 use frostnet::tensor::Padding;
@@ -196,6 +196,43 @@ fn training_a_head_on_a_frozen_branchy_base_matches_one_thread() {
                     },
                 )
                 .unwrap();
+            (m.get_weights(), hist.history["loss"].clone())
+        })
+    };
+    let (want_w, want_loss) = run(1);
+    let (got_w, got_loss) = run(3);
+    assert_eq!(got_loss, want_loss);
+    assert_eq!(got_w, want_w);
+}
+
+/// Training everything (BatchNormalization on batch statistics, Dropout, gradients through
+/// every branch): the forward pass keeps each layer's backward cache while branches run side
+/// by side. Weights (moving statistics included) and losses match the one-thread run.
+#[test]
+fn training_the_whole_branchy_model_matches_one_thread() {
+    let x = input(8, 8);
+    let y = Tensor::from_vec(&[8, 2], uniform(9, 16, -1.0, 1.0)).unwrap();
+    let run = |threads| {
+        on_threads(threads, || {
+            let mut b = base();
+            randomize(&mut b, 10);
+            let mut f = Functional::new();
+            let inp = f.input(Input::new(&[13, 11, 3]));
+            let feats = f.call(b, &[inp]).unwrap();
+            let out = f
+                .call(Dense::new(2).seed(11).named("head"), &[feats])
+                .unwrap();
+            let mut m = f.build(&[inp], &[out]).unwrap();
+            m.compile(Adam::new(1e-2), Loss::MeanSquaredError, &[]);
+            let opts = FitOptions {
+                batch_size: 4,
+                epochs: 2,
+                shuffle: true,
+                seed: Some(12),
+                verbose: 0,
+                ..Default::default()
+            };
+            let hist = m.fit(&x, &y, opts).unwrap();
             (m.get_weights(), hist.history["loss"].clone())
         })
     };

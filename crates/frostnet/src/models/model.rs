@@ -529,12 +529,11 @@ impl Model {
         // Keras masks beside the values, only in models with a mask source.
         let mut masks: Option<Vec<super::masking::Mask>> =
             super::masking::has_mask_source(self).then(|| vec![None; n]);
-        // Nothing kept for backward, no masks, no shared layers: independent branches may run
-        // side by side (models/parallel.rs).
+        // No masks, no shared layers (whose calls' caches are replayed): independent branches
+        // may run side by side (models/parallel.rs).
         if masks.is_none()
             && cut.is_none()
             && self.extra_calls.is_empty()
-            && !plan.iter().any(|&p| p)
             && rayon::current_num_threads() > 1
         {
             let mut tasks: Vec<Task> = order
@@ -547,6 +546,7 @@ impl Model {
                         inputs: vec![self.nodes[i].inbound[0]],
                         output: act.unwrap_or(bn),
                         mode,
+                        keep: false,
                         seed: 0,
                     },
                     None => Task {
@@ -555,6 +555,7 @@ impl Model {
                         inputs: self.call_inbound(i).to_vec(),
                         output: i,
                         mode: self.call_mode(i, mode),
+                        keep: plan[i],
                         seed: 0,
                     },
                 })
@@ -569,7 +570,8 @@ impl Model {
                         t.seed = seed;
                     }
                 }
-                let done = super::parallel::run(&mut self.nodes, &tasks, values, &self.outputs)?;
+                let done =
+                    super::parallel::run(&mut self.nodes, &tasks, &plan, values, &self.outputs)?;
                 self.last_fused = done.fused_names;
                 for t in tasks.iter().filter(|t| t.fused.is_none()) {
                     self.cache_owner[t.node] = Some(t.node);

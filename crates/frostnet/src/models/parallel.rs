@@ -1,5 +1,5 @@
-//! Independent branches of a model's graph at the same time, for forward passes that keep
-//! nothing for backward (inference, and a frozen base inside a training step).
+//! Independent branches of a model's graph at the same time, in every forward pass of a model
+//! without masks or shared layers.
 //!
 //! Why: at batch 1 InceptionV3's layers are too small to keep two threads busy one layer at a
 //! time (one image: 78 ms on one thread, 60 ms on two), but each of its blocks has three or
@@ -31,6 +31,8 @@ pub(super) struct Task {
     /// The value it writes (a fused chain writes its last node's).
     pub output: usize,
     pub mode: Mode,
+    /// Whether the layer keeps what its backward pass needs.
+    pub keep: bool,
     pub seed: u64,
 }
 
@@ -54,6 +56,8 @@ pub(super) fn has_branches(tasks: &[Task], values: usize) -> bool {
 /// Shared state of one run.
 struct Run<'a> {
     tasks: &'a [Task],
+    /// Per value: whether a gradient will flow back into it (the backward plan).
+    plan: &'a [bool],
     /// Per task, the nodes it needs (its own, then a fused chain's), taken when it runs.
     nodes: Vec<Mutex<Vec<&'a mut Node>>>,
     values: Vec<Mutex<Option<Tensor>>>,
@@ -69,10 +73,12 @@ struct Run<'a> {
 }
 
 /// Runs `tasks` (in a valid execution order) over `nodes`, with `values` holding the model's
-/// inputs; `keep` lists the values to keep to the end (the model's outputs).
+/// inputs and `plan` the backward plan; `keep` lists the values to keep to the end (the model's
+/// outputs).
 pub(super) fn run(
     nodes: &mut [Node],
     tasks: &[Task],
+    plan: &[bool],
     values: Vec<Option<Tensor>>,
     keep: &[usize],
 ) -> Result<Finished> {
@@ -108,6 +114,7 @@ pub(super) fn run(
         .collect();
     let run = Run {
         tasks,
+        plan,
         nodes: task_nodes,
         values: values.into_iter().map(Mutex::new).collect(),
         pending,
@@ -204,8 +211,8 @@ impl<'a> Run<'a> {
         let node = &mut mine[0];
         let mut ctx = ForwardCtx {
             mode: task.mode,
-            keep: false,
-            input_needs_grad: vec![false; args.len()],
+            keep: task.keep,
+            input_needs_grad: task.inputs.iter().map(|&v| self.plan[v]).collect(),
             rng: rand::SeedableRng::seed_from_u64(task.seed),
         };
         let refs: Vec<&Tensor> = args.iter().collect();
@@ -215,7 +222,7 @@ impl<'a> Run<'a> {
             .as_model()
             .map(|m| m.last_fused_layers().to_vec())
             .unwrap_or_default();
-        crate::regularizers::record_activity(node.layer.as_mut(), &y, false)?;
+        crate::regularizers::record_activity(node.layer.as_mut(), &y, task.keep)?;
         Ok((y, names))
     }
 }
