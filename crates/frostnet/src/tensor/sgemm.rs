@@ -24,8 +24,8 @@
 //!   buffer so nothing outside `C` is touched. It prefetches `B` 8 rows ahead, a packed `A` 96
 //!   floats ahead and the `C` tile 64 steps before the end (see `PREFETCH_B_STEPS`).
 //!
-//! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 12 x 32
-//! for narrow outputs (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
+//! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 8 x 48 or
+//! 12 x 32 for outputs those pad less (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
 //! compile target. Measurements that chose them are in `matmul.rs`'s header.
 
 use super::buffer::Buffer;
@@ -88,23 +88,29 @@ struct Kernel {
     direct: MicroFn,
 }
 
-/// Largest `MR * NR` of any kernel (the edge-tile buffer's size; 12 x 32 and 6 x 64).
+/// Largest `MR * NR` of any kernel (the edge-tile buffer's size; 12 x 32, 8 x 48 and 6 x 64).
 const MAX_TILE: usize = 12 * 32;
 
 /// The kernel for `isa` and an output `n` columns wide.
 ///
-/// AVX-512 has two tiles. 6 x 64 needs 10 loads (4 vectors of `B`, 6 broadcasts of `A`) per 24
-/// FMAs where 12 x 32 needs 14, and measured 10-15% faster on sgemm 2048 (1 thread, CPU time:
-/// 0.95-1.05 s vs 1.13-1.19 s for 8 products; 8 x 48 1.07, 14 x 32 1.05, 7 x 64 spills). But its
-/// panels are 64 columns wide, so narrow outputs (convolutions with 32 or 96 filters) would
-/// compute up to half their tile in padding; there the 12 x 32 tile runs.
+/// AVX-512 has three tiles of 24 zmm accumulators. 6 x 64 needs 10 loads (4 vectors of `B`, 6
+/// broadcasts of `A`) per 24 FMAs where 12 x 32 needs 14, and measured 10-15% faster on sgemm
+/// 2048 (1 thread, CPU time: 0.95-1.05 s vs 1.13-1.19 s for 8 products; 14 x 32 1.05, 7 x 64
+/// spills). But its panels are 64 columns wide, so narrow outputs compute up to half their tile
+/// in padding. The tile with the fewest padded columns runs, weighted by how much slower each
+/// tile was on the shapes all three fit: 8 x 48 (11 loads) within 0-3% of 6 x 64 on sgemm 2048
+/// and the 17x17 layers (`N` = 192), 12 x 32 5-8% behind. Gains of 8 x 48 (gemm-shapes, 1
+/// thread, %peak): 1x1 35x35 256->48 62-64 -> 82-84 (6 x 64 computed 16 columns of padding),
+/// 3x3 35x35 32->96 81-82 -> 86 (was 12 x 32).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn kernel_for(isa: Isa, n: usize) -> Kernel {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
-            let pad = |nr: usize| n.div_ceil(nr) * nr - n;
-            if pad(64) <= pad(32) + n / 8 {
+            // Padded width times the tile's relative cost per column (in hundredths).
+            let cost = |nr: usize, weight: usize| n.div_ceil(nr) * nr * weight;
+            let (c64, c48, c32) = (cost(64, 100), cost(48, 103), cost(32, 108));
+            if c64 <= c48 && c64 <= c32 {
                 Kernel {
                     mr: 6,
                     nr: 64,
@@ -112,6 +118,15 @@ fn kernel_for(isa: Isa, n: usize) -> Kernel {
                     mc: 192,
                     micro: x86::micro_avx512_wide,
                     direct: x86::direct_avx512_wide,
+                }
+            } else if c48 <= c32 {
+                Kernel {
+                    mr: 8,
+                    nr: 48,
+                    kc: 384,
+                    mc: 192,
+                    micro: x86::micro_avx512_48,
+                    direct: x86::direct_avx512_48,
                 }
             } else {
                 Kernel {
@@ -316,6 +331,15 @@ mod x86 {
         "AVX-512F 6 x 64"
     );
     tile_kernels!(
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        micro_avx512_48,
+        direct_avx512_48,
+        Avx512,
+        8,
+        3,
+        "AVX-512F 8 x 48"
+    );
+    tile_kernels!(
         #[target_feature(enable = "avx2,fma")]
         micro_avx2,
         direct_avx2,
@@ -403,6 +427,7 @@ fn pack_a_block(
             match (h == mr, mr) {
                 (true, 4) => full::<4>(a, i0 + r0, p0, sliver),
                 (true, 6) => full::<6>(a, i0 + r0, p0, sliver),
+                (true, 8) => full::<8>(a, i0 + r0, p0, sliver),
                 (true, 12) => full::<12>(a, i0 + r0, p0, sliver),
                 _ => {
                     for (p, d) in sliver.chunks_exact_mut(mr).enumerate() {
@@ -905,8 +930,8 @@ mod tests {
     }
 
     /// Every kernel path, with the dispatch forced to each level this CPU runs, against an f64
-    /// reference on odd sizes: both AVX-512 tiles (6 x 64 for n = 64, 192, 257; 12 x 32
-    /// otherwise), `A` read in place (row-major, also with a row stride longer than `k`) and
+    /// reference on odd sizes: all three AVX-512 tiles (6 x 64 for n = 64, 192, 512; 8 x 48 for
+    /// n = 47, 48, 65, 96, 129, 257; 12 x 32 for n <= 31), `A` read in place (row-major, also with a row stride longer than `k`) and
     /// packed (transposed), `B` row-major (read in place, also with a row stride longer than `n`,
     /// or packed when its rows are 2 KiB apart) and transposed, edge tiles in every dimension, several
     /// depth blocks (k > KC), overwrite and accumulate, and the split-depth driver.
@@ -924,13 +949,32 @@ mod tests {
             }
         }
         // n = 512: a row-major B whose rows are 2 KiB apart is packed, not read in place.
+        // k = 401, 700: several depth blocks of the 8 x 48 and 6 x 64 tiles (KC = 384).
         shapes.extend([
             (13, 300, 64),
+            (13, 700, 64),
+            (29, 401, 48),
+            (70, 13, 96),
+            (9, 5, 47),
             (65, 7, 192),
             (257, 31, 64),
             (31, 600, 129),
             (13, 31, 512),
         ]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut tiles: Vec<usize> = shapes
+                .iter()
+                .map(|&(_, _, n)| kernel_for(Isa::Avx512, n).nr)
+                .collect();
+            tiles.sort_unstable();
+            tiles.dedup();
+            assert_eq!(
+                tiles,
+                [32, 48, 64],
+                "the shapes must exercise every AVX-512 tile"
+            );
+        }
         for (m, k, n) in shapes {
             // A: row-major with row stride k + 3 (direct, lda != k) or transposed (packed).
             let a_rm = uniform(&mut r, m * (k + 3), -1.0, 1.0);
