@@ -32,7 +32,8 @@ use super::buffer::Buffer;
 use super::isa::Isa;
 use super::simd::{Portable, Vector};
 use rayon::prelude::*;
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -351,11 +352,33 @@ mod x86 {
 }
 
 thread_local! {
-    /// Each thread's packing buffer for `A` (and, on the calling thread, for `B`), taken out
-    /// while in use and put back afterwards, so no borrow is held across a rayon call (a thread
-    /// waiting in `join` may run another matmul's task, which then just allocates its own).
-    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each thread's spare packing buffers for `A` and (on the calling thread) for `B`. A call
+    /// takes one off the stack (or starts an empty one) and pushes it back when done, so no
+    /// borrow is held across a rayon call. A thread waiting in `join` may run another matmul's
+    /// task (an outer parallel loop whose chunks call matmul, which goes parallel itself); with
+    /// a single slot per thread, such nested calls found it taken and allocated a fresh buffer
+    /// every time, zero-filling new pages (a few % of inception_frozen's time). With a stack,
+    /// each nesting depth finds its own buffer from the second call on.
+    static PACK_A: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare buffers a thread keeps per stack (more than nested matmuls ever need at once).
+const MAX_SPARE_BUFFERS: usize = 4;
+
+/// Takes a buffer from `stack` (empty if none is spare).
+fn take_buffer(stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>) -> Vec<f32> {
+    stack.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns `buf` to `stack` for the next call on this thread (dropped if the stack is full).
+fn give_back(stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>, buf: Vec<f32>) {
+    stack.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SPARE_BUFFERS {
+            s.push(buf);
+        }
+    });
 }
 
 /// A buffer of at least `len` floats whose used part starts 64-byte aligned (a cache line, and a
@@ -549,7 +572,7 @@ pub(crate) fn sgemm(
     // (zero-padded) is packed.
     let direct_b = b.cs == 1 && direct_b_pays(m, b.rs, nr);
     let needs_pack = |jp: usize| !direct_b || (jp + 1) * nr > n;
-    let mut bbuf = PACK_B.with(|c| c.take());
+    let mut bbuf = take_buffer(&PACK_B);
     let blen = panels * nr * k;
     let boff = aligned(&mut bbuf, blen);
     {
@@ -612,7 +635,7 @@ pub(crate) fn sgemm(
         let rows = mc.min(m - i0);
         let jp0 = cg * panels_per_group;
         let jp1 = (jp0 + panels_per_group).min(panels);
-        let mut abuf = PACK_A.with(|c| c.take());
+        let mut abuf = take_buffer(&PACK_A);
         let kc_max = kern.kc.min(k);
         let alen = rows.div_ceil(mr) * mr * kc_max;
         let aoff = aligned(&mut abuf, alen);
@@ -665,7 +688,7 @@ pub(crate) fn sgemm(
             }
             p0 += kc;
         }
-        PACK_A.with(|c| c.set(abuf));
+        give_back(&PACK_A, abuf);
     };
     let tasks = row_blocks * col_groups;
     if parallel && tasks > 1 {
@@ -673,7 +696,7 @@ pub(crate) fn sgemm(
     } else {
         (0..tasks).for_each(task);
     }
-    PACK_B.with(|c| c.set(bbuf));
+    give_back(&PACK_B, bbuf);
 }
 
 /// A source of `B` values that packs itself (so `B` need not exist as a matrix).
@@ -787,9 +810,9 @@ fn blocked<B: RhsSource>(
     let panels = n.div_ceil(nr);
     let kc_max = kern.kc.min(p_end - p_begin);
     let mc = kern.mc.min(m.div_ceil(mr) * mr);
-    let mut bbuf = PACK_B.with(|c| c.take());
+    let mut bbuf = take_buffer(&PACK_B);
     let boff = aligned(&mut bbuf, panels * nr * kc_max);
-    let mut abuf = PACK_A.with(|c| c.take());
+    let mut abuf = take_buffer(&PACK_A);
     let aoff = aligned(&mut abuf, mc * kc_max);
     let mut p0 = p_begin;
     while p0 < p_end {
@@ -833,8 +856,8 @@ fn blocked<B: RhsSource>(
         }
         p0 += kc;
     }
-    PACK_A.with(|c| c.set(abuf));
-    PACK_B.with(|c| c.set(bbuf));
+    give_back(&PACK_A, abuf);
+    give_back(&PACK_B, bbuf);
 }
 
 /// `c (m x n) [+]= A (m x k) * B (k x n)` split over the depth `k`: each thread takes a range of
@@ -927,6 +950,50 @@ mod tests {
             }
         }
         (c, s)
+    }
+
+    /// A matmul nested inside another on the same thread (as when a thread waiting in rayon's
+    /// `join` runs another matmul's task) reuses its packing buffers from the second call on
+    /// instead of allocating: the buffers a call returns are found again by the next call at
+    /// the same nesting depth.
+    #[test]
+    fn nested_calls_reuse_pack_buffers() {
+        let (m, n, k) = (16, 16, 16); // below PAR_MIN_FLOPS: runs on this thread
+        let a = vec![1.0f32; m * k];
+        let b = vec![1.0f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let view = |d| View {
+            data: d,
+            rs: k,
+            cs: 1,
+        };
+        let top = |stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>| {
+            stack.with(|s| s.borrow().last().map(|v| v.as_ptr()))
+        };
+        let run = |c: &mut [f32]| sgemm(Isa::Portable, m, n, k, view(&a), view(&b), c, false);
+        run(&mut c);
+        assert!(c.iter().all(|&x| x == k as f32));
+        let (a0, b0) = (top(&PACK_A), top(&PACK_B));
+        assert!(a0.is_some() && b0.is_some());
+        // An outer call holds this thread's buffers while an inner one runs twice.
+        let (outer_a, outer_b) = (take_buffer(&PACK_A), take_buffer(&PACK_B));
+        run(&mut c);
+        let (a1, b1) = (top(&PACK_A), top(&PACK_B));
+        run(&mut c);
+        assert_eq!(
+            (top(&PACK_A), top(&PACK_B)),
+            (a1, b1),
+            "inner call reallocated"
+        );
+        assert!(c.iter().all(|&x| x == k as f32));
+        give_back(&PACK_A, outer_a);
+        give_back(&PACK_B, outer_b);
+        run(&mut c);
+        assert_eq!(
+            (top(&PACK_A), top(&PACK_B)),
+            (a0, b0),
+            "outer call reallocated"
+        );
     }
 
     /// Every kernel path, with the dispatch forced to each level this CPU runs, against an f64
