@@ -25,8 +25,10 @@
 //!   floats ahead and the `C` tile 64 steps before the end (see `PREFETCH_B_STEPS`).
 //!
 //! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 8 x 48 or
-//! 12 x 32 for outputs those pad less (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
-//! compile target. Measurements that chose them are in `matmul.rs`'s header.
+//! 12 x 32 for outputs those pad less (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1),
+//! portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the compile target.
+//! Measurements that chose them are in `matmul.rs`'s header, [`kernel_for`] and the constants'
+//! comments.
 
 use super::buffer::Buffer;
 use super::isa::Isa;
@@ -1037,10 +1039,11 @@ mod tests {
 
     /// Every kernel path, with the dispatch forced to each level this CPU runs, against an f64
     /// reference on odd sizes: all three AVX-512 tiles (6 x 64 for n = 64, 192, 512; 8 x 48 for
-    /// n = 47, 48, 65, 96, 129, 257; 12 x 32 for n <= 31), `A` read in place (row-major, also with a row stride longer than `k`) and
-    /// packed (transposed), `B` row-major (read in place, also with a row stride longer than `n`,
-    /// or packed when its rows are 2 KiB apart) and transposed, edge tiles in every dimension, several
-    /// depth blocks (k > KC), overwrite and accumulate, and the split-depth driver.
+    /// n = 47, 48, 65, 96, 129, 257; 12 x 32 for n <= 31), `A` read in place (row-major, also
+    /// with a row stride longer than `k`) and packed (transposed), `B` row-major (read in place,
+    /// also with a row stride longer than `n`, or packed when its rows are 2 KiB apart) and
+    /// transposed, edge tiles in every dimension, several depth blocks (k > KC), overwrite and
+    /// accumulate, and the split-depth driver.
     #[test]
     fn every_path_matches_f64_reference_on_odd_sizes() {
         let mut r = rng(Some(7));
