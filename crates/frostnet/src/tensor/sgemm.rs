@@ -21,17 +21,21 @@
 //! - the micro-kernel keeps an `MR x NR` tile of `C` in registers: per step of `k` it loads
 //!   `NR / L` vectors of `B`, broadcasts `MR` values of `A` and issues `MR * NR / L` fused
 //!   multiply-adds, then adds the tile into `C` (or stores it). Edge tiles go through a small
-//!   buffer so nothing outside `C` is touched.
+//!   buffer so nothing outside `C` is touched. It prefetches `B` 8 rows ahead, a packed `A` 96
+//!   floats ahead and the `C` tile 64 steps before the end (see `PREFETCH_B_STEPS`).
 //!
-//! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 12 x 32
-//! for narrow outputs (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1), portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the
-//! compile target. Measurements that chose them are in `matmul.rs`'s header.
+//! Tile shapes: AVX-512F 6 x 64 (24 zmm accumulators + 4 for `B` + 1 broadcast), or 8 x 48 or
+//! 12 x 32 for outputs those pad less (see [`kernel_for`]), AVX2+FMA 6 x 16 (12 ymm + 2 + 1),
+//! portable 4 x 16 in `[f32; 8]` chunks that LLVM vectorizes for the compile target.
+//! Measurements that chose them are in `matmul.rs`'s header, [`kernel_for`] and the constants'
+//! comments.
 
 use super::buffer::Buffer;
 use super::isa::Isa;
 use super::simd::{Portable, Vector};
 use rayon::prelude::*;
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -75,7 +79,10 @@ type MicroFn = unsafe fn(
 struct Kernel {
     mr: usize,
     nr: usize,
-    /// Depth of one packed block: the `KC x NR` micro-panel of `B` stays in L1 (32 KB at 12x32).
+    /// Depth of one packed block. The `KC x NR` micro-panel of `B` stays in L1 at 12 x 32 (32 KB);
+    /// at 6 x 64 it streams from L2 (96 KB at depth 384) behind the kernel's prefetches, and the
+    /// deeper block halves the passes over `C` (depth 256 -> 384: +3-6% on sgemm 2048 and the
+    /// 17x17 layers, 1 thread; the 12 x 32 tile at 384 was no faster).
     kc: usize,
     /// Most rows of one packed `A` block (`MC x KC` floats stays in L2).
     mc: usize,
@@ -84,30 +91,45 @@ struct Kernel {
     direct: MicroFn,
 }
 
-/// Largest `MR * NR` of any kernel (the edge-tile buffer's size; 12 x 32 and 6 x 64).
+/// Largest `MR * NR` of any kernel (the edge-tile buffer's size; 12 x 32, 8 x 48 and 6 x 64).
 const MAX_TILE: usize = 12 * 32;
 
 /// The kernel for `isa` and an output `n` columns wide.
 ///
-/// AVX-512 has two tiles. 6 x 64 needs 10 loads (4 vectors of `B`, 6 broadcasts of `A`) per 24
-/// FMAs where 12 x 32 needs 14, and measured 10-15% faster on sgemm 2048 (1 thread, CPU time:
-/// 0.95-1.05 s vs 1.13-1.19 s for 8 products; 8 x 48 1.07, 14 x 32 1.05, 7 x 64 spills). But its
-/// panels are 64 columns wide, so narrow outputs (convolutions with 32 or 96 filters) would
-/// compute up to half their tile in padding; there the 12 x 32 tile runs.
+/// AVX-512 has three tiles of 24 zmm accumulators. 6 x 64 needs 10 loads (4 vectors of `B`, 6
+/// broadcasts of `A`) per 24 FMAs where 12 x 32 needs 14, and measured 10-15% faster on sgemm
+/// 2048 (1 thread, CPU time: 0.95-1.05 s vs 1.13-1.19 s for 8 products; 14 x 32 1.05, 7 x 64
+/// spills). But its panels are 64 columns wide, so narrow outputs compute up to half their tile
+/// in padding. The tile with the fewest padded columns runs, weighted by how much slower each
+/// tile was on the shapes all three fit: 8 x 48 (11 loads) within 0-3% of 6 x 64 on sgemm 2048
+/// and the 17x17 layers (`N` = 192), 12 x 32 5-8% behind. Gains of 8 x 48 (gemm-shapes, 1
+/// thread, %peak): 1x1 35x35 256->48 62-64 -> 82-84 (6 x 64 computed 16 columns of padding),
+/// 3x3 35x35 32->96 81-82 -> 86 (was 12 x 32).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn kernel_for(isa: Isa, n: usize) -> Kernel {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
-            let pad = |nr: usize| n.div_ceil(nr) * nr - n;
-            if pad(64) <= pad(32) + n / 8 {
+            // Padded width times the tile's relative cost per column (in hundredths).
+            let cost = |nr: usize, weight: usize| n.div_ceil(nr) * nr * weight;
+            let (c64, c48, c32) = (cost(64, 100), cost(48, 103), cost(32, 108));
+            if c64 <= c48 && c64 <= c32 {
                 Kernel {
                     mr: 6,
                     nr: 64,
-                    kc: 256,
+                    kc: 384,
                     mc: 192,
                     micro: x86::micro_avx512_wide,
                     direct: x86::direct_avx512_wide,
+                }
+            } else if c48 <= c32 {
+                Kernel {
+                    mr: 8,
+                    nr: 48,
+                    kc: 384,
+                    mc: 192,
+                    micro: x86::micro_avx512_48,
+                    direct: x86::direct_avx512_48,
                 }
             } else {
                 Kernel {
@@ -140,6 +162,17 @@ fn kernel_for(isa: Isa, n: usize) -> Kernel {
     }
 }
 
+/// How many depth steps ahead the micro-kernel prefetches the rows of `B` it will read (every
+/// line of the row, one prefetch per vector), and how many floats ahead it prefetches a packed
+/// `A` sliver (16 steps of the 6-row tile). The hardware prefetchers alone left the kernel at
+/// 0.80-0.85 of its in-L1 rate on sgemm 2048, where each `B` micro-panel streams from L2 (and
+/// from L3 the first time) and the `A` block from L2.
+const PREFETCH_B_STEPS: usize = 8;
+/// See [`PREFETCH_B_STEPS`].
+const PREFETCH_A_FLOATS: usize = 96;
+/// How many depth steps before the end of the k loop the `C` tile is prefetched.
+const PREFETCH_C_STEPS: usize = 64;
+
 /// The register tile: `MR` rows x `NV` vectors; `A` packed or (`DIRECT`) row-major.
 ///
 /// # Safety
@@ -159,31 +192,58 @@ unsafe fn micro_body<S: Vector, const MR: usize, const NV: usize, const DIRECT: 
     // Distance between consecutive rows of the A sliver, and one depth step.
     let (ars, acs) = if DIRECT { (lda, 1) } else { (1, MR) };
     // SAFETY: every read of `a` is at `r * ars + p * acs` for `r < MR`, `p < kc`, of `b` at
-    // `p * ldb + v * L + (L-1)` for `v * L < NR`, and of `c` at `r * ldc + v * L + (L-1)` for `r < MR`,
-    // `v * L < NR`: all inside the extents this function's contract guarantees.
+    // `p * ldb + v * L + (L-1)` for `v * L < NR`, and of `c` at `r * ldc + v * L + (L-1)` for
+    // `r < MR`, `v * L < NR`: all inside the extents this function's contract guarantees.
+    // Prefetches read nothing (their addresses need not be valid).
     unsafe {
-        // Start fetching the C tile now: it is read after the k loop, and coming from L3 or
-        // memory its misses would otherwise stall every tile's end (~10% on sgemm 2048).
-        for r in 0..MR {
-            S::prefetch(c.add(r * ldc));
-            S::prefetch(c.add(r * ldc + NV * S::L - 1));
-        }
         let mut acc = [[S::zero(); NV]; MR];
         let mut pa = a;
         let mut pb = b;
-        for _ in 0..kc {
-            let mut bv = [S::zero(); NV];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = S::load(pb.add(v * S::L));
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = S::splat(pa.add(r * ars));
-                for v in 0..NV {
-                    row[v] = S::fma(av, bv[v], row[v]);
+        // One depth step: `NV` vectors of `B`, `MR` broadcasts of `A`, `MR * NV` FMAs, and
+        // software prefetches of what later steps read (see `PREFETCH_B_STEPS`). Prefetch
+        // addresses may lie past the operands' ends: `wrapping_add` forms them without
+        // claiming they are in bounds, and a prefetch never faults.
+        // (A macro, not a closure: a closure would not inherit the caller's target features.)
+        macro_rules! step {
+            () => {
+                // One prefetch per 64-byte line (16 floats: every AVX2 vector pair).
+                for v in (0..NV).step_by(16usize.div_ceil(S::L)) {
+                    S::prefetch(pb.wrapping_add(PREFETCH_B_STEPS * ldb + v * S::L));
                 }
+                if !DIRECT {
+                    S::prefetch(pa.wrapping_add(PREFETCH_A_FLOATS));
+                }
+                let mut bv = [S::zero(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = S::load(pb.add(v * S::L));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = S::splat(pa.add(r * ars));
+                    for v in 0..NV {
+                        row[v] = S::fma(av, bv[v], row[v]);
+                    }
+                }
+                // After the last step these point past the operands (not always one past the
+                // end of an allocation), so they advance with `wrapping_add`.
+                pa = pa.wrapping_add(acs);
+                pb = pb.wrapping_add(ldb);
+            };
+        }
+        // The C tile is read after the k loop; coming from L3 or memory its misses would stall
+        // every tile's end. Fetched at the start (as before), it was evicted again by the `B`
+        // stream of a 6 x 64 tile at depth 384 (96 KB through a 48 KB L1), so it is fetched
+        // `PREFETCH_C_STEPS` steps before the end, every line of it.
+        let tail = kc.min(PREFETCH_C_STEPS);
+        for _ in 0..kc - tail {
+            step!();
+        }
+        for r in 0..MR {
+            for v in (0..NV).step_by(16usize.div_ceil(S::L)) {
+                S::prefetch(c.wrapping_add(r * ldc + v * S::L));
             }
-            pa = pa.add(acs);
-            pb = pb.add(ldb);
+        }
+        for _ in 0..tail {
+            step!();
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
@@ -274,6 +334,15 @@ mod x86 {
         "AVX-512F 6 x 64"
     );
     tile_kernels!(
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        micro_avx512_48,
+        direct_avx512_48,
+        Avx512,
+        8,
+        3,
+        "AVX-512F 8 x 48"
+    );
+    tile_kernels!(
         #[target_feature(enable = "avx2,fma")]
         micro_avx2,
         direct_avx2,
@@ -285,11 +354,33 @@ mod x86 {
 }
 
 thread_local! {
-    /// Each thread's packing buffer for `A` (and, on the calling thread, for `B`), taken out
-    /// while in use and put back afterwards, so no borrow is held across a rayon call (a thread
-    /// waiting in `join` may run another matmul's task, which then just allocates its own).
-    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each thread's spare packing buffers for `A` and (on the calling thread) for `B`. A call
+    /// takes one off the stack (or starts an empty one) and pushes it back when done, so no
+    /// borrow is held across a rayon call. A thread waiting in `join` may run another matmul's
+    /// task (an outer parallel loop whose chunks call matmul, which goes parallel itself); with
+    /// a single slot per thread, such nested calls found it taken and allocated a fresh buffer
+    /// every time, zero-filling new pages (a few % of inception_frozen's time). With a stack,
+    /// each nesting depth finds its own buffer from the second call on.
+    static PACK_A: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare buffers a thread keeps per stack (more than nested matmuls ever need at once).
+const MAX_SPARE_BUFFERS: usize = 4;
+
+/// Takes a buffer from `stack` (empty if none is spare).
+fn take_buffer(stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>) -> Vec<f32> {
+    stack.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns `buf` to `stack` for the next call on this thread (dropped if the stack is full).
+fn give_back(stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>, buf: Vec<f32>) {
+    stack.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SPARE_BUFFERS {
+            s.push(buf);
+        }
+    });
 }
 
 /// A buffer of at least `len` floats whose used part starts 64-byte aligned (a cache line, and a
@@ -361,6 +452,7 @@ fn pack_a_block(
             match (h == mr, mr) {
                 (true, 4) => full::<4>(a, i0 + r0, p0, sliver),
                 (true, 6) => full::<6>(a, i0 + r0, p0, sliver),
+                (true, 8) => full::<8>(a, i0 + r0, p0, sliver),
                 (true, 12) => full::<12>(a, i0 + r0, p0, sliver),
                 _ => {
                     for (p, d) in sliver.chunks_exact_mut(mr).enumerate() {
@@ -388,6 +480,21 @@ fn pack_a_block(
             }
         }
     }
+}
+
+/// A hint to fetch `p`'s cache line into L2 (a no-op off x86-64); never faults, so any address
+/// is sound.
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, whatever the address; SSE (which
+    // `_mm_prefetch` needs) is part of every x86-64 CPU.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The output matrix, shared by the tasks; each task writes only its own disjoint block.
@@ -424,6 +531,10 @@ fn direct_b_pays(m: usize, ldb: usize, nr: usize) -> bool {
 
 /// See [`direct_b_pays`]: InceptionV3's 17x17 layers at batch 1 have 289 rows.
 const NARROW_DIRECT_B_MAX_ROWS: usize = 320;
+
+/// Packed `B` sizes above which the tasks prefetch each next unit into L2: this machine's L2
+/// (2 MiB per core); a smaller `B` stays in L2 between uses.
+const PREFETCH_UNITS_MIN_BYTES: usize = 2 << 20;
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PAR_MIN_FLOPS: usize = 1 << 18;
@@ -482,7 +593,7 @@ pub(crate) fn sgemm(
     // (zero-padded) is packed.
     let direct_b = b.cs == 1 && direct_b_pays(m, b.rs, nr);
     let needs_pack = |jp: usize| !direct_b || (jp + 1) * nr > n;
-    let mut bbuf = PACK_B.with(|c| c.take());
+    let mut bbuf = take_buffer(&PACK_B);
     let blen = panels * nr * k;
     let boff = aligned(&mut bbuf, blen);
     {
@@ -512,6 +623,8 @@ pub(crate) fn sgemm(
         }
     }
     let bpack = &bbuf[boff..boff + blen];
+    // Whether the tasks prefetch each next packed unit of `B` into L2 (see the task loop).
+    let prefetch_next_unit = blen * std::mem::size_of::<f32>() > PREFETCH_UNITS_MIN_BYTES;
 
     // Row blocks: as many as needed to respect MC, rounded up to a multiple of the thread count
     // so the blocks share out evenly; with too few of them, panel groups split the columns too.
@@ -535,6 +648,9 @@ pub(crate) fn sgemm(
     // A row-major `A` (contiguous along the depth) needs no packing: the kernel broadcasts
     // straight from its rows, which saves a pass over `A`, the whole cost of packing when `B`
     // is a single panel (convolutions with few filters and a huge pixel count).
+    // (Packing an `A` whose rows are a multiple of 2 KiB apart, as in sgemm 2048, paid before
+    // the micro-kernel prefetched `B`: 0.66 -> 0.72 of the FMA peak on 1 thread; with the
+    // prefetches the direct kernel is as fast there, and 8-10% faster on 1x1 8x8 2048->448.)
     let direct = a.cs == 1;
     let task = |t: usize| {
         let (rb, cg) = (t / col_groups, t % col_groups);
@@ -542,7 +658,7 @@ pub(crate) fn sgemm(
         let rows = mc.min(m - i0);
         let jp0 = cg * panels_per_group;
         let jp1 = (jp0 + panels_per_group).min(panels);
-        let mut abuf = PACK_A.with(|c| c.take());
+        let mut abuf = take_buffer(&PACK_A);
         let kc_max = kern.kc.min(k);
         let alen = rows.div_ceil(mr) * mr * kc_max;
         let aoff = aligned(&mut abuf, alen);
@@ -570,7 +686,25 @@ pub(crate) fn sgemm(
                 } else {
                     (b.data[b.at(p0, j0)..].as_ptr(), b.rs)
                 };
-                for s in 0..rows.div_ceil(mr) {
+                // While the slivers run over this packed unit, fetch the next unit in memory
+                // (the next panel, or the next depth block's first) into L2, a share of its
+                // lines per sliver: the first tile over a unit otherwise waits on L3 for all of
+                // it. sgemm 2048, 1 thread: +1-4% (gemm-shapes GF/cpu1 188-190 -> 189-198);
+                // 512 x 2048 x 2048 +5-10%; 2 threads within noise. Only when the packed `B`
+                // is larger than L2: on the input gradients of the 35x35 and 17x17 layers
+                // (`B` under 1 MB, in L2 anyway) the prefetches cost 1-5%, and doing the same
+                // for a `B` read in place (rows `ldb` apart) cost the forward 35x35 and 17x17
+                // layers 4-6%.
+                let slivers = rows.div_ceil(mr);
+                let next_lines = (kc * nr).div_ceil(16);
+                let per_sliver = next_lines.div_ceil(slivers);
+                for s in 0..slivers {
+                    if prefetch_next_unit && needs_pack(jp) {
+                        let next = bmicro.0.wrapping_add(kc * nr);
+                        for l in s * per_sliver..((s + 1) * per_sliver).min(next_lines) {
+                            prefetch_l2(next.wrapping_add(l * 16));
+                        }
+                    }
                     let r0 = i0 + s * mr;
                     let h = mr.min(m - r0);
                     let (micro, asl) = if s < full {
@@ -595,7 +729,7 @@ pub(crate) fn sgemm(
             }
             p0 += kc;
         }
-        PACK_A.with(|c| c.set(abuf));
+        give_back(&PACK_A, abuf);
     };
     let tasks = row_blocks * col_groups;
     if parallel && tasks > 1 {
@@ -603,7 +737,7 @@ pub(crate) fn sgemm(
     } else {
         (0..tasks).for_each(task);
     }
-    PACK_B.with(|c| c.set(bbuf));
+    give_back(&PACK_B, bbuf);
 }
 
 /// A source of `B` values that packs itself (so `B` need not exist as a matrix).
@@ -717,9 +851,9 @@ fn blocked<B: RhsSource>(
     let panels = n.div_ceil(nr);
     let kc_max = kern.kc.min(p_end - p_begin);
     let mc = kern.mc.min(m.div_ceil(mr) * mr);
-    let mut bbuf = PACK_B.with(|c| c.take());
+    let mut bbuf = take_buffer(&PACK_B);
     let boff = aligned(&mut bbuf, panels * nr * kc_max);
-    let mut abuf = PACK_A.with(|c| c.take());
+    let mut abuf = take_buffer(&PACK_A);
     let aoff = aligned(&mut abuf, mc * kc_max);
     let mut p0 = p_begin;
     while p0 < p_end {
@@ -763,8 +897,8 @@ fn blocked<B: RhsSource>(
         }
         p0 += kc;
     }
-    PACK_A.with(|c| c.set(abuf));
-    PACK_B.with(|c| c.set(bbuf));
+    give_back(&PACK_A, abuf);
+    give_back(&PACK_B, bbuf);
 }
 
 /// `c (m x n) [+]= A (m x k) * B (k x n)` split over the depth `k`: each thread takes a range of
@@ -859,12 +993,57 @@ mod tests {
         (c, s)
     }
 
+    /// A matmul nested inside another on the same thread (as when a thread waiting in rayon's
+    /// `join` runs another matmul's task) reuses its packing buffers from the second call on
+    /// instead of allocating: the buffers a call returns are found again by the next call at
+    /// the same nesting depth.
+    #[test]
+    fn nested_calls_reuse_pack_buffers() {
+        let (m, n, k) = (16, 16, 16); // below PAR_MIN_FLOPS: runs on this thread
+        let a = vec![1.0f32; m * k];
+        let b = vec![1.0f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let view = |d| View {
+            data: d,
+            rs: k,
+            cs: 1,
+        };
+        let top = |stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>| {
+            stack.with(|s| s.borrow().last().map(|v| v.as_ptr()))
+        };
+        let run = |c: &mut [f32]| sgemm(Isa::Portable, m, n, k, view(&a), view(&b), c, false);
+        run(&mut c);
+        assert!(c.iter().all(|&x| x == k as f32));
+        let (a0, b0) = (top(&PACK_A), top(&PACK_B));
+        assert!(a0.is_some() && b0.is_some());
+        // An outer call holds this thread's buffers while an inner one runs twice.
+        let (outer_a, outer_b) = (take_buffer(&PACK_A), take_buffer(&PACK_B));
+        run(&mut c);
+        let (a1, b1) = (top(&PACK_A), top(&PACK_B));
+        run(&mut c);
+        assert_eq!(
+            (top(&PACK_A), top(&PACK_B)),
+            (a1, b1),
+            "inner call reallocated"
+        );
+        assert!(c.iter().all(|&x| x == k as f32));
+        give_back(&PACK_A, outer_a);
+        give_back(&PACK_B, outer_b);
+        run(&mut c);
+        assert_eq!(
+            (top(&PACK_A), top(&PACK_B)),
+            (a0, b0),
+            "outer call reallocated"
+        );
+    }
+
     /// Every kernel path, with the dispatch forced to each level this CPU runs, against an f64
-    /// reference on odd sizes: both AVX-512 tiles (6 x 64 for n = 64, 192, 257; 12 x 32
-    /// otherwise), `A` read in place (row-major, also with a row stride longer than `k`) and
-    /// packed (transposed), `B` row-major (read in place, also with a row stride longer than `n`,
-    /// or packed when its rows are 2 KiB apart) and transposed, edge tiles in every dimension, several
-    /// depth blocks (k > KC), overwrite and accumulate, and the split-depth driver.
+    /// reference on odd sizes: all three AVX-512 tiles (6 x 64 for n = 64, 192, 512; 8 x 48 for
+    /// n = 47, 48, 65, 96, 129, 257; 12 x 32 for n <= 31), `A` read in place (row-major, also
+    /// with a row stride longer than `k`) and packed (transposed), `B` row-major (read in place,
+    /// also with a row stride longer than `n`, or packed when its rows are 2 KiB apart) and
+    /// transposed, edge tiles in every dimension, several depth blocks (k > KC), overwrite and
+    /// accumulate, and the split-depth driver.
     #[test]
     fn every_path_matches_f64_reference_on_odd_sizes() {
         let mut r = rng(Some(7));
@@ -879,13 +1058,32 @@ mod tests {
             }
         }
         // n = 512: a row-major B whose rows are 2 KiB apart is packed, not read in place.
+        // k = 401, 700: several depth blocks of the 8 x 48 and 6 x 64 tiles (KC = 384).
         shapes.extend([
             (13, 300, 64),
+            (13, 700, 64),
+            (29, 401, 48),
+            (70, 13, 96),
+            (9, 5, 47),
             (65, 7, 192),
             (257, 31, 64),
             (31, 600, 129),
             (13, 31, 512),
         ]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut tiles: Vec<usize> = shapes
+                .iter()
+                .map(|&(_, _, n)| kernel_for(Isa::Avx512, n).nr)
+                .collect();
+            tiles.sort_unstable();
+            tiles.dedup();
+            assert_eq!(
+                tiles,
+                [32, 48, 64],
+                "the shapes must exercise every AVX-512 tile"
+            );
+        }
         for (m, k, n) in shapes {
             // A: row-major with row stride k + 3 (direct, lda != k) or transposed (packed).
             let a_rm = uniform(&mut r, m * (k + 3), -1.0, 1.0);
