@@ -8,20 +8,8 @@ use frostnet::tensor::Padding;
 use frostnet::training::*;
 use frostnet::{Functional, Model, Tensor};
 
-fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    // A small LCG: the test needs fixed, varied numbers, not statistical quality.
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
+mod common;
+use common::uniform;
 
 /// Three fusable chains (bias + BN + Activation, no bias + scale-free BN + leaky capped ReLU,
 /// tanh conv + BN without activation), one chain that must not fuse (the conv output also feeds

@@ -146,3 +146,18 @@ pub fn assert_application_matches_keras(
     assert_eq!(names, want_names, "{case}");
     assert_same_text(&model.summary(), want_summary, case);
 }
+
+/// `n` fixed, varied numbers in `[lo, hi)` from a small LCG (test data, not statistics).
+pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
