@@ -383,12 +383,20 @@ pub(crate) fn map_with_codes(
         let mut codes = vec![0u8; n];
         let mut y = buffer::take(n);
         type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
+        // At the CPU's vector width (see `isa::vectorized`).
+        let level = isa::active();
         let run = |((xb, yb), cb): Block| {
-            for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
-                let (v, code) = f(*x);
-                y.write(v);
-                *c = code;
-            }
+            isa::vectorized(
+                level,
+                #[inline(always)]
+                || {
+                    for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
+                        let (v, code) = f(*x);
+                        y.write(v);
+                        *c = code;
+                    }
+                },
+            )
         };
         let ys = &mut y.spare_capacity_mut()[..n];
         if par {

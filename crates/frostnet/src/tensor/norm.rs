@@ -7,7 +7,7 @@
 //! pairwise update. This is as accurate as the two-pass (mean, then squared deviations) method for
 //! data far from zero, and reads the activation once instead of twice.
 
-use super::{build_vec, PAR_THRESHOLD};
+use super::{build_vec, isa, PAR_THRESHOLD};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -20,6 +20,7 @@ pub(crate) fn block_rows(c: usize) -> usize {
 /// `(rows, mean, m2)` of one block: count, per-channel mean and sum of squared deviations.
 type Stats = (f64, Vec<f64>, Vec<f64>);
 
+#[inline(always)]
 fn block_stats(x: &[f32], c: usize) -> Stats {
     let rows = x.len() / c;
     let shift = &x[..c];
@@ -67,14 +68,19 @@ pub fn channel_moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let block = block_rows(c) * c;
     let x = &x[..x.len() / c * c];
     let empty = || (0.0, vec![0.0; c], vec![0.0; c]);
+    // Every block's loop at the CPU's vector width (see `isa::vectorized`), here and below.
+    let level = isa::active();
+    let stats = |b: &[f32]| {
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || block_stats(b, c),
+        )
+    };
     let (n, mean, m2) = if x.len() >= PAR_THRESHOLD {
-        x.par_chunks(block)
-            .map(|b| block_stats(b, c))
-            .reduce(empty, merge)
+        x.par_chunks(block).map(stats).reduce(empty, merge)
     } else {
-        x.chunks(block)
-            .map(|b| block_stats(b, c))
-            .fold(empty(), merge)
+        x.chunks(block).map(stats).fold(empty(), merge)
     };
     (
         mean.iter().map(|&m| m as f32).collect(),
@@ -95,16 +101,23 @@ pub fn bn_forward(
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     assert!(c > 0 && x.len().is_multiple_of(c) && scale.len() == c && shift.len() == c);
     let block = block_rows(c) * c;
+    let level = isa::active();
     let Some((mean, inv_std)) = standardise else {
         let map = |o: usize, yb: &mut [MaybeUninit<f32>]| {
-            for (xr, yr) in x[o..o + yb.len()]
-                .chunks_exact(c)
-                .zip(yb.chunks_exact_mut(c))
-            {
-                for j in 0..c {
-                    yr[j].write(xr[j] * scale[j] + shift[j]);
-                }
-            }
+            isa::vectorized(
+                level,
+                #[inline(always)]
+                || {
+                    for (xr, yr) in x[o..o + yb.len()]
+                        .chunks_exact(c)
+                        .zip(yb.chunks_exact_mut(c))
+                    {
+                        for j in 0..c {
+                            yr[j].write(xr[j] * scale[j] + shift[j]);
+                        }
+                    }
+                },
+            )
         };
         // SAFETY: blocks are whole rows (`block` is a multiple of `c`, `x.len()` too), and `map`
         // writes every value of every row.
@@ -116,16 +129,22 @@ pub fn bn_forward(
     let mut h = super::buffer::take(n);
     type Outs<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]);
     let both = |(xb, (yb, hb)): (&[f32], Outs)| {
-        let rows = xb
-            .chunks_exact(c)
-            .zip(yb.chunks_exact_mut(c))
-            .zip(hb.chunks_exact_mut(c));
-        for ((xr, yr), hr) in rows {
-            for j in 0..c {
-                yr[j].write(xr[j] * scale[j] + shift[j]);
-                hr[j].write((xr[j] - mean[j]) * inv_std[j]);
-            }
-        }
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || {
+                let rows = xb
+                    .chunks_exact(c)
+                    .zip(yb.chunks_exact_mut(c))
+                    .zip(hb.chunks_exact_mut(c));
+                for ((xr, yr), hr) in rows {
+                    for j in 0..c {
+                        yr[j].write(xr[j] * scale[j] + shift[j]);
+                        hr[j].write((xr[j] - mean[j]) * inv_std[j]);
+                    }
+                }
+            },
+        )
     };
     let (ys, hs) = (
         &mut y.spare_capacity_mut()[..n],
@@ -154,29 +173,13 @@ pub fn bn_forward(
 /// across blocks). `xhat` is skipped (second sums zero) when `None`.
 pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>, Vec<f64>) {
     let block = block_rows(c) * c;
+    let level = isa::active();
     let partial = |(o, gb): (usize, &[f32])| {
-        let mut s = vec![0.0f32; c];
-        let mut sh = vec![0.0f32; c];
-        match xhat {
-            Some(h) => {
-                let hb = &h[o * block..o * block + gb.len()];
-                for (g, hr) in gb.chunks_exact(c).zip(hb.chunks_exact(c)) {
-                    for j in 0..c {
-                        s[j] += g[j];
-                        sh[j] += g[j] * hr[j];
-                    }
-                }
-            }
-            None => {
-                for g in gb.chunks_exact(c) {
-                    for j in 0..c {
-                        s[j] += g[j];
-                    }
-                }
-            }
-        }
-        let f = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
-        (f(s), f(sh))
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || sums_of_block(o * block, gb, xhat, c),
+        )
     };
     let add = |mut a: (Vec<f64>, Vec<f64>), b: (Vec<f64>, Vec<f64>)| {
         a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
@@ -197,6 +200,33 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>
     }
 }
 
+/// One block's `(sum dy, sum dy * xhat)` for [`bn_backward_sums`]: `gb` is `dy` from value `o`.
+#[inline(always)]
+fn sums_of_block(o: usize, gb: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut s = vec![0.0f32; c];
+    let mut sh = vec![0.0f32; c];
+    match xhat {
+        Some(h) => {
+            let hb = &h[o..o + gb.len()];
+            for (g, hr) in gb.chunks_exact(c).zip(hb.chunks_exact(c)) {
+                for j in 0..c {
+                    s[j] += g[j];
+                    sh[j] += g[j] * hr[j];
+                }
+            }
+        }
+        None => {
+            for g in gb.chunks_exact(c) {
+                for j in 0..c {
+                    s[j] += g[j];
+                }
+            }
+        }
+    }
+    let f = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    (f(s), f(sh))
+}
+
 /// BatchNormalization's input gradient: `k * (dy - mean_dy - xhat * mean_dy_xhat)` per channel
 /// when batch statistics normalised (`through_stats = Some((xhat, mean_dy, mean_dy_xhat))`), else
 /// `k * dy`.
@@ -208,29 +238,13 @@ pub fn bn_backward_dx(
 ) -> Vec<f32> {
     assert!(c > 0 && dy.len().is_multiple_of(c) && k.len() == c);
     let block = block_rows(c) * c;
+    let level = isa::active();
     let f = |o: usize, db: &mut [MaybeUninit<f32>]| {
-        let gb = &dy[o..o + db.len()];
-        match through_stats {
-            Some((xhat, mdy, mdyh)) => {
-                let hb = &xhat[o..o + db.len()];
-                for ((d, g), h) in db
-                    .chunks_exact_mut(c)
-                    .zip(gb.chunks_exact(c))
-                    .zip(hb.chunks_exact(c))
-                {
-                    for j in 0..c {
-                        d[j].write(k[j] * (g[j] - mdy[j] - h[j] * mdyh[j]));
-                    }
-                }
-            }
-            None => {
-                for (d, g) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)) {
-                    for j in 0..c {
-                        d[j].write(k[j] * g[j]);
-                    }
-                }
-            }
-        }
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || dx_of_block(o, db, dy, c, k, through_stats),
+        )
     };
     if let Some((xhat, mdy, mdyh)) = through_stats {
         assert!(xhat.len() == dy.len() && mdy.len() == c && mdyh.len() == c);
@@ -238,6 +252,40 @@ pub fn bn_backward_dx(
     // SAFETY: blocks are whole rows of `c` (both `block` and `dy.len()` are multiples of `c`) and
     // `f` writes every value of every row.
     unsafe { build_vec(dy.len(), block, f) }
+}
+
+/// One block of [`bn_backward_dx`]: values `o..` of the input gradient into `db`.
+#[inline(always)]
+fn dx_of_block(
+    o: usize,
+    db: &mut [MaybeUninit<f32>],
+    dy: &[f32],
+    c: usize,
+    k: &[f32],
+    through_stats: Option<(&[f32], &[f32], &[f32])>,
+) {
+    let gb = &dy[o..o + db.len()];
+    match through_stats {
+        Some((xhat, mdy, mdyh)) => {
+            let hb = &xhat[o..o + db.len()];
+            for ((d, g), h) in db
+                .chunks_exact_mut(c)
+                .zip(gb.chunks_exact(c))
+                .zip(hb.chunks_exact(c))
+            {
+                for j in 0..c {
+                    d[j].write(k[j] * (g[j] - mdy[j] - h[j] * mdyh[j]));
+                }
+            }
+        }
+        None => {
+            for (d, g) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)) {
+                for j in 0..c {
+                    d[j].write(k[j] * g[j]);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
