@@ -1,6 +1,6 @@
 //! `Model`: a DAG of layer nodes, its executor, and the backward plan.
 
-use super::parallel::Task;
+use super::parallel::{BackTask, Task};
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::layers::{
     Activation, ActivationFn, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU,
@@ -560,7 +560,7 @@ impl Model {
                     },
                 })
                 .collect();
-            if super::parallel::has_branches(&tasks, n) {
+            if super::parallel::has_branches(tasks.iter().map(|t| &t.inputs), n) {
                 // The seeds the sequential loop below draws: one per node in order, whether it
                 // runs, is fused or is skipped.
                 let mut next = tasks.iter_mut().peekable();
@@ -775,6 +775,32 @@ impl Model {
     pub fn run_backward(&mut self, grads: Vec<Tensor>) -> Result<Vec<Option<Tensor>>> {
         let n = self.call_count();
         let shared = self.shared_layers();
+        // No shared layers (whose calls replay caches): independent branches may run side by
+        // side (models/parallel.rs), bit-identical to the loop below.
+        if self.extra_calls.is_empty() && rayon::current_num_threads() > 1 {
+            let tasks: Vec<BackTask> = self
+                .execution_order()
+                .into_iter()
+                .rev()
+                .filter(|&i| self.plan[i] && !self.inputs.contains(&i))
+                .map(|i| {
+                    let inbound = self.call_inbound(i).to_vec();
+                    let need = inbound.iter().map(|&j| self.plan[j]).collect();
+                    BackTask {
+                        node: i,
+                        inbound,
+                        need,
+                    }
+                })
+                .collect();
+            if super::parallel::has_branches(tasks.iter().map(|t| &t.inbound), n) {
+                let seeds = self.outputs.iter().copied().zip(grads).collect();
+                let (mut sums, names) =
+                    super::parallel::backward(&mut self.nodes, &tasks, &self.plan, seeds)?;
+                self.backward_profile = names;
+                return Ok(self.inputs.iter().map(|&i| sums[i].take()).collect());
+            }
+        }
         let mut started = vec![false; self.nodes.len()];
         let mut acc: Vec<Option<Tensor>> = vec![None; n];
         for (&o, g) in self.outputs.iter().zip(grads) {
@@ -920,7 +946,7 @@ impl Model {
     }
 }
 
-fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+pub(super) fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     match slot {
         Some(acc) => acc.add_assign(&g)?,
         None => *slot = Some(g),

@@ -1,5 +1,5 @@
-//! Independent branches of a model's graph at the same time, in every forward pass of a model
-//! without masks or shared layers.
+//! Independent branches of a model's graph at the same time: forward passes of models without
+//! masks or shared layers, and backward passes of models without shared layers.
 //!
 //! Why: at batch 1 InceptionV3's layers are too small to keep two threads busy one layer at a
 //! time (one image: 78 ms on one thread, 60 ms on two), but each of its blocks has three or
@@ -44,10 +44,14 @@ pub(super) struct Finished {
     pub fused_names: Vec<String>,
 }
 
-/// Whether running `tasks` side by side can gain anything: some value feeds two tasks.
-pub(super) fn has_branches(tasks: &[Task], values: usize) -> bool {
+/// Whether running nodes side by side can gain anything: some value (of `values`) feeds two of
+/// them (`inputs`: each node's inputs).
+pub(super) fn has_branches<'a>(
+    inputs: impl IntoIterator<Item = &'a Vec<usize>>,
+    values: usize,
+) -> bool {
     let mut readers = vec![0usize; values];
-    tasks.iter().flat_map(|t| &t.inputs).any(|&v| {
+    inputs.into_iter().flatten().any(|&v| {
         readers[v] += 1;
         readers[v] == 2
     })
@@ -224,5 +228,165 @@ impl<'a> Run<'a> {
             .unwrap_or_default();
         crate::regularizers::record_activity(node.layer.as_mut(), &y, task.keep)?;
         Ok((y, names))
+    }
+}
+
+/// One node's backward pass, as [`backward`] needs it.
+pub(super) struct BackTask {
+    pub node: usize,
+    /// Its inputs (value ids, argument order) and whether each wants a gradient.
+    pub inbound: Vec<usize>,
+    pub need: Vec<bool>,
+}
+
+/// A gradient contribution to a value, with the position it has in the sequential sum.
+type Part = ((usize, usize), Tensor);
+
+/// The backward pass over `tasks` (the planned nodes in the order the sequential executor runs
+/// them: reverse execution order), each node as soon as every node reading its output has
+/// passed its gradient back. `seeds` are the gradients of the model's outputs; `plan[v]` says
+/// whether value `v` takes a gradient. Returns every value's summed gradient (the caller keeps
+/// the inputs') and the names of the layers run, in the sequential order.
+///
+/// Bit-identical to the sequential loop: a value's contributions are summed in the order that
+/// loop adds them (its seed, then the readers in the order they ran, arguments in order),
+/// whatever order the threads deliver them in.
+pub(super) fn backward(
+    nodes: &mut [Node],
+    tasks: &[BackTask],
+    plan: &[bool],
+    seeds: Vec<(usize, Tensor)>,
+) -> Result<(Vec<Option<Tensor>>, Vec<String>)> {
+    let n = plan.len();
+    let mut task_of = vec![None; n];
+    let mut readers = vec![0usize; n];
+    for (t, task) in tasks.iter().enumerate() {
+        task_of[task.node] = Some(t);
+        let mut seen: Vec<usize> = task.inbound.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        for v in seen.into_iter().filter(|&v| plan[v]) {
+            readers[v] += 1;
+        }
+    }
+    let mut parts: Vec<Vec<Part>> = (0..n).map(|_| Vec::new()).collect();
+    for (v, g) in seeds {
+        parts[v].push(((0, 0), g));
+    }
+    let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
+    let back = Back {
+        tasks,
+        plan,
+        task_of,
+        nodes: tasks
+            .iter()
+            .map(|t| Mutex::new(slots[t.node].take()))
+            .collect(),
+        parts: parts.into_iter().map(Mutex::new).collect(),
+        pending: readers.into_iter().map(AtomicUsize::new).collect(),
+        names: tasks.iter().map(|_| Mutex::new(Vec::new())).collect(),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+    };
+    rayon::scope(|s| {
+        for (t, task) in tasks.iter().enumerate() {
+            if back.pending[task.node].load(Ordering::Acquire) == 0 {
+                let back = &back;
+                s.spawn(move |s| back.task(t, s));
+            }
+        }
+    });
+    if let Some(e) = lock(&back.error).take() {
+        return Err(e);
+    }
+    let mut sums = Vec::with_capacity(n);
+    for p in back.parts {
+        sums.push(sum(p.into_inner().unwrap_or_else(|e| e.into_inner()))?);
+    }
+    let names = back
+        .names
+        .into_iter()
+        .flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    Ok((sums, names))
+}
+
+/// Contributions summed in their sequential order.
+fn sum(mut parts: Vec<Part>) -> Result<Option<Tensor>> {
+    parts.sort_by_key(|(key, _)| *key);
+    let mut acc = None;
+    for (_, g) in parts {
+        super::model::accumulate(&mut acc, g)?;
+    }
+    Ok(acc)
+}
+
+/// Shared state of one backward run.
+struct Back<'a> {
+    tasks: &'a [BackTask],
+    plan: &'a [bool],
+    task_of: Vec<Option<usize>>,
+    nodes: Vec<Mutex<Option<&'a mut Node>>>,
+    /// Per value, the gradient contributions delivered so far.
+    parts: Vec<Mutex<Vec<Part>>>,
+    /// Per value, readers whose backward has not run yet.
+    pending: Vec<AtomicUsize>,
+    names: Vec<Mutex<Vec<String>>>,
+    error: Mutex<Option<crate::error::Error>>,
+    failed: AtomicBool,
+}
+
+impl<'a> Back<'a> {
+    fn task<'s>(&'s self, t: usize, s: &rayon::Scope<'s>)
+    where
+        'a: 's,
+    {
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let task = &self.tasks[t];
+        let mut node = lock(&self.nodes[t]).take().expect("each task runs once");
+        match self.step(t, task, &mut node) {
+            Ok(dxs) => {
+                for (k, (&j, dx)) in task.inbound.iter().zip(dxs).enumerate() {
+                    if let Some(dx) = dx.filter(|_| self.plan[j]) {
+                        lock(&self.parts[j]).push(((1 + t, k), dx));
+                    }
+                }
+            }
+            Err(e) => {
+                lock(&self.error).get_or_insert(e);
+                self.failed.store(true, Ordering::Release);
+                return;
+            }
+        }
+        let mut seen = task.inbound.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        for j in seen.into_iter().filter(|&j| self.plan[j]) {
+            if self.pending[j].fetch_sub(1, Ordering::AcqRel) == 1 {
+                if let Some(r) = self.task_of[j] {
+                    s.spawn(move |s| self.task(r, s));
+                }
+            }
+        }
+    }
+
+    /// Runs node `task`'s backward on its summed gradient (nothing when no gradient reached
+    /// it) and returns its inputs' gradients.
+    fn step(&self, t: usize, task: &BackTask, node: &mut Node) -> Result<Vec<Option<Tensor>>> {
+        let mut g = sum(std::mem::take(&mut *lock(&self.parts[task.node])))?;
+        if let Some(a) = crate::regularizers::take_activity_grad(node.layer.as_mut()) {
+            super::model::accumulate(&mut g, a)?;
+        }
+        let Some(g) = g else {
+            return Ok(Vec::new());
+        };
+        let dxs = node.layer.backward(&g, &task.need)?;
+        *lock(&self.names[t]) = match node.layer.as_model() {
+            Some(m) => m.backward_profile.clone(),
+            None => vec![node.layer.name().to_string()],
+        };
+        Ok(dxs)
     }
 }
