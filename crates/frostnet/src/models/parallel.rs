@@ -345,8 +345,8 @@ impl<'a> Back<'a> {
             return;
         }
         let task = &self.tasks[t];
-        let mut node = lock(&self.nodes[t]).take().expect("each task runs once");
-        match self.step(t, task, &mut node) {
+        let node = lock(&self.nodes[t]).take().expect("each task runs once");
+        match self.step(t, task, node) {
             Ok(dxs) => {
                 for (k, (&j, dx)) in task.inbound.iter().zip(dxs).enumerate() {
                     if let Some(dx) = dx.filter(|_| self.plan[j]) {
