@@ -72,8 +72,7 @@ struct Run<'a> {
     /// Per value, the tasks reading it (once per argument).
     readers: Vec<Vec<usize>>,
     fused_names: Vec<Mutex<Vec<String>>>,
-    error: Mutex<Option<crate::error::Error>>,
-    failed: AtomicBool,
+    failure: Failure,
 }
 
 /// Runs `tasks` (in a valid execution order) over `nodes`, with `values` holding the model's
@@ -125,8 +124,7 @@ pub(super) fn run(
         left,
         readers,
         fused_names: tasks.iter().map(|_| Mutex::new(Vec::new())).collect(),
-        error: Mutex::new(None),
-        failed: AtomicBool::new(false),
+        failure: Failure::default(),
     };
     rayon::scope(|s| {
         for (t, p) in run.pending.iter().enumerate() {
@@ -136,9 +134,7 @@ pub(super) fn run(
             }
         }
     });
-    if let Some(e) = lock(&run.error).take() {
-        return Err(e);
-    }
+    run.failure.result()?;
     Ok(Finished {
         values: run
             .values
@@ -153,6 +149,26 @@ pub(super) fn run(
     })
 }
 
+/// The first error of a run; once there is one, tasks not yet started do not run.
+#[derive(Default)]
+struct Failure {
+    error: Mutex<Option<crate::error::Error>>,
+    happened: AtomicBool,
+}
+
+impl Failure {
+    fn happened(&self) -> bool {
+        self.happened.load(Ordering::Acquire)
+    }
+    fn record(&self, e: crate::error::Error) {
+        lock(&self.error).get_or_insert(e);
+        self.happened.store(true, Ordering::Release);
+    }
+    fn result(&self) -> Result<()> {
+        lock(&self.error).take().map_or(Ok(()), Err)
+    }
+}
+
 /// Locks `m`, carrying on after a panic elsewhere (every update below is a single assignment).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -164,7 +180,7 @@ impl<'a> Run<'a> {
     where
         'a: 's,
     {
-        if self.failed.load(Ordering::Acquire) {
+        if self.failure.happened() {
             return;
         }
         let task = &self.tasks[t];
@@ -180,11 +196,7 @@ impl<'a> Run<'a> {
                 *lock(&self.fused_names[t]) = names;
                 *lock(&self.values[task.output]) = Some(y);
             }
-            Err(e) => {
-                lock(&self.error).get_or_insert(e);
-                self.failed.store(true, Ordering::Release);
-                return;
-            }
+            Err(e) => return self.failure.record(e),
         }
         drop(args);
         for &v in &task.inputs {
@@ -285,8 +297,7 @@ pub(super) fn backward(
         parts: parts.into_iter().map(Mutex::new).collect(),
         pending: readers.into_iter().map(AtomicUsize::new).collect(),
         names: tasks.iter().map(|_| Mutex::new(Vec::new())).collect(),
-        error: Mutex::new(None),
-        failed: AtomicBool::new(false),
+        failure: Failure::default(),
     };
     rayon::scope(|s| {
         for (t, task) in tasks.iter().enumerate() {
@@ -296,9 +307,7 @@ pub(super) fn backward(
             }
         }
     });
-    if let Some(e) = lock(&back.error).take() {
-        return Err(e);
-    }
+    back.failure.result()?;
     let mut sums = Vec::with_capacity(n);
     for p in back.parts {
         sums.push(sum(p.into_inner().unwrap_or_else(|e| e.into_inner()))?);
@@ -332,16 +341,16 @@ struct Back<'a> {
     /// Per value, readers whose backward has not run yet.
     pending: Vec<AtomicUsize>,
     names: Vec<Mutex<Vec<String>>>,
-    error: Mutex<Option<crate::error::Error>>,
-    failed: AtomicBool,
+    failure: Failure,
 }
 
 impl<'a> Back<'a> {
+    /// Runs node task `t`'s backward, then spawns the inputs whose readers are now all done.
     fn task<'s>(&'s self, t: usize, s: &rayon::Scope<'s>)
     where
         'a: 's,
     {
-        if self.failed.load(Ordering::Acquire) {
+        if self.failure.happened() {
             return;
         }
         let task = &self.tasks[t];
@@ -354,11 +363,7 @@ impl<'a> Back<'a> {
                     }
                 }
             }
-            Err(e) => {
-                lock(&self.error).get_or_insert(e);
-                self.failed.store(true, Ordering::Release);
-                return;
-            }
+            Err(e) => return self.failure.record(e),
         }
         let mut seen = task.inbound.clone();
         seen.sort_unstable();
