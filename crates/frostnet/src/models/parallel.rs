@@ -272,14 +272,17 @@ pub(super) fn backward(
     let n = plan.len();
     let mut task_of = vec![None; n];
     let mut readers = vec![0usize; n];
+    // Per task, the values it passes a gradient to, each once.
+    let mut reads: Vec<Vec<usize>> = Vec::with_capacity(tasks.len());
     for (t, task) in tasks.iter().enumerate() {
         task_of[task.node] = Some(t);
-        let mut seen: Vec<usize> = task.inbound.clone();
-        seen.sort_unstable();
-        seen.dedup();
-        for v in seen.into_iter().filter(|&v| plan[v]) {
+        let mut mine: Vec<usize> = task.inbound.iter().copied().filter(|&v| plan[v]).collect();
+        mine.sort_unstable();
+        mine.dedup();
+        for &v in &mine {
             readers[v] += 1;
         }
+        reads.push(mine);
     }
     let mut parts: Vec<Vec<Part>> = (0..n).map(|_| Vec::new()).collect();
     for (v, g) in seeds {
@@ -290,6 +293,7 @@ pub(super) fn backward(
         tasks,
         plan,
         task_of,
+        reads,
         nodes: tasks
             .iter()
             .map(|t| Mutex::new(slots[t.node].take()))
@@ -335,6 +339,8 @@ struct Back<'a> {
     tasks: &'a [BackTask],
     plan: &'a [bool],
     task_of: Vec<Option<usize>>,
+    /// Per task, the values it passes a gradient to, each once.
+    reads: Vec<Vec<usize>>,
     nodes: Vec<Mutex<Option<&'a mut Node>>>,
     /// Per value, the gradient contributions delivered so far.
     parts: Vec<Mutex<Vec<Part>>>,
@@ -365,10 +371,7 @@ impl<'a> Back<'a> {
             }
             Err(e) => return self.failure.record(e),
         }
-        let mut seen = task.inbound.clone();
-        seen.sort_unstable();
-        seen.dedup();
-        for j in seen.into_iter().filter(|&j| self.plan[j]) {
+        for &j in &self.reads[t] {
             if self.pending[j].fetch_sub(1, Ordering::AcqRel) == 1 {
                 if let Some(r) = self.task_of[j] {
                     s.spawn(move |s| self.task(r, s));

@@ -450,14 +450,12 @@ mod tests {
                 },
                 EpilogueStep::Map(&relu),
             ];
-            let want: Vec<f64> = reference::forward(&x, &g, &kern, f)
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let c = i % f;
-                    ((v + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
-                })
-                .collect();
+            let want = reference::bias_affine_relu(
+                &reference::forward(&x, &g, &kern, f),
+                &bias,
+                &scale,
+                &shift,
+            );
             type Engine = fn(&[f32], &Conv2dGeometry, &[f32], usize, &[EpilogueStep]) -> Vec<f32>;
             let engines: [(&str, Engine); 2] = [
                 ("im2col", conv2d_forward_im2col),
@@ -548,13 +546,45 @@ mod backward_tests {
 pub(crate) mod reference {
     use super::Conv2dGeometry;
 
+    /// `max((y + bias) * scale + shift, 0)` per channel of `y` (rows of `bias.len()` values): the
+    /// fused epilogue Bias, Affine, relu by definition, in f64.
+    pub(crate) fn bias_affine_relu(
+        y: &[f64],
+        bias: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) -> Vec<f64> {
+        let f = bias.len();
+        y.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = i % f;
+                ((v + bias[c] as f64) * scale[c] as f64 + shift[c] as f64).max(0.0)
+            })
+            .collect()
+    }
+
     /// Convolution by definition, in f64 (`x` NHWC, `k` HWIO with `f` outputs).
     pub(crate) fn forward(x: &[f32], g: &Conv2dGeometry, k: &[f32], f: usize) -> Vec<f64> {
+        grouped_forward(x, g, k, f, 1)
+    }
+
+    /// Grouped convolution by definition, in f64: output channel `o` of group `o / (f / groups)`
+    /// sums that group's `g.c / groups` input channels (`k` is `(kh, kw, c / groups, f)`).
+    pub(crate) fn grouped_forward(
+        x: &[f32],
+        g: &Conv2dGeometry,
+        k: &[f32],
+        f: usize,
+        groups: usize,
+    ) -> Vec<f64> {
+        let (cg, fg) = (g.c / groups, f / groups);
         let mut out = vec![0.0f64; g.n * g.oh * g.ow * f];
         for n in 0..g.n {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     for o in 0..f {
+                        let c0 = o / fg * cg;
                         let mut s = 0.0f64;
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
@@ -562,9 +592,9 @@ pub(crate) mod reference {
                                 else {
                                     continue;
                                 };
-                                for c in 0..g.c {
-                                    let xv = x[((n * g.h + iy) * g.w + ix) * g.c + c];
-                                    let kv = k[((ky * g.kw + kx) * g.c + c) * f + o];
+                                for c in 0..cg {
+                                    let xv = x[((n * g.h + iy) * g.w + ix) * g.c + c0 + c];
+                                    let kv = k[((ky * g.kw + kx) * cg + c) * f + o];
                                     s += xv as f64 * kv as f64;
                                 }
                             }

@@ -376,14 +376,8 @@ mod tests {
                     EpilogueStep::Map(&relu),
                 ];
                 let raw = crate::tensor::conv::reference::forward(&x, &g, &k, f);
-                let want: Vec<f64> = raw
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let j = i % f;
-                        ((v + bias[j] as f64) * scale[j] as f64 + shift[j] as f64).max(0.0)
-                    })
-                    .collect();
+                let want =
+                    crate::tensor::conv::reference::bias_affine_relu(&raw, &bias, &scale, &shift);
                 for level in Isa::supported() {
                     let (plain, fused) = isa::with_forced(level, || {
                         (conv2d(&x, &g, &k, f, &[]), conv2d(&x, &g, &k, f, &steps))
