@@ -4,8 +4,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
-use crate::tensor::{map_with_codes, scale_by_codes, Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::{elementwise, map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
 /// The activations Keras layers accept by name (`activation="silu"`), with Keras 3's definitions.
@@ -168,72 +167,90 @@ impl ActivationFn {
         }
     }
 
-    /// The scalar function (every activation but softmax).
-    fn scalar(self) -> fn(f32) -> f32 {
+    /// Applies the scalar function (every activation but softmax) to `x` in place. Each arm
+    /// hands its function to the kernel as a closure, so it is inlined and vectorized (through
+    /// a `fn` pointer, ReLU cost 6% of a frozen InceptionV3 step; see `tensor::elementwise`).
+    fn map_scalar(self, x: &mut [f32]) {
+        macro_rules! map {
+            ($f:expr) => {
+                elementwise::map_in_place(x, $f)
+            };
+        }
         match self {
-            ActivationFn::Linear | ActivationFn::Softmax => |v| v,
-            ActivationFn::Relu => |v| v.max(0.0),
-            ActivationFn::Sigmoid => sigmoid,
-            ActivationFn::Tanh => f32::tanh,
-            ActivationFn::Silu => |v| v * sigmoid(v),
-            ActivationFn::Gelu => gelu,
-            ActivationFn::GeluTanh => gelu_tanh,
-            ActivationFn::Elu => |v| elu(v, 1.0),
-            ActivationFn::Selu => |v| SELU_SCALE * elu(v, SELU_ALPHA),
-            ActivationFn::Softplus => softplus,
-            ActivationFn::Softsign => |v| v / (1.0 + v.abs()),
-            ActivationFn::HardSigmoid => |v| (v + 3.0).clamp(0.0, 6.0) / 6.0,
-            ActivationFn::HardSilu => |v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
-            ActivationFn::LeakyRelu => |v| if v > 0.0 { v } else { LEAKY_SLOPE * v },
-            ActivationFn::Relu6 => |v| v.clamp(0.0, 6.0),
-            ActivationFn::Mish => |v| v * softplus(v).tanh(),
-            ActivationFn::Exponential => f32::exp,
+            ActivationFn::Linear | ActivationFn::Softmax => map!(|v| v),
+            ActivationFn::Relu => map!(|v| v.max(0.0)),
+            ActivationFn::Sigmoid => map!(sigmoid),
+            ActivationFn::Tanh => map!(f32::tanh),
+            ActivationFn::Silu => map!(|v| v * sigmoid(v)),
+            ActivationFn::Gelu => map!(gelu),
+            ActivationFn::GeluTanh => map!(gelu_tanh),
+            ActivationFn::Elu => map!(|v| elu(v, 1.0)),
+            ActivationFn::Selu => map!(|v| SELU_SCALE * elu(v, SELU_ALPHA)),
+            ActivationFn::Softplus => map!(softplus),
+            ActivationFn::Softsign => map!(|v| v / (1.0 + v.abs())),
+            ActivationFn::HardSigmoid => map!(|v| (v + 3.0).clamp(0.0, 6.0) / 6.0),
+            ActivationFn::HardSilu => map!(|v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0),
+            ActivationFn::LeakyRelu => map!(|v| if v > 0.0 { v } else { LEAKY_SLOPE * v }),
+            ActivationFn::Relu6 => map!(|v| v.clamp(0.0, 6.0)),
+            ActivationFn::Mish => map!(|v| v * softplus(v).tanh()),
+            ActivationFn::Exponential => map!(f32::exp),
         }
     }
 
-    /// The derivative as a function of what [`kept`](Self::kept) holds: the input `x` for the
-    /// functions that [`saves_input`](Self::saves_input), else the output `y`.
-    fn derivative(self) -> fn(f32) -> f32 {
+    /// `dy *= f'(s)` elementwise, with the derivative written as a function of what
+    /// [`kept`](Self::kept) holds in `saved`: the input `x` for the functions that
+    /// [`saves_input`](Self::saves_input), else the output `y`. Inlined per arm as in
+    /// [`map_scalar`](Self::map_scalar): through a `fn` pointer, mlp_train's ReLU derivative
+    /// ran one call per element.
+    fn scale_by_derivative(self, dy: &mut [f32], saved: &[f32]) {
+        macro_rules! scale {
+            ($f:expr) => {{
+                let f = typed($f);
+                elementwise::zip_map_in_place(dy, saved, |d, s| d * f(s))
+            }};
+        }
         match self {
-            ActivationFn::Linear | ActivationFn::Softmax => |_| 1.0,
-            ActivationFn::Relu => |y| if y <= 0.0 { 0.0 } else { 1.0 },
-            ActivationFn::Sigmoid => |y| y * (1.0 - y),
-            ActivationFn::Tanh => |y| 1.0 - y * y,
+            ActivationFn::Linear | ActivationFn::Softmax => scale!(|_| 1.0),
+            ActivationFn::Relu => scale!(|y| if y <= 0.0 { 0.0 } else { 1.0 }),
+            ActivationFn::Sigmoid => scale!(|y| y * (1.0 - y)),
+            ActivationFn::Tanh => scale!(|y| 1.0 - y * y),
             // Output-determined: y > 0 exactly where x > 0 for these.
-            ActivationFn::Elu => |y| if y > 0.0 { 1.0 } else { y + 1.0 },
-            ActivationFn::Selu => |y| {
+            ActivationFn::Elu => scale!(|y| if y > 0.0 { 1.0 } else { y + 1.0 }),
+            ActivationFn::Selu => scale!(|y| {
                 if y > 0.0 {
                     SELU_SCALE
                 } else {
                     y + SELU_SCALE * SELU_ALPHA
                 }
-            },
+            }),
             // 1 - exp(-softplus(x)) = sigmoid(x).
-            ActivationFn::Softplus => |y| -(-y).exp_m1(),
+            ActivationFn::Softplus => scale!(|y| -(-y).exp_m1()),
             // x = y / (1 - |y|), so 1 / (1 + |x|)^2 = (1 - |y|)^2.
-            ActivationFn::Softsign => |y| (1.0 - y.abs()) * (1.0 - y.abs()),
-            ActivationFn::HardSigmoid => |y| if y > 0.0 && y < 1.0 { 1.0 / 6.0 } else { 0.0 },
-            ActivationFn::LeakyRelu => |y| if y > 0.0 { 1.0 } else { LEAKY_SLOPE },
-            ActivationFn::Relu6 => |y| if y > 0.0 && y < 6.0 { 1.0 } else { 0.0 },
-            ActivationFn::Exponential => |y| y,
+            ActivationFn::Softsign => scale!(|y| (1.0 - y.abs()) * (1.0 - y.abs())),
+            ActivationFn::HardSigmoid => {
+                scale!(|y| if y > 0.0 && y < 1.0 { 1.0 / 6.0 } else { 0.0 })
+            }
+            ActivationFn::LeakyRelu => scale!(|y| if y > 0.0 { 1.0 } else { LEAKY_SLOPE }),
+            ActivationFn::Relu6 => scale!(|y| if y > 0.0 && y < 6.0 { 1.0 } else { 0.0 }),
+            ActivationFn::Exponential => scale!(|y| y),
             // Input-determined.
-            ActivationFn::Silu => |x| {
+            ActivationFn::Silu => scale!(|x| {
                 let s = sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
-            },
-            ActivationFn::Gelu => |x| {
+            }),
+            ActivationFn::Gelu => scale!(|x| {
                 let pdf = (-0.5 * x * x).exp()
                     * (0.5 * std::f32::consts::FRAC_2_SQRT_PI)
                     * std::f32::consts::FRAC_1_SQRT_2;
                 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)) + x * pdf
-            },
-            ActivationFn::GeluTanh => |x| {
+            }),
+            ActivationFn::GeluTanh => scale!(|x| {
                 let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
                 let t = u.tanh();
                 let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x);
                 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
-            },
-            ActivationFn::HardSilu => |x| {
+            }),
+            ActivationFn::HardSilu => scale!(|x| {
                 if x <= -3.0 {
                     0.0
                 } else if x >= 3.0 {
@@ -241,12 +258,12 @@ impl ActivationFn {
                 } else {
                     (2.0 * x + 3.0) / 6.0
                 }
-            },
-            ActivationFn::Mish => |x| {
+            }),
+            ActivationFn::Mish => scale!(|x| {
                 let sp = softplus(x);
                 let t = sp.tanh();
                 t + x * (1.0 - t * t) * sigmoid(x)
-            },
+            }),
         }
     }
 
@@ -255,12 +272,7 @@ impl ActivationFn {
         match self {
             ActivationFn::Linear => {}
             ActivationFn::Softmax => x.chunks_mut(row.max(1)).for_each(softmax_row),
-            // The convolutions' fused epilogue runs this on every output: with the function
-            // inlined the loop vectorizes; through `scalar()`'s pointer ReLU cost 6% of a frozen
-            // InceptionV3 step (perf, AVX-512).
-            ActivationFn::Relu => map_in_place(x, |v| v.max(0.0)),
-            ActivationFn::Relu6 => map_in_place(x, |v| v.clamp(0.0, 6.0)),
-            _ => map_in_place(x, self.scalar()),
+            _ => self.map_scalar(x),
         }
     }
 
@@ -279,27 +291,15 @@ impl ActivationFn {
                         d.iter_mut().zip(y).for_each(|(d, &y)| *d = y * (*d - dot));
                     })
             }
-            _ => {
-                let f = self.derivative();
-                if dy.len() >= PAR_THRESHOLD {
-                    dy.par_iter_mut()
-                        .zip(saved.par_iter())
-                        .for_each(|(d, &s)| *d *= f(s));
-                } else {
-                    dy.iter_mut().zip(saved).for_each(|(d, &s)| *d *= f(s));
-                }
-            }
+            _ => self.scale_by_derivative(dy, saved),
         }
     }
 }
 
-/// `v = f(v)` over `x`, split across threads when large.
-fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    if x.len() >= PAR_THRESHOLD {
-        x.par_iter_mut().for_each(|v| *v = f(*v));
-    } else {
-        x.iter_mut().for_each(|v| *v = f(*v));
-    }
+/// `f` itself: gives a closure's argument its type where a macro passes it on.
+#[inline(always)]
+fn typed<F: Fn(f32) -> f32 + Sync>(f: F) -> F {
+    f
 }
 
 /// Numerically stable softmax of one row.

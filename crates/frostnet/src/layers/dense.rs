@@ -119,7 +119,8 @@ impl Layer for Dense {
         let rows = x.len() / fan_in;
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank checked") = self.units;
-        let mut y = Tensor::zeros(&out_shape);
+        // Every value is written: the bias rows below, or the product (not accumulated).
+        let mut y = Tensor::overwritten(&out_shape);
         let u = self.units;
         if self.use_bias {
             let b = self.base.w(BIAS).data();
@@ -154,7 +155,7 @@ impl Layer for Dense {
         let mut g = grad.clone();
         self.activation.backward(y.data(), g.data_mut(), u);
         if self.base.wants_grad(KERNEL) {
-            let mut dk = Tensor::zeros(&[fan_in, u]);
+            let mut dk = Tensor::overwritten(&[fan_in, u]);
             matmul(
                 x.data(),
                 Transpose::Yes,
@@ -176,7 +177,7 @@ impl Layer for Dense {
             self.base.set_grad(BIAS, Tensor::from_vec(&[u], db)?);
         }
         let dx = if need_dx.first().copied().unwrap_or(false) {
-            let mut dx = Tensor::zeros(x.shape());
+            let mut dx = Tensor::overwritten(x.shape());
             matmul(
                 g.data(),
                 Transpose::No,

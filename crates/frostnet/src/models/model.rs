@@ -473,6 +473,21 @@ impl Model {
         keep: bool,
         input_needs_grad: &[bool],
         rng: &mut SmallRng,
+        cut: Option<&mut crate::training::Cut>,
+    ) -> Result<Vec<Tensor>> {
+        crate::tensor::isa::on_worker(|| {
+            self.run_forward_here(xs, mode, keep, input_needs_grad, rng, cut)
+        })
+    }
+
+    /// [`run_forward_cut`](Self::run_forward_cut) on the calling thread.
+    fn run_forward_here(
+        &mut self,
+        xs: &[&Tensor],
+        mode: Mode,
+        keep: bool,
+        input_needs_grad: &[bool],
+        rng: &mut SmallRng,
         mut cut: Option<&mut crate::training::Cut>,
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(xs)?;

@@ -176,6 +176,23 @@ pub fn with_forced<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` on one of rayon's worker threads (inline when called on one), with this thread's
+/// kernel level.
+///
+/// Why: a thread outside the pool that starts parallel work hands it to the pool and sleeps
+/// until it is done, so every parallel kernel of a step cost two thread wake-ups (a futex wait
+/// and wake each); on a worker, parallel work goes on its own queue and runs at once. A
+/// training step of mlp_train runs about twenty parallel kernels: scheduling was 8% of its CPU
+/// time (perf, Zen 4). The model's entry points (a forward pass, a training step) run their
+/// whole body through here, so the hand-over happens once per step.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let level = active();
+    rayon::scope(|_| with_forced(level, f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod conv_backward;
 pub mod depthwise;
 pub mod direct_conv;
+pub(crate) mod elementwise;
 pub mod grouped_conv;
 pub mod isa;
 mod matmul;
@@ -20,6 +21,7 @@ mod sgemm;
 pub mod winograd;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
+pub(crate) use elementwise::{map_with_codes, scale_by_codes};
 pub use matmul::{matmul, matmul_with, Transpose};
 
 use crate::error::{fmt_dims, Error, Result};
@@ -54,6 +56,13 @@ impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::new(shape.to_vec(), buffer::zeroed(shape.iter().product()))
+    }
+
+    /// A tensor whose every value the caller is about to overwrite (a matmul's output): its
+    /// buffer comes from the pool unfilled (see [`buffer::overwritten`]), so nothing is
+    /// zeroed only to be written again.
+    pub(crate) fn overwritten(shape: &[usize]) -> Tensor {
+        Tensor::new(shape.to_vec(), buffer::overwritten(shape.iter().product()))
     }
 
     /// A tensor of ones.
@@ -364,79 +373,6 @@ pub(crate) fn concatenated_part(src: &[f32], row: usize, offset: usize, b: usize
     // SAFETY: `outer * b` values in blocks of whole rows of `b` (the block is a multiple of `b`,
     // and so is the total); `fill` writes every value of each row.
     unsafe { build_vec(outer * b, (16384 / b).max(1) * b, fill) }
-}
-
-/// `y = f(x)` elementwise into a new vector, with, when `keep_codes`, a one-byte code per element
-/// from the same pass (`f` returns `(value, code)`). An activation whose derivative takes a few
-/// values (ReLU: 0 or 1) keeps these codes for its backward pass instead of a copy of a
-/// full-precision tensor: a quarter of the memory and no extra pass.
-pub(crate) fn map_with_codes(
-    x: &[f32],
-    keep_codes: bool,
-    f: impl Fn(f32) -> (f32, u8) + Sync,
-) -> (Vec<f32>, Option<Vec<u8>>) {
-    use rayon::prelude::*;
-    const BLOCK: usize = 1 << 14;
-    let par = x.len() >= PAR_THRESHOLD;
-    if keep_codes {
-        let n = x.len();
-        let mut codes = vec![0u8; n];
-        let mut y = buffer::take(n);
-        type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
-        // At the CPU's vector width (see `isa::vectorized`).
-        let level = isa::active();
-        let run = |((xb, yb), cb): Block| {
-            isa::vectorized(
-                level,
-                #[inline(always)]
-                || {
-                    for ((x, y), c) in xb.iter().zip(yb.iter_mut()).zip(cb.iter_mut()) {
-                        let (v, code) = f(*x);
-                        y.write(v);
-                        *c = code;
-                    }
-                },
-            )
-        };
-        let ys = &mut y.spare_capacity_mut()[..n];
-        if par {
-            x.par_chunks(BLOCK)
-                .zip(ys.par_chunks_mut(BLOCK))
-                .zip(codes.par_chunks_mut(BLOCK))
-                .for_each(run);
-        } else {
-            run(((x, ys), &mut codes));
-        }
-        // SAFETY: the capacity is at least `n`; the chunks of `x`, `ys` and `codes` split `0..n`
-        // at the same offsets, and `run` writes every element of each `ys` chunk.
-        unsafe { y.set_len(n) };
-        (y, Some(codes))
-    } else if par {
-        let mut y = buffer::take(x.len());
-        x.par_iter().map(|&v| f(v).0).collect_into_vec(&mut y);
-        (y, None)
-    } else {
-        (x.iter().map(|&v| f(v).0).collect(), None)
-    }
-}
-
-/// `dx = dy * table[code]` elementwise: the backward pass of [`map_with_codes`], where
-/// `table[code]` is the derivative the forward pass classified each element into. The product is
-/// the same f32 operation as `dy * f'(x)`, so results are bit-identical to computing `f'`.
-pub(crate) fn scale_by_codes(dy: &[f32], codes: &[u8], table: &[f32]) -> Vec<f32> {
-    assert_eq!(dy.len(), codes.len(), "gradient and codes differ in length");
-    let f = |(&d, &c): (&f32, &u8)| d * table[c as usize];
-    if dy.len() >= PAR_THRESHOLD {
-        use rayon::prelude::*;
-        let mut out = buffer::take(dy.len());
-        dy.par_iter()
-            .zip(codes.par_iter())
-            .map(f)
-            .collect_into_vec(&mut out);
-        out
-    } else {
-        dy.iter().zip(codes).map(f).collect()
-    }
 }
 
 /// Conversions to and from `ndarray`, behind the `ndarray` feature, so arrays users already have

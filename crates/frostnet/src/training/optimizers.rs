@@ -11,8 +11,7 @@
 use super::schedules::LearningRate;
 use crate::error::{Error, Result};
 use crate::layers::Weight;
-use crate::tensor::{Tensor, PAR_THRESHOLD};
-use rayon::prelude::*;
+use crate::tensor::{elementwise, Tensor};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -399,27 +398,16 @@ impl Optimizer for Adam {
             let slots = self.slots.get(w, 2);
             let (m, v) = slots.split_at_mut(1);
             let vals = w.value_mut().data_mut();
-            let update = |(((x, m), v), g): (((&mut f32, &mut f32), &mut f32), &f32)| {
-                *m += (g - *m) * (1.0 - b1);
-                *v += (g * g - *v) * (1.0 - b2);
-                *x -= alpha * *m / (v.sqrt() + eps);
-            };
-            // Elementwise, so splitting across threads changes no result; serial, InceptionV3's
-            // 22M-parameter update kept one thread idle for ~25 ms per step.
-            if vals.len() >= PAR_THRESHOLD {
-                vals.par_iter_mut()
-                    .zip(m[0].data_mut().par_iter_mut())
-                    .zip(v[0].data_mut().par_iter_mut())
-                    .zip(g.data().par_iter())
-                    .with_min_len(1 << 12)
-                    .for_each(update);
-            } else {
-                vals.iter_mut()
-                    .zip(m[0].data_mut())
-                    .zip(v[0].data_mut())
-                    .zip(g.data())
-                    .for_each(update);
-            }
+            elementwise::adam_update(
+                vals,
+                m[0].data_mut(),
+                v[0].data_mut(),
+                g.data(),
+                alpha,
+                b1,
+                b2,
+                eps,
+            );
         }
         self.iterations += 1;
     }

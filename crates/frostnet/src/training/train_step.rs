@@ -350,6 +350,18 @@ impl Model {
         running: &mut RunningLogs,
         prefix: Option<PrefixHook<'_>>,
     ) -> Result<Logs> {
+        crate::tensor::isa::on_worker(|| self.run_train_step_here(x, y, rng, running, prefix))
+    }
+
+    /// [`run_train_step`](Self::run_train_step) on the calling thread.
+    fn run_train_step_here(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        rng: &mut SmallRng,
+        running: &mut RunningLogs,
+        prefix: Option<PrefixHook<'_>>,
+    ) -> Result<Logs> {
         let mut custom = self.train_step.take();
         let result = {
             let mut ctx = StepContext::new(self, x, y, rng, running, prefix);
