@@ -15,6 +15,7 @@
 use super::model::{run_fused, Node};
 use crate::error::Result;
 use crate::layers::{ForwardCtx, Mode};
+use crate::tensor::isa::{self, Isa};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -73,6 +74,8 @@ struct Run<'a> {
     readers: Vec<Vec<usize>>,
     fused_names: Vec<Mutex<Vec<String>>>,
     failure: Failure,
+    /// The caller's kernel level (`isa::with_forced` is per thread): every task runs at it.
+    level: Isa,
 }
 
 /// Runs `tasks` (in a valid execution order) over `nodes`, with `values` holding the model's
@@ -125,6 +128,7 @@ pub(super) fn run(
         readers,
         fused_names: tasks.iter().map(|_| Mutex::new(Vec::new())).collect(),
         failure: Failure::default(),
+        level: isa::active(),
     };
     rayon::scope(|s| {
         for (t, p) in run.pending.iter().enumerate() {
@@ -191,7 +195,7 @@ impl<'a> Run<'a> {
             .map(|&v| lock(&self.values[v]).clone().expect("inputs are ready"))
             .collect();
         let mut mine = std::mem::take(&mut *lock(&self.nodes[t]));
-        match self.compute(task, &mut mine, &args) {
+        match isa::with_forced(self.level, || self.compute(task, &mut mine, &args)) {
             Ok((y, names)) => {
                 *lock(&self.fused_names[t]) = names;
                 *lock(&self.values[task.output]) = Some(y);
@@ -302,6 +306,7 @@ pub(super) fn backward(
         pending: readers.into_iter().map(AtomicUsize::new).collect(),
         names: tasks.iter().map(|_| Mutex::new(Vec::new())).collect(),
         failure: Failure::default(),
+        level: isa::active(),
     };
     rayon::scope(|s| {
         for (t, task) in tasks.iter().enumerate() {
@@ -348,6 +353,8 @@ struct Back<'a> {
     pending: Vec<AtomicUsize>,
     names: Vec<Mutex<Vec<String>>>,
     failure: Failure,
+    /// As [`Run::level`].
+    level: Isa,
 }
 
 impl<'a> Back<'a> {
@@ -361,7 +368,7 @@ impl<'a> Back<'a> {
         }
         let task = &self.tasks[t];
         let node = lock(&self.nodes[t]).take().expect("each task runs once");
-        match self.step(t, task, node) {
+        match isa::with_forced(self.level, || self.step(t, task, node)) {
             Ok(dxs) => {
                 for (k, (&j, dx)) in task.inbound.iter().zip(dxs).enumerate() {
                     if let Some(dx) = dx.filter(|_| self.plan[j]) {

@@ -7,7 +7,7 @@
 //! already is the `(n*h*w) x c` matrix.
 
 use super::isa;
-use super::matmul::{matmul, Transpose};
+use super::matmul::{matmul, matmul_then, Transpose};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -244,6 +244,28 @@ pub(crate) fn apply_epilogue_serial(out: &mut [f32], filters: usize, steps: &[Ep
     )
 }
 
+/// The epilogue's steps on `seg`, the part of one output row that starts at channel `j0`: per
+/// value the same f32 operations, in the same order, as [`apply_epilogue_serial`] on whole rows.
+/// Steps must not include `Map` (whole rows only).
+#[inline(always)]
+fn epilogue_segment(seg: &mut [f32], j0: usize, steps: &[EpilogueStep]) {
+    let cols = j0..j0 + seg.len();
+    for step in steps {
+        match *step {
+            EpilogueStep::Bias(b) => seg
+                .iter_mut()
+                .zip(&b[cols.clone()])
+                .for_each(|(v, b)| *v += b),
+            EpilogueStep::Affine { scale, shift } => seg
+                .iter_mut()
+                .zip(scale[cols.clone()].iter().zip(&shift[cols.clone()]))
+                .for_each(|(v, (a, b))| *v = *v * a + b),
+            EpilogueStep::Relu => seg.iter_mut().for_each(|v| *v = v.max(0.0)),
+            EpilogueStep::Map(_) => unreachable!("Map steps need whole rows"),
+        }
+    }
+}
+
 /// Forward convolution: `x` NHWC, `kernel` HWIO with `filters` outputs, then `epilogue` applied to
 /// each chunk of output while it is hot. Returns NHWC output data. Few-input-channel spatial
 /// kernels run the direct kernel ([`super::direct_conv`]), the rest im2col + matmul.
@@ -289,19 +311,47 @@ pub fn conv2d_forward_im2col(
     // Every value is stored by the matmul (which zeroes its output when the depth is 0).
     let mut out = super::buffer::overwritten(g.n * rows_per_img * filters);
     let plen = g.patch_len();
+    // The product, then the epilogue: inside the matmul on each finished tile when every step
+    // works on parts of rows, else as a pass over the output.
+    let level = isa::active();
+    let fusable = !epilogue.iter().any(|s| matches!(s, EpilogueStep::Map(_)));
+    let then = |j0: usize, seg: &mut [f32]| {
+        isa::vectorized(
+            level,
+            #[inline(always)]
+            || epilogue_segment(seg, j0, epilogue),
+        )
+    };
+    let product = |a: &[f32], dst: &mut [f32], m: usize| {
+        if fusable && !epilogue.is_empty() {
+            matmul_then(
+                a,
+                Transpose::No,
+                kernel,
+                Transpose::No,
+                dst,
+                m,
+                plen,
+                filters,
+                &then,
+            );
+        } else {
+            matmul(
+                a,
+                Transpose::No,
+                kernel,
+                Transpose::No,
+                dst,
+                m,
+                plen,
+                filters,
+                false,
+            );
+            apply_epilogue(dst, filters, epilogue);
+        }
+    };
     if g.is_pointwise() {
-        matmul(
-            x,
-            Transpose::No,
-            kernel,
-            Transpose::No,
-            &mut out,
-            g.n * rows_per_img,
-            plen,
-            filters,
-            false,
-        );
-        apply_epilogue(&mut out, filters, epilogue);
+        product(x, &mut out, g.n * rows_per_img);
         return out;
     }
     let chunk = g.chunk_images().clamp(1, g.n.max(1));
@@ -312,18 +362,7 @@ pub fn conv2d_forward_im2col(
         im2col(x, g, first, imgs, &mut col);
         let m = imgs * rows_per_img;
         let dst = &mut out[first * rows_per_img * filters..(first + imgs) * rows_per_img * filters];
-        matmul(
-            &col,
-            Transpose::No,
-            kernel,
-            Transpose::No,
-            dst,
-            m,
-            plen,
-            filters,
-            false,
-        );
-        apply_epilogue(dst, filters, epilogue);
+        product(&col, dst, m);
         first += imgs;
     }
     out
@@ -433,6 +472,9 @@ mod tests {
             ([2, 7, 5, 3], (3, 3), (2, 1), Padding::Same, 5),
             ([3, 5, 6, 7], (1, 1), (1, 1), Padding::Valid, 9),
             ([1, 9, 8, 2], (3, 1), (1, 2), Padding::Valid, 3),
+            // Wider than one register tile: the fused steps see row parts starting at j0 > 0.
+            ([2, 6, 5, 4], (1, 1), (1, 1), Padding::Valid, 70),
+            ([1, 7, 6, 3], (3, 3), (1, 1), Padding::Same, 70),
         ];
         for (shape, k, s, p, f) in cases {
             let g = Conv2dGeometry::new(&shape, k, s, p).unwrap();
@@ -442,14 +484,13 @@ mod tests {
             let scale = random::uniform(&mut r, f, 0.5, 2.0);
             let shift = random::uniform(&mut r, f, -0.5, 0.5);
             let relu = |v: &mut [f32]| v.iter_mut().for_each(|v| *v = v.max(0.0));
-            let steps = [
-                EpilogueStep::Bias(&bias),
-                EpilogueStep::Affine {
-                    scale: &scale,
-                    shift: &shift,
-                },
-                EpilogueStep::Map(&relu),
-            ];
+            let affine = EpilogueStep::Affine {
+                scale: &scale,
+                shift: &shift,
+            };
+            // `Relu` runs on each finished tile inside the matmul; `Map` (whole rows) after it.
+            let fused = [EpilogueStep::Bias(&bias), affine, EpilogueStep::Relu];
+            let after = [EpilogueStep::Bias(&bias), affine, EpilogueStep::Map(&relu)];
             let want = reference::bias_affine_relu(
                 &reference::forward(&x, &g, &kern, f),
                 &bias,
@@ -463,14 +504,19 @@ mod tests {
             ];
             for isa in crate::tensor::isa::Isa::supported() {
                 for (name, engine) in engines {
-                    let got =
-                        crate::tensor::isa::with_forced(isa, || engine(&x, &g, &kern, f, &steps));
+                    let run = |steps: &[EpilogueStep]| {
+                        crate::tensor::isa::with_forced(isa, || engine(&x, &g, &kern, f, steps))
+                    };
+                    let got = run(&fused);
+                    assert_eq!(got.len(), want.len());
                     for (a, b) in got.iter().zip(&want) {
                         assert!(
                             (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()) * 10.0,
                             "{isa} {name} {shape:?} {k:?}: {a} vs {b}"
                         );
                     }
+                    // Each value takes the same f32 operations either way.
+                    assert_eq!(run(&after), got, "{isa} {name} {shape:?} {k:?}");
                 }
             }
         }

@@ -32,6 +32,7 @@
 
 use super::buffer::Buffer;
 use super::isa::Isa;
+use super::matmul::RowsFn;
 use super::simd::{Portable, Vector};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -554,6 +555,7 @@ pub(crate) fn sgemm(
     b: View,
     c: &mut [f32],
     accumulate: bool,
+    then: Option<&RowsFn>,
 ) {
     assert!(
         isa.is_supported(),
@@ -565,6 +567,9 @@ pub(crate) fn sgemm(
     if k == 0 {
         if !accumulate {
             c[..m * n].fill(0.0);
+        }
+        if let Some(f) = then {
+            c[..m * n].chunks_exact_mut(n).for_each(|r| f(0, r));
         }
         return;
     }
@@ -718,12 +723,21 @@ pub(crate) fn sgemm(
                     // are present. A packed sliver holds kc*mr values; a direct one reads
                     // A(r0 + r, p0 + p) for r < mr, p < kc, inside the checked m x k extent of
                     // `a` (row stride a.rs, column stride 1). `bmicro` is kc*nr packed values
-                    // (stride nr) or kc rows of nr values of a full panel of `b` (stride b.rs). The tile's valid part (rows r0..r0+h, columns j0..j0+w) lies
-                    // inside the m x n matrix `c` (length >= m*n, asserted), in this task's
-                    // block (rows i0..i0+rows, panels jp0..jp1), which no other task touches.
+                    // (stride nr) or kc rows of nr values of a full panel of `b` (stride b.rs).
+                    // The tile's valid part (rows r0..r0+h, columns j0..j0+w) lies inside the
+                    // m x n matrix `c` (length >= m*n, asserted), in this task's block (rows
+                    // i0..i0+rows, panels jp0..jp1), which no other task touches: so do the
+                    // row segments handed to `then`, each a unique borrow while `f` runs.
                     unsafe {
                         let cp = out.get().add(r0 * n + j0);
                         run_tile(&kern, micro, kc, asl, bmicro, cp, n, h, w, load_c);
+                        // The tile is final after the last depth block: hand its rows to
+                        // `then` while they are in L1.
+                        if let Some(f) = then.filter(|_| p0 + kc == k) {
+                            for r in 0..h {
+                                f(j0, std::slice::from_raw_parts_mut(cp.add(r * n), w));
+                            }
+                        }
                     }
                 }
             }
@@ -1011,7 +1025,7 @@ mod tests {
         let top = |stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>| {
             stack.with(|s| s.borrow().last().map(|v| v.as_ptr()))
         };
-        let run = |c: &mut [f32]| sgemm(Isa::Portable, m, n, k, view(&a), view(&b), c, false);
+        let run = |c: &mut [f32]| sgemm(Isa::Portable, m, n, k, view(&a), view(&b), c, false, None);
         run(&mut c);
         assert!(c.iter().all(|&x| x == k as f32));
         let (a0, b0) = (top(&PACK_A), top(&PACK_B));
@@ -1138,10 +1152,10 @@ mod tests {
                                 }
                             };
                             let mut c = vec![f32::NAN; m * n];
-                            sgemm(isa, m, n, k, *a, *b, &mut c, false);
+                            sgemm(isa, m, n, k, *a, *b, &mut c, false, None);
                             check(&c, 0.0, "overwrite");
                             let mut c = vec![0.25f32; m * n];
-                            sgemm(isa, m, n, k, *a, *b, &mut c, true);
+                            sgemm(isa, m, n, k, *a, *b, &mut c, true, None);
                             check(&c, 0.25, "accumulate");
                             let mut c = vec![f32::NAN; m * n];
                             sgemm_split_k(isa, m, n, k, *a, b, &mut c, false);
