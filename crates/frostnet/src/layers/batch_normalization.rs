@@ -12,7 +12,9 @@ use super::{
 };
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
-use crate::tensor::norm::{bn_backward_dx, bn_backward_sums, bn_forward, channel_moments};
+use crate::tensor::norm::{
+    bn_backward_dx, bn_backward_sums, bn_forward, channel_moments, Standardised,
+};
 use crate::tensor::Tensor;
 use serde_json::{json, Value};
 
@@ -22,9 +24,10 @@ const MEAN: usize = 2;
 const VAR: usize = 3;
 
 struct Cache {
-    /// Normalised input.
-    xhat: Tensor,
-    /// `1 / sqrt(var + eps)` per channel, of whichever variance normalised.
+    /// The input (shared, not copied), from which backward recomputes the normalised input.
+    x: Tensor,
+    /// The mean and `1 / sqrt(var + eps)` per channel, of whichever statistics normalised.
+    mean: Vec<f32>,
     inv_std: Vec<f32>,
     /// Whether batch statistics normalised (so gradients flow through them).
     batch_stats: bool,
@@ -210,20 +213,12 @@ impl Layer for BatchNormalization {
         } else {
             (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
         };
-        // y = x * scale + shift, with xhat = (x - mean) * inv_std kept for backward, both
-        // written in one pass over x.
+        // y = x * scale + shift; backward recomputes xhat = (x - mean) * inv_std from the input.
         let (scale, shift, inv_std) = self.affine(&mean, &var);
-        let (y, xhat) = bn_forward(
-            x.data(),
-            c,
-            &scale,
-            &shift,
-            ctx.keep.then_some((mean.as_slice(), inv_std.as_slice())),
-        );
-        let y = Tensor::from_vec(x.shape(), y)?;
-        let xhat = xhat.map(|h| Tensor::from_vec(x.shape(), h)).transpose()?;
-        self.cache = xhat.map(|xhat| Cache {
-            xhat,
+        let y = Tensor::from_vec(x.shape(), bn_forward(x.data(), c, &scale, &shift))?;
+        self.cache = ctx.keep.then(|| Cache {
+            x: x.clone(),
+            mean,
             inv_std,
             batch_stats,
         });
@@ -232,10 +227,16 @@ impl Layer for BatchNormalization {
 
     fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let Cache {
-            xhat,
+            x,
+            mean,
             inv_std,
             batch_stats,
         } = take_cache(&mut self.cache, &self.base.name)?;
+        let xhat = Standardised {
+            x: x.data(),
+            mean: &mean,
+            inv_std: &inv_std,
+        };
         let c = inv_std.len();
         let rows = (grad.len() / c) as f32;
         // Per-channel sums of dy and dy * xhat (one pass), for the gamma/beta gradients and,
@@ -247,7 +248,7 @@ impl Layer for BatchNormalization {
         let (sum_dy, sum_dy_xhat) = if want_gamma.is_some() || want_beta.is_some() || through_stats
         {
             let with_xhat = want_gamma.is_some() || through_stats;
-            bn_backward_sums(grad.data(), with_xhat.then(|| xhat.data()), c)
+            bn_backward_sums(grad.data(), with_xhat.then_some(xhat), c)
         } else {
             (Vec::new(), Vec::new())
         };
@@ -268,12 +269,7 @@ impl Layer for BatchNormalization {
             // Through the batch mean and variance (standard BN backprop).
             let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / rows).collect();
             let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / rows).collect();
-            bn_backward_dx(
-                grad.data(),
-                c,
-                &k,
-                Some((xhat.data(), &mean_dy, &mean_dy_xhat)),
-            )
+            bn_backward_dx(grad.data(), c, &k, Some((xhat, &mean_dy, &mean_dy_xhat)))
         } else {
             bn_backward_dx(grad.data(), c, &k, None)
         };

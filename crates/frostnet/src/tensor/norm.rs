@@ -88,90 +88,55 @@ pub fn channel_moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     )
 }
 
-/// BatchNormalization's forward map `y = x * scale + shift` per channel, and, when `keep`, the
-/// standardised input `xhat = (x - mean) * inv_std` for the backward pass, written in the same
-/// pass over `x`. The arithmetic is the same f32 operations as two separate passes, so `y` is
-/// bit-identical to the inference map with the same `scale`/`shift`.
-pub fn bn_forward(
-    x: &[f32],
-    c: usize,
-    scale: &[f32],
-    shift: &[f32],
-    standardise: Option<(&[f32], &[f32])>,
-) -> (Vec<f32>, Option<Vec<f32>>) {
+/// The standardised input `xhat = (x - mean) * inv_std` of a BatchNormalization that used batch
+/// statistics, computed where the backward kernels read it instead of being stored by the
+/// forward pass: the same f32 operations, so the same values, for one less activation-sized
+/// write per layer and training step (and no activation-sized buffer held until backward:
+/// the layer keeps its input, which it shares with whoever produced it).
+#[derive(Clone, Copy)]
+pub struct Standardised<'a> {
+    pub x: &'a [f32],
+    pub mean: &'a [f32],
+    pub inv_std: &'a [f32],
+}
+
+impl Standardised<'_> {
+    /// `xhat` of value `i`, channel `j`.
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        (self.x[i] - self.mean[j]) * self.inv_std[j]
+    }
+}
+
+/// BatchNormalization's forward map `y = x * scale + shift` per channel.
+pub fn bn_forward(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
     assert!(c > 0 && x.len().is_multiple_of(c) && scale.len() == c && shift.len() == c);
     let block = block_rows(c) * c;
     let level = isa::active();
-    let Some((mean, inv_std)) = standardise else {
-        let map = |o: usize, yb: &mut [MaybeUninit<f32>]| {
-            isa::vectorized(
-                level,
-                #[inline(always)]
-                || {
-                    for (xr, yr) in x[o..o + yb.len()]
-                        .chunks_exact(c)
-                        .zip(yb.chunks_exact_mut(c))
-                    {
-                        for j in 0..c {
-                            yr[j].write(xr[j] * scale[j] + shift[j]);
-                        }
-                    }
-                },
-            )
-        };
-        // SAFETY: blocks are whole rows (`block` is a multiple of `c`, `x.len()` too), and `map`
-        // writes every value of every row.
-        return (unsafe { build_vec(x.len(), block, map) }, None);
-    };
-    assert!(mean.len() == c && inv_std.len() == c);
-    let n = x.len();
-    let mut y = super::buffer::take(n);
-    let mut h = super::buffer::take(n);
-    type Outs<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]);
-    let both = |(xb, (yb, hb)): (&[f32], Outs)| {
+    let map = |o: usize, yb: &mut [MaybeUninit<f32>]| {
         isa::vectorized(
             level,
             #[inline(always)]
             || {
-                let rows = xb
+                for (xr, yr) in x[o..o + yb.len()]
                     .chunks_exact(c)
                     .zip(yb.chunks_exact_mut(c))
-                    .zip(hb.chunks_exact_mut(c));
-                for ((xr, yr), hr) in rows {
+                {
                     for j in 0..c {
                         yr[j].write(xr[j] * scale[j] + shift[j]);
-                        hr[j].write((xr[j] - mean[j]) * inv_std[j]);
                     }
                 }
             },
         )
     };
-    let (ys, hs) = (
-        &mut y.spare_capacity_mut()[..n],
-        &mut h.spare_capacity_mut()[..n],
-    );
-    if n >= PAR_THRESHOLD {
-        x.par_chunks(block)
-            .zip(ys.par_chunks_mut(block).zip(hs.par_chunks_mut(block)))
-            .for_each(both);
-    } else {
-        x.chunks(block)
-            .zip(ys.chunks_mut(block).zip(hs.chunks_mut(block)))
-            .for_each(both);
-    }
-    // SAFETY: both capacities are at least `n`; the three chunkings split `0..n` at the same
-    // whole-row boundaries (`block` and `n` are multiples of `c`), and `both` writes every value
-    // of every row of both outputs.
-    unsafe {
-        y.set_len(n);
-        h.set_len(n);
-    }
-    (y, Some(h))
+    // SAFETY: blocks are whole rows (`block` is a multiple of `c`, `x.len()` too), and `map`
+    // writes every value of every row.
+    unsafe { build_vec(x.len(), block, map) }
 }
 
 /// Per-channel `(sum dy, sum dy * xhat)` over all rows, in one pass (f32 within a block, f64
 /// across blocks). `xhat` is skipped (second sums zero) when `None`.
-pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn bn_backward_sums(dy: &[f32], xhat: Option<Standardised>, c: usize) -> (Vec<f64>, Vec<f64>) {
     let block = block_rows(c) * c;
     let level = isa::active();
     let partial = |(o, gb): (usize, &[f32])| {
@@ -188,7 +153,8 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>
     };
     let zero = || (vec![0.0; c], vec![0.0; c]);
     if let Some(h) = xhat {
-        assert_eq!(h.len(), dy.len(), "xhat and dy differ in length");
+        assert_eq!(h.x.len(), dy.len(), "x and dy differ in length");
+        assert!(h.mean.len() == c && h.inv_std.len() == c);
     }
     if dy.len() >= PAR_THRESHOLD {
         dy.par_chunks(block)
@@ -202,16 +168,24 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>
 
 /// One block's `(sum dy, sum dy * xhat)` for [`bn_backward_sums`]: `gb` is `dy` from value `o`.
 #[inline(always)]
-fn sums_of_block(o: usize, gb: &[f32], xhat: Option<&[f32]>, c: usize) -> (Vec<f64>, Vec<f64>) {
+fn sums_of_block(
+    o: usize,
+    gb: &[f32],
+    xhat: Option<Standardised>,
+    c: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut s = vec![0.0f32; c];
     let mut sh = vec![0.0f32; c];
     match xhat {
         Some(h) => {
-            let hb = &h[o..o + gb.len()];
-            for (g, hr) in gb.chunks_exact(c).zip(hb.chunks_exact(c)) {
+            let h = Standardised {
+                x: &h.x[o..o + gb.len()],
+                ..h
+            };
+            for (r, g) in gb.chunks_exact(c).enumerate() {
                 for j in 0..c {
                     s[j] += g[j];
-                    sh[j] += g[j] * hr[j];
+                    sh[j] += g[j] * h.at(r * c + j, j);
                 }
             }
         }
@@ -234,7 +208,7 @@ pub fn bn_backward_dx(
     dy: &[f32],
     c: usize,
     k: &[f32],
-    through_stats: Option<(&[f32], &[f32], &[f32])>,
+    through_stats: Option<(Standardised, &[f32], &[f32])>,
 ) -> Vec<f32> {
     assert!(c > 0 && dy.len().is_multiple_of(c) && k.len() == c);
     let block = block_rows(c) * c;
@@ -247,7 +221,8 @@ pub fn bn_backward_dx(
         )
     };
     if let Some((xhat, mdy, mdyh)) = through_stats {
-        assert!(xhat.len() == dy.len() && mdy.len() == c && mdyh.len() == c);
+        assert!(xhat.x.len() == dy.len() && mdy.len() == c && mdyh.len() == c);
+        assert!(xhat.mean.len() == c && xhat.inv_std.len() == c);
     }
     // SAFETY: blocks are whole rows of `c` (both `block` and `dy.len()` are multiples of `c`) and
     // `f` writes every value of every row.
@@ -262,19 +237,18 @@ fn dx_of_block(
     dy: &[f32],
     c: usize,
     k: &[f32],
-    through_stats: Option<(&[f32], &[f32], &[f32])>,
+    through_stats: Option<(Standardised, &[f32], &[f32])>,
 ) {
     let gb = &dy[o..o + db.len()];
     match through_stats {
         Some((xhat, mdy, mdyh)) => {
-            let hb = &xhat[o..o + db.len()];
-            for ((d, g), h) in db
-                .chunks_exact_mut(c)
-                .zip(gb.chunks_exact(c))
-                .zip(hb.chunks_exact(c))
-            {
+            let h = Standardised {
+                x: &xhat.x[o..o + db.len()],
+                ..xhat
+            };
+            for (r, (d, g)) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)).enumerate() {
                 for j in 0..c {
-                    d[j].write(k[j] * (g[j] - mdy[j] - h[j] * mdyh[j]));
+                    d[j].write(k[j] * (g[j] - mdy[j] - h.at(r * c + j, j) * mdyh[j]));
                 }
             }
         }
@@ -363,15 +337,20 @@ mod tests {
             let shift = random::uniform(&mut r, c, -1.0, 1.0);
             let mean = random::uniform(&mut r, c, -0.5, 0.5);
             let inv = random::uniform(&mut r, c, 0.5, 1.5);
-            let (y, xhat) = bn_forward(&x, c, &scale, &shift, Some((&mean, &inv)));
-            let xhat = xhat.unwrap();
+            let y = bn_forward(&x, c, &scale, &shift);
+            let std = Standardised {
+                x: &x,
+                mean: &mean,
+                inv_std: &inv,
+            };
+            let xhat: Vec<f32> = (0..n).map(|i| std.at(i, i % c)).collect();
             for i in 0..n {
                 let j = i % c;
                 assert_eq!(y[i].to_bits(), (x[i] * scale[j] + shift[j]).to_bits());
                 let h = (x[i] as f64 - mean[j] as f64) * inv[j] as f64;
                 assert!((xhat[i] as f64 - h).abs() <= 1e-5 * (1.0 + h.abs()));
             }
-            let (s, sh) = bn_backward_sums(&dy, Some(&xhat), c);
+            let (s, sh) = bn_backward_sums(&dy, Some(std), c);
             let (s0, sh0) = bn_backward_sums(&dy, None, c);
             for j in 0..c {
                 let (mut a, mut b, mut aa, mut ba) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
@@ -390,7 +369,7 @@ mod tests {
             let k = random::uniform(&mut r, c, 0.5, 2.0);
             let mdy = random::uniform(&mut r, c, -0.1, 0.1);
             let mdyh = random::uniform(&mut r, c, -0.1, 0.1);
-            let dx = bn_backward_dx(&dy, c, &k, Some((&xhat, &mdy, &mdyh)));
+            let dx = bn_backward_dx(&dy, c, &k, Some((std, &mdy, &mdyh)));
             let dx_fixed = bn_backward_dx(&dy, c, &k, None);
             for i in 0..n {
                 let j = i % c;
