@@ -7,7 +7,7 @@
 //! already is the `(n*h*w) x c` matrix.
 
 use super::isa;
-use super::matmul::{matmul, matmul_then, Transpose};
+use super::matmul::{matmul, matmul_then, RowsFn, Transpose};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -322,31 +322,20 @@ pub fn conv2d_forward_im2col(
             || epilogue_segment(seg, j0, epilogue),
         )
     };
+    let fused = (fusable && !epilogue.is_empty()).then_some(&then as &RowsFn);
     let product = |a: &[f32], dst: &mut [f32], m: usize| {
-        if fusable && !epilogue.is_empty() {
-            matmul_then(
-                a,
-                Transpose::No,
-                kernel,
-                Transpose::No,
-                dst,
-                m,
-                plen,
-                filters,
-                &then,
-            );
-        } else {
-            matmul(
-                a,
-                Transpose::No,
-                kernel,
-                Transpose::No,
-                dst,
-                m,
-                plen,
-                filters,
-                false,
-            );
+        matmul_then(
+            a,
+            Transpose::No,
+            kernel,
+            Transpose::No,
+            dst,
+            m,
+            plen,
+            filters,
+            fused,
+        );
+        if fused.is_none() {
             apply_epilogue(dst, filters, epilogue);
         }
     };

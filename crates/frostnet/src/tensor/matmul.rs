@@ -97,9 +97,10 @@ pub fn matmul_with(
 /// one row of `c`, starting at column `j0`.
 pub(crate) type RowsFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 
-/// `c = op(a) * op(b)` as [`matmul`], then `then` over every value of `c`, each part of a row
-/// once, while the kernel's output tile is still in L1 (a convolution's bias, BatchNormalization
-/// and ReLU: a pass over the output from L2/L3 otherwise, 3-5% of a 1x1 convolution's time).
+/// `c = op(a) * op(b)` as [`matmul`], then (if given) `then` over every value of `c`, each part
+/// of a row once, while the kernel's output tile is still in L1 (a convolution's bias,
+/// BatchNormalization and ReLU: a pass over the output from L2/L3 otherwise, 3-5% of a 1x1
+/// convolution's time).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_then(
     a: &[f32],
@@ -110,9 +111,9 @@ pub(crate) fn matmul_then(
     m: usize,
     k: usize,
     n: usize,
-    then: &RowsFn,
+    then: Option<&RowsFn>,
 ) {
-    product(isa::active(), a, ta, b, tb, c, m, k, n, false, Some(then))
+    product(isa::active(), a, ta, b, tb, c, m, k, n, false, then)
 }
 
 /// [`matmul_with`], with [`matmul_then`]'s `then`.
