@@ -589,7 +589,9 @@ pub(crate) fn sgemm(
     let (mr, nr) = (kern.mr, kern.nr);
     let panels = n.div_ceil(nr);
     let threads = rayon::current_num_threads().max(1);
-    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parallel = threads > 1
+        && !super::matmul::runs_serially()
+        && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
 
     // Pack all of B, depth block by depth block (`[depth block][panel][kc][nr]`), so the part
     // of `B` one depth step of every task reads is one contiguous stream (3% faster on sgemm
@@ -955,7 +957,9 @@ pub(crate) fn sgemm_split_k<B: RhsSource>(
     let kern = kernel_for(isa, n);
     assert!(kern.mr * kern.nr <= MAX_TILE);
     let threads = rayon::current_num_threads().max(1);
-    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parallel = threads > 1
+        && !super::matmul::runs_serially()
+        && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
     let parts = if parallel {
         threads.min(k.div_ceil(kern.kc))
     } else {

@@ -139,18 +139,20 @@ pub fn conv2d(
                     }
                 }
                 for p in 0..16 {
-                    matmul_with(
-                        isa,
-                        &v[p * tiles * c..(p + 1) * tiles * c],
-                        Transpose::No,
-                        &u[p * c * f..(p + 1) * c * f],
-                        Transpose::No,
-                        &mut m[p * tiles * f..(p + 1) * tiles * f],
-                        tiles,
-                        c,
-                        f,
-                        false,
-                    );
+                    super::matmul::serially(|| {
+                        matmul_with(
+                            isa,
+                            &v[p * tiles * c..(p + 1) * tiles * c],
+                            Transpose::No,
+                            &u[p * c * f..(p + 1) * c * f],
+                            Transpose::No,
+                            &mut m[p * tiles * f..(p + 1) * tiles * f],
+                            tiles,
+                            c,
+                            f,
+                            false,
+                        )
+                    });
                 }
                 drop(v);
                 let mut s = vec![0.0f32; 8 * f];
