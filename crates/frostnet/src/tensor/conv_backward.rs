@@ -132,15 +132,16 @@ fn prefer_phases(g: &Conv2dGeometry, filters: usize) -> bool {
 /// AVX-512 cnn_train 32->64 5.38 -> 5.06, 32->32 at 149 34.1 -> 31.3, 32->64 at 147 64.4 ->
 /// 53.3, 64->96 at 35 10.35 -> 7.83, 96->96 15.7 -> 10.6; AVX2 7.01 -> 5.97, 39.9 -> 37.6,
 /// 14.9 -> 14.2, 20.1 -> 16.5. Where col2im runs today: 80->192 at 73 on AVX2 157 -> 89.6, on
-/// AVX-512 146 vs 148 (a tie, left to col2im), 448->384 at 8x8 18.1 vs 18.0. So: wherever the
-/// direct phases ran, and on AVX2 up to 192 filters; never at the portable level (Winograd is
-/// not used there, see `winograd::prefers`).
+/// AVX-512 146 vs 148 (a tie, left to col2im), 448->384 at 8x8 18.1 vs 18.0. Re-measured in a
+/// later session on the same kind of machine, 80->192 at 73 on AVX-512 took 85-100 ms by
+/// Winograd against col2im's 122-151 (nine interleaved runs; one outlier pair at 142 vs 216),
+/// with and without `matmul::serially`. So: wherever the direct phases ran, and up to 192
+/// filters; never at the portable level (Winograd is not used there, see `winograd::prefers`).
 fn prefer_winograd_dx(isa: Isa, g: &Conv2dGeometry, filters: usize) -> bool {
     let three_by_three = g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1;
     three_by_three
         && match isa {
-            Isa::Avx512 => prefer_phases(g, filters),
-            Isa::Avx2 => prefer_phases(g, filters) || filters <= 192,
+            Isa::Avx512 | Isa::Avx2 => prefer_phases(g, filters) || filters <= 192,
             Isa::Portable => false,
         }
 }
