@@ -157,10 +157,10 @@ fn prefer_direct_dk(isa: Isa, g: &Conv2dGeometry) -> bool {
 /// The input gradient `(n, h, w, c)` of the spatial convolution `g` from `dy` `(n, oh, ow,
 /// filters)`, by the engine this geometry runs fastest with.
 pub fn input_grad(dy: &[f32], g: &Conv2dGeometry, kernel: &[f32], filters: usize) -> Vec<f32> {
-    let phases = phase_plan(g, filters).is_some();
-    let e = if phases && prefer_winograd_dx(isa::active(), g, filters) {
+    // A geometry without a phase plan runs col2im whatever the engine (`input_grad_with`).
+    let e = if prefer_winograd_dx(isa::active(), g, filters) {
         DxEngine::PhasesWinograd
-    } else if phases && prefer_phases(g, filters) {
+    } else if prefer_phases(g, filters) {
         DxEngine::PhasesDirect
     } else {
         DxEngine::Col2im

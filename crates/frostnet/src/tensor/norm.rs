@@ -101,6 +101,14 @@ pub struct Standardised<'a> {
 }
 
 impl Standardised<'_> {
+    /// Panics unless this covers `n` values of `c` channels (a caller bug).
+    fn check(&self, n: usize, c: usize) {
+        assert!(
+            self.x.len() == n && self.mean.len() == c && self.inv_std.len() == c,
+            "xhat's input or statistics differ in length from dy"
+        );
+    }
+
     /// `xhat` of value `i`, channel `j`.
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> f32 {
@@ -153,8 +161,7 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<Standardised>, c: usize) -> (Ve
     };
     let zero = || (vec![0.0; c], vec![0.0; c]);
     if let Some(h) = xhat {
-        assert_eq!(h.x.len(), dy.len(), "x and dy differ in length");
-        assert!(h.mean.len() == c && h.inv_std.len() == c);
+        h.check(dy.len(), c);
     }
     if dy.len() >= PAR_THRESHOLD {
         dy.par_chunks(block)
@@ -221,8 +228,8 @@ pub fn bn_backward_dx(
         )
     };
     if let Some((xhat, mdy, mdyh)) = through_stats {
-        assert!(xhat.x.len() == dy.len() && mdy.len() == c && mdyh.len() == c);
-        assert!(xhat.mean.len() == c && xhat.inv_std.len() == c);
+        xhat.check(dy.len(), c);
+        assert!(mdy.len() == c && mdyh.len() == c);
     }
     // SAFETY: blocks are whole rows of `c` (both `block` and `dy.len()` are multiples of `c`) and
     // `f` writes every value of every row.

@@ -540,6 +540,15 @@ const PREFETCH_UNITS_MIN_BYTES: usize = 2 << 20;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PAR_MIN_FLOPS: usize = 1 << 18;
 
+/// Whether an `m x k x n` product shares its work out over `threads`: when there is more than
+/// one, the product is large enough, and the caller has not asked for it to stay on its thread
+/// ([`super::matmul::serially`]).
+fn splits(threads: usize, m: usize, n: usize, k: usize) -> bool {
+    threads > 1
+        && !super::matmul::runs_serially()
+        && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS
+}
+
 /// `c [+]= A * B` at `isa`'s level (which the caller has checked the CPU supports).
 ///
 /// # Panics
@@ -589,9 +598,7 @@ pub(crate) fn sgemm(
     let (mr, nr) = (kern.mr, kern.nr);
     let panels = n.div_ceil(nr);
     let threads = rayon::current_num_threads().max(1);
-    let parallel = threads > 1
-        && !super::matmul::runs_serially()
-        && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parallel = splits(threads, m, n, k);
 
     // Pack all of B, depth block by depth block (`[depth block][panel][kc][nr]`), so the part
     // of `B` one depth step of every task reads is one contiguous stream (3% faster on sgemm
@@ -957,9 +964,7 @@ pub(crate) fn sgemm_split_k<B: RhsSource>(
     let kern = kernel_for(isa, n);
     assert!(kern.mr * kern.nr <= MAX_TILE);
     let threads = rayon::current_num_threads().max(1);
-    let parallel = threads > 1
-        && !super::matmul::runs_serially()
-        && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+    let parallel = splits(threads, m, n, k);
     let parts = if parallel {
         threads.min(k.div_ceil(kern.kc))
     } else {

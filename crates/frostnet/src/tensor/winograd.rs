@@ -47,9 +47,9 @@ use rayon::prelude::*;
 /// kernel and packing 16 matrices): the measured range, nothing extrapolated. The pixel count is
 /// the batch's, not one image's: cnn_train's 14x14 32->64 layer at batch 64 (12,544 pixels) ran
 /// 5.0 -> 3.7 ms CPU (AVX-512) and 5.6 -> 4.0 (AVX2) on Zen 4 (`frostnet-bench profile
-/// cnn_train`); InceptionV3 has no 3x3 stride-1 layer below 35x35 in this channel range. Decided by the calling
-/// thread's [`isa::active`] level, like the kernels themselves; never at the portable level,
-/// which was not measured.
+/// cnn_train`); InceptionV3 has no 3x3 stride-1 layer below 35x35 in this channel range.
+/// Decided by the calling thread's [`isa::active`] level, like the kernels themselves; never at
+/// the portable level, which was not measured.
 pub fn prefers(g: &Conv2dGeometry, filters: usize) -> bool {
     let min_filters = match isa::active() {
         isa::Isa::Avx512 => 64,
@@ -138,8 +138,9 @@ pub fn conv2d(
                         input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
                     }
                 }
-                for p in 0..16 {
-                    super::matmul::serially(|| {
+                // The chunks already share the work out: each chunk's products stay on its thread.
+                super::matmul::serially(|| {
+                    for p in 0..16 {
                         matmul_with(
                             isa,
                             &v[p * tiles * c..(p + 1) * tiles * c],
@@ -151,9 +152,9 @@ pub fn conv2d(
                             c,
                             f,
                             false,
-                        )
-                    });
-                }
+                        );
+                    }
+                });
                 drop(v);
                 let mut s = vec![0.0f32; 8 * f];
                 let mut y = vec![0.0f32; 4 * f];
