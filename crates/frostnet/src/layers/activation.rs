@@ -4,6 +4,7 @@ use super::registry::LayerEntry;
 use super::{check_runtime_shape, expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
+use crate::tensor::buffer::Pooled;
 use crate::tensor::{elementwise, map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
@@ -327,7 +328,7 @@ enum Kept {
     Values(Tensor),
     /// ReLU: per element whether the output is positive (its derivative, 0 or 1), one byte each
     /// instead of a full copy of the output.
-    Positive(Vec<u8>),
+    Positive(Pooled<u8>),
 }
 
 impl Activation {

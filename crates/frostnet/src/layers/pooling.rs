@@ -115,7 +115,7 @@ pub struct MaxPooling2D {
     cfg: PoolConfig,
     in_shape: Shape,
     /// Input dims and, per output element, the winning input index within its image.
-    cache: Option<(Vec<usize>, Vec<u32>)>,
+    cache: Option<(Vec<usize>, buffer::Pooled<u32>)>,
 }
 pool_builders!(MaxPooling2D);
 

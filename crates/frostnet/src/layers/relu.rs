@@ -5,6 +5,7 @@ use super::registry::LayerEntry;
 use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
+use crate::tensor::buffer::Pooled;
 use crate::tensor::{map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
@@ -17,7 +18,7 @@ pub struct ReLU {
     threshold: f32,
     /// Per input element, which derivative applies (an index into [`ReLU::derivatives`]), kept
     /// for backward: one byte instead of a copy of the input.
-    cache: Option<Vec<u8>>,
+    cache: Option<Pooled<u8>>,
 }
 
 impl Default for ReLU {

@@ -901,9 +901,8 @@ impl<'t> Var<'t> {
         let y = Tensor::from_vec(&[g.n, g.oh, g.ow, g.c], y)?;
         let shape = x.shape().to_vec();
         self.tape.push(y, &[self], move || {
-            let arg = arg.unwrap_or_default();
             Box::new(move |dy: &Tensor, _: &[bool]| {
-                let dx = pool::max_pool2d_backward(dy.data(), &arg, &g);
+                let dx = pool::max_pool2d_backward(dy.data(), arg.as_deref().unwrap_or(&[]), &g);
                 Ok(vec![Some(Tensor::from_vec(&shape, dx)?)])
             })
         })

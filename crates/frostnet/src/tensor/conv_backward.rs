@@ -352,9 +352,9 @@ fn phase_kernel(
     g: &Conv2dGeometry,
     filters: usize,
     (ay, ax): (PhaseAxis, PhaseAxis),
-) -> Vec<f32> {
+) -> Buffer {
     let c = g.c;
-    let mut out = Vec::with_capacity(ay.taps * ax.taps * filters * c);
+    let mut out = buffer::take(ay.taps * ax.taps * filters * c);
     for j in 0..ay.taps {
         let ky = ay.k0 + g.sh * (ay.taps - 1 - j);
         for i in 0..ax.taps {
@@ -365,7 +365,7 @@ fn phase_kernel(
             }
         }
     }
-    out
+    Buffer(out)
 }
 
 fn input_grad_phases(
@@ -484,7 +484,8 @@ fn kernel_grad_gemm(x: &[f32], g: &Conv2dGeometry, filters: usize, dy: &[f32], d
     use super::sgemm::{sgemm_split_k, Patches, View};
     let plen = g.patch_len();
     let pixels = g.n * g.oh * g.ow;
-    let mut t = vec![0.0f32; filters * plen];
+    // Overwritten by the product.
+    let mut t = Buffer(buffer::overwritten(filters * plen));
     let a = View {
         data: dy,
         rs: 1,

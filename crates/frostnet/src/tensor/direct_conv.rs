@@ -252,10 +252,10 @@ fn pack(
     filters: usize,
     lanes: usize,
     blocks: &[Block],
-) -> Vec<f32> {
+) -> super::buffer::Buffer {
     let taps = g.kh * g.kw * g.c;
     let total = blocks.last().map_or(0, |b| b.off + taps * b.nv * lanes);
-    let mut out = vec![0.0f32; total];
+    let mut out = super::buffer::Buffer(super::buffer::zeroed(total));
     for b in blocks {
         let width = b.nv * lanes;
         let w = width.min(filters - b.f0);

@@ -117,11 +117,11 @@ pub(crate) fn map_with_codes(
     x: &[f32],
     keep_codes: bool,
     f: impl Fn(f32) -> (f32, u8) + Sync,
-) -> (Vec<f32>, Option<Vec<u8>>) {
+) -> (Vec<f32>, Option<buffer::Pooled<u8>>) {
     let par = x.len() >= PAR_THRESHOLD;
     if keep_codes {
         let n = x.len();
-        let mut codes = vec![0u8; n];
+        let mut codes = buffer::Pooled::overwritten(n);
         let mut y = buffer::take(n);
         type Block<'a> = ((&'a [f32], &'a mut [MaybeUninit<f32>]), &'a mut [u8]);
         // At the CPU's vector width (see `isa::vectorized`).
@@ -146,7 +146,7 @@ pub(crate) fn map_with_codes(
                 .zip(codes.par_chunks_mut(BLOCK))
                 .for_each(run);
         } else {
-            run(((x, ys), &mut codes));
+            run(((x, ys), &mut codes[..]));
         }
         // SAFETY: the capacity is at least `n`; the chunks of `x`, `ys` and `codes` split `0..n`
         // at the same offsets, and `run` writes every element of each `ys` chunk.

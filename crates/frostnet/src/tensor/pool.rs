@@ -64,12 +64,13 @@ pub fn max_pool2d_forward(
     x: &[f32],
     g: &Conv2dGeometry,
     keep_argmax: bool,
-) -> (Vec<f32>, Option<Vec<u32>>) {
+) -> (Vec<f32>, Option<super::buffer::Pooled<u32>>) {
     let c = g.c;
     let out_row = g.ow * c;
     // Each output starts at -inf below.
     let mut out = super::buffer::overwritten(g.n * g.oh * out_row);
-    let mut arg = keep_argmax.then(|| vec![0u32; out.len()]);
+    // Every output's index is written below.
+    let mut arg = keep_argmax.then(|| super::buffer::Pooled::overwritten(out.len()));
     // A function, not a closure, so that it can be `#[inline(always)]` into the vectorized
     // callers below.
     #[inline(always)]

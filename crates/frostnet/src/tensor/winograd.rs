@@ -192,13 +192,30 @@ pub fn conv2d(
 fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer {
     let mut u = super::buffer::Buffer(super::buffer::overwritten(16 * c * f));
     let cf = c * f;
-    // Per input channel: the 9 kernel rows of `f` values, then `G g` (4 x 3 rows), then
-    // `(G g) Gᵀ` (4 x 4 rows). G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
-    let per_channel: Vec<Vec<f32>> = (0..c)
-        .into_par_iter()
-        .map(|ci| {
+    if cf == 0 {
+        return u;
+    }
+    // A task per range of input channels, writing those channels' rows of all 16 planes of `U`
+    // directly (a training step transforms every kernel again: no per-channel vectors).
+    let per = c.div_ceil(4 * rayon::current_num_threads().max(1));
+    let mut planes: Vec<_> = u
+        .chunks_exact_mut(cf)
+        .map(|p| p.chunks_mut(per * f))
+        .collect();
+    let tasks: Vec<(usize, Vec<&mut [f32]>)> = (0..c.div_ceil(per))
+        .map(|t| {
+            (
+                t * per,
+                planes.iter_mut().filter_map(Iterator::next).collect(),
+            )
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(c0, mut dst)| {
+        // Per input channel: the 9 kernel rows of `f` values, then `G g` (4 x 3 rows), then
+        // `(G g) Gᵀ` (4 x 4 rows). G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
+        let mut gg = vec![0.0f64; 12 * f];
+        for ci in c0..(c0 + per).min(c) {
             let k = |a: usize, b: usize| &kernel[(a * 3 + b) * cf + ci * f..][..f];
-            let mut gg = vec![0.0f64; 12 * f];
             for b in 0..3 {
                 let (k0, k1, k2) = (k(0, b), k(1, b), k(2, b));
                 for j in 0..f {
@@ -209,27 +226,23 @@ fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer
                     gg[(9 + b) * f + j] = x2;
                 }
             }
-            let mut out = vec![0.0f32; 16 * f];
+            let at = (ci - c0) * f;
             for i in 0..4 {
                 let row = &gg[i * 3 * f..(i + 1) * 3 * f];
                 let (t0, t1, t2) = (&row[..f], &row[f..2 * f], &row[2 * f..]);
-                let o = &mut out[i * 4 * f..(i + 1) * 4 * f];
+                let [o0, o1, o2, o3] = &mut dst[4 * i..4 * i + 4] else {
+                    unreachable!("16 planes")
+                };
                 for j in 0..f {
                     let (x0, x1, x2) = (t0[j], t1[j], t2[j]);
-                    o[j] = x0 as f32;
-                    o[f + j] = (0.5 * (x0 + x1 + x2)) as f32;
-                    o[2 * f + j] = (0.5 * (x0 - x1 + x2)) as f32;
-                    o[3 * f + j] = x2 as f32;
+                    o0[at + j] = x0 as f32;
+                    o1[at + j] = (0.5 * (x0 + x1 + x2)) as f32;
+                    o2[at + j] = (0.5 * (x0 - x1 + x2)) as f32;
+                    o3[at + j] = x2 as f32;
                 }
             }
-            out
-        })
-        .collect();
-    for (ci, uc) in per_channel.iter().enumerate() {
-        for p in 0..16 {
-            u[p * cf + ci * f..][..f].copy_from_slice(&uc[p * f..][..f]);
         }
-    }
+    });
     u
 }
 
