@@ -204,3 +204,75 @@ fn training_with_bn_flipping_between_frozen_and_trainable_matches_unfused() {
     };
     assert_ne!(mv(&before), mv(&fused));
 }
+
+/// InceptionV3's pool branch: 3x3 average pooling (stride 1, `same`) of 12 channels, then a 1x1
+/// convolution to 5, BN and ReLU. Fused, the pooling runs after the convolution over 5 channels
+/// (`Model::set_fusion`): the same weighted sums in another order, so the outputs agree with the
+/// layer-by-layer path to f32 rounding. A second branch keeps the pooling first (its 1x1
+/// convolution has a tanh of its own) and must stay bit-identical.
+#[test]
+fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding() {
+    let build = || {
+        clear_session();
+        let mut f = Functional::new();
+        let x = f.input(Input::new(&[7, 9, 12]));
+        let mut branch = |f: &mut Functional, name: &str, act: ActivationFn| {
+            let p = f
+                .call(
+                    AveragePooling2D::new(3)
+                        .strides(1)
+                        .padding(Padding::Same)
+                        .named(&format!("{name}_pool")),
+                    &[x],
+                )
+                .unwrap();
+            let c = f
+                .call(Conv2D::new(5, 1).activation(act).seed(8).named(name), &[p])
+                .unwrap();
+            let b = f
+                .call(BatchNormalization::new().named(&format!("{name}_bn")), &[c])
+                .unwrap();
+            f.call(
+                Activation::new(ActivationFn::Relu).named(&format!("{name}_relu")),
+                &[b],
+            )
+            .unwrap()
+        };
+        let a = branch(&mut f, "moved", ActivationFn::Linear);
+        let b = branch(&mut f, "kept", ActivationFn::Tanh);
+        let y = f.call(Concatenate::new(), &[a, b]).unwrap();
+        f.build(&[x], &[y]).unwrap()
+    };
+    let (mut fused, mut plain) = (build(), build());
+    randomize(&mut fused, 4);
+    randomize(&mut plain, 4);
+    plain.set_fusion(false);
+    let x = Tensor::from_vec(&[3, 7, 9, 12], uniform(5, 3 * 7 * 9 * 12, -2.0, 2.0)).unwrap();
+    for isa_level in Isa::supported() {
+        isa::with_forced(isa_level, || {
+            let got = fused.call(&x).unwrap();
+            let mut names = fused.last_fused_layers().to_vec();
+            names.sort();
+            assert_eq!(names, ["kept", "moved"]);
+            let want = plain.call(&x).unwrap();
+            // Channels 0..5: the moved pooling; 5..10: the tanh branch.
+            let (mut worst, mut positive) = (0.0f32, 0);
+            for (g, w) in got.data().chunks(10).zip(want.data().chunks(10)) {
+                assert_eq!(
+                    g[5..],
+                    w[5..],
+                    "{isa_level}: the tanh branch pools first, as unfused"
+                );
+                for (a, b) in g[..5].iter().zip(&w[..5]) {
+                    worst = worst.max((a - b).abs() / b.abs().max(1.0));
+                    positive += usize::from(*b > 0.0);
+                }
+            }
+            assert!(worst <= 1e-6, "{isa_level}: relative difference {worst:e}");
+            // The pooling did move: in Keras's order the fused values would be bit-identical.
+            assert!(worst > 0.0, "{isa_level}: bit-identical");
+            // Not vacuous: the moved branch has real values (not all cut by its ReLU).
+            assert!(positive > 100, "{positive} positive values");
+        });
+    }
+}

@@ -99,6 +99,16 @@ impl Conv2D {
 conv_options!(Conv2D);
 
 impl Conv2D {
+    /// Whether the layer maps each pixel on its own, linearly (1x1 window, stride 1, no groups,
+    /// no activation): it then commutes with an average pooling before it (see
+    /// `Model::plan_fusion`).
+    pub(crate) fn is_pointwise_linear(&self) -> bool {
+        self.kernel_size == (1, 1)
+            && self.strides == (1, 1)
+            && self.groups == 1
+            && self.activation == ActivationFn::Linear
+    }
+
     /// The inference forward pass with `extra` epilogue steps after the layer's own bias and
     /// activation: the executor's fusion of a following BatchNormalization and activation
     /// (models/model.rs). Keeps no cache, so only for nodes no backward pass goes through.

@@ -463,7 +463,8 @@ pub trait Layer: Send + Sync {
         None
     }
     /// The concrete layer, for layers the executor fuses (a convolution with a following
-    /// BatchNormalization and activation, models/model.rs); `None` for all others.
+    /// BatchNormalization and activation, and an average pooling before it; models/model.rs);
+    /// `None` for all others.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }

@@ -178,6 +178,22 @@ pub struct AveragePooling2D {
 }
 pool_builders!(AveragePooling2D);
 
+impl AveragePooling2D {
+    /// Whether the output has the input's height and width (stride 1, `same` padding).
+    pub(crate) fn keeps_size(&self) -> bool {
+        self.cfg.strides() == (1, 1) && self.cfg.padding == Padding::Same
+    }
+
+    /// This layer's pooling over `x`, whatever its channel count (a fused chain pools a
+    /// pointwise convolution's output instead of its input; see `Model::plan_fusion`). Keeps
+    /// nothing for backward.
+    pub(crate) fn pool(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.cache = None;
+        let g = self.cfg.geometry(&self.base.name, x)?;
+        Tensor::from_vec(&[g.n, g.oh, g.ow, g.c], avg_pool2d_forward(x.data(), &g))
+    }
+}
+
 impl Layer for AveragePooling2D {
     /// Shapes only.
     fn kept_for_backward(&self, _inputs: &[u64], _output: u64) -> u64 {
@@ -224,6 +240,13 @@ impl Layer for AveragePooling2D {
     }
     fn clear_cache(&mut self) {
         self.cache = None;
+    }
+    /// The executor moves this pooling after a pointwise convolution (models/model.rs).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -3,12 +3,39 @@
 use super::parallel::{BackTask, Task};
 use crate::error::{fmt_batch_shape, Error, Result};
 use crate::layers::{
-    Activation, ActivationFn, BatchNormalization, Conv2D, ForwardCtx, Layer, LayerBase, Mode, ReLU,
-    Shape, Weight, WeightKind,
+    Activation, ActivationFn, AveragePooling2D, BatchNormalization, Conv2D, ForwardCtx, Layer,
+    LayerBase, Mode, ReLU, Shape, Weight, WeightKind,
 };
 use crate::tensor::conv::EpilogueStep;
 use crate::tensor::Tensor;
 use rand::rngs::SmallRng;
+
+/// A fused chain from [`Model::plan_fusion`], as node indices: `[AveragePooling2D ->] Conv2D ->
+/// BatchNormalization [-> Activation or ReLU]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// An average pooling whose only consumer is the (pointwise, linear) convolution: it runs
+    /// after the convolution instead, over its fewer channels.
+    pub pool: Option<usize>,
+    pub conv: usize,
+    pub bn: usize,
+    pub act: Option<usize>,
+}
+
+impl Chain {
+    /// The chain's first node (whose input it reads).
+    pub fn first(&self) -> usize {
+        self.pool.unwrap_or(self.conv)
+    }
+    /// The chain's last node (whose value it writes).
+    pub fn last(&self) -> usize {
+        self.act.unwrap_or(self.bn)
+    }
+    /// The nodes it runs instead of their own forward passes.
+    pub fn skipped(&self) -> impl Iterator<Item = usize> {
+        self.pool.into_iter().chain([self.bn]).chain(self.act)
+    }
+}
 
 /// One layer of the graph, with its first call (Keras's node 0 of the layer).
 ///
@@ -239,6 +266,13 @@ impl Model {
     /// whenever no backward pass goes through those layers. The fused pass performs the same f32
     /// operations in the same order, so its results are bit-identical; turning it off runs every
     /// layer separately (for per-layer profiling, or to check that claim).
+    ///
+    /// One exception: when such a chain's convolution is pointwise and linear (1x1, stride 1, no
+    /// activation of its own, fewer filters than input channels) and its input is an
+    /// `AveragePooling2D` with stride 1 and `same` padding that feeds nothing else (InceptionV3's
+    /// pool branches), the pooling runs after the convolution, over its fewer channels. Both
+    /// orders compute the same weighted sums of the same inputs, so the results agree to f32
+    /// rounding (about 1e-7 relative), not bit for bit.
     pub fn set_fusion(&mut self, enabled: bool) {
         self.fuse = enabled;
         for n in &mut self.nodes {
@@ -250,12 +284,8 @@ impl Model {
 
     /// The fusable chains for one forward pass, decided from the current flags and mode every
     /// call, so a BN that trains again (or a layer that needs a backward pass) is simply not fused:
-    /// nothing is cached that could go stale. Returns `(conv, bn, activation)` node indices.
-    pub(crate) fn plan_fusion(
-        &self,
-        mode: Mode,
-        plan: &[bool],
-    ) -> Vec<(usize, usize, Option<usize>)> {
+    /// nothing is cached that could go stale.
+    pub(crate) fn plan_fusion(&self, mode: Mode, plan: &[bool]) -> Vec<Chain> {
         // Fusion is planned on layer indices; a graph with shared layers runs unfused (its nested
         // models still fuse inside).
         if !self.fuse || !self.extra_calls.is_empty() {
@@ -294,7 +324,28 @@ impl Model {
             let act = sole(bn).filter(|&k| {
                 !plan[k] && any(k).is_some_and(|a| a.is::<Activation>() || a.is::<ReLU>())
             });
-            out.push((i, bn, act));
+            // Average pooling, then a pointwise linear map (InceptionV3's pool branches: 3x3
+            // pooling of 192-2048 channels, then 1x1 to 32-192 filters) equals that map, then
+            // the pooling: each output is the same weighted sum of the window's inputs, added
+            // in another order. Pooling the convolution's output handles 4-11x fewer values.
+            let channels = |k: usize| self.nodes[k].output_shape.last().copied().flatten();
+            let pool = Some(self.nodes[i].inbound[0]).filter(|&p| {
+                !plan[p]
+                    && sole(p) == Some(i)
+                    && any(p)
+                        .and_then(|a| a.downcast_ref::<AveragePooling2D>())
+                        .is_some_and(AveragePooling2D::keeps_size)
+                    && any(i)
+                        .and_then(|a| a.downcast_ref::<Conv2D>())
+                        .is_some_and(Conv2D::is_pointwise_linear)
+                    && matches!((channels(i), channels(p)), (Some(f), Some(c)) if f < c)
+            });
+            out.push(Chain {
+                pool,
+                conv: i,
+                bn,
+                act,
+            });
         }
         out
     }
@@ -521,18 +572,17 @@ impl Model {
         // Fused chains: the convolution's node computes the last node's value; the nodes in
         // between never run (their values would only feed the next node of the chain).
         self.last_fused.clear();
-        let mut fused_at: Vec<Option<(usize, Option<usize>)>> = vec![None; n];
+        let mut fused_at: Vec<Option<Chain>> = vec![None; n];
         let mut skip = vec![false; n];
-        for (conv, bn, act) in self.plan_fusion(mode, &plan) {
+        for chain in self.plan_fusion(mode, &plan) {
             if cut
                 .as_ref()
-                .is_some_and(|c| c.splits(conv, act.unwrap_or(bn)))
+                .is_some_and(|c| c.splits(chain.first(), chain.last()))
             {
                 continue;
             }
-            fused_at[conv] = Some((bn, act));
-            skip[bn] = true;
-            if let Some(k) = act {
+            fused_at[chain.conv] = Some(chain);
+            for k in chain.skipped() {
                 skip[k] = true;
             }
         }
@@ -555,11 +605,11 @@ impl Model {
                 .iter()
                 .filter(|&&i| !self.inputs.contains(&i) && !skip[i])
                 .map(|&i| match fused_at[i] {
-                    Some((bn, act)) => Task {
+                    Some(chain) => Task {
                         node: i,
-                        fused: Some((bn, act)),
-                        inputs: vec![self.nodes[i].inbound[0]],
-                        output: act.unwrap_or(bn),
+                        fused: Some(chain),
+                        inputs: vec![self.nodes[chain.first()].inbound[0]],
+                        output: chain.last(),
                         mode,
                         keep: false,
                         seed: 0,
@@ -626,28 +676,18 @@ impl Model {
             if skip[i] {
                 continue;
             }
-            if let Some((bn, act)) = fused_at[i] {
-                let j = self.nodes[i].inbound[0];
+            if let Some(chain) = fused_at[i] {
+                let j = self.nodes[chain.first()].inbound[0];
                 let y = {
                     let x = values[j].as_ref().expect("topological order");
-                    match act {
-                        Some(k) => {
-                            let [c, b, a] =
-                                self.nodes.get_disjoint_mut([i, bn, k]).expect("a chain");
-                            run_fused(x, c, b, Some(a))?
-                        }
-                        None => {
-                            let [c, b] = self.nodes.get_disjoint_mut([i, bn]).expect("a chain");
-                            run_fused(x, c, b, None)?
-                        }
-                    }
+                    run_fused(x, &chain, &mut chain_nodes(&mut self.nodes, &chain))?
                 };
                 self.last_fused.push(self.nodes[i].layer.name().to_string());
                 remaining[j] -= 1;
                 if remaining[j] == 0 {
                     values[j] = None;
                 }
-                values[act.unwrap_or(bn)] = Some(y);
+                values[chain.last()] = Some(y);
                 continue;
             }
             let inbound = self.call_inbound(i).to_vec();
@@ -1087,14 +1127,20 @@ impl Layer for Model {
     }
 }
 
-/// Runs a fused chain from [`Model::plan_fusion`] (a convolution, its BatchNormalization and
-/// optionally its activation, given as their nodes) on the convolution's input `x`.
-pub(super) fn run_fused(
-    x: &Tensor,
-    conv: &mut Node,
-    bn: &mut Node,
-    act: Option<&mut Node>,
-) -> Result<Tensor> {
+/// Runs a fused chain from [`Model::plan_fusion`] on its first node's input `x`; `nodes` are
+/// the chain's nodes in index order (`[pool,] conv, bn[, act]`).
+pub(super) fn run_fused(x: &Tensor, chain: &Chain, nodes: &mut [&mut Node]) -> Result<Tensor> {
+    let (pool, rest) = match chain.pool {
+        Some(_) => nodes
+            .split_first_mut()
+            .map(|(p, r)| (Some(p), r))
+            .expect("a chain"),
+        None => (None, nodes),
+    };
+    let [conv, bn, act @ ..] = rest else {
+        unreachable!("a chain has a convolution and a BatchNormalization")
+    };
+    let act = act.first_mut();
     let bn_layer = bn
         .layer
         .as_any()
@@ -1132,5 +1178,35 @@ pub(super) fn run_fused(
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<Conv2D>())
         .expect("planned");
-    conv_layer.forward_fused(x, &steps)
+    let Some(pool) = pool else {
+        return conv_layer.forward_fused(x, &steps);
+    };
+    // The convolution (with its bias) first, then the pooling, then the rest of the epilogue.
+    let y = conv_layer.forward_fused(x, &[])?;
+    let pool_layer = pool
+        .layer
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<AveragePooling2D>())
+        .expect("planned");
+    let mut z = pool_layer.pool(&y)?;
+    drop(y);
+    crate::tensor::conv::apply_epilogue(z.data_mut(), filters, &steps);
+    Ok(z)
+}
+
+/// A chain's nodes, as [`run_fused`] takes them: `[pool,] conv, bn[, act]`.
+pub(super) fn chain_nodes<'a>(nodes: &'a mut [Node], chain: &Chain) -> Vec<&'a mut Node> {
+    let want: Vec<usize> = chain
+        .pool
+        .into_iter()
+        .chain([chain.conv, chain.bn])
+        .chain(chain.act)
+        .collect();
+    let mut found: Vec<(usize, &mut Node)> = nodes
+        .iter_mut()
+        .enumerate()
+        .filter(|(k, _)| want.contains(k))
+        .collect();
+    found.sort_by_key(|(k, _)| want.iter().position(|w| w == k));
+    found.into_iter().map(|(_, n)| n).collect()
 }

@@ -12,7 +12,7 @@
 //! have drawn there (drawn in execution order before anything runs), and activations are freed
 //! after their last reader as before.
 
-use super::model::{run_fused, Node};
+use super::model::{run_fused, Chain, Node};
 use crate::error::Result;
 use crate::layers::{ForwardCtx, Mode};
 use crate::tensor::isa::{self, Isa};
@@ -25,8 +25,8 @@ pub(super) struct Task {
     /// The node (a call id equal to its layer's index: models with shared layers do not come
     /// here).
     pub node: usize,
-    /// A fused chain's BatchNormalization and activation nodes, when `node` is its convolution.
-    pub fused: Option<(usize, Option<usize>)>,
+    /// The fused chain `node` (its convolution) runs, if any.
+    pub fused: Option<Chain>,
     /// The values it reads, in argument order (a value is named by the node that produced it).
     pub inputs: Vec<usize>,
     /// The value it writes (a fused chain writes its last node's).
@@ -110,11 +110,13 @@ pub(super) fn run(
     let task_nodes = tasks
         .iter()
         .map(|t| {
-            let mut mine = vec![take(t.node)];
-            if let Some((bn, act)) = t.fused {
-                mine.push(take(bn));
-                mine.extend(act.map(&mut take));
-            }
+            let mine = match t.fused {
+                // In `run_fused`'s order.
+                Some(c) => (c.pool.into_iter().chain([c.conv, c.bn]).chain(c.act))
+                    .map(&mut take)
+                    .collect(),
+                None => vec![take(t.node)],
+            };
             Mutex::new(mine)
         })
         .collect();
@@ -222,11 +224,10 @@ impl<'a> Run<'a> {
         mine: &mut [&mut Node],
         args: &[Tensor],
     ) -> Result<(Tensor, Vec<String>)> {
-        if task.fused.is_some() {
-            let (conv, rest) = mine.split_first_mut().expect("the convolution");
-            let (bn, act) = rest.split_first_mut().expect("the BatchNormalization");
-            let y = run_fused(&args[0], conv, bn, act.first_mut().map(|a| &mut **a))?;
-            return Ok((y, vec![conv.layer.name().to_string()]));
+        if let Some(chain) = &task.fused {
+            let y = run_fused(&args[0], chain, mine)?;
+            let conv = usize::from(chain.pool.is_some());
+            return Ok((y, vec![mine[conv].layer.name().to_string()]));
         }
         let node = &mut mine[0];
         let mut ctx = ForwardCtx {

@@ -109,11 +109,16 @@ impl Model {
         };
         let mut skip = vec![false; n];
         let mut writes = (0..n).collect::<Vec<usize>>();
-        for (conv, bn, act) in self.plan_fusion(mode, &plan) {
-            skip[bn] = true;
-            writes[conv] = act.unwrap_or(bn);
-            if let Some(a) = act {
-                skip[a] = true;
+        // What each node reads: a fused chain reads its first node's input.
+        let mut reads = (0..n).collect::<Vec<usize>>();
+        // A chain that pools its convolution's output holds that output beside the pooled one.
+        let mut twice = vec![false; n];
+        for chain in self.plan_fusion(mode, &plan) {
+            writes[chain.conv] = chain.last();
+            reads[chain.conv] = chain.first();
+            twice[chain.conv] = chain.pool.is_some();
+            for k in chain.skipped() {
+                skip[k] = true;
             }
         }
         let mut remaining = vec![0usize; n];
@@ -141,12 +146,13 @@ impl Model {
                 Some(m) => m.activations_peak(batch, mode, upstream)?,
                 None => 0,
             };
-            peak = peak.max(live + out + inside);
+            let transient = if twice[i] { out } else { 0 };
+            peak = peak.max(live + out + inside + transient);
             live += out;
             if plan[i] {
                 live += self.node_kept(i, batch, upstream)?;
             }
-            for &j in &self.nodes[i].inbound {
+            for &j in &self.nodes[reads[i]].inbound {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {
                     live -= self.node_bytes(j, batch)?;
