@@ -436,10 +436,11 @@ unsafe fn row_body<
 /// zeros) and block `b` of width `width`: per tap (rows in the padding skipped), `t` pixel
 /// pointers and the kernel pointer. Returns the number of input values each tap sums over.
 ///
-/// At stride 1, when every pixel's whole window row lies inside the input, pixel `p`'s `kw`
-/// taps of a kernel row read `kw * c` consecutive input values (pixels `x0 + p .. x0 + p + kw`)
-/// against `kw * c` consecutive packed kernel rows, so they merge into one tap of `kw * c`
-/// values: a third of the taps to set up on 3x3 layers, a seventh on 1x7.
+/// When every pixel's whole window row lies inside the input, pixel `p`'s `kw` taps of a kernel
+/// row read `kw * c` consecutive input values (pixels `x0 + p * sw .. x0 + p * sw + kw`) against
+/// `kw * c` consecutive packed kernel rows, so they merge into one tap of `kw * c` values: a
+/// third of the taps to set up on 3x3 layers, a seventh on 1x7. (At stride 2 too: the 3-channel
+/// stem's taps went from 3 values each to 9.)
 #[inline(always)]
 fn tile_taps(
     job: &RowJob,
@@ -452,17 +453,18 @@ fn tile_taps(
     let g = job.g;
     let c = g.c;
     taps.clear();
+    // (No underflow: the last window ends at or after the first one's start, `>= pad_left`.)
     let merged =
-        g.sw == 1 && px == t && ox0 >= g.pad_left && ox0 + px - 1 + g.kw - 1 - g.pad_left < g.w;
+        px == t && ox0 * g.sw >= g.pad_left && (ox0 + px - 1) * g.sw + g.kw - 1 - g.pad_left < g.w;
     for ky in 0..g.kh {
         let Some(iy) = g.in_row(out_row.oy, ky) else {
             continue;
         };
         let row = &out_row.src[iy * g.w * c..(iy + 1) * g.w * c];
         if merged {
-            let x0 = ox0 - g.pad_left;
-            let span = &row[x0 * c..(x0 + px - 1 + g.kw) * c];
-            taps.extend((0..t).map(|p| span[p * c..][..g.kw * c].as_ptr()));
+            let x0 = ox0 * g.sw - g.pad_left;
+            let span = &row[x0 * c..(x0 + (px - 1) * g.sw + g.kw) * c];
+            taps.extend((0..t).map(|p| span[p * g.sw * c..][..g.kw * c].as_ptr()));
             let k = &job.packed[b.off + ky * g.kw * c * width..][..g.kw * c * width];
             taps.push(k.as_ptr());
             continue;
