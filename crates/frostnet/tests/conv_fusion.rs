@@ -216,7 +216,7 @@ fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding(
         clear_session();
         let mut f = Functional::new();
         let x = f.input(Input::new(&[7, 9, 12]));
-        let mut branch = |f: &mut Functional, name: &str, act: ActivationFn| {
+        let branch = |f: &mut Functional, name: &str, act: ActivationFn| {
             let p = f
                 .call(
                     AveragePooling2D::new(3)
