@@ -31,9 +31,17 @@ impl Chain {
     pub fn last(&self) -> usize {
         self.act.unwrap_or(self.bn)
     }
+    /// Its nodes, in the order [`run_fused`] takes them: `[pool,] conv, bn[, act]`.
+    pub fn nodes(&self) -> impl Iterator<Item = usize> {
+        self.pool
+            .into_iter()
+            .chain([self.conv, self.bn])
+            .chain(self.act)
+    }
     /// The nodes it runs instead of their own forward passes.
     pub fn skipped(&self) -> impl Iterator<Item = usize> {
-        self.pool.into_iter().chain([self.bn]).chain(self.act)
+        let conv = self.conv;
+        self.nodes().filter(move |&k| k != conv)
     }
 }
 
@@ -1128,7 +1136,7 @@ impl Layer for Model {
 }
 
 /// Runs a fused chain from [`Model::plan_fusion`] on its first node's input `x`; `nodes` are
-/// the chain's nodes in index order (`[pool,] conv, bn[, act]`).
+/// the chain's nodes in [`Chain::nodes`]'s order.
 pub(super) fn run_fused(x: &Tensor, chain: &Chain, nodes: &mut [&mut Node]) -> Result<Tensor> {
     let (pool, rest) = match chain.pool {
         Some(_) => nodes
@@ -1194,14 +1202,9 @@ pub(super) fn run_fused(x: &Tensor, chain: &Chain, nodes: &mut [&mut Node]) -> R
     Ok(z)
 }
 
-/// A chain's nodes, as [`run_fused`] takes them: `[pool,] conv, bn[, act]`.
+/// A chain's nodes, as [`run_fused`] takes them.
 pub(super) fn chain_nodes<'a>(nodes: &'a mut [Node], chain: &Chain) -> Vec<&'a mut Node> {
-    let want: Vec<usize> = chain
-        .pool
-        .into_iter()
-        .chain([chain.conv, chain.bn])
-        .chain(chain.act)
-        .collect();
+    let want: Vec<usize> = chain.nodes().collect();
     let mut found: Vec<(usize, &mut Node)> = nodes
         .iter_mut()
         .enumerate()

@@ -111,10 +111,7 @@ pub(super) fn run(
         .iter()
         .map(|t| {
             let mine = match t.fused {
-                // In `run_fused`'s order.
-                Some(c) => (c.pool.into_iter().chain([c.conv, c.bn]).chain(c.act))
-                    .map(&mut take)
-                    .collect(),
+                Some(c) => c.nodes().map(&mut take).collect(),
                 None => vec![take(t.node)],
             };
             Mutex::new(mine)
@@ -226,6 +223,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Tensor, Vec<String>)> {
         if let Some(chain) = &task.fused {
             let y = run_fused(&args[0], chain, mine)?;
+            // The convolution comes after the pooling, if any.
             let conv = usize::from(chain.pool.is_some());
             return Ok((y, vec![mine[conv].layer.name().to_string()]));
         }
