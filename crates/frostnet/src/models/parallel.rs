@@ -129,12 +129,15 @@ pub(super) fn run(
         failure: Failure::default(),
         level: isa::active(),
     };
+    // The tasks ready at the start, chosen before any runs: a task spawned early can finish and
+    // bring a later one's count to zero, and the later one must then not be spawned twice.
+    let ready: Vec<usize> = (0..tasks.len())
+        .filter(|&t| run.pending[t].load(Ordering::Acquire) == 0)
+        .collect();
     rayon::scope(|s| {
-        for (t, p) in run.pending.iter().enumerate() {
-            if p.load(Ordering::Acquire) == 0 {
-                let run = &run;
-                s.spawn(move |s| run.task(t, s));
-            }
+        for t in ready {
+            let run = &run;
+            s.spawn(move |s| run.task(t, s));
         }
     });
     run.failure.result()?;
@@ -307,12 +310,14 @@ pub(super) fn backward(
         failure: Failure::default(),
         level: isa::active(),
     };
+    // Chosen before any task runs, as in `run`.
+    let ready: Vec<usize> = (0..tasks.len())
+        .filter(|&t| back.pending[tasks[t].node].load(Ordering::Acquire) == 0)
+        .collect();
     rayon::scope(|s| {
-        for (t, task) in tasks.iter().enumerate() {
-            if back.pending[task.node].load(Ordering::Acquire) == 0 {
-                let back = &back;
-                s.spawn(move |s| back.task(t, s));
-            }
+        for t in ready {
+            let back = &back;
+            s.spawn(move |s| back.task(t, s));
         }
     });
     back.failure.result()?;
