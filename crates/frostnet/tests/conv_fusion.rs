@@ -229,14 +229,7 @@ fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding(
             let c = f
                 .call(Conv2D::new(5, 1).activation(act).seed(8).named(name), &[p])
                 .unwrap();
-            let b = f
-                .call(BatchNormalization::new().named(&format!("{name}_bn")), &[c])
-                .unwrap();
-            f.call(
-                Activation::new(ActivationFn::Relu).named(&format!("{name}_relu")),
-                &[b],
-            )
-            .unwrap()
+            common::bn_relu(f, c, name)
         };
         let a = branch(&mut f, "moved", ActivationFn::Linear);
         let b = branch(&mut f, "kept", ActivationFn::Tanh);

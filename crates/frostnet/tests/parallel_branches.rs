@@ -28,14 +28,7 @@ fn base() -> Model {
                 &[x],
             )
             .unwrap();
-        let b = f
-            .call(BatchNormalization::new().named(&format!("{name}_bn")), &[c])
-            .unwrap();
-        f.call(
-            Activation::new(ActivationFn::Relu).named(&format!("{name}_relu")),
-            &[b],
-        )
-        .unwrap()
+        common::bn_relu(f, c, name)
     };
     let stem = conv_bn(&mut f, 8, 3, x, "stem");
     let a = conv_bn(&mut f, 4, 1, stem, "a");

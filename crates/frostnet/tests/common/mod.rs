@@ -161,3 +161,21 @@ pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// `BatchNormalization` then `Activation("relu")` on `x`, named `{name}_bn` and `{name}_relu`:
+/// InceptionV3's tail of every convolution.
+pub fn bn_relu(
+    f: &mut frostnet::Functional,
+    x: frostnet::models::SymbolicTensor,
+    name: &str,
+) -> frostnet::models::SymbolicTensor {
+    use frostnet::layers::{Activation, ActivationFn, BatchNormalization, LayerOptions};
+    let b = f
+        .call(BatchNormalization::new().named(&format!("{name}_bn")), &[x])
+        .unwrap();
+    f.call(
+        Activation::new(ActivationFn::Relu).named(&format!("{name}_relu")),
+        &[b],
+    )
+    .unwrap()
+}
