@@ -5,6 +5,7 @@ use super::{check_runtime_shape, expect_inputs, take_cache, ForwardCtx, Layer, L
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
 use crate::tensor::buffer::Pooled;
+use crate::tensor::norm::FusedRelu;
 use crate::tensor::{elementwise, map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
@@ -329,6 +330,9 @@ enum Kept {
     /// ReLU: per element whether the output is positive (its derivative, 0 or 1), one byte each
     /// instead of a full copy of the output.
     Positive(Pooled<u8>),
+    /// Nothing: the BatchNormalization before it applied the ReLU and takes its output's
+    /// gradient (see [`Activation::pass_through`]).
+    Through,
 }
 
 impl Activation {
@@ -340,6 +344,18 @@ impl Activation {
             out: None,
         }
     }
+    /// The form a BatchNormalization before it applies it in (the executor's fusion,
+    /// models/model.rs): only ReLU is fused.
+    pub(crate) fn fused_form(&self) -> Option<FusedRelu> {
+        (self.f == ActivationFn::Relu).then_some(FusedRelu::Max)
+    }
+
+    /// Records that the BatchNormalization before it computed its output (with `keep`, that
+    /// backward passes the gradient straight through: the BN applies the derivative).
+    pub(crate) fn pass_through(&mut self, keep: bool) {
+        self.out = keep.then_some(Kept::Through);
+    }
+
     pub fn function(&self) -> ActivationFn {
         self.f
     }
@@ -403,6 +419,7 @@ impl Layer for Activation {
                 let dx = scale_by_codes(grad.data(), &codes, &[0.0, 1.0]);
                 Ok(vec![Some(Tensor::from_vec(grad.shape(), dx)?)])
             }
+            Kept::Through => Ok(vec![Some(grad.clone())]),
             Kept::Values(y) => {
                 let mut dx = grad.clone();
                 let row = *y.shape().last().unwrap_or(&1);

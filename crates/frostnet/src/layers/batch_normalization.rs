@@ -13,7 +13,8 @@ use super::{
 use crate::error::Result;
 use crate::saving::keras_config::Opts;
 use crate::tensor::norm::{
-    bn_backward_dx, bn_backward_sums, bn_forward, channel_moments, Standardised,
+    bn_backward_dx, bn_backward_sums, bn_forward, channel_moments, FusedRelu, ReluGate,
+    Standardised,
 };
 use crate::tensor::Tensor;
 use serde_json::{json, Value};
@@ -31,6 +32,9 @@ struct Cache {
     inv_std: Vec<f32>,
     /// Whether batch statistics normalised (so gradients flow through them).
     batch_stats: bool,
+    /// The forward map's `(scale, shift)` when a fused ReLU followed it (see
+    /// [`BatchNormalization::forward_relu`]): backward gates `dy` where `x * scale + shift <= 0`.
+    relu: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Normalises each channel; 4 weights in Keras's order `gamma, beta, moving_mean,
@@ -130,6 +134,57 @@ impl BatchNormalization {
         (scale, shift)
     }
 
+    /// The forward pass followed by the plain ReLU that consumes the output (`relu` says which
+    /// layer's form): the executor's fusion when the BN is not fused into a convolution
+    /// (models/model.rs). The BN's own output is never formed, the ReLU keeps nothing, and
+    /// [`Layer::backward`] takes the gradient of the ReLU's output. Bit-identical to the two
+    /// layers run one after the other.
+    pub(crate) fn forward_relu(
+        &mut self,
+        x: &Tensor,
+        ctx: &mut ForwardCtx,
+        relu: FusedRelu,
+    ) -> Result<Tensor> {
+        self.forward_then(x, ctx, Some(relu))
+    }
+
+    fn forward_then(
+        &mut self,
+        x: &Tensor,
+        ctx: &mut ForwardCtx,
+        relu: Option<FusedRelu>,
+    ) -> Result<Tensor> {
+        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
+        let c = *x.shape().last().expect("rank checked");
+        let batch_stats = !self.uses_moving_stats(ctx.mode);
+        let (mean, var) = if batch_stats {
+            let (mean, var) = channel_moments(x.data(), c);
+            // The moving-statistics update: outside the gradient, biased variance (Keras 3).
+            let m = self.momentum;
+            for (which, batch) in [(MEAN, &mean), (VAR, &var)] {
+                let i = self.idx(which).expect("always present");
+                let w = self.base.weights[i].value_mut().data_mut();
+                w.iter_mut()
+                    .zip(batch.iter())
+                    .for_each(|(mv, &b)| *mv = *mv * m + b * (1.0 - m));
+            }
+            (mean, var)
+        } else {
+            (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
+        };
+        // y = x * scale + shift; backward recomputes xhat = (x - mean) * inv_std from the input.
+        let (scale, shift, inv_std) = self.affine(&mean, &var);
+        let y = Tensor::from_vec(x.shape(), bn_forward(x.data(), c, &scale, &shift, relu))?;
+        self.cache = ctx.keep.then(|| Cache {
+            x: x.clone(),
+            mean,
+            inv_std,
+            batch_stats,
+            relu: relu.map(|_| (scale, shift)),
+        });
+        Ok(y)
+    }
+
     fn param(&self, which: usize, channels: usize, default: f32) -> Vec<f32> {
         match self.idx(which) {
             Some(i) => self.base.w(i).data().to_vec(),
@@ -194,35 +249,7 @@ impl Layer for BatchNormalization {
     }
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let x = inputs[0];
-        check_runtime_shape(&self.base.name, &self.in_shape, x)?;
-        let c = *x.shape().last().expect("rank checked");
-        let batch_stats = !self.uses_moving_stats(ctx.mode);
-        let (mean, var) = if batch_stats {
-            let (mean, var) = channel_moments(x.data(), c);
-            // The moving-statistics update: outside the gradient, biased variance (Keras 3).
-            let m = self.momentum;
-            for (which, batch) in [(MEAN, &mean), (VAR, &var)] {
-                let i = self.idx(which).expect("always present");
-                let w = self.base.weights[i].value_mut().data_mut();
-                w.iter_mut()
-                    .zip(batch.iter())
-                    .for_each(|(mv, &b)| *mv = *mv * m + b * (1.0 - m));
-            }
-            (mean, var)
-        } else {
-            (self.param(MEAN, c, 0.0), self.param(VAR, c, 1.0))
-        };
-        // y = x * scale + shift; backward recomputes xhat = (x - mean) * inv_std from the input.
-        let (scale, shift, inv_std) = self.affine(&mean, &var);
-        let y = Tensor::from_vec(x.shape(), bn_forward(x.data(), c, &scale, &shift))?;
-        self.cache = ctx.keep.then(|| Cache {
-            x: x.clone(),
-            mean,
-            inv_std,
-            batch_stats,
-        });
-        Ok(y)
+        self.forward_then(inputs[0], ctx, None)
     }
 
     fn backward(&mut self, grad: &Tensor, need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
@@ -231,12 +258,18 @@ impl Layer for BatchNormalization {
             mean,
             inv_std,
             batch_stats,
+            relu,
         } = take_cache(&mut self.cache, &self.base.name)?;
         let xhat = Standardised {
             x: x.data(),
             mean: &mean,
             inv_std: &inv_std,
         };
+        let gate = relu.as_ref().map(|(scale, shift)| ReluGate {
+            x: x.data(),
+            scale,
+            shift,
+        });
         let c = inv_std.len();
         let rows = (grad.len() / c) as f32;
         // Per-channel sums of dy and dy * xhat (one pass), for the gamma/beta gradients and,
@@ -248,7 +281,7 @@ impl Layer for BatchNormalization {
         let (sum_dy, sum_dy_xhat) = if want_gamma.is_some() || want_beta.is_some() || through_stats
         {
             let with_xhat = want_gamma.is_some() || through_stats;
-            bn_backward_sums(grad.data(), with_xhat.then_some(xhat), c)
+            bn_backward_sums(grad.data(), with_xhat.then_some(xhat), c, gate)
         } else {
             (Vec::new(), Vec::new())
         };
@@ -269,9 +302,15 @@ impl Layer for BatchNormalization {
             // Through the batch mean and variance (standard BN backprop).
             let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / rows).collect();
             let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / rows).collect();
-            bn_backward_dx(grad.data(), c, &k, Some((xhat, &mean_dy, &mean_dy_xhat)))
+            bn_backward_dx(
+                grad.data(),
+                c,
+                &k,
+                Some((xhat, &mean_dy, &mean_dy_xhat)),
+                gate,
+            )
         } else {
-            bn_backward_dx(grad.data(), c, &k, None)
+            bn_backward_dx(grad.data(), c, &k, None, gate)
         };
         let dx = Tensor::from_vec(grad.shape(), dx)?;
         Ok(vec![Some(dx)])

@@ -6,6 +6,7 @@ use super::{expect_inputs, take_cache, ForwardCtx, Layer, LayerBase, Shape};
 use crate::error::{Error, Result};
 use crate::saving::keras_config::Opts;
 use crate::tensor::buffer::Pooled;
+use crate::tensor::norm::FusedRelu;
 use crate::tensor::{map_with_codes, scale_by_codes, Tensor};
 use serde_json::json;
 
@@ -16,9 +17,17 @@ pub struct ReLU {
     max_value: Option<f32>,
     negative_slope: f32,
     threshold: f32,
-    /// Per input element, which derivative applies (an index into [`ReLU::derivatives`]), kept
-    /// for backward: one byte instead of a copy of the input.
-    cache: Option<Pooled<u8>>,
+    cache: Option<Kept>,
+}
+
+/// What the layer keeps for backward.
+enum Kept {
+    /// Per input element, which derivative applies (an index into [`ReLU::derivatives`]): one
+    /// byte instead of a copy of the input.
+    Codes(Pooled<u8>),
+    /// Nothing: the BatchNormalization before it applied it and takes its output's gradient
+    /// (see [`ReLU::pass_through`]).
+    Through,
 }
 
 impl Default for ReLU {
@@ -49,6 +58,19 @@ impl ReLU {
     pub fn threshold(mut self, t: f32) -> Self {
         self.threshold = t;
         self
+    }
+
+    /// The form a BatchNormalization before it applies it in (the executor's fusion,
+    /// models/model.rs): only the plain ReLU is fused.
+    pub(crate) fn fused_form(&self) -> Option<FusedRelu> {
+        let plain = self.threshold == 0.0 && self.max_value.is_none() && self.negative_slope == 0.0;
+        plain.then_some(FusedRelu::Positive)
+    }
+
+    /// Records that the BatchNormalization before it computed its output (with `keep`, that
+    /// backward passes the gradient straight through: the BN applies the derivative).
+    pub(crate) fn pass_through(&mut self, keep: bool) {
+        self.cache = keep.then_some(Kept::Through);
     }
 
     /// Keras's formula: keep `x` above the threshold, clip to `[0, max_value]`, subtract the
@@ -147,11 +169,14 @@ impl Layer for ReLU {
         } else {
             map_with_codes(x.data(), ctx.keep, |v| (self.f(v), self.df_code(v)))
         };
-        self.cache = codes;
+        self.cache = codes.map(Kept::Codes);
         Tensor::from_vec(x.shape(), y)
     }
     fn backward(&mut self, grad: &Tensor, _need_dx: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let codes = take_cache(&mut self.cache, &self.base.name)?;
+        let codes = match take_cache(&mut self.cache, &self.base.name)? {
+            Kept::Codes(codes) => codes,
+            Kept::Through => return Ok(vec![Some(grad.clone())]),
+        };
         if codes.len() != grad.len() {
             return Err(Error::ShapeMismatch {
                 context: format!("layer '{}': gradient", self.base.name),

@@ -259,8 +259,8 @@ impl Model {
     }
 
     /// Names of the convolutions that the last forward pass ran with a fused BatchNormalization
-    /// (and activation), nested models' included, in execution order. See
-    /// [`set_fusion`](Self::set_fusion).
+    /// (and activation), and of the BatchNormalizations it ran with a fused ReLU, nested models'
+    /// included, in execution order. See [`set_fusion`](Self::set_fusion).
     pub fn last_fused_layers(&self) -> &[String] {
         &self.last_fused
     }
@@ -274,6 +274,12 @@ impl Model {
     /// whenever no backward pass goes through those layers. The fused pass performs the same f32
     /// operations in the same order, so its results are bit-identical; turning it off runs every
     /// layer separately (for per-layer profiling, or to check that claim).
+    ///
+    /// A `BatchNormalization` outside such a chain whose only consumer is a plain ReLU
+    /// (`Activation("relu")` or `ReLU()`) applies it in its own passes, in training too: the
+    /// forward pass writes the ReLU's output directly, and the backward pass multiplies the
+    /// gradient by the ReLU's derivative inside the BN's own loops, recomputed from the BN's
+    /// input, so the ReLU keeps nothing. Also bit-identical.
     ///
     /// One exception: when such a chain's convolution is pointwise and linear (1x1, stride 1, no
     /// activation of its own, fewer filters than input channels) and its input is an
@@ -356,6 +362,49 @@ impl Model {
             });
         }
         out
+    }
+
+    /// The BatchNormalizations (outside `chains`) whose only consumer is a plain ReLU, which the
+    /// BN then applies in its own passes, forward and backward (training mode included: the
+    /// ReLU's backward becomes the identity and the BN gates its gradient). Bit-identical to
+    /// running the two layers. Returns `(bn, relu)` node indices.
+    pub(crate) fn plan_relu_fusion(&self, chains: &[Chain]) -> Vec<(usize, usize)> {
+        if !self.fuse || !self.extra_calls.is_empty() {
+            return Vec::new();
+        }
+        let n = self.nodes.len();
+        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &j in &node.inbound {
+                consumers[j].push(i);
+            }
+        }
+        let mut in_chain = vec![false; n];
+        for k in chains.iter().flat_map(Chain::nodes) {
+            in_chain[k] = true;
+        }
+        let plain = |i: usize| {
+            !in_chain[i] && self.nodes[i].layer.base().rules.activity.is_none()
+        };
+        (0..n)
+            .filter(|&i| {
+                plain(i)
+                    && self.nodes[i]
+                        .layer
+                        .as_any()
+                        .is_some_and(|a| a.is::<BatchNormalization>())
+            })
+            .filter_map(|bn| match consumers[bn][..] {
+                [k] if !self.outputs.contains(&bn)
+                    && self.nodes[k].inbound.len() == 1
+                    && plain(k)
+                    && fused_relu_form(self.nodes[k].layer.as_ref()).is_some() =>
+                {
+                    Some((bn, k))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -582,7 +631,8 @@ impl Model {
         self.last_fused.clear();
         let mut fused_at: Vec<Option<Chain>> = vec![None; n];
         let mut skip = vec![false; n];
-        for chain in self.plan_fusion(mode, &plan) {
+        let chains = self.plan_fusion(mode, &plan);
+        for &chain in &chains {
             if cut
                 .as_ref()
                 .is_some_and(|c| c.splits(chain.first(), chain.last()))
@@ -591,6 +641,19 @@ impl Model {
             }
             fused_at[chain.conv] = Some(chain);
             for k in chain.skipped() {
+                skip[k] = true;
+            }
+        }
+        // BatchNormalization nodes that run their ReLU consumer too, and write its value.
+        // (Not with Keras masks, which are computed from each node's own value.)
+        let mut relu_at: Vec<Option<usize>> = vec![None; n];
+        let pairs = match super::masking::has_mask_source(self) {
+            true => Vec::new(),
+            false => self.plan_relu_fusion(&chains),
+        };
+        for (bn, k) in pairs {
+            if !cut.as_ref().is_some_and(|c| c.splits(bn, k)) {
+                relu_at[bn] = Some(k);
                 skip[k] = true;
             }
         }
@@ -616,6 +679,7 @@ impl Model {
                     Some(chain) => Task {
                         node: i,
                         fused: Some(chain),
+                        relu: None,
                         inputs: vec![self.nodes[chain.first()].inbound[0]],
                         output: chain.last(),
                         mode,
@@ -625,8 +689,9 @@ impl Model {
                     None => Task {
                         node: i,
                         fused: None,
+                        relu: relu_at[i],
                         inputs: self.call_inbound(i).to_vec(),
-                        output: i,
+                        output: relu_at[i].unwrap_or(i),
                         mode: self.call_mode(i, mode),
                         keep: plan[i],
                         seed: 0,
@@ -724,7 +789,14 @@ impl Model {
                         });
                     }
                 }
-                self.nodes[l].layer.forward(&args, &mut ctx)?
+                match relu_at[i] {
+                    Some(k) => {
+                        self.last_fused.push(self.nodes[i].layer.name().to_string());
+                        let [bn, act] = self.nodes.get_disjoint_mut([i, k]).expect("a pair");
+                        run_bn_relu(bn, act, args[0], &mut ctx)?
+                    }
+                    None => self.nodes[l].layer.forward(&args, &mut ctx)?,
+                }
             };
             self.cache_owner[l] = Some(i);
             if let Some(m) = self.nodes[l].layer.as_model() {
@@ -737,7 +809,7 @@ impl Model {
                     values[j] = None;
                 }
             }
-            values[i] = Some(y);
+            values[relu_at[i].unwrap_or(i)] = Some(y);
             if let Some(ms) = masks.as_mut() {
                 ms[i] = super::masking::after_call(self, i, ms, &values, true)?;
             }
@@ -1212,4 +1284,38 @@ pub(super) fn chain_nodes<'a>(nodes: &'a mut [Node], chain: &Chain) -> Vec<&'a m
         .collect();
     found.sort_by_key(|(k, _)| want.iter().position(|w| w == k));
     found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The form in which a BatchNormalization applies `layer`, when it is a ReLU it can fuse (see
+/// [`Model::plan_relu_fusion`]).
+fn fused_relu_form(layer: &dyn Layer) -> Option<crate::tensor::norm::FusedRelu> {
+    let a = layer.as_any()?;
+    match a.downcast_ref::<Activation>() {
+        Some(act) => act.fused_form(),
+        None => a.downcast_ref::<ReLU>()?.fused_form(),
+    }
+}
+
+/// Runs a BatchNormalization node and the ReLU node that consumes it as one (see
+/// [`Model::plan_relu_fusion`]) on the BN's input `x`: returns the ReLU's output.
+pub(super) fn run_bn_relu(
+    bn: &mut Node,
+    act: &mut Node,
+    x: &Tensor,
+    ctx: &mut ForwardCtx,
+) -> Result<Tensor> {
+    let form = fused_relu_form(act.layer.as_ref()).expect("planned");
+    let keep = ctx.keep;
+    let y = bn
+        .layer
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<BatchNormalization>())
+        .expect("planned")
+        .forward_relu(x, ctx, form)?;
+    let a = act.layer.as_any_mut().expect("planned");
+    match a.downcast_mut::<Activation>() {
+        Some(act) => act.pass_through(keep),
+        None => a.downcast_mut::<ReLU>().expect("planned").pass_through(keep),
+    }
+    Ok(y)
 }

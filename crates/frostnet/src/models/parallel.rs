@@ -12,7 +12,7 @@
 //! have drawn there (drawn in execution order before anything runs), and activations are freed
 //! after their last reader as before.
 
-use super::model::{run_fused, Chain, Node};
+use super::model::{run_bn_relu, run_fused, Chain, Node};
 use crate::error::Result;
 use crate::layers::{ForwardCtx, Mode};
 use crate::tensor::isa::{self, Isa};
@@ -27,6 +27,8 @@ pub(super) struct Task {
     pub node: usize,
     /// The fused chain `node` (its convolution) runs, if any.
     pub fused: Option<Chain>,
+    /// The ReLU node that BatchNormalization `node` runs too, if any (`Model::plan_relu_fusion`).
+    pub relu: Option<usize>,
     /// The values it reads, in argument order (a value is named by the node that produced it).
     pub inputs: Vec<usize>,
     /// The value it writes (a fused chain writes its last node's).
@@ -112,7 +114,7 @@ pub(super) fn run(
         .map(|t| {
             let mine = match t.fused {
                 Some(c) => c.nodes().map(&mut take).collect(),
-                None => vec![take(t.node)],
+                None => [t.node].into_iter().chain(t.relu).map(&mut take).collect(),
             };
             Mutex::new(mine)
         })
@@ -230,13 +232,20 @@ impl<'a> Run<'a> {
             let conv = usize::from(chain.pool.is_some());
             return Ok((y, vec![mine[conv].layer.name().to_string()]));
         }
-        let node = &mut mine[0];
         let mut ctx = ForwardCtx {
             mode: task.mode,
             keep: task.keep,
             input_needs_grad: task.inputs.iter().map(|&v| self.plan[v]).collect(),
             rng: rand::SeedableRng::seed_from_u64(task.seed),
         };
+        if task.relu.is_some() {
+            let [bn, act] = mine else {
+                unreachable!("a BatchNormalization and its ReLU")
+            };
+            let y = run_bn_relu(bn, act, &args[0], &mut ctx)?;
+            return Ok((y, vec![bn.layer.name().to_string()]));
+        }
+        let node = &mut mine[0];
         let refs: Vec<&Tensor> = args.iter().collect();
         let y = node.layer.forward(&refs, &mut ctx)?;
         let names = node

@@ -113,13 +113,18 @@ impl Model {
         let mut reads = (0..n).collect::<Vec<usize>>();
         // A chain that pools its convolution's output holds that output beside the pooled one.
         let mut twice = vec![false; n];
-        for chain in self.plan_fusion(mode, &plan) {
+        let chains = self.plan_fusion(mode, &plan);
+        for chain in &chains {
             writes[chain.conv] = chain.last();
             reads[chain.conv] = chain.first();
             twice[chain.conv] = chain.pool.is_some();
             for k in chain.skipped() {
                 skip[k] = true;
             }
+        }
+        for (bn, relu) in self.plan_relu_fusion(&chains) {
+            writes[bn] = relu;
+            skip[relu] = true;
         }
         let mut remaining = vec![0usize; n];
         for node in &self.nodes {

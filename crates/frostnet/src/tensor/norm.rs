@@ -116,9 +116,44 @@ impl Standardised<'_> {
     }
 }
 
-/// BatchNormalization's forward map `y = x * scale + shift` per channel.
-pub fn bn_forward(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// A ReLU that BatchNormalization applies in its own passes: the executor's fusion of a plain
+/// ReLU after it (models/model.rs), which then never forms the BN's output nor keeps anything
+/// for its backward pass. Each form is the one of the layer it stands in for, so results are
+/// bit-identical to running that layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedRelu {
+    /// `Activation("relu")`: `v.max(0)`.
+    Max,
+    /// `ReLU()` with its defaults: `v` where `v > 0`, else `0`.
+    Positive,
+}
+
+/// BatchNormalization's forward map `y = x * scale + shift` per channel, then `relu` if given.
+pub fn bn_forward(
+    x: &[f32],
+    c: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: Option<FusedRelu>,
+) -> Vec<f32> {
     assert!(c > 0 && x.len().is_multiple_of(c) && scale.len() == c && shift.len() == c);
+    match relu {
+        None => bn_forward_then(x, c, scale, shift, |v| v),
+        Some(FusedRelu::Max) => bn_forward_then(x, c, scale, shift, |v| v.max(0.0)),
+        Some(FusedRelu::Positive) => {
+            bn_forward_then(x, c, scale, shift, |v| if v > 0.0 { v } else { 0.0 })
+        }
+    }
+}
+
+#[inline(always)]
+fn bn_forward_then(
+    x: &[f32],
+    c: usize,
+    scale: &[f32],
+    shift: &[f32],
+    then: impl Fn(f32) -> f32 + Sync,
+) -> Vec<f32> {
     let block = block_rows(c) * c;
     let level = isa::active();
     let map = |o: usize, yb: &mut [MaybeUninit<f32>]| {
@@ -131,7 +166,7 @@ pub fn bn_forward(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32>
                     .zip(yb.chunks_exact_mut(c))
                 {
                     for j in 0..c {
-                        yr[j].write(xr[j] * scale[j] + shift[j]);
+                        yr[j].write(then(xr[j] * scale[j] + shift[j]));
                     }
                 }
             },
@@ -142,16 +177,67 @@ pub fn bn_forward(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32>
     unsafe { build_vec(x.len(), block, map) }
 }
 
+/// The backward half of a [`FusedRelu`]: `dy` arrives for the ReLU's output, and each value is
+/// multiplied by the ReLU's derivative, 1 where `x * scale + shift > 0` (recomputed from the
+/// BN's input, so nothing was kept for it) and 0 elsewhere, exactly as the ReLU layer's own
+/// backward pass multiplies.
+#[derive(Clone, Copy)]
+pub struct ReluGate<'a> {
+    pub x: &'a [f32],
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+}
+
+impl ReluGate<'_> {
+    /// `dy` of value `i`, channel `j`, through the ReLU.
+    #[inline(always)]
+    fn apply(&self, dy: f32, i: usize, j: usize) -> f32 {
+        dy * if self.x[i] * self.scale[j] + self.shift[j] > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// The gate for values `o..o + len`.
+    fn block(&self, o: usize, len: usize) -> Self {
+        ReluGate {
+            x: &self.x[o..o + len],
+            ..*self
+        }
+    }
+
+    /// Panics unless this covers `n` values of `c` channels (a caller bug).
+    fn check(&self, n: usize, c: usize) {
+        assert!(
+            self.x.len() == n && self.scale.len() == c && self.shift.len() == c,
+            "the ReLU gate's input or affine map differ in length from dy"
+        );
+    }
+}
+
 /// Per-channel `(sum dy, sum dy * xhat)` over all rows, in one pass (f32 within a block, f64
-/// across blocks). `xhat` is skipped (second sums zero) when `None`.
-pub fn bn_backward_sums(dy: &[f32], xhat: Option<Standardised>, c: usize) -> (Vec<f64>, Vec<f64>) {
+/// across blocks), `dy` first through `gate` if given. `xhat` is skipped (second sums zero) when
+/// `None`.
+pub fn bn_backward_sums(
+    dy: &[f32],
+    xhat: Option<Standardised>,
+    c: usize,
+    gate: Option<ReluGate>,
+) -> (Vec<f64>, Vec<f64>) {
     let block = block_rows(c) * c;
     let level = isa::active();
     let partial = |(o, gb): (usize, &[f32])| {
         isa::vectorized(
             level,
             #[inline(always)]
-            || sums_of_block(o * block, gb, xhat, c),
+            || match gate {
+                None => sums_of_block(o * block, gb, xhat, c, |g, _, _| g),
+                Some(gate) => {
+                    let gate = gate.block(o * block, gb.len());
+                    sums_of_block(o * block, gb, xhat, c, |g, i, j| gate.apply(g, i, j))
+                }
+            },
         )
     };
     let add = |mut a: (Vec<f64>, Vec<f64>), b: (Vec<f64>, Vec<f64>)| {
@@ -163,6 +249,9 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<Standardised>, c: usize) -> (Ve
     if let Some(h) = xhat {
         h.check(dy.len(), c);
     }
+    if let Some(gate) = gate {
+        gate.check(dy.len(), c);
+    }
     if dy.len() >= PAR_THRESHOLD {
         dy.par_chunks(block)
             .enumerate()
@@ -173,13 +262,15 @@ pub fn bn_backward_sums(dy: &[f32], xhat: Option<Standardised>, c: usize) -> (Ve
     }
 }
 
-/// One block's `(sum dy, sum dy * xhat)` for [`bn_backward_sums`]: `gb` is `dy` from value `o`.
+/// One block's `(sum dy, sum dy * xhat)` for [`bn_backward_sums`]: `gb` is `dy` from value `o`,
+/// each value read as `dy(value, index in the block, channel)`.
 #[inline(always)]
 fn sums_of_block(
     o: usize,
     gb: &[f32],
     xhat: Option<Standardised>,
     c: usize,
+    dy: impl Fn(f32, usize, usize) -> f32,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut s = vec![0.0f32; c];
     let mut sh = vec![0.0f32; c];
@@ -191,15 +282,16 @@ fn sums_of_block(
             };
             for (r, g) in gb.chunks_exact(c).enumerate() {
                 for j in 0..c {
-                    s[j] += g[j];
-                    sh[j] += g[j] * h.at(r * c + j, j);
+                    let g = dy(g[j], r * c + j, j);
+                    s[j] += g;
+                    sh[j] += g * h.at(r * c + j, j);
                 }
             }
         }
         None => {
-            for g in gb.chunks_exact(c) {
+            for (r, g) in gb.chunks_exact(c).enumerate() {
                 for j in 0..c {
-                    s[j] += g[j];
+                    s[j] += dy(g[j], r * c + j, j);
                 }
             }
         }
@@ -210,12 +302,13 @@ fn sums_of_block(
 
 /// BatchNormalization's input gradient: `k * (dy - mean_dy - xhat * mean_dy_xhat)` per channel
 /// when batch statistics normalised (`through_stats = Some((xhat, mean_dy, mean_dy_xhat))`), else
-/// `k * dy`.
+/// `k * dy`; `dy` first through `gate` if given.
 pub fn bn_backward_dx(
     dy: &[f32],
     c: usize,
     k: &[f32],
     through_stats: Option<(Standardised, &[f32], &[f32])>,
+    gate: Option<ReluGate>,
 ) -> Vec<f32> {
     assert!(c > 0 && dy.len().is_multiple_of(c) && k.len() == c);
     let block = block_rows(c) * c;
@@ -224,20 +317,33 @@ pub fn bn_backward_dx(
         isa::vectorized(
             level,
             #[inline(always)]
-            || dx_of_block(o, db, dy, c, k, through_stats),
+            || match gate {
+                None => dx_of_block(o, db, dy, c, k, through_stats, |g, _, _| g),
+                Some(gate) => {
+                    let gate = gate.block(o, db.len());
+                    dx_of_block(o, db, dy, c, k, through_stats, |g, i, j| {
+                        gate.apply(g, i, j)
+                    })
+                }
+            },
         )
     };
     if let Some((xhat, mdy, mdyh)) = through_stats {
         xhat.check(dy.len(), c);
         assert!(mdy.len() == c && mdyh.len() == c);
     }
+    if let Some(gate) = gate {
+        gate.check(dy.len(), c);
+    }
     // SAFETY: blocks are whole rows of `c` (both `block` and `dy.len()` are multiples of `c`) and
     // `f` writes every value of every row.
     unsafe { build_vec(dy.len(), block, f) }
 }
 
-/// One block of [`bn_backward_dx`]: values `o..` of the input gradient into `db`.
+/// One block of [`bn_backward_dx`]: values `o..` of the input gradient into `db`, each value of
+/// `dy` read as `gate(value, index in the block, channel)`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dx_of_block(
     o: usize,
     db: &mut [MaybeUninit<f32>],
@@ -245,6 +351,7 @@ fn dx_of_block(
     c: usize,
     k: &[f32],
     through_stats: Option<(Standardised, &[f32], &[f32])>,
+    gate: impl Fn(f32, usize, usize) -> f32,
 ) {
     let gb = &dy[o..o + db.len()];
     match through_stats {
@@ -255,14 +362,15 @@ fn dx_of_block(
             };
             for (r, (d, g)) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)).enumerate() {
                 for j in 0..c {
-                    d[j].write(k[j] * (g[j] - mdy[j] - h.at(r * c + j, j) * mdyh[j]));
+                    let i = r * c + j;
+                    d[j].write(k[j] * (gate(g[j], i, j) - mdy[j] - h.at(i, j) * mdyh[j]));
                 }
             }
         }
         None => {
-            for (d, g) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)) {
+            for (r, (d, g)) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)).enumerate() {
                 for j in 0..c {
-                    d[j].write(k[j] * g[j]);
+                    d[j].write(k[j] * gate(g[j], r * c + j, j));
                 }
             }
         }
@@ -344,7 +452,7 @@ mod tests {
             let shift = random::uniform(&mut r, c, -1.0, 1.0);
             let mean = random::uniform(&mut r, c, -0.5, 0.5);
             let inv = random::uniform(&mut r, c, 0.5, 1.5);
-            let y = bn_forward(&x, c, &scale, &shift);
+            let y = bn_forward(&x, c, &scale, &shift, None);
             let std = Standardised {
                 x: &x,
                 mean: &mean,
@@ -357,8 +465,8 @@ mod tests {
                 let h = (x[i] as f64 - mean[j] as f64) * inv[j] as f64;
                 assert!((xhat[i] as f64 - h).abs() <= 1e-5 * (1.0 + h.abs()));
             }
-            let (s, sh) = bn_backward_sums(&dy, Some(std), c);
-            let (s0, sh0) = bn_backward_sums(&dy, None, c);
+            let (s, sh) = bn_backward_sums(&dy, Some(std), c, None);
+            let (s0, sh0) = bn_backward_sums(&dy, None, c, None);
             for j in 0..c {
                 let (mut a, mut b, mut aa, mut ba) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
                 for row in 0..rows {
@@ -376,8 +484,8 @@ mod tests {
             let k = random::uniform(&mut r, c, 0.5, 2.0);
             let mdy = random::uniform(&mut r, c, -0.1, 0.1);
             let mdyh = random::uniform(&mut r, c, -0.1, 0.1);
-            let dx = bn_backward_dx(&dy, c, &k, Some((std, &mdy, &mdyh)));
-            let dx_fixed = bn_backward_dx(&dy, c, &k, None);
+            let dx = bn_backward_dx(&dy, c, &k, Some((std, &mdy, &mdyh)), None);
+            let dx_fixed = bn_backward_dx(&dy, c, &k, None, None);
             for i in 0..n {
                 let j = i % c;
                 let (kk, g, h) = (k[j] as f64, dy[i] as f64, xhat[i] as f64);
@@ -385,6 +493,40 @@ mod tests {
                 let scale = kk * (g.abs() + (mdy[j] as f64).abs() + (h * mdyh[j] as f64).abs());
                 assert!((dx[i] as f64 - want).abs() <= 1e-5 * scale + 1e-12);
                 assert_eq!(dx_fixed[i].to_bits(), (k[j] * dy[i]).to_bits());
+            }
+
+            // The fused ReLU: forward values are the ReLU layers' own of `y`, and the gated
+            // backward kernels equal the plain ones run on the ReLU's input gradient (`dy`
+            // times the derivative, 1 where `y > 0`, else 0), bit for bit.
+            let relu_max = bn_forward(&x, c, &scale, &shift, Some(FusedRelu::Max));
+            let relu_pos = bn_forward(&x, c, &scale, &shift, Some(FusedRelu::Positive));
+            let mut cut = 0;
+            for i in 0..n {
+                assert_eq!(relu_max[i].to_bits(), y[i].max(0.0).to_bits());
+                let pos = if y[i] > 0.0 { y[i] } else { 0.0 };
+                assert_eq!(relu_pos[i].to_bits(), pos.to_bits());
+                cut += usize::from(y[i] <= 0.0);
+            }
+            assert!(n < 10 || (cut > 0 && cut < n), "the ReLU cuts some values, not all");
+            let gate = ReluGate {
+                x: &x,
+                scale: &scale,
+                shift: &shift,
+            };
+            let masked: Vec<f32> = (0..n)
+                .map(|i| dy[i] * if y[i] > 0.0 { 1.0 } else { 0.0 })
+                .collect();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (gs, gsh) = bn_backward_sums(&dy, Some(std), c, Some(gate));
+            let (ws, wsh) = bn_backward_sums(&masked, Some(std), c, None);
+            assert_eq!((bits(&gs), bits(&gsh)), (bits(&ws), bits(&wsh)));
+            let (gs0, _) = bn_backward_sums(&dy, None, c, Some(gate));
+            assert_eq!(bits(&gs0), bits(&bn_backward_sums(&masked, None, c, None).0));
+            for through in [Some((std, &mdy[..], &mdyh[..])), None] {
+                let got = bn_backward_dx(&dy, c, &k, through, Some(gate));
+                let want = bn_backward_dx(&masked, c, &k, through, None);
+                let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(b(&got), b(&want));
             }
         }
     }
