@@ -378,3 +378,142 @@ fn batch_normalization_from_config(o: &Opts, inputs: &[Shape]) -> Result<Box<dyn
             .scale(o.boolean("scale", true)?),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{Activation, ActivationFn, ReLU};
+    use crate::tensor::isa::{self, Isa};
+    use crate::tensor::random;
+
+    /// A built BN over `c` channels with the given `gamma, beta, moving_mean, moving_variance`.
+    fn bn_with(c: usize, weights: &[Vec<f32>], trainable: bool) -> BatchNormalization {
+        let mut bn = BatchNormalization::new();
+        bn.build(&[vec![Some(c)]]).unwrap();
+        for (w, v) in bn.base.weights.iter_mut().zip(weights) {
+            w.value_mut().data_mut().copy_from_slice(v);
+        }
+        bn.set_trainable(trainable);
+        bn
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.data().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Everything a BN holds after a step: weights, then gradients (`None` where not computed).
+    fn state(bn: &BatchNormalization) -> Vec<Option<Vec<u32>>> {
+        let ws = bn.base.weights.iter();
+        ws.clone()
+            .map(|w| Some(bits(w.value())))
+            .chain(ws.map(|w| w.grad().map(bits)))
+            .collect()
+    }
+
+    fn relu_layer(form: FusedRelu, c: usize) -> Box<dyn Layer> {
+        let mut layer: Box<dyn Layer> = match form {
+            FusedRelu::Max => Box::new(Activation::new(ActivationFn::Relu)),
+            FusedRelu::Positive => Box::new(ReLU::new()),
+        };
+        layer.build(&[vec![Some(c)]]).unwrap();
+        layer
+    }
+
+    /// `forward_relu` then the ReLU layer's pass-through backward equal the BN layer followed by
+    /// the real `Activation("relu")` / `ReLU()` layer bit for bit: output, input gradient, gamma
+    /// and beta gradients and moving statistics, with batch statistics (training), moving ones
+    /// in training (frozen) and in inference mode with gradients kept, on a serial and a
+    /// parallel size, at every kernel level the CPU supports. Planted values make
+    /// `x * scale + shift` exactly +0 and -0: channel 0 has gamma 0 and beta -0 (scale 0),
+    /// channel 1 beta 0 and inputs equal to its moving mean, channel 2 beta -0, moving mean 0
+    /// and inputs -0 (the last two with moving statistics).
+    #[test]
+    fn forward_relu_is_bit_identical_to_the_two_layers() {
+        let mut r = random::rng(Some(17));
+        for (rows, c) in [(37usize, 5usize), (2621, 13)] {
+            let n = rows * c;
+            let mut gamma = random::uniform(&mut r, c, 0.5, 1.5);
+            let mut beta = random::uniform(&mut r, c, -0.5, 0.5);
+            let mut mean = random::uniform(&mut r, c, -0.5, 0.5);
+            let var = random::uniform(&mut r, c, 0.2, 3.0);
+            (gamma[0], beta[0]) = (0.0, -0.0);
+            beta[1] = 0.0;
+            (beta[2], mean[2]) = (-0.0, 0.0);
+            let mut x = random::uniform(&mut r, n, -2.0, 2.0);
+            for row in (0..rows).step_by(3) {
+                x[row * c + 1] = mean[1];
+                x[row * c + 2] = -0.0;
+            }
+            // Channel 0's batch mean is positive, so its shift `-0 - mean * 0` is -0 and its
+            // negative inputs give -0 in training mode too.
+            for row in 0..rows {
+                let v = x[row * c].abs();
+                x[row * c] = if row % 2 == 1 { -0.1 * v } else { v };
+            }
+            let x = Tensor::from_vec(&[rows, c], x).unwrap();
+            let dy = Tensor::from_vec(&[rows, c], random::uniform(&mut r, n, -1.0, 1.0)).unwrap();
+            let weights = [gamma, beta, mean, var];
+            for (mode, trainable) in [
+                (Mode::Train, true),
+                (Mode::Train, false),
+                (Mode::Infer, true),
+            ] {
+                for (form, level) in [FusedRelu::Max, FusedRelu::Positive]
+                    .into_iter()
+                    .flat_map(|f| Isa::supported().into_iter().map(move |l| (f, l)))
+                {
+                    isa::with_forced(level, || {
+                        let what =
+                            format!("{rows}x{c} {mode:?} trainable {trainable} {form:?} {level}");
+                        let ctx = || ForwardCtx {
+                            mode,
+                            keep: true,
+                            input_needs_grad: vec![true],
+                            rng: random::rng(Some(0)),
+                        };
+                        // Unfused: the BN layer, then the ReLU layer, and back.
+                        let mut bn = bn_with(c, &weights, trainable);
+                        let mut act = relu_layer(form, c);
+                        let y_bn = bn.forward(&[&x], &mut ctx()).unwrap();
+                        let want = act.forward(&[&y_bn], &mut ctx()).unwrap();
+                        let g = act.backward(&dy, &[true]).unwrap().remove(0).unwrap();
+                        let want_dx = bn.backward(&g, &[true]).unwrap().remove(0).unwrap();
+                        // Fused, as the executor runs it (models/model.rs, `run_bn_relu`).
+                        let mut fbn = bn_with(c, &weights, trainable);
+                        let mut fact = relu_layer(form, c);
+                        let any = fact.as_any_mut().unwrap();
+                        match any.downcast_mut::<Activation>() {
+                            Some(a) => {
+                                assert_eq!(a.fused_form(), Some(form));
+                                a.pass_through(true);
+                            }
+                            None => {
+                                let a = any.downcast_mut::<ReLU>().unwrap();
+                                assert_eq!(a.fused_form(), Some(form));
+                                a.pass_through(true);
+                            }
+                        }
+                        let got = fbn.forward_relu(&x, &mut ctx(), form).unwrap();
+                        let g = fact.backward(&dy, &[true]).unwrap().remove(0).unwrap();
+                        assert_eq!(bits(&g), bits(&dy), "{what}: the ReLU passes dy through");
+                        let got_dx = fbn.backward(&g, &[true]).unwrap().remove(0).unwrap();
+                        assert_eq!(bits(&got), bits(&want), "{what}: output");
+                        assert_eq!(bits(&got_dx), bits(&want_dx), "{what}: input gradient");
+                        assert_eq!(state(&fbn), state(&bn), "{what}: weights and gradients");
+                        // Not vacuous: exact zeros of both signs reached the ReLU, which cut some
+                        // values and kept others; gamma and beta got gradients where they train.
+                        let y = y_bn.data();
+                        assert!(
+                            y.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()),
+                            "{what}"
+                        );
+                        assert!(y.iter().any(|v| v.to_bits() == 0), "{what}: +0");
+                        assert!(y.iter().any(|&v| v > 0.0) && y.iter().any(|&v| v < 0.0));
+                        let grads = bn.base.weights[0].grad().is_some();
+                        assert_eq!(grads, trainable, "{what}");
+                    });
+                }
+            }
+        }
+    }
+}

@@ -368,8 +368,11 @@ impl Model {
     /// BN then applies in its own passes, forward and backward (training mode included: the
     /// ReLU's backward becomes the identity and the BN gates its gradient). Bit-identical to
     /// running the two layers. Returns `(bn, relu)` node indices.
+    ///
+    /// Not with shared layers (planned on layer indices, as [`plan_fusion`](Self::plan_fusion))
+    /// nor with Keras masks (computed from each node's own value, which a fused BN never forms).
     pub(crate) fn plan_relu_fusion(&self, chains: &[Chain]) -> Vec<(usize, usize)> {
-        if !self.fuse || !self.extra_calls.is_empty() {
+        if !self.fuse || !self.extra_calls.is_empty() || super::masking::has_mask_source(self) {
             return Vec::new();
         }
         let n = self.nodes.len();
@@ -383,9 +386,7 @@ impl Model {
         for k in chains.iter().flat_map(Chain::nodes) {
             in_chain[k] = true;
         }
-        let plain = |i: usize| {
-            !in_chain[i] && self.nodes[i].layer.base().rules.activity.is_none()
-        };
+        let plain = |i: usize| !in_chain[i] && self.nodes[i].layer.base().rules.activity.is_none();
         (0..n)
             .filter(|&i| {
                 plain(i)
@@ -645,13 +646,8 @@ impl Model {
             }
         }
         // BatchNormalization nodes that run their ReLU consumer too, and write its value.
-        // (Not with Keras masks, which are computed from each node's own value.)
         let mut relu_at: Vec<Option<usize>> = vec![None; n];
-        let pairs = match super::masking::has_mask_source(self) {
-            true => Vec::new(),
-            false => self.plan_relu_fusion(&chains),
-        };
-        for (bn, k) in pairs {
+        for (bn, k) in self.plan_relu_fusion(&chains) {
             if !cut.as_ref().is_some_and(|c| c.splits(bn, k)) {
                 relu_at[bn] = Some(k);
                 skip[k] = true;
@@ -1315,7 +1311,10 @@ pub(super) fn run_bn_relu(
     let a = act.layer.as_any_mut().expect("planned");
     match a.downcast_mut::<Activation>() {
         Some(act) => act.pass_through(keep),
-        None => a.downcast_mut::<ReLU>().expect("planned").pass_through(keep),
+        None => a
+            .downcast_mut::<ReLU>()
+            .expect("planned")
+            .pass_through(keep),
     }
     Ok(y)
 }

@@ -25,13 +25,15 @@ pub struct MemoryEstimate {
     pub activations_kept: u64,
     /// The most activation memory alive at once during an inference forward pass, each
     /// activation freed after its last consumer as the executor does, fused Conv2D ->
-    /// BatchNormalization -> activation chains writing one output.
+    /// BatchNormalization -> activation chains writing one output (as does a BatchNormalization
+    /// outside such a chain that applies the plain ReLU after it).
     pub inference_activations: u64,
-    /// A training step's transient activations: what its forward pass holds at its peak beyond
-    /// the activations kept for backward (fewer chains fuse: a BN that trains does not). Kept
-    /// activations build up through the forward pass, so the peak is the largest sum of what was
-    /// kept so far and what is live at one moment; layers keep their inputs by sharing the
-    /// executor's buffers, not copies.
+    /// A training step's transient activations: what its forward or backward pass holds at its
+    /// peak beyond the activations kept for backward (fewer chains fuse: a BN that trains does
+    /// not). Kept activations build up through the forward pass, so the forward peak is the
+    /// largest sum of what was kept so far and what is live at one moment; layers keep their
+    /// inputs by sharing the executor's buffers, not copies. In the backward pass each layer's
+    /// output and input gradients come on top of what the layers not yet back-propagated keep.
     pub training_activations: u64,
 }
 
@@ -96,12 +98,20 @@ impl Model {
         Some(elements(&self.nodes[i].output_shape)? * batch * F32)
     }
 
-    /// The forward pass's most live activation bytes: inputs are copied in, every output lives
-    /// until its last consumer ran (the model's outputs to the end), a fused chain writes one
-    /// output, and a nested model adds its own peak while it runs. In training, what each layer
-    /// on the backward path keeps adds up as the pass goes (`upstream_trains` as in
-    /// [`Self::activations_kept`]).
+    /// The most live activation bytes of a step: the larger of [`Self::step_peaks`].
     fn activations_peak(&self, batch: u64, mode: Mode, upstream_trains: bool) -> Option<u64> {
+        let (forward, backward) = self.step_peaks(batch, mode, upstream_trains)?;
+        Some(forward.max(backward))
+    }
+
+    /// The most live activation bytes of the forward pass and of the backward pass (0 in
+    /// inference). Forward: inputs are copied in, every output lives until its last consumer
+    /// ran (the model's outputs to the end), a fused chain (or a BatchNormalization with its
+    /// ReLU) writes one output, and a nested model adds its own peak while it runs; in training,
+    /// what each layer on the backward path keeps adds up as the pass goes (`upstream_trains` as
+    /// in [`Self::activations_kept`]). Backward: the gradients come on top of what the layers
+    /// not yet back-propagated still keep.
+    fn step_peaks(&self, batch: u64, mode: Mode, upstream_trains: bool) -> Option<(u64, u64)> {
         let n = self.nodes.len();
         let plan = match mode {
             Mode::Train => self.backward_plan(upstream_trains),
@@ -148,7 +158,7 @@ impl Model {
             let node = &self.nodes[i];
             let upstream = node.inbound.iter().any(|&j| plan[j]);
             let inside = match node.layer.as_model() {
-                Some(m) => m.activations_peak(batch, mode, upstream)?,
+                Some(m) => m.step_peaks(batch, mode, upstream)?.0,
                 None => 0,
             };
             let transient = if twice[i] { out } else { 0 };
@@ -164,7 +174,52 @@ impl Model {
                 }
             }
         }
-        Some(peak)
+        let mut backward = 0u64;
+        if mode == Mode::Train {
+            // In reverse order: a node's output gradient and the gradients it passes to its
+            // inputs live beside what the nodes not yet back-propagated keep. A node's kept bytes
+            // go once its backward ran, a gradient once its producer's did (a second contribution
+            // to a value is added into the first). A ReLU that its BatchNormalization applied
+            // passes its gradient on as it is (skipped here).
+            let mut held: Vec<Option<u64>> = vec![None; n];
+            let mut grads = 0u64;
+            for &o in &self.outputs {
+                if plan[o] && held[o].is_none() {
+                    let b = self.node_bytes(o, batch)?;
+                    held[o] = Some(b);
+                    grads += b;
+                }
+            }
+            for i in (0..n).rev() {
+                if self.inputs.contains(&i) || skip[i] || !plan[i] {
+                    continue;
+                }
+                let node = &self.nodes[i];
+                let mut passed = 0u64;
+                for &j in node.inbound.iter().filter(|&&j| plan[j]) {
+                    if held[j].is_none() {
+                        let b = self.node_bytes(j, batch)?;
+                        held[j] = Some(b);
+                        passed += b;
+                    }
+                }
+                let upstream = node.inbound.iter().any(|&j| plan[j]);
+                let kept = self.node_kept(i, batch, upstream)?;
+                let out_grad = held[writes[i]].take().unwrap_or(0);
+                let here = match node.layer.as_model() {
+                    // Its own backward peak holds what it keeps and its output's and inputs'
+                    // gradients.
+                    Some(m) => {
+                        live - kept + grads - out_grad + m.step_peaks(batch, mode, upstream)?.1
+                    }
+                    None => live + grads + passed,
+                };
+                backward = backward.max(here);
+                live -= kept;
+                grads = grads + passed - out_grad;
+            }
+        }
+        Some((peak, backward))
     }
 
     /// Per node: whether a training step's backward pass goes through it (it has trainable
@@ -183,12 +238,17 @@ impl Model {
         planned
     }
 
-    /// Bytes the layers that backward goes through keep for it.
+    /// Bytes the layers that backward goes through keep for it (a ReLU that the
+    /// BatchNormalization before it applies keeps nothing: see `Model::plan_relu_fusion`).
     fn activations_kept(&self, batch: u64, upstream_trains: bool) -> Option<u64> {
         let planned = self.backward_plan(upstream_trains);
+        let mut fused_relu = vec![false; self.nodes.len()];
+        for (_, relu) in self.plan_relu_fusion(&self.plan_fusion(Mode::Train, &planned)) {
+            fused_relu[relu] = true;
+        }
         let mut kept = 0u64;
         for (i, node) in self.nodes.iter().enumerate() {
-            if self.inputs.contains(&i) || !planned[i] {
+            if self.inputs.contains(&i) || !planned[i] || fused_relu[i] {
                 continue;
             }
             kept += self.node_kept(i, batch, node.inbound.iter().any(|&j| planned[j]))?;

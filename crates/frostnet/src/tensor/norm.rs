@@ -440,16 +440,38 @@ mod tests {
     }
 
     /// The fused forward and the backward kernels against their f64 definitions, on odd sizes
-    /// (serial and parallel), with `y` bit-identical to the plain per-element map.
+    /// (serial and parallel), with `y` bit-identical to the plain per-element map; and the fused
+    /// ReLU's forward and gated backward bit-identical to the plain kernels around the ReLU
+    /// layers' own arithmetic, with `y = x * scale + shift` straddling 0 and exactly 0 (both
+    /// signs) in planted places.
     #[test]
     fn forward_and_backward_kernels_match_f64_definitions() {
         let mut r = random::rng(Some(5));
         for (rows, c) in [(9, 3), (2053, 19), (1, 1), (777, 64)] {
             let n = rows * c;
-            let x = random::uniform(&mut r, n, -3.0, 3.0);
+            let mut x = random::uniform(&mut r, n, -3.0, 3.0);
             let dy = random::uniform(&mut r, n, -1.0, 1.0);
             let scale = random::uniform(&mut r, c, 0.5, 2.0);
-            let shift = random::uniform(&mut r, c, -1.0, 1.0);
+            let mut shift = random::uniform(&mut r, c, -1.0, 1.0);
+            // Exact zeros of `x * scale + shift`: in channels 0, 3, 6, ... every fourth row holds
+            // the value `x0` whose product the shift cancels (`p + -p` is +0); in channels 1, 4,
+            // ... the shift is -0 and every fourth row holds -0 (`-0 * s + -0` is -0), the next
+            // +0 (`+0 + -0` is +0). Other channels and rows stay random.
+            for j in 0..c {
+                match j % 3 {
+                    0 => {
+                        let x0 = x[j];
+                        shift[j] = -(x0 * scale[j]);
+                        (0..rows).step_by(4).for_each(|row| x[row * c + j] = x0);
+                    }
+                    1 => {
+                        shift[j] = -0.0;
+                        (0..rows).step_by(4).for_each(|row| x[row * c + j] = -0.0);
+                        (1..rows).step_by(4).for_each(|row| x[row * c + j] = 0.0);
+                    }
+                    _ => {}
+                }
+            }
             let mean = random::uniform(&mut r, c, -0.5, 0.5);
             let inv = random::uniform(&mut r, c, 0.5, 1.5);
             let y = bn_forward(&x, c, &scale, &shift, None);
@@ -500,14 +522,26 @@ mod tests {
             // times the derivative, 1 where `y > 0`, else 0), bit for bit.
             let relu_max = bn_forward(&x, c, &scale, &shift, Some(FusedRelu::Max));
             let relu_pos = bn_forward(&x, c, &scale, &shift, Some(FusedRelu::Positive));
-            let mut cut = 0;
+            let (mut cut, mut zeros, mut negative_zeros) = (0, 0, 0);
             for i in 0..n {
-                assert_eq!(relu_max[i].to_bits(), y[i].max(0.0).to_bits());
+                assert_eq!(
+                    relu_max[i].to_bits(),
+                    y[i].max(0.0).to_bits(),
+                    "y = {}",
+                    y[i]
+                );
                 let pos = if y[i] > 0.0 { y[i] } else { 0.0 };
-                assert_eq!(relu_pos[i].to_bits(), pos.to_bits());
+                assert_eq!(relu_pos[i].to_bits(), pos.to_bits(), "y = {}", y[i]);
                 cut += usize::from(y[i] <= 0.0);
+                zeros += usize::from(y[i] == 0.0);
+                negative_zeros += usize::from(y[i].to_bits() == (-0.0f32).to_bits());
             }
-            assert!(n < 10 || (cut > 0 && cut < n), "the ReLU cuts some values, not all");
+            assert!(zeros > 0, "exact zeros planted");
+            assert!(c < 2 || negative_zeros > 0, "-0 planted");
+            assert!(
+                n < 10 || (cut > 0 && cut < n),
+                "the ReLU cuts some values, not all"
+            );
             let gate = ReluGate {
                 x: &x,
                 scale: &scale,
@@ -521,7 +555,10 @@ mod tests {
             let (ws, wsh) = bn_backward_sums(&masked, Some(std), c, None);
             assert_eq!((bits(&gs), bits(&gsh)), (bits(&ws), bits(&wsh)));
             let (gs0, _) = bn_backward_sums(&dy, None, c, Some(gate));
-            assert_eq!(bits(&gs0), bits(&bn_backward_sums(&masked, None, c, None).0));
+            assert_eq!(
+                bits(&gs0),
+                bits(&bn_backward_sums(&masked, None, c, None).0)
+            );
             for through in [Some((std, &mdy[..], &mdyh[..])), None] {
                 let got = bn_backward_dx(&dy, c, &k, through, Some(gate));
                 let want = bn_backward_dx(&masked, c, &k, through, None);
