@@ -11,7 +11,7 @@ use frostnet::training::*;
 use frostnet::{Functional, Model, Tensor};
 
 mod common;
-use common::uniform;
+use common::{on_threads, randomize, uniform};
 
 /// Branches from one input: a trainable Conv2D -> BN -> `ReLU()` (fused in training; a conv
 /// chain in inference), an Add -> BN -> `Activation("relu")`, a BN whose output also feeds the
@@ -68,33 +68,6 @@ fn model() -> Model {
         .call(Dense::new(2).seed(4).named("head"), &[drop])
         .unwrap();
     f.build(&[x], &[y]).unwrap()
-}
-
-/// Random weights everywhere (BN variances positive), the same for the same seed.
-fn randomize(m: &mut Model, seed: u64) {
-    let values = m
-        .named_weights()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (path, w))| {
-            let (lo, hi) = if path.ends_with("moving_variance") {
-                (0.2, 3.0)
-            } else {
-                (-0.8, 0.8)
-            };
-            let n = w.shape().iter().product();
-            Tensor::from_vec(w.shape(), uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
-        })
-        .collect();
-    m.set_weights(values).unwrap();
-}
-
-fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
 }
 
 /// What a run leaves: the weights, the losses, the fused layers of the last training step and

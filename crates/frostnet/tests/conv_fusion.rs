@@ -9,7 +9,7 @@ use frostnet::training::*;
 use frostnet::{Functional, Model, Tensor};
 
 mod common;
-use common::uniform;
+use common::{randomize, uniform};
 
 /// Three fusable chains (bias + BN + Activation, no bias + scale-free BN + leaky capped ReLU,
 /// tanh conv + BN without activation), one chain that must not fuse (the conv output also feeds
@@ -81,29 +81,6 @@ fn model() -> Model {
     let d = f.call(Dropout::new(0.3).named("drop"), &[p]).unwrap();
     let y = f.call(Dense::new(3).seed(5).named("head"), &[d]).unwrap();
     f.build(&[x], &[y]).unwrap()
-}
-
-/// Random weights everywhere, BN variances positive, so every epilogue step does real work.
-fn randomize(m: &mut Model, seed: u64) {
-    let named: Vec<(String, Vec<usize>)> = m
-        .named_weights()
-        .into_iter()
-        .map(|(p, w)| (p, w.shape().to_vec()))
-        .collect();
-    let values = named
-        .iter()
-        .enumerate()
-        .map(|(i, (path, shape))| {
-            let n = shape.iter().product();
-            let (lo, hi) = if path.ends_with("moving_variance") {
-                (0.2, 3.0)
-            } else {
-                (-0.8, 0.8)
-            };
-            Tensor::from_vec(shape, uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
-        })
-        .collect();
-    m.set_weights(values).unwrap();
 }
 
 fn pair(seed: u64) -> (Model, Model) {

@@ -9,7 +9,7 @@ use frostnet::training::*;
 use frostnet::{Functional, Model, Tensor};
 
 mod common;
-use common::uniform;
+use common::{on_threads, randomize, uniform};
 
 /// An Inception-like block: a fused stem, four branches (1x1; 1x1 -> 3x3 with Dropout; 3x3
 /// average pool -> 1x1; 3x3 max pool) joined by a Concatenate, a second level of branches on
@@ -66,33 +66,6 @@ fn base() -> Model {
         .call(GlobalAveragePooling2D::new().named("gap"), &[cat2])
         .unwrap();
     f.build(&[x], &[y]).unwrap()
-}
-
-/// Random weights everywhere (BN variances positive), the same for the same seed.
-fn randomize(m: &mut Model, seed: u64) {
-    let values = m
-        .named_weights()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (path, w))| {
-            let (lo, hi) = if path.ends_with("moving_variance") {
-                (0.2, 3.0)
-            } else {
-                (-0.8, 0.8)
-            };
-            let n = w.shape().iter().product();
-            Tensor::from_vec(w.shape(), uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
-        })
-        .collect();
-    m.set_weights(values).unwrap();
-}
-
-fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
 }
 
 fn input(seed: u64, batch: usize) -> Tensor {

@@ -296,6 +296,17 @@ impl Model {
         }
     }
 
+    /// Per node, the nodes that take its value as an input.
+    fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut consumers = vec![Vec::new(); self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &j in &node.inbound {
+                consumers[j].push(i);
+            }
+        }
+        consumers
+    }
+
     /// The fusable chains for one forward pass, decided from the current flags and mode every
     /// call, so a BN that trains again (or a layer that needs a backward pass) is simply not fused:
     /// nothing is cached that could go stale.
@@ -306,12 +317,7 @@ impl Model {
             return Vec::new();
         }
         let n = self.nodes.len();
-        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, node) in self.nodes.iter().enumerate() {
-            for &j in &node.inbound {
-                consumers[j].push(i);
-            }
-        }
+        let consumers = self.consumers();
         let is_output = |i: usize| self.outputs.contains(&i);
         // The single consumer of node i, if it is its only use (not a model output either).
         let sole = |i: usize| match consumers[i][..] {
@@ -376,12 +382,7 @@ impl Model {
             return Vec::new();
         }
         let n = self.nodes.len();
-        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, node) in self.nodes.iter().enumerate() {
-            for &j in &node.inbound {
-                consumers[j].push(i);
-            }
-        }
+        let consumers = self.consumers();
         let mut in_chain = vec![false; n];
         for k in chains.iter().flat_map(Chain::nodes) {
             in_chain[k] = true;

@@ -179,3 +179,32 @@ pub fn bn_relu(
     )
     .unwrap()
 }
+
+/// Sets every weight of `m` to fixed, varied values (BatchNormalization's moving variances
+/// positive, so every BN and epilogue step does real work), the same for the same seed.
+pub fn randomize(m: &mut frostnet::Model, seed: u64) {
+    let values = m
+        .named_weights()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, w))| {
+            let (lo, hi) = if path.ends_with("moving_variance") {
+                (0.2, 3.0)
+            } else {
+                (-0.8, 0.8)
+            };
+            let n = w.shape().iter().product();
+            Tensor::from_vec(w.shape(), uniform(seed * 100 + i as u64, n, lo, hi)).unwrap()
+        })
+        .collect();
+    m.set_weights(values).unwrap();
+}
+
+/// Runs `f` on a fresh rayon pool of `threads` threads.
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
