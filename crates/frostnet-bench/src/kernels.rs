@@ -12,7 +12,9 @@
 //! `KERNEL_BATCH` sets the convolutions' batch (default 1, inference).
 
 use crate::{median, time_reps, Args, Res};
-use frostnet::tensor::conv::{conv2d_forward_im2col, Conv2dGeometry, Padding};
+use frostnet::tensor::conv::{
+    conv2d_forward_cached, conv2d_forward_im2col, Conv2dGeometry, KernelCache, Padding,
+};
 use frostnet::tensor::depthwise;
 use frostnet::tensor::direct_conv::conv2d_direct;
 use frostnet::tensor::isa::{self, Isa};
@@ -243,6 +245,19 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
                     })
                 })?;
                 row(name, level, ename, flops, &wall, &cpu, args.threads);
+            }
+            // What a `Conv2D` layer runs: the dispatch, with what the engine derives from the
+            // kernel kept from the first call (the kernel never changes here).
+            if keep("KERNEL_ENGINES", "layer") {
+                let mut cache = KernelCache::default();
+                let (wall, cpu) = isa::with_forced(level, || {
+                    time_reps(args.warmup, args.reps, &mut || {
+                        let y = conv2d_forward_cached(&x, &g, &kern, f, &[], &mut cache, 1);
+                        std::hint::black_box(y);
+                        Ok(())
+                    })
+                })?;
+                row(name, level, "layer", flops, &wall, &cpu, args.threads);
             }
         }
     }

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::saving::keras_config::{options::last_dim, Opts};
-use crate::tensor::conv::{apply_epilogue, conv2d_forward, EpilogueStep};
+use crate::tensor::conv::{apply_epilogue, conv2d_forward_cached, EpilogueStep, KernelCache};
 use crate::tensor::grouped_conv::{grouped_conv2d_backward, grouped_conv2d_forward};
 use crate::tensor::{random, Conv2dGeometry, Padding, Tensor};
 use serde_json::json;
@@ -38,6 +38,8 @@ pub struct Conv2D {
     seed: Option<u64>,
     in_shape: Shape,
     cache: Option<(Tensor, Tensor)>,
+    /// The engine's form of the kernel, rebuilt when the kernel's version changes.
+    prepared: KernelCache,
 }
 
 impl Conv2D {
@@ -60,6 +62,7 @@ impl Conv2D {
             seed: None,
             in_shape: Vec::new(),
             cache: None,
+            prepared: KernelCache::default(),
         }
     }
 
@@ -118,7 +121,7 @@ impl Conv2D {
         self.run(x, extra, true)
     }
 
-    fn run(&self, x: &Tensor, extra: &[EpilogueStep], activate: bool) -> Result<Tensor> {
+    fn run(&mut self, x: &Tensor, extra: &[EpilogueStep], activate: bool) -> Result<Tensor> {
         let g = self.geometry(x)?;
         let f = self.filters;
         let act = self.activation;
@@ -146,7 +149,9 @@ impl Conv2D {
             apply_epilogue(&mut y, f, &steps);
             y
         } else {
-            conv2d_forward(x.data(), &g, self.base.w(KERNEL).data(), f, &steps)
+            let kernel = &self.base.weights()[KERNEL];
+            let (k, version) = (kernel.value().data(), kernel.version());
+            conv2d_forward_cached(x.data(), &g, k, f, &steps, &mut self.prepared, version)
         };
         Tensor::from_vec(&[g.n, g.oh, g.ow, f], y)
     }

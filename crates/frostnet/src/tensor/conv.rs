@@ -276,9 +276,63 @@ pub fn conv2d_forward(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    if super::winograd::prefers(g, filters) {
+    if super::winograd::prefers(g, filters, false) {
         return super::winograd::conv2d(x, g, kernel, filters, epilogue);
     }
+    conv2d_forward_other(x, g, kernel, filters, epilogue)
+}
+
+/// What an engine derives from a convolution kernel before it runs (Winograd's transformed
+/// kernel), kept by the layer between calls and derived again only when the kernel's
+/// [`version`](crate::layers::Weight::version) differs from the one it was made from. A frozen
+/// base's kernels never change, and transforming InceptionV3's 448->384 kernel (16 x 448 x 384
+/// values, in f64) cost as much as a third of that convolution at batch 8: with the transform
+/// kept, Winograd beats im2col on that layer too (see [`super::winograd::prefers`]).
+#[derive(Default)]
+pub struct KernelCache {
+    winograd: Option<(u64, super::buffer::Buffer)>,
+}
+
+impl KernelCache {
+    /// Winograd's transform of `kernel` (`c` inputs, `f` filters) at `version`.
+    fn winograd(&mut self, version: u64, kernel: &[f32], c: usize, f: usize) -> &[f32] {
+        if !matches!(&self.winograd, Some((v, u)) if *v == version && u.len() == 16 * c * f) {
+            self.winograd = Some((version, super::winograd::transform_kernel(kernel, c, f)));
+        }
+        self.winograd.as_ref().map_or(&[], |(_, u)| u)
+    }
+}
+
+/// [`conv2d_forward`] keeping what the engine derives from `kernel` in `cache`, valid while the
+/// kernel's version is `version` (which the caller changes whenever the kernel may have).
+pub fn conv2d_forward_cached(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+    cache: &mut KernelCache,
+    version: u64,
+) -> Vec<f32> {
+    if super::winograd::prefers(g, filters, true) {
+        assert!(
+            kernel.len() >= 9 * g.c * filters,
+            "winograd: kernel too short"
+        );
+        let u = cache.winograd(version, kernel, g.c, filters);
+        return super::winograd::conv2d_with(x, g, u, filters, epilogue);
+    }
+    conv2d_forward_other(x, g, kernel, filters, epilogue)
+}
+
+/// The engines that derive nothing from the kernel: direct, or im2col + matmul.
+fn conv2d_forward_other(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
     if super::direct_conv::prefers_direct(g, filters) {
         super::direct_conv::conv2d_direct(x, g, kernel, filters, epilogue)
     } else {

@@ -50,17 +50,27 @@ use rayon::prelude::*;
 /// cnn_train`); InceptionV3 has no 3x3 stride-1 layer below 35x35 in this channel range.
 /// Decided by the calling thread's [`isa::active`] level, like the kernels themselves; never at
 /// the portable level, which was not measured.
-pub fn prefers(g: &Conv2dGeometry, filters: usize) -> bool {
+///
+/// When the caller keeps the transformed kernel between calls (`kept`: a `Conv2D` layer, see
+/// `conv::KernelCache`), the wide layers win too: InceptionV3's 448->384 3x3 at 8x8 (2 threads,
+/// CPU ms, `frostnet-bench kernels`, engine `layer`, im2col -> Winograd) 16.1-16.4 -> 9.5-11.0 at
+/// batch 8 and 2.2 -> 1.6-2.2 at batch 1 on AVX-512, 18.7-22.4 -> 10.9-12.3 at batch 8 on AVX2
+/// (batch 1 within noise). Transforming that kernel on every call instead cost as much as the
+/// products saved (batch 8: 14-17 ms) or three times more (batch 1: 6-13 ms), hence the flag.
+/// Wider layers only raise the products' share against the per-tile transforms, so the range is
+/// 384..=512 input channels and 256..=512 filters.
+pub fn prefers(g: &Conv2dGeometry, filters: usize, kept: bool) -> bool {
     let min_filters = match isa::active() {
         isa::Isa::Avx512 => 64,
         isa::Isa::Avx2 => 32,
         // Not measured against the portable direct kernel (or, off x86, `gemm`'s kernels).
         isa::Isa::Portable => return false,
     };
-    applicable(g)
-        && (min_filters..=192).contains(&filters)
+    let narrow = (min_filters..=192).contains(&filters)
         && (32..=128).contains(&g.c)
-        && g.n * g.oh * g.ow >= 1024
+        && g.n * g.oh * g.ow >= 1024;
+    let wide = kept && (384..=512).contains(&g.c) && (256..=512).contains(&filters);
+    applicable(g) && (narrow || wide)
 }
 
 /// Whether [`conv2d`] can compute this geometry at all: a 3x3 kernel at stride 1.
@@ -86,14 +96,39 @@ pub fn conv2d(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
+    assert!(
+        kernel.len() >= 9 * g.c * filters,
+        "winograd: kernel too short"
+    );
+    conv2d_with(
+        x,
+        g,
+        &transform_kernel(kernel, g.c, filters),
+        filters,
+        epilogue,
+    )
+}
+
+/// [`conv2d`] with the kernel already transformed by [`transform_kernel`]: a layer whose kernel
+/// has not changed since the last call keeps `u` (see `conv::KernelCache`).
+///
+/// # Panics
+/// If the geometry is not [`applicable`], or `x` / `u` are shorter than `g` and `filters` imply
+/// (caller bugs).
+pub fn conv2d_with(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    u: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
     assert!(applicable(g), "winograd: needs a 3x3 stride-1 geometry");
     let (c, f) = (g.c, filters);
     assert!(
-        x.len() >= g.n * g.h * g.w * c && kernel.len() >= 9 * c * f,
-        "winograd: input or kernel too short"
+        x.len() >= g.n * g.h * g.w * c && u.len() >= 16 * c * f,
+        "winograd: input or transformed kernel too short"
     );
     let isa = isa::active();
-    let u = transform_kernel(kernel, c, f);
     let mut out = super::buffer::overwritten(g.n * g.oh * g.ow * f);
     if out.is_empty() {
         return out;
@@ -189,7 +224,7 @@ pub fn conv2d(
 
 /// `U[ξ] = (G g Gᵀ)[ξ]` for every (input channel, filter) pair, as `[16][c][filters]`, computed
 /// in f64 (separably, vectorised over filters) and rounded once.
-fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer {
+pub(crate) fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer {
     let mut u = super::buffer::Buffer(super::buffer::overwritten(16 * c * f));
     let cf = c * f;
     if cf == 0 {
@@ -331,7 +366,7 @@ fn output_tile(m: &[f32], tiles: usize, t: usize, f: usize, s: &mut [f32], y: &m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::conv::Padding;
+    use crate::tensor::conv::{conv2d_forward_cached, KernelCache, Padding};
     use crate::tensor::isa::Isa;
 
     /// Deterministic N(0, 1)-ish values (sum of uniforms), so the test needs no RNG state.
@@ -369,6 +404,8 @@ mod tests {
             // Shapes `prefers` picks, so `conv2d_forward` (the dispatch) is checked too.
             ([1, 33, 35, 33], Padding::Same, 65),
             ([2, 35, 34, 40], Padding::Valid, 64),
+            // A wide layer, which only a layer keeping its transformed kernel sends here.
+            ([1, 7, 9, 385], Padding::Same, 257),
         ];
         for (seed, (shape, pad, f)) in cases.into_iter().enumerate() {
             let g = Conv2dGeometry::new(&shape, (3, 3), (1, 1), pad).unwrap();
@@ -402,11 +439,22 @@ mod tests {
                         (conv2d(&x, &g, &k, f, &[]), conv2d(&x, &g, &k, f, &steps))
                     });
                     let dispatched = isa::with_forced(level, || {
-                        prefers(&g, f)
+                        prefers(&g, f, false)
                             .then(|| crate::tensor::conv::conv2d_forward(&x, &g, &k, f, &steps))
                     });
                     if let Some(dispatched) = dispatched {
                         assert_eq!(dispatched, fused, "conv2d_forward runs winograd");
+                    }
+                    // A layer's dispatch, which keeps the transformed kernel: the second call
+                    // reuses it.
+                    if isa::with_forced(level, || prefers(&g, f, true)) {
+                        let mut cache = KernelCache::default();
+                        for _ in 0..2 {
+                            let kept = isa::with_forced(level, || {
+                                conv2d_forward_cached(&x, &g, &k, f, &steps, &mut cache, 7)
+                            });
+                            assert_eq!(kept, fused, "conv2d_forward_cached runs winograd");
+                        }
                     }
                     assert_eq!(plain.len(), raw.len());
                     assert_eq!(fused.len(), want.len());
@@ -434,7 +482,7 @@ mod tests {
         };
         let tiny = Conv2dGeometry::new(&[1, 4, 4, 64], (3, 3), (1, 1), Padding::Same).unwrap();
         for level in Isa::supported() {
-            let at = |g: &Conv2dGeometry, f| isa::with_forced(level, || prefers(g, f));
+            let at = |g: &Conv2dGeometry, f| isa::with_forced(level, || prefers(g, f, false));
             assert!(!at(&g((3, 3), 2), 96));
             assert!(!at(&g((1, 7), 1), 96));
             assert!(!at(&g((5, 5), 1), 96));
@@ -442,6 +490,11 @@ mod tests {
             assert_eq!(at(&g((3, 3), 1), 96), level != Isa::Portable, "{level}");
             // 32 filters only at AVX2 (on AVX-512 the direct kernel keeps up).
             assert_eq!(at(&g((3, 3), 1), 32), level == Isa::Avx2, "{level}");
+            // 448 -> 384 (InceptionV3's 8x8 layers) only with the transformed kernel kept.
+            let wide = Conv2dGeometry::new(&[1, 8, 8, 448], (3, 3), (1, 1), Padding::Same).unwrap();
+            assert!(!at(&wide, 384));
+            let kept = isa::with_forced(level, || prefers(&wide, 384, true));
+            assert_eq!(kept, level != Isa::Portable, "{level}");
         }
     }
 }
