@@ -276,21 +276,22 @@ pub fn conv2d_forward(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    if super::winograd::prefers(g, filters, false) {
-        return super::winograd::conv2d(x, g, kernel, filters, epilogue);
-    }
-    conv2d_forward_other(x, g, kernel, filters, epilogue)
+    let mut once = KernelCache::default();
+    run_engine(x, g, (kernel, filters, epilogue), &mut once, 0, false)
 }
 
 /// What an engine derives from a convolution kernel before it runs (Winograd's transformed
-/// kernel), kept by the layer between calls and derived again only when the kernel's
-/// [`version`](crate::layers::Weight::version) differs from the one it was made from. A frozen
-/// base's kernels never change, and transforming InceptionV3's 448->384 kernel (16 x 448 x 384
-/// values, in f64) cost as much as a third of that convolution at batch 8: with the transform
-/// kept, Winograd beats im2col on that layer too (see [`super::winograd::prefers`]).
+/// kernel, the direct kernel's packed blocks), kept by the layer between calls and derived again
+/// only when the kernel's [`version`](crate::layers::Weight::version) differs from the one it was
+/// made from. A frozen base's kernels never change, and transforming InceptionV3's 448->384
+/// kernel (16 x 448 x 384 values, in f64) cost as much as a third of that convolution at batch 8:
+/// with the transform kept, Winograd beats im2col on that layer too (see
+/// [`super::winograd::prefers`]).
 #[derive(Default)]
 pub struct KernelCache {
     winograd: Option<(u64, super::buffer::Buffer)>,
+    /// The direct kernel's packed blocks.
+    direct: super::direct_conv::Packed,
 }
 
 impl KernelCache {
@@ -314,7 +315,20 @@ pub fn conv2d_forward_cached(
     cache: &mut KernelCache,
     version: u64,
 ) -> Vec<f32> {
-    if super::winograd::prefers(g, filters, true) {
+    run_engine(x, g, (kernel, filters, epilogue), cache, version, true)
+}
+
+/// The engine for this geometry, with `cache` for what it derives from the kernel; `kept` says
+/// whether `cache` outlives the call (see [`super::winograd::prefers`]).
+fn run_engine(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    (kernel, filters, epilogue): (&[f32], usize, &[EpilogueStep]),
+    cache: &mut KernelCache,
+    version: u64,
+    kept: bool,
+) -> Vec<f32> {
+    if super::winograd::prefers(g, filters, kept) {
         assert!(
             kernel.len() >= 9 * g.c * filters,
             "winograd: kernel too short"
@@ -322,22 +336,13 @@ pub fn conv2d_forward_cached(
         let u = cache.winograd(version, kernel, g.c, filters);
         return super::winograd::conv2d_with(x, g, u, filters, epilogue);
     }
-    conv2d_forward_other(x, g, kernel, filters, epilogue)
-}
-
-/// The engines that derive nothing from the kernel: direct, or im2col + matmul.
-fn conv2d_forward_other(
-    x: &[f32],
-    g: &Conv2dGeometry,
-    kernel: &[f32],
-    filters: usize,
-    epilogue: &[EpilogueStep],
-) -> Vec<f32> {
     if super::direct_conv::prefers_direct(g, filters) {
-        super::direct_conv::conv2d_direct(x, g, kernel, filters, epilogue)
-    } else {
-        conv2d_forward_im2col(x, g, kernel, filters, epilogue)
+        let packed = &mut cache.direct;
+        return super::direct_conv::conv2d_direct_kept(
+            x, g, kernel, filters, epilogue, packed, version,
+        );
     }
+    conv2d_forward_im2col(x, g, kernel, filters, epilogue)
 }
 
 /// [`conv2d_forward`] by im2col + matmul (a plain matmul for pointwise kernels), whatever the

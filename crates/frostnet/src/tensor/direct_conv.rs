@@ -91,12 +91,31 @@ pub fn conv2d_direct(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
+    conv2d_direct_kept(x, g, kernel, filters, epilogue, &mut None, 0)
+}
+
+/// A kernel packed by [`pack`]: the kernel's version, the lanes and widest block it was packed
+/// for (they differ between instruction sets), and the packed values.
+pub(crate) type Packed = Option<(u64, usize, usize, super::buffer::Buffer)>;
+
+/// [`conv2d_direct`] reusing the packed kernel in `kept` when it was packed from `version` for
+/// this call's instruction set, and leaving the one it packs there otherwise.
+pub(crate) fn conv2d_direct_kept(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    kernel: &[f32],
+    filters: usize,
+    epilogue: &[EpilogueStep],
+    kept: &mut Packed,
+    version: u64,
+) -> Vec<f32> {
+    let job = (kernel, filters, epilogue, kept, version);
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
-        isa::Isa::Avx512 => run::<x86::Avx512>(x, g, kernel, filters, epilogue),
+        isa::Isa::Avx512 => run::<x86::Avx512>(x, g, job),
         #[cfg(target_arch = "x86_64")]
-        isa::Isa::Avx2 => run::<x86::Avx2>(x, g, kernel, filters, epilogue),
-        _ => run::<Portable>(x, g, kernel, filters, epilogue),
+        isa::Isa::Avx2 => run::<x86::Avx2>(x, g, job),
+        _ => run::<Portable>(x, g, job),
     }
 }
 
@@ -254,8 +273,7 @@ fn pack(
     blocks: &[Block],
 ) -> super::buffer::Buffer {
     let taps = g.kh * g.kw * g.c;
-    let total = blocks.last().map_or(0, |b| b.off + taps * b.nv * lanes);
-    let mut out = super::buffer::Buffer(super::buffer::zeroed(total));
+    let mut out = super::buffer::Buffer(super::buffer::zeroed(packed_len(blocks, g, lanes)));
     for b in blocks {
         let width = b.nv * lanes;
         let w = width.min(filters - b.f0);
@@ -266,17 +284,33 @@ fn pack(
     out
 }
 
+/// Values [`pack`] writes for `blocks`.
+fn packed_len(blocks: &[Block], g: &Conv2dGeometry, lanes: usize) -> usize {
+    blocks
+        .last()
+        .map_or(0, |b| b.off + g.kh * g.kw * g.c * b.nv * lanes)
+}
+
 fn run<S: Simd>(
     x: &[f32],
     g: &Conv2dGeometry,
-    kernel: &[f32],
-    filters: usize,
-    epilogue: &[EpilogueStep],
+    (kernel, filters, epilogue, kept, version): (&[f32], usize, &[EpilogueStep], &mut Packed, u64),
 ) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.h * g.w * g.c, "input length");
     assert_eq!(kernel.len(), g.patch_len() * filters, "kernel length");
     let blocks = plan(filters, S::L, S::MAX_NV, g.patch_len());
-    let packed = pack(kernel, g, filters, S::L, &blocks);
+    let fits = |&(v, l, nv, ref p): &(u64, usize, usize, super::buffer::Buffer)| {
+        v == version && l == S::L && nv == S::MAX_NV && p.len() == packed_len(&blocks, g, S::L)
+    };
+    if !kept.as_ref().is_some_and(fits) {
+        *kept = Some((
+            version,
+            S::L,
+            S::MAX_NV,
+            pack(kernel, g, filters, S::L, &blocks),
+        ));
+    }
+    let packed: &[f32] = kept.as_ref().map_or(&[], |k| &k.3);
     let zeros = vec![0.0f32; g.c];
     let row_len = g.ow * filters;
     if row_len == 0 || g.c == 0 {
@@ -322,7 +356,7 @@ fn run<S: Simd>(
             let job = RowJob {
                 x,
                 zeros: &zeros,
-                packed: &packed,
+                packed,
                 blocks: &blocks,
                 g,
                 filters,
