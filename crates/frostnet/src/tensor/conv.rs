@@ -289,7 +289,9 @@ pub fn conv2d_forward(
 /// [`super::winograd::prefers`]).
 #[derive(Default)]
 pub struct KernelCache {
-    winograd: Option<(u64, super::buffer::Buffer)>,
+    /// Winograd's transformed kernel. Long-lived, so not from the buffer pool (it would pin a
+    /// pooled buffer); the same vector is transformed into again when the kernel changes.
+    winograd: Option<(u64, Vec<f32>)>,
     /// The direct kernel's packed blocks.
     direct: super::direct_conv::Packed,
 }
@@ -298,7 +300,10 @@ impl KernelCache {
     /// Winograd's transform of `kernel` (`c` inputs, `f` filters) at `version`.
     fn winograd(&mut self, version: u64, kernel: &[f32], c: usize, f: usize) -> &[f32] {
         if !matches!(&self.winograd, Some((v, u)) if *v == version && u.len() == 16 * c * f) {
-            self.winograd = Some((version, super::winograd::transform_kernel(kernel, c, f)));
+            let mut u = self.winograd.take().map(|w| w.1).unwrap_or_default();
+            u.resize(16 * c * f, 0.0);
+            super::winograd::transform_kernel_into(kernel, c, f, &mut u);
+            self.winograd = Some((version, u));
         }
         self.winograd.as_ref().map_or(&[], |(_, u)| u)
     }

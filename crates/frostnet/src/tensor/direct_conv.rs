@@ -91,12 +91,23 @@ pub fn conv2d_direct(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    conv2d_direct_kept(x, g, kernel, filters, epilogue, &mut None, 0)
+    let job = (kernel, filters, epilogue, None, 0);
+    dispatch(x, g, job)
 }
 
 /// A kernel packed by [`pack`]: the kernel's version, the lanes and widest block it was packed
 /// for (they differ between instruction sets), and the packed values.
-pub(crate) type Packed = Option<(u64, usize, usize, super::buffer::Buffer)>;
+pub(crate) type Packed = Option<(u64, usize, usize, Vec<f32>)>;
+
+/// What [`run`] computes: kernel, filters, epilogue, where to keep the packed kernel (none: pack
+/// for this call only) and the kernel's version.
+type Job<'a> = (
+    &'a [f32],
+    usize,
+    &'a [EpilogueStep<'a>],
+    Option<&'a mut Packed>,
+    u64,
+);
 
 /// [`conv2d_direct`] reusing the packed kernel in `kept` when it was packed from `version` for
 /// this call's instruction set, and leaving the one it packs there otherwise.
@@ -109,7 +120,11 @@ pub(crate) fn conv2d_direct_kept(
     kept: &mut Packed,
     version: u64,
 ) -> Vec<f32> {
-    let job = (kernel, filters, epilogue, kept, version);
+    dispatch(x, g, (kernel, filters, epilogue, Some(kept), version))
+}
+
+/// [`run`] at the calling thread's level.
+fn dispatch(x: &[f32], g: &Conv2dGeometry, job: Job) -> Vec<f32> {
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
         isa::Isa::Avx512 => run::<x86::Avx512>(x, g, job),
@@ -263,17 +278,18 @@ fn plan(filters: usize, lanes: usize, max_nv: usize, taps: usize) -> Vec<Block> 
     blocks
 }
 
-/// Packs the HWIO kernel block by block as `[ky][kx][c][block width]`, zero-padding the last
-/// block, so a tile reads its kernel vectors contiguously.
+/// Packs the HWIO kernel block by block as `[ky][kx][c][block width]` into `out` (zeroed, of
+/// [`packed_len`] values: the last block's padding stays zero), so a tile reads its kernel
+/// vectors contiguously.
 fn pack(
     kernel: &[f32],
     g: &Conv2dGeometry,
     filters: usize,
     lanes: usize,
     blocks: &[Block],
-) -> super::buffer::Buffer {
+    out: &mut [f32],
+) {
     let taps = g.kh * g.kw * g.c;
-    let mut out = super::buffer::Buffer(super::buffer::zeroed(packed_len(blocks, g, lanes)));
     for b in blocks {
         let width = b.nv * lanes;
         let w = width.min(filters - b.f0);
@@ -281,7 +297,6 @@ fn pack(
             out[b.off + t * width..][..w].copy_from_slice(&kernel[t * filters + b.f0..][..w]);
         }
     }
-    out
 }
 
 /// Values [`pack`] writes for `blocks`.
@@ -294,23 +309,35 @@ fn packed_len(blocks: &[Block], g: &Conv2dGeometry, lanes: usize) -> usize {
 fn run<S: Simd>(
     x: &[f32],
     g: &Conv2dGeometry,
-    (kernel, filters, epilogue, kept, version): (&[f32], usize, &[EpilogueStep], &mut Packed, u64),
+    (kernel, filters, epilogue, kept, version): Job,
 ) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.h * g.w * g.c, "input length");
     assert_eq!(kernel.len(), g.patch_len() * filters, "kernel length");
     let blocks = plan(filters, S::L, S::MAX_NV, g.patch_len());
-    let fits = |&(v, l, nv, ref p): &(u64, usize, usize, super::buffer::Buffer)| {
-        v == version && l == S::L && nv == S::MAX_NV && p.len() == packed_len(&blocks, g, S::L)
+    let len = packed_len(&blocks, g, S::L);
+    let mut fresh;
+    let packed: &[f32] = match kept {
+        Some(slot) => {
+            let fits = |k: &(u64, usize, usize, Vec<f32>)| {
+                k.0 == version && k.1 == S::L && k.2 == S::MAX_NV && k.3.len() == len
+            };
+            if !slot.as_ref().is_some_and(fits) {
+                // Long-lived, so not from the buffer pool (it would pin a pooled buffer); the
+                // same vector is repacked when the kernel changes (every step in training).
+                let mut buf = slot.take().map(|k| k.3).unwrap_or_default();
+                buf.clear();
+                buf.resize(len, 0.0);
+                pack(kernel, g, filters, S::L, &blocks, &mut buf);
+                *slot = Some((version, S::L, S::MAX_NV, buf));
+            }
+            slot.as_ref().map_or(&[], |k| &k.3)
+        }
+        None => {
+            fresh = super::buffer::Buffer(super::buffer::zeroed(len));
+            pack(kernel, g, filters, S::L, &blocks, &mut fresh);
+            &fresh
+        }
     };
-    if !kept.as_ref().is_some_and(fits) {
-        *kept = Some((
-            version,
-            S::L,
-            S::MAX_NV,
-            pack(kernel, g, filters, S::L, &blocks),
-        ));
-    }
-    let packed: &[f32] = kept.as_ref().map_or(&[], |k| &k.3);
     let zeros = vec![0.0f32; g.c];
     let row_len = g.ow * filters;
     if row_len == 0 || g.c == 0 {

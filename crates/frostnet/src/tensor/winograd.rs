@@ -224,11 +224,17 @@ pub fn conv2d_with(
 
 /// `U[ξ] = (G g Gᵀ)[ξ]` for every (input channel, filter) pair, as `[16][c][filters]`, computed
 /// in f64 (separably, vectorised over filters) and rounded once.
-pub(crate) fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer {
+fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer {
     let mut u = super::buffer::Buffer(super::buffer::overwritten(16 * c * f));
+    transform_kernel_into(kernel, c, f, &mut u);
+    u
+}
+
+/// [`transform_kernel`] into `u` (`16 * c * f` values, every one written).
+pub(crate) fn transform_kernel_into(kernel: &[f32], c: usize, f: usize, u: &mut [f32]) {
     let cf = c * f;
     if cf == 0 {
-        return u;
+        return;
     }
     // A task per range of input channels, writing those channels' rows of all 16 planes of `U`
     // directly (a training step transforms every kernel again: no per-channel vectors).
@@ -278,7 +284,6 @@ pub(crate) fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buf
             }
         }
     });
-    u
 }
 
 #[inline(always)]
