@@ -289,8 +289,7 @@ pub fn conv2d_forward(
 /// [`super::winograd::prefers`]).
 #[derive(Default)]
 pub struct KernelCache {
-    /// Winograd's transformed kernel. Long-lived, so not from the buffer pool (it would pin a
-    /// pooled buffer); the same vector is transformed into again when the kernel changes.
+    /// Winograd's transformed kernel.
     winograd: Option<(u64, Vec<f32>)>,
     /// The direct kernel's packed blocks.
     direct: super::direct_conv::Packed,
@@ -299,14 +298,32 @@ pub struct KernelCache {
 impl KernelCache {
     /// Winograd's transform of `kernel` (`c` inputs, `f` filters) at `version`.
     fn winograd(&mut self, version: u64, kernel: &[f32], c: usize, f: usize) -> &[f32] {
-        if !matches!(&self.winograd, Some((v, u)) if *v == version && u.len() == 16 * c * f) {
-            let mut u = self.winograd.take().map(|w| w.1).unwrap_or_default();
-            u.resize(16 * c * f, 0.0);
-            super::winograd::transform_kernel_into(kernel, c, f, &mut u);
-            self.winograd = Some((version, u));
-        }
-        self.winograd.as_ref().map_or(&[], |(_, u)| u)
+        kept(&mut self.winograd, version, 16 * c * f, |u| {
+            super::winograd::transform_kernel_into(kernel, c, f, u)
+        })
     }
+}
+
+/// The values in `slot` if they were made under `key` and have `len` values; otherwise `fill`
+/// makes them (into `len` zeros, reusing the slot's vector) and they are kept under `key`.
+/// Long-lived, so a plain vector, not a pooled buffer (which it would pin).
+pub(crate) fn kept<K: PartialEq>(
+    slot: &mut Option<(K, Vec<f32>)>,
+    key: K,
+    len: usize,
+    fill: impl FnOnce(&mut [f32]),
+) -> &[f32] {
+    if !slot
+        .as_ref()
+        .is_some_and(|(k, v)| *k == key && v.len() == len)
+    {
+        let mut v = slot.take().map(|(_, v)| v).unwrap_or_default();
+        v.clear();
+        v.resize(len, 0.0);
+        fill(&mut v);
+        *slot = Some((key, v));
+    }
+    slot.as_ref().map_or(&[], |(_, v)| v)
 }
 
 /// [`conv2d_forward`] keeping what the engine derives from `kernel` in `cache`, valid while the
@@ -334,10 +351,6 @@ fn run_engine(
     kept: bool,
 ) -> Vec<f32> {
     if super::winograd::prefers(g, filters, kept) {
-        assert!(
-            kernel.len() >= 9 * g.c * filters,
-            "winograd: kernel too short"
-        );
         let u = cache.winograd(version, kernel, g.c, filters);
         return super::winograd::conv2d_with(x, g, u, filters, epilogue);
     }

@@ -97,7 +97,7 @@ pub fn conv2d_direct(
 
 /// A kernel packed by [`pack`]: the kernel's version, the lanes and widest block it was packed
 /// for (they differ between instruction sets), and the packed values.
-pub(crate) type Packed = Option<(u64, usize, usize, Vec<f32>)>;
+pub(crate) type Packed = Option<((u64, usize, usize), Vec<f32>)>;
 
 /// What [`run`] computes: kernel, filters, epilogue, where to keep the packed kernel (none: pack
 /// for this call only) and the kernel's version.
@@ -317,21 +317,9 @@ fn run<S: Simd>(
     let len = packed_len(&blocks, g, S::L);
     let mut fresh;
     let packed: &[f32] = match kept {
-        Some(slot) => {
-            let fits = |k: &(u64, usize, usize, Vec<f32>)| {
-                k.0 == version && k.1 == S::L && k.2 == S::MAX_NV && k.3.len() == len
-            };
-            if !slot.as_ref().is_some_and(fits) {
-                // Long-lived, so not from the buffer pool (it would pin a pooled buffer); the
-                // same vector is repacked when the kernel changes (every step in training).
-                let mut buf = slot.take().map(|k| k.3).unwrap_or_default();
-                buf.clear();
-                buf.resize(len, 0.0);
-                pack(kernel, g, filters, S::L, &blocks, &mut buf);
-                *slot = Some((version, S::L, S::MAX_NV, buf));
-            }
-            slot.as_ref().map_or(&[], |k| &k.3)
-        }
+        Some(slot) => super::conv::kept(slot, (version, S::L, S::MAX_NV), len, |out| {
+            pack(kernel, g, filters, S::L, &blocks, out)
+        }),
         None => {
             fresh = super::buffer::Buffer(super::buffer::zeroed(len));
             pack(kernel, g, filters, S::L, &blocks, &mut fresh);

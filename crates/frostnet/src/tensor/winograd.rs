@@ -96,10 +96,6 @@ pub fn conv2d(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    assert!(
-        kernel.len() >= 9 * g.c * filters,
-        "winograd: kernel too short"
-    );
     conv2d_with(
         x,
         g,
@@ -232,6 +228,7 @@ fn transform_kernel(kernel: &[f32], c: usize, f: usize) -> super::buffer::Buffer
 
 /// [`transform_kernel`] into `u` (`16 * c * f` values, every one written).
 pub(crate) fn transform_kernel_into(kernel: &[f32], c: usize, f: usize, u: &mut [f32]) {
+    assert!(kernel.len() >= 9 * c * f, "winograd: kernel too short");
     let cf = c * f;
     if cf == 0 {
         return;
