@@ -4,8 +4,12 @@
 //! kernel gradient `K x M x N` with `A` transposed (`patches^T * dy`) and the input gradient
 //! `M x N x K` with `B` transposed (`dy * kernel^T`). Every instruction set the CPU runs but the
 //! portable one, as GFLOP/s against wall time and against CPU time per thread (robust to other
-//! processes sharing the machine), and as a fraction of `FMA_PEAK_GFLOPS` (per thread, for the
-//! level's vector width) when that variable is set (`bench/fma_peak.c` measures it). `GF/cpu1`
+//! processes sharing the machine), and as a fraction of the level's FMA peak per thread when it
+//! is given: `FMA_PEAK_GFLOPS` for AVX-512, `FMA_PEAK_GFLOPS_AVX2` for AVX2 (`bench/fma_peak.c`
+//! measures both: `fma_peak 1 50000000 avx512`, `... avx2`). The AVX2 peak is not derived
+//! from the AVX-512 one: Intel's cores with two 512-bit FMA units run AVX2 at half the rate, but
+//! Zen 4 splits every 512-bit FMA over its two 256-bit units, so AVX2 reaches the same peak
+//! there (measured: 116 GFLOP/s per thread at both widths). `GF/cpu1`
 //! is the CPU-time rate scaled to the thread count (flops / (CPU seconds / threads)); `GF/best`
 //! the same for the fastest rep, the one least disturbed by other processes.
 //!
@@ -31,9 +35,8 @@ const SHAPES: [(&str, usize, usize, usize); 10] = [
 ];
 
 pub(crate) fn run(args: &Args) -> Res<()> {
-    let peak: Option<f64> = std::env::var("FMA_PEAK_GFLOPS")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let peak_of = |var: &str| -> Option<f64> { std::env::var(var).ok()?.parse().ok() };
+    let (peak512, peak256) = (peak_of("FMA_PEAK_GFLOPS"), peak_of("FMA_PEAK_GFLOPS_AVX2"));
     println!(
         "gemm-shapes: {} threads, CPU levels {:?}, process default {}",
         args.threads,
@@ -82,9 +85,8 @@ pub(crate) fn run(args: &Args) -> Res<()> {
                 let per_thread = flops / (cp * 1e-3 / args.threads as f64) / 1e9;
                 let best = cpu.iter().copied().fold(f64::INFINITY, f64::min);
                 let best = flops / (best * 1e-3 / args.threads as f64) / 1e9;
-                // The FMA peak given is AVX-512's; AVX2's is half of it.
+                let peak = if level == Isa::Avx2 { peak256 } else { peak512 };
                 let pct = peak.map_or(String::from("-"), |p| {
-                    let p = if level == Isa::Avx2 { p / 2.0 } else { p };
                     format!(
                         "{:.0}",
                         100.0 * flops / (w * 1e-3) / 1e9 / (p * args.threads as f64)
