@@ -8,7 +8,8 @@
 //! (the least disturbed by them).
 //!
 //! Environment filters (comma-separated words a name must contain): `KERNEL_CASES` (kernel
-//! names), `KERNEL_ISAS` (levels), `KERNEL_ENGINES` (`im2col`, `direct`, `fwd`, `dx`, `dk`);
+//! names), `KERNEL_ISAS` (levels), `KERNEL_ENGINES` (`im2col`, `direct`, `wino`, `wino1d`,
+//! `layer`: what a `Conv2D` layer dispatches to, keeping its derived kernel; `fwd`, `dx`, `dk`);
 //! `KERNEL_BATCH` sets the convolutions' batch (default 1, inference).
 
 use crate::{median, time_reps, Args, Res};
@@ -18,8 +19,8 @@ use frostnet::tensor::conv::{
 use frostnet::tensor::depthwise;
 use frostnet::tensor::direct_conv::conv2d_direct;
 use frostnet::tensor::isa::{self, Isa};
-use frostnet::tensor::winograd;
 use frostnet::tensor::{matmul, Transpose};
+use frostnet::tensor::{winograd, winograd_1d};
 
 /// (name, NHWC input without batch, kernel, strides, padding, filters): InceptionV3's spatial
 /// convolutions at 299x299 (stem, then one of each kind in the mixed blocks).
@@ -228,14 +229,19 @@ pub(crate) fn run(args: &Args, batch: usize) -> Res<()> {
                 usize,
                 &[frostnet::tensor::conv::EpilogueStep],
             ) -> Vec<f32>;
-            let engines: [(&str, Engine); 3] = [
+            let engines: [(&str, Engine); 4] = [
                 ("im2col", conv2d_forward_im2col),
                 ("direct", conv2d_direct),
                 ("wino", winograd::conv2d),
+                ("wino1d", winograd_1d::conv2d),
             ];
             for (ename, engine) in engines {
-                if !keep("KERNEL_ENGINES", ename) || (ename == "wino" && !winograd::applicable(&g))
-                {
+                let runs = match ename {
+                    "wino" => winograd::applicable(&g),
+                    "wino1d" => winograd_1d::scheme(&g).is_some(),
+                    _ => true,
+                };
+                if !keep("KERNEL_ENGINES", ename) || !runs {
                     continue;
                 }
                 let (wall, cpu) = isa::with_forced(level, || {

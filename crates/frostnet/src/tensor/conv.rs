@@ -289,23 +289,16 @@ pub fn conv2d_forward(
 /// [`super::winograd::prefers`]).
 #[derive(Default)]
 pub struct KernelCache {
-    /// Winograd's transformed kernel.
+    /// Winograd's transformed kernel (2-D or 1-D: a layer's kernel shape picks one for good).
     winograd: Option<(u64, Vec<f32>)>,
     /// The direct kernel's packed blocks.
     direct: super::direct_conv::Packed,
 }
 
-impl KernelCache {
-    /// Winograd's transform of `kernel` (`c` inputs, `f` filters) at `version`.
-    fn winograd(&mut self, version: u64, kernel: &[f32], c: usize, f: usize) -> &[f32] {
-        kept(&mut self.winograd, version, 16 * c * f, |u| {
-            super::winograd::transform_kernel_into(kernel, c, f, u)
-        })
-    }
-}
-
 /// The values in `slot` if they were made under `key` and have `len` values; otherwise `fill`
-/// makes them (into `len` zeros, reusing the slot's vector) and they are kept under `key`.
+/// makes them (into `len` values, reusing the slot's vector) and they are kept under `key`.
+/// `fill` must write every value: it gets the old ones, not zeros (a trainable layer refills
+/// its kernel every step, and zeroing 16 x 448 x 384 values first would be a pass for nothing).
 /// Long-lived, so a plain vector, not a pooled buffer (which it would pin).
 pub(crate) fn kept<K: PartialEq>(
     slot: &mut Option<(K, Vec<f32>)>,
@@ -318,7 +311,6 @@ pub(crate) fn kept<K: PartialEq>(
         .is_some_and(|(k, v)| *k == key && v.len() == len)
     {
         let mut v = slot.take().map(|(_, v)| v).unwrap_or_default();
-        v.clear();
         v.resize(len, 0.0);
         fill(&mut v);
         *slot = Some((key, v));
@@ -351,8 +343,19 @@ fn run_engine(
     kept: bool,
 ) -> Vec<f32> {
     if super::winograd::prefers(g, filters, kept) {
-        let u = cache.winograd(version, kernel, g.c, filters);
+        let u = self::kept(&mut cache.winograd, version, 16 * g.c * filters, |u| {
+            super::winograd::transform_kernel_into(kernel, g.c, filters, u)
+        });
         return super::winograd::conv2d_with(x, g, u, filters, epilogue);
+    }
+    if let Some((s, _)) =
+        super::winograd_1d::scheme(g).filter(|_| super::winograd_1d::prefers(g, filters))
+    {
+        let len = s.kernel_len(g.c, filters);
+        let u = self::kept(&mut cache.winograd, version, len, |u| {
+            super::winograd_1d::transform_kernel_into(s, kernel, g.c, filters, u)
+        });
+        return super::winograd_1d::conv2d_with(x, g, u, filters, epilogue);
     }
     if super::direct_conv::prefers_direct(g, filters) {
         let packed = &mut cache.direct;
@@ -657,6 +660,25 @@ mod backward_tests {
 #[cfg(test)]
 pub(crate) mod reference {
     use super::Conv2dGeometry;
+
+    /// Deterministic N(0, 1)-ish values (sum of uniforms), so the test needs no RNG state.
+    pub(crate) fn normalish(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                let mut acc = 0.0f32;
+                for _ in 0..4 {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                }
+                acc * 1.732
+            })
+            .collect()
+    }
 
     /// `max((y + bias) * scale + shift, 0)` per channel of `y` (rows of `bias.len()` values): the
     /// fused epilogue Bias, Affine, relu by definition, in f64.

@@ -278,9 +278,9 @@ fn plan(filters: usize, lanes: usize, max_nv: usize, taps: usize) -> Vec<Block> 
     blocks
 }
 
-/// Packs the HWIO kernel block by block as `[ky][kx][c][block width]` into `out` (zeroed, of
-/// [`packed_len`] values: the last block's padding stays zero), so a tile reads its kernel
-/// vectors contiguously.
+/// Packs the HWIO kernel block by block as `[ky][kx][c][block width]` into `out` ([`packed_len`]
+/// values, every one written: the last block's padding columns are zeroed), so a tile reads its
+/// kernel vectors contiguously.
 fn pack(
     kernel: &[f32],
     g: &Conv2dGeometry,
@@ -294,7 +294,9 @@ fn pack(
         let width = b.nv * lanes;
         let w = width.min(filters - b.f0);
         for t in 0..taps {
-            out[b.off + t * width..][..w].copy_from_slice(&kernel[t * filters + b.f0..][..w]);
+            let (vals, pad) = out[b.off + t * width..][..width].split_at_mut(w);
+            vals.copy_from_slice(&kernel[t * filters + b.f0..][..w]);
+            pad.fill(0.0);
         }
     }
 }
@@ -321,7 +323,7 @@ fn run<S: Simd>(
             pack(kernel, g, filters, S::L, &blocks, out)
         }),
         None => {
-            fresh = super::buffer::Buffer(super::buffer::zeroed(len));
+            fresh = super::buffer::Buffer(super::buffer::overwritten(len));
             pack(kernel, g, filters, S::L, &blocks, &mut fresh);
             &fresh
         }

@@ -19,6 +19,7 @@ mod simd;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod sgemm;
 pub mod winograd;
+pub mod winograd_1d;
 
 pub use conv::{conv_output_len, same_padding, Conv2dGeometry, Padding};
 pub(crate) use elementwise::{map_with_codes, scale_by_codes};

@@ -130,27 +130,7 @@ pub fn conv2d_with(
         return out;
     }
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let tile_rows = g.n * th;
-    // Tile rows per chunk: ~CHUNK_VALUES per position, and at least 2 chunks per thread when
-    // there is enough work.
-    let threads = rayon::current_num_threads().max(1);
-    let by_size = (CHUNK_VALUES / (tw * (c + f)).max(1)).max(1);
-    let by_threads = tile_rows.div_ceil(2 * threads).max(1);
-    let rows_per_chunk = by_size.min(by_threads);
-    // Cut the output into each chunk's contiguous range of output rows.
-    let row_len = g.ow * f;
-    let mut chunks = Vec::with_capacity(tile_rows.div_ceil(rows_per_chunk));
-    let mut rest: &mut [f32] = &mut out;
-    let mut r0 = 0;
-    while r0 < tile_rows {
-        let r1 = (r0 + rows_per_chunk).min(tile_rows);
-        let out_row = |r: usize| (r / th) * g.oh + (2 * (r % th)).min(g.oh);
-        let rows = out_row(r1) - out_row(r0);
-        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * row_len);
-        rest = tail;
-        chunks.push((r0, r1, mine));
-        r0 = r1;
-    }
+    let chunks = tile_row_chunks(&mut out, g, f, 2, tw);
     let zeros = vec![0.0f32; c];
     chunks.into_par_iter().for_each(|(r0, r1, dst)| {
         isa::vectorized(
@@ -216,6 +196,38 @@ pub fn conv2d_with(
         )
     });
     out
+}
+
+/// Cuts NHWC output `out` (`g.n * g.oh` rows of `g.ow * f` values) into chunks of whole tile
+/// rows, `(first tile row, end tile row, the chunk's output rows)`: a tile row covers `mh`
+/// output rows of each image with `tw` tiles. A chunk aims for [`CHUNK_VALUES`] per transform
+/// position, and there are at least 2 chunks per thread when there is enough work.
+pub(crate) fn tile_row_chunks<'a>(
+    out: &'a mut [f32],
+    g: &Conv2dGeometry,
+    f: usize,
+    mh: usize,
+    tw: usize,
+) -> Vec<(usize, usize, &'a mut [f32])> {
+    let th = g.oh.div_ceil(mh);
+    let tile_rows = g.n * th;
+    let threads = rayon::current_num_threads().max(1);
+    let by_size = (CHUNK_VALUES / (tw * (g.c + f)).max(1)).max(1);
+    let by_threads = tile_rows.div_ceil(2 * threads).max(1);
+    let rows_per_chunk = by_size.min(by_threads);
+    let out_row = |r: usize| (r / th) * g.oh + (mh * (r % th)).min(g.oh);
+    let mut chunks = Vec::with_capacity(tile_rows.div_ceil(rows_per_chunk));
+    let mut rest = out;
+    let mut r0 = 0;
+    while r0 < tile_rows {
+        let r1 = (r0 + rows_per_chunk).min(tile_rows);
+        let rows = out_row(r1) - out_row(r0);
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * g.ow * f);
+        rest = tail;
+        chunks.push((r0, r1, mine));
+        r0 = r1;
+    }
+    chunks
 }
 
 /// `U[ξ] = (G g Gᵀ)[ξ]` for every (input channel, filter) pair, as `[16][c][filters]`, computed
@@ -368,27 +380,9 @@ fn output_tile(m: &[f32], tiles: usize, t: usize, f: usize, s: &mut [f32], y: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::conv::reference::normalish;
     use crate::tensor::conv::{conv2d_forward_cached, KernelCache, Padding};
     use crate::tensor::isa::Isa;
-
-    /// Deterministic N(0, 1)-ish values (sum of uniforms), so the test needs no RNG state.
-    fn normalish(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                let mut acc = 0.0f32;
-                for _ in 0..4 {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                }
-                acc * 1.732
-            })
-            .collect()
-    }
 
     /// Max |winograd - f64| / max(1, |ref|) over odd sizes, both paddings, batch 2, with an
     /// epilogue (bias, affine, ReLU), at every ISA the CPU runs; inputs N(0, 1) and post-ReLU,
