@@ -72,7 +72,7 @@ use super::conv::Conv2dGeometry;
 use super::direct_conv::conv2d_direct;
 use super::isa::{self, Isa};
 use super::matmul::{matmul, Transpose};
-use super::winograd;
+use super::{winograd, winograd_1d};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -85,7 +85,8 @@ pub enum DxEngine {
     PhasesDirect,
     /// Stride phases, each through im2col + gemm.
     PhasesGemm,
-    /// Stride phases, each 3x3 stride-1 phase through Winograd (the others as `PhasesDirect`).
+    /// Stride phases, each 3x3 stride-1 phase through Winograd, each `1 x r` / `r x 1` one
+    /// through [`winograd_1d`] (the others as `PhasesDirect`).
     PhasesWinograd,
 }
 
@@ -137,13 +138,25 @@ fn prefer_phases(g: &Conv2dGeometry, filters: usize) -> bool {
 /// Winograd against col2im's 122-151 (nine interleaved runs; one outlier pair at 142 vs 216),
 /// with and without `matmul::serially`. So: wherever the direct phases ran, and up to 192
 /// filters; never at the portable level (Winograd is not used there, see `winograd::prefers`).
+///
+/// A `1 x r` / `r x 1` stride-1 gradient is one [`winograd_1d`] convolution wherever that module
+/// is preferred forward (its phase has `filters` inputs and `c` outputs). Same bench, later
+/// session, two interleaved runs, best engine before -> 1-D Winograd: 128->128 1x7 at 17x17
+/// (batch 8) AVX-512 5.45 -> 4.91, AVX2 6.29 -> 5.59; 192->192 7x1 AVX-512 10.9-11.1 ->
+/// 10.0-11.3, AVX2 11.3-14.0 -> 10.0-12.8; 384->384 1x3 at 8x8 (col2im before) AVX-512
+/// 4.6-5.0 -> 4.4-5.0, AVX2 5.1-5.8 -> 4.7-5.5. `inception_finetune` CPU ms per step,
+/// interleaved, with the forward too: 3338 -> 3244, 2957 -> 2897.
 fn prefer_winograd_dx(isa: Isa, g: &Conv2dGeometry, filters: usize) -> bool {
     let three_by_three = g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1;
-    three_by_three
-        && match isa {
-            Isa::Avx512 | Isa::Avx2 => prefer_phases(g, filters) || filters <= 192,
-            Isa::Portable => false,
+    // The stride-1 phase: `dy` in, `filters` channels, `g.c` out, the same kernel shape.
+    let phase = Conv2dGeometry { c: filters, ..*g };
+    let one_d = || winograd_1d::scheme(g).is_some() && winograd_1d::prefers(&phase, g.c);
+    match isa {
+        Isa::Avx512 | Isa::Avx2 => {
+            three_by_three && (prefer_phases(g, filters) || filters <= 192) || one_d()
         }
+        Isa::Portable => false,
+    }
 }
 
 /// Whether the direct kernel-gradient engine beats the gemm for this geometry at level `isa`.
@@ -422,6 +435,9 @@ fn input_grad_phases(
             DxEngine::PhasesGemm => super::conv::conv2d_forward_im2col(dy, &pg, &k, g.c, &[]),
             DxEngine::PhasesWinograd if winograd::applicable(&pg) => {
                 winograd::conv2d(dy, &pg, &k, g.c, &[])
+            }
+            DxEngine::PhasesWinograd if winograd_1d::scheme(&pg).is_some() => {
+                winograd_1d::conv2d(dy, &pg, &k, g.c, &[])
             }
             _ => conv2d_direct(dy, &pg, &k, g.c, &[]),
         };
@@ -872,7 +888,7 @@ mod tests {
     /// one-tap phase longer than `dy` (2x2/2 valid on an odd input) and with a phase that needs
     /// negative padding (3x3/3 same, col2im).
     type Case = ([usize; 4], (usize, usize), (usize, usize), Padding, usize);
-    const CASES: [Case; 17] = [
+    const CASES: [Case; 20] = [
         ([2, 9, 11, 5], (3, 3), (1, 1), Padding::Same, 17),
         // 3x3 stride 1, valid: the input gradient is a full convolution (phase padding 2).
         ([2, 10, 9, 6], (3, 3), (1, 1), Padding::Valid, 11),
@@ -884,6 +900,10 @@ mod tests {
         ([1, 11, 10, 6], (3, 3), (3, 3), Padding::Same, 11),
         ([1, 12, 9, 16], (4, 3), (3, 2), Padding::Same, 40),
         ([2, 9, 8, 7], (1, 7), (1, 1), Padding::Same, 10),
+        ([1, 11, 6, 5], (7, 1), (1, 1), Padding::Valid, 9),
+        ([2, 5, 7, 6], (3, 1), (1, 1), Padding::Same, 3),
+        // Wide enough that `input_grad` picks the 1-D Winograd phase.
+        ([1, 17, 16, 130], (7, 1), (1, 1), Padding::Same, 128),
         ([1, 13, 12, 130], (3, 3), (2, 2), Padding::Valid, 19),
         ([1, 7, 9, 3], (3, 3), (1, 1), Padding::Same, 33),
         ([2, 15, 13, 1], (3, 3), (1, 1), Padding::Same, 32),
@@ -926,6 +946,27 @@ mod tests {
                     }
                 });
             }
+        }
+    }
+
+    /// The 1-D Winograd phase runs where `winograd_1d` is preferred forward, 3x3 as before.
+    #[test]
+    fn winograd_dx_choice() {
+        let g =
+            |shape: [usize; 4], k| Conv2dGeometry::new(&shape, k, (1, 1), Padding::Same).unwrap();
+        for level in Isa::supported() {
+            let fast = level != Isa::Portable;
+            let wide = g([1, 17, 16, 130], (7, 1));
+            assert_eq!(prefer_winograd_dx(level, &wide, 128), fast, "{level}");
+            assert_eq!(
+                isa::with_forced(level, || winograd_1d::prefers(
+                    &Conv2dGeometry { c: 128, ..wide },
+                    130
+                )),
+                fast
+            );
+            assert!(!prefer_winograd_dx(level, &g([2, 9, 8, 7], (1, 7)), 10));
+            assert!(!prefer_winograd_dx(level, &g([1, 8, 8, 384], (1, 3)), 384));
         }
     }
 
