@@ -154,7 +154,7 @@ pub fn prefers(g: &Conv2dGeometry, filters: usize) -> bool {
 /// `U[p] = Σ_k G[p][k] g[k]` for every (input channel, filter) pair, as `[plane][c][f]`, in f64
 /// and rounded once, into `u` ([`Scheme::kernel_len`] values, every one written). `kernel` is
 /// HWIO with `r` taps along one axis, so tap `k` is `kernel[k * c * f..][..c * f]` either way.
-pub fn transform_kernel_into(s: &Scheme, kernel: &[f32], c: usize, f: usize, u: &mut [f32]) {
+pub(crate) fn transform_kernel_into(s: &Scheme, kernel: &[f32], c: usize, f: usize, u: &mut [f32]) {
     let cf = c * f;
     assert!(
         kernel.len() >= s.taps() * cf && u.len() >= s.kernel_len(c, f),
