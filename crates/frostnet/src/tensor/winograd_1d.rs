@@ -16,8 +16,8 @@
 //! (points 0, ±1, 2, ∞) and F(2, 3) (0, ±1, ∞) side by side costs 9 planes instead of 8 (1.56x
 //! fewer multiplications than the direct 14, not 1.75x) and stays at 6e-6 with coefficients no
 //! larger than 3 (3 + 3 + 1 taps by F(3, 3) is 1.62x at the same error but 13 planes, each a
-//! smaller product). 1x3 uses F(2, 3): 1.5x, 5e-6 at 384 channels. (`tools/winograd_1d_error.py` reproduces
-//! these numbers.)
+//! smaller product). 1x3 uses F(2, 3): 1.5x, 5e-6 at 384 channels.
+//! (`tools/winograd_1d_error.py` reproduces these numbers.)
 //!
 //! The kernel transform `U = G g` runs in f64 and is rounded once; a layer keeps it while its
 //! kernel's version stands (see `conv::KernelCache`).
