@@ -149,8 +149,7 @@ fn prefer_phases(g: &Conv2dGeometry, filters: usize) -> bool {
 fn prefer_winograd_dx(isa: Isa, g: &Conv2dGeometry, filters: usize) -> bool {
     let three_by_three = g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1;
     // The stride-1 phase: `dy` in, `filters` channels, `g.c` out, the same kernel shape.
-    let phase = Conv2dGeometry { c: filters, ..*g };
-    let one_d = || winograd_1d::scheme(g).is_some() && winograd_1d::prefers(&phase, g.c);
+    let one_d = || winograd_1d::prefers(&Conv2dGeometry { c: filters, ..*g }, g.c);
     match isa {
         Isa::Avx512 | Isa::Avx2 => {
             three_by_three && (prefer_phases(g, filters) || filters <= 192) || one_d()
