@@ -680,6 +680,15 @@ pub(crate) mod reference {
             .collect()
     }
 
+    /// Max `|got - want| / max(1, |want|)`, after checking the lengths agree.
+    pub(crate) fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs() / b.abs().max(1.0))
+            .fold(0.0f64, f64::max)
+    }
+
     /// `max((y + bias) * scale + shift, 0)` per channel of `y` (rows of `bias.len()` values): the
     /// fused epilogue Bias, Affine, relu by definition, in f64.
     pub(crate) fn bias_affine_relu(

@@ -452,14 +452,7 @@ mod tests {
                             assert_eq!(kept, fused, "conv2d_forward_cached runs winograd");
                         }
                     }
-                    assert_eq!(plain.len(), raw.len());
-                    assert_eq!(fused.len(), want.len());
-                    let err = |got: &[f32], want: &[f64]| {
-                        got.iter()
-                            .zip(want)
-                            .map(|(a, b)| (*a as f64 - b).abs() / b.abs().max(1.0))
-                            .fold(0.0f64, f64::max)
-                    };
+                    let err = crate::tensor::conv::reference::max_rel_err;
                     let (e1, e2) = (err(&plain, &raw), err(&fused, &want));
                     eprintln!("{shape:?} {pad:?} f={f} relu_in={relu_input} {level}: max rel err {e1:.2e} (plain), {e2:.2e} (fused)");
                     assert!(

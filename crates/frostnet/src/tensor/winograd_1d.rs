@@ -413,13 +413,7 @@ mod tests {
                             assert_eq!(kept, fused, "conv2d_forward_cached runs winograd_1d");
                         }
                     }
-                    let err = |got: &[f32], want: &[f64]| {
-                        assert_eq!(got.len(), want.len());
-                        got.iter()
-                            .zip(want)
-                            .map(|(a, b)| (*a as f64 - b).abs() / b.abs().max(1.0))
-                            .fold(0.0f64, f64::max)
-                    };
+                    let err = reference::max_rel_err;
                     let (e1, e2) = (err(&plain, &raw), err(&fused, &want));
                     eprintln!("{shape:?} {ks:?} {pad:?} f={f} relu_in={relu_input} {level}: max rel err {e1:.2e} (plain), {e2:.2e} (fused)");
                     assert!(
