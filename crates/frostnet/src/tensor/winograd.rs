@@ -149,23 +149,7 @@ pub fn conv2d_with(
                         input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
                     }
                 }
-                // The chunks already share the work out: each chunk's products stay on its thread.
-                super::matmul::serially(|| {
-                    for p in 0..16 {
-                        matmul_with(
-                            isa,
-                            &v[p * tiles * c..(p + 1) * tiles * c],
-                            Transpose::No,
-                            &u[p * c * f..(p + 1) * c * f],
-                            Transpose::No,
-                            &mut m[p * tiles * f..(p + 1) * tiles * f],
-                            tiles,
-                            c,
-                            f,
-                            false,
-                        );
-                    }
-                });
+                plane_products(isa, &v, u, &mut m, (tiles, c, f));
                 drop(v);
                 let mut s = vec![0.0f32; 8 * f];
                 let mut y = vec![0.0f32; 4 * f];
@@ -196,6 +180,34 @@ pub fn conv2d_with(
         )
     });
     out
+}
+
+/// `M[p] (tiles x f) = V[p] (tiles x c) · U[p] (c x f)` for every plane `p` of `v` / `u` / `m`
+/// (`[plane][tiles][c]`, `[plane][c][f]`, `[plane][tiles][f]`), on the calling thread: the
+/// chunks already share the work out.
+pub(crate) fn plane_products(
+    isa: isa::Isa,
+    v: &[f32],
+    u: &[f32],
+    m: &mut [f32],
+    (tiles, c, f): (usize, usize, usize),
+) {
+    super::matmul::serially(|| {
+        for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
+            matmul_with(
+                isa,
+                &v[p * tiles * c..(p + 1) * tiles * c],
+                Transpose::No,
+                &u[p * c * f..(p + 1) * c * f],
+                Transpose::No,
+                m,
+                tiles,
+                c,
+                f,
+                false,
+            );
+        }
+    });
 }
 
 /// Cuts NHWC output `out` (`g.n * g.oh` rows of `g.ow * f` values) into chunks of whole tile

@@ -24,8 +24,7 @@
 
 use super::conv::{apply_epilogue_serial, Conv2dGeometry, EpilogueStep};
 use super::isa;
-use super::matmul::{matmul_with, Transpose};
-use super::winograd::tile_row_chunks;
+use super::winograd::{plane_products, tile_row_chunks};
 use rayon::prelude::*;
 
 /// A 1-D Winograd algorithm for `m` outputs of an `r`-tap correlation,
@@ -281,23 +280,7 @@ pub fn conv2d_with(
                     }
                 }
                 let mut mm = super::buffer::Buffer(super::buffer::overwritten(planes * tiles * f));
-                // The chunks already share the work out: each chunk's products stay on its thread.
-                super::matmul::serially(|| {
-                    for p in 0..planes {
-                        matmul_with(
-                            isa,
-                            &v[p * tiles * c..(p + 1) * tiles * c],
-                            Transpose::No,
-                            &u[p * c * f..(p + 1) * c * f],
-                            Transpose::No,
-                            &mut mm[p * tiles * f..(p + 1) * tiles * f],
-                            tiles,
-                            c,
-                            f,
-                            false,
-                        );
-                    }
-                });
+                plane_products(isa, &v, u, &mut mm, (tiles, c, f));
                 drop(v);
                 let first_row = (r0 / th) * g.oh + mh * (r0 % th);
                 let mut terms: Vec<(&[f32], f32)> = Vec::with_capacity(planes);
