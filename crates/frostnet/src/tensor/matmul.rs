@@ -36,7 +36,7 @@
 
 use super::isa::{self, Isa};
 #[cfg(target_arch = "x86_64")]
-use super::sgemm::{sgemm, View};
+use super::sgemm::{sgemm, Rhs, View};
 #[cfg(not(target_arch = "x86_64"))]
 use gemm_common::Parallelism;
 
@@ -202,7 +202,7 @@ fn product(
             rs: b_rs,
             cs: b_cs,
         };
-        sgemm(isa, m, n, k, av, bv, c, accumulate, then);
+        sgemm(isa, m, n, k, av, Rhs::View(bv), c, accumulate, then);
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -266,6 +266,68 @@ fn matmul_gemm_crate(
     // for b and c); `c` is borrowed mutably, so it cannot alias `a` or `b`. gemm checks the CPU
     // features itself before running any kernel.
     unsafe { args.native() }
+}
+
+/// How many values [`pack_rhs`] writes for a `k x n` matrix at `isa`'s level.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn packed_rhs_len(isa: Isa, k: usize, n: usize) -> usize {
+    super::sgemm::packed_rhs_len(isa.min(isa::detected()), k, n)
+}
+
+/// Packs the row-major `k x n` matrix `b` into `dst` ([`packed_rhs_len`] values) the way
+/// [`matmul_packed_then`] at `isa`'s level reads it: for a `B` that many products share (a
+/// frozen convolution's kernel), packed once instead of once per product.
+///
+/// # Panics
+/// If `b` or `dst` is too short.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn pack_rhs(isa: Isa, b: &[f32], k: usize, n: usize, dst: &mut [f32]) {
+    let isa = isa.min(isa::detected());
+    super::sgemm::pack_rhs(
+        isa,
+        k,
+        n,
+        View {
+            data: b,
+            rs: n,
+            cs: 1,
+        },
+        dst,
+    )
+}
+
+/// [`matmul_then`] with `B` already packed by [`pack_rhs`] at the same `isa`: the same
+/// operations in the same order, so the same bits, without packing (or a strided read of) `B`.
+///
+/// # Panics
+/// As [`matmul`], or if `packed` is shorter than [`packed_rhs_len`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_packed_then(
+    isa: Isa,
+    a: &[f32],
+    packed: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    then: Option<&RowsFn>,
+) {
+    let mk = m.checked_mul(k).expect("matmul: m*k overflows usize");
+    let mn = m.checked_mul(n).expect("matmul: m*n overflows usize");
+    assert!(
+        a.len() >= mk && c.len() >= mn,
+        "matmul: {m}x{k}x{n} needs a >= {mk}, c >= {mn} values; got {}, {}",
+        a.len(),
+        c.len()
+    );
+    let av = View {
+        data: a,
+        rs: k,
+        cs: 1,
+    };
+    let isa = isa.min(isa::detected());
+    sgemm(isa, m, n, k, av, Rhs::Packed(packed), c, false, then);
 }
 
 /// One product's raw operands, as `gemm`'s drivers take them (column stride first).

@@ -54,6 +54,16 @@ impl View<'_> {
     }
 }
 
+/// Where [`sgemm`] reads `B` from.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    /// A matrix: packed by the call, or read in place where that pays (`direct_b_pays`).
+    View(View<'a>),
+    /// All of `B` already in the packed layout of the call's level ([`pack_rhs`]): a frozen
+    /// convolution's kernel, packed once and read by every call while its weights stand.
+    Packed(&'a [f32]),
+}
+
 /// The micro-kernel: `kc` steps over an `MR`-row sliver of `A` and an `NR`-column panel of
 /// `B` (depth step `p` at `b[p * ldb..][..NR]`: `ldb = NR` packed, or a row-major `B`'s row
 /// stride), result added to (`load_c`) or stored into the `MR x NR` tile at `c` (row stride
@@ -161,6 +171,14 @@ fn kernel_for(isa: Isa, n: usize) -> Kernel {
             direct: direct_portable,
         },
     }
+}
+
+/// [`kernel_for`] with the depth cut into equal blocks: k = 288 runs as 2 x 144, not 256 + 32
+/// (a short last block pays the C tile's load and store for little arithmetic).
+fn blocked_kernel(isa: Isa, n: usize, k: usize) -> Kernel {
+    let mut kern = kernel_for(isa, n);
+    kern.kc = k.div_ceil(k.div_ceil(kern.kc).max(1)).max(1);
+    kern
 }
 
 /// How many depth steps ahead the micro-kernel prefetches the rows of `B` it will read (every
@@ -561,7 +579,7 @@ pub(crate) fn sgemm(
     n: usize,
     k: usize,
     a: View,
-    b: View,
+    b: Rhs,
     c: &mut [f32],
     accumulate: bool,
     then: Option<&RowsFn>,
@@ -585,14 +603,15 @@ pub(crate) fn sgemm(
     // Every index formed below is `<= (rows-1)*rs + (cols-1)*cs` of a view, checked here once
     // (the sums cannot overflow: they are at most the slice lengths they are compared with).
     let last = |v: &View, r: usize, cl: usize| (r - 1) * v.rs + (cl - 1) * v.cs;
+    let b_fits = match b {
+        Rhs::View(v) => last(&v, k, n) < v.data.len(),
+        Rhs::Packed(p) => p.len() >= packed_rhs_len(isa, k, n),
+    };
     assert!(
-        last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len() && m * n <= c.len(),
+        last(&a, m, k) < a.data.len() && b_fits && m * n <= c.len(),
         "sgemm: operands too short for {m}x{k}x{n}"
     );
-    let mut kern = kernel_for(isa, n);
-    // Equal depth blocks: k = 288 runs as 2 x 144, not 256 + 32 (a short last block pays the
-    // C tile's load and store for little arithmetic).
-    kern.kc = k.div_ceil(k.div_ceil(kern.kc));
+    let kern = blocked_kernel(isa, n, k);
     // The edge-tile buffer below must hold a whole tile.
     assert!(kern.mr * kern.nr <= MAX_TILE);
     let (mr, nr) = (kern.mr, kern.nr);
@@ -600,43 +619,32 @@ pub(crate) fn sgemm(
     let threads = rayon::current_num_threads().max(1);
     let parallel = splits(threads, m, n, k);
 
-    // Pack all of B, depth block by depth block (`[depth block][panel][kc][nr]`), so the part
-    // of `B` one depth step of every task reads is one contiguous stream (3% faster on sgemm
-    // 2048 than `[panel][k][nr]`).
     // A row-major `B` is read in place (see `direct_b_pays`); only a partial last panel
-    // (zero-padded) is packed.
-    let direct_b = b.cs == 1 && direct_b_pays(m, b.rs, nr);
+    // (zero-padded) is packed. Otherwise the call packs all of it, unless the caller has.
+    let (bv, prepacked) = match b {
+        Rhs::View(v) => (v, None),
+        Rhs::Packed(p) => (
+            View {
+                data: &[],
+                rs: 0,
+                cs: 0,
+            },
+            Some(p),
+        ),
+    };
+    let direct_b = prepacked.is_none() && bv.cs == 1 && direct_b_pays(m, bv.rs, nr);
     let needs_pack = |jp: usize| !direct_b || (jp + 1) * nr > n;
     let mut bbuf = take_buffer(&PACK_B);
     let blen = panels * nr * k;
-    let boff = aligned(&mut bbuf, blen);
-    {
-        let mut units: Vec<(usize, usize, &mut [f32])> =
-            Vec::with_capacity(k.div_ceil(kern.kc) * panels);
-        let mut rest = &mut bbuf[boff..boff + blen];
-        let mut p0 = 0;
-        while p0 < k {
-            let kc = kern.kc.min(k - p0);
-            for jp in 0..panels {
-                let (unit, tail) = rest.split_at_mut(kc * nr);
-                if needs_pack(jp) {
-                    units.push((p0, jp, unit));
-                }
-                rest = tail;
-            }
-            p0 += kc;
+    let bpack = match prepacked {
+        Some(p) => &p[..blen],
+        None => {
+            let boff = aligned(&mut bbuf, blen);
+            let dst = &mut bbuf[boff..boff + blen];
+            pack_units(&bv, &kern, k, n, dst, needs_pack, parallel);
+            &*dst
         }
-        let pack = |(p0, jp, dst): (usize, usize, &mut [f32])| {
-            let kc = dst.len() / nr;
-            pack_b_panel(&b, p0, kc, n, jp * nr, nr, dst)
-        };
-        if parallel && units.len() > 1 {
-            units.into_par_iter().for_each(pack);
-        } else {
-            units.into_iter().for_each(pack);
-        }
-    }
-    let bpack = &bbuf[boff..boff + blen];
+    };
     // Whether the tasks prefetch each next packed unit of `B` into L2 (see the task loop).
     let prefetch_next_unit = blen * std::mem::size_of::<f32>() > PREFETCH_UNITS_MIN_BYTES;
 
@@ -703,7 +711,7 @@ pub(crate) fn sgemm(
                         nr,
                     )
                 } else {
-                    (b.data[b.at(p0, j0)..].as_ptr(), b.rs)
+                    (bv.data[bv.at(p0, j0)..].as_ptr(), bv.rs)
                 };
                 // While the slivers run over this packed unit, fetch the next unit in memory
                 // (the next panel, or the next depth block's first) into L2, a share of its
@@ -766,6 +774,76 @@ pub(crate) fn sgemm(
         (0..tasks).for_each(task);
     }
     give_back(&PACK_B, bbuf);
+}
+
+/// Packs the panels of `B` that `needs_pack` names into `dst`, depth block by depth block
+/// (`[depth block][panel][kc][nr]`, the others left as they are), so the part of `B` one depth
+/// step of every task reads is one contiguous stream (3% faster on sgemm 2048 than
+/// `[panel][k][nr]`).
+fn pack_units(
+    b: &View,
+    kern: &Kernel,
+    k: usize,
+    n: usize,
+    dst: &mut [f32],
+    needs_pack: impl Fn(usize) -> bool,
+    parallel: bool,
+) {
+    let nr = kern.nr;
+    let panels = n.div_ceil(nr);
+    let mut units: Vec<(usize, usize, &mut [f32])> =
+        Vec::with_capacity(k.div_ceil(kern.kc) * panels);
+    let mut rest = dst;
+    let mut p0 = 0;
+    while p0 < k {
+        let kc = kern.kc.min(k - p0);
+        for jp in 0..panels {
+            let (unit, tail) = rest.split_at_mut(kc * nr);
+            if needs_pack(jp) {
+                units.push((p0, jp, unit));
+            }
+            rest = tail;
+        }
+        p0 += kc;
+    }
+    let pack = |(p0, jp, dst): (usize, usize, &mut [f32])| {
+        let kc = dst.len() / nr;
+        pack_b_panel(b, p0, kc, n, jp * nr, nr, dst)
+    };
+    if parallel && units.len() > 1 {
+        units.into_par_iter().for_each(pack);
+    } else {
+        units.into_iter().for_each(pack);
+    }
+}
+
+/// How many values [`pack_rhs`] writes for a `k x n` matrix at `isa`'s level.
+pub(crate) fn packed_rhs_len(isa: Isa, k: usize, n: usize) -> usize {
+    let nr = kernel_for(isa, n).nr;
+    n.div_ceil(nr) * nr * k
+}
+
+/// Packs all of `B` (`k x n`) into `dst` ([`packed_rhs_len`] values) as [`sgemm`] packs it per
+/// call at `isa`'s level, for [`Rhs::Packed`]: a product whose `B` stands across calls skips the
+/// packing pass, and reads `B` as one contiguous stream where it would otherwise read a row-major
+/// `B` in place, a 64-byte line per row (InceptionV3 at batch 1, where the weights are most of
+/// what a layer reads: see `conv::KernelCache`).
+///
+/// # Panics
+/// If `b` is too short for `k x n` or `dst` for the packed layout.
+pub(crate) fn pack_rhs(isa: Isa, k: usize, n: usize, b: View, dst: &mut [f32]) {
+    if k == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (k - 1) * b.rs + (n - 1) * b.cs < b.data.len() && dst.len() >= packed_rhs_len(isa, k, n),
+        "pack_rhs: operands too short for {k}x{n}"
+    );
+    let kern = blocked_kernel(isa, n, k);
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = splits(threads, kern.mc, n, k);
+    let len = packed_rhs_len(isa, k, n);
+    pack_units(&b, &kern, k, n, &mut dst[..len], |_| true, parallel);
 }
 
 /// A source of `B` values that packs itself (so `B` need not exist as a matrix).
@@ -1039,7 +1117,19 @@ mod tests {
         let top = |stack: &'static LocalKey<RefCell<Vec<Vec<f32>>>>| {
             stack.with(|s| s.borrow().last().map(|v| v.as_ptr()))
         };
-        let run = |c: &mut [f32]| sgemm(Isa::Portable, m, n, k, view(&a), view(&b), c, false, None);
+        let run = |c: &mut [f32]| {
+            sgemm(
+                Isa::Portable,
+                m,
+                n,
+                k,
+                view(&a),
+                Rhs::View(view(&b)),
+                c,
+                false,
+                None,
+            )
+        };
         run(&mut c);
         assert!(c.iter().all(|&x| x == k as f32));
         let (a0, b0) = (top(&PACK_A), top(&PACK_B));
@@ -1166,11 +1256,24 @@ mod tests {
                                 }
                             };
                             let mut c = vec![f32::NAN; m * n];
-                            sgemm(isa, m, n, k, *a, *b, &mut c, false, None);
+                            sgemm(isa, m, n, k, *a, Rhs::View(*b), &mut c, false, None);
                             check(&c, 0.0, "overwrite");
+                            // `B` packed beforehand: the same operations in the same order as
+                            // the call's own packing or in-place reads, so the same bits.
+                            let mut packed = vec![f32::NAN; packed_rhs_len(isa, k, n)];
+                            pack_rhs(isa, k, n, *b, &mut packed);
+                            let mut cp = vec![f32::NAN; m * n];
+                            sgemm(isa, m, n, k, *a, Rhs::Packed(&packed), &mut cp, false, None);
+                            assert!(
+                                c.iter().zip(&cp).all(|(x, y)| x.to_bits() == y.to_bits()),
+                                "{isa} prepacked B {m}x{k}x{n} differs"
+                            );
                             let mut c = vec![0.25f32; m * n];
-                            sgemm(isa, m, n, k, *a, *b, &mut c, true, None);
+                            sgemm(isa, m, n, k, *a, Rhs::View(*b), &mut c, true, None);
                             check(&c, 0.25, "accumulate");
+                            let mut cp = vec![0.25f32; m * n];
+                            sgemm(isa, m, n, k, *a, Rhs::Packed(&packed), &mut cp, true, None);
+                            check(&cp, 0.25, "accumulate, B prepacked");
                             let mut c = vec![f32::NAN; m * n];
                             sgemm_split_k(isa, m, n, k, *a, b, &mut c, false);
                             check(&c, 0.0, "split-k");

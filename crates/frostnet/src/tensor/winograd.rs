@@ -118,6 +118,19 @@ pub fn conv2d_with(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
+    conv2d_kept(x, g, u, None, filters, epilogue)
+}
+
+/// [`conv2d_with`], the products reading `u`'s planes from `packed` (each packed for the matmul,
+/// see [`plane_products`]) when given.
+pub(crate) fn conv2d_kept(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    u: &[f32],
+    packed: Option<PackedPlanes>,
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
     assert!(applicable(g), "winograd: needs a 3x3 stride-1 geometry");
     let (c, f) = (g.c, filters);
     assert!(
@@ -149,7 +162,7 @@ pub fn conv2d_with(
                         input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
                     }
                 }
-                plane_products(isa, &v, u, &mut m, (tiles, c, f));
+                plane_products(isa, &v, u, packed, &mut m, (tiles, c, f));
                 drop(v);
                 let mut s = vec![0.0f32; 8 * f];
                 let mut y = vec![0.0f32; 4 * f];
@@ -182,17 +195,43 @@ pub fn conv2d_with(
     out
 }
 
+/// A transformed kernel's planes, each packed for the matmul at one level (`Isa`), back to back
+/// (`conv::KernelCache` keeps them for a kernel that stands).
+pub(crate) type PackedPlanes<'a> = (isa::Isa, &'a [f32]);
+
 /// `M[p] (tiles x f) = V[p] (tiles x c) · U[p] (c x f)` for every plane `p` of `v` / `u` / `m`
 /// (`[plane][tiles][c]`, `[plane][c][f]`, `[plane][tiles][f]`), on the calling thread: the
-/// chunks already share the work out.
+/// chunks already share the work out. With `packed` at `isa`'s level, `U`'s planes are read
+/// from it (the same operations, so the same values) instead of being packed by every chunk's
+/// products or read in place.
 pub(crate) fn plane_products(
     isa: isa::Isa,
     v: &[f32],
     u: &[f32],
+    packed: Option<PackedPlanes>,
     m: &mut [f32],
     (tiles, c, f): (usize, usize, usize),
 ) {
     super::matmul::serially(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((_, packed)) = packed.filter(|(level, _)| *level == isa) {
+            let per = super::matmul::packed_rhs_len(isa, c, f);
+            for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
+                super::matmul::matmul_packed_then(
+                    isa,
+                    &v[p * tiles * c..(p + 1) * tiles * c],
+                    &packed[p * per..(p + 1) * per],
+                    m,
+                    tiles,
+                    c,
+                    f,
+                    None,
+                );
+            }
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = packed;
         for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
             matmul_with(
                 isa,

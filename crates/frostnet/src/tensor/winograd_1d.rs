@@ -90,7 +90,7 @@ const F2_3: Scheme = Scheme {
 };
 
 impl Scheme {
-    fn planes(&self) -> usize {
+    pub(crate) fn planes(&self) -> usize {
         self.g.len()
     }
 
@@ -224,6 +224,19 @@ pub fn conv2d_with(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
+    conv2d_kept(x, g, u, None, filters, epilogue)
+}
+
+/// [`conv2d_with`], the products reading `u`'s planes from `packed` when given (see
+/// [`super::winograd::plane_products`]).
+pub(crate) fn conv2d_kept(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    u: &[f32],
+    packed: Option<super::winograd::PackedPlanes>,
+    filters: usize,
+    epilogue: &[EpilogueStep],
+) -> Vec<f32> {
     let (s, (ay, ax)) = scheme(g).expect("winograd_1d: needs a 1xr or rx1 stride-1 geometry");
     let (c, f, m, planes) = (g.c, filters, s.m, s.planes());
     assert!(
@@ -280,7 +293,7 @@ pub fn conv2d_with(
                     }
                 }
                 let mut mm = super::buffer::Buffer(super::buffer::overwritten(planes * tiles * f));
-                plane_products(isa, &v, u, &mut mm, (tiles, c, f));
+                plane_products(isa, &v, u, packed, &mut mm, (tiles, c, f));
                 drop(v);
                 let first_row = (r0 / th) * g.oh + mh * (r0 % th);
                 let mut terms: Vec<(&[f32], f32)> = Vec::with_capacity(planes);
