@@ -159,3 +159,60 @@ pub fn gradient_check(
     }
     Ok(report)
 }
+
+/// One `#[test]` per kernel level, for tests that force the dispatch to every instruction set.
+///
+/// After `fn name(levels: Vec<Isa>) { ... }` (no `#[test]`; the body iterates over `levels` as
+/// it would over [`Isa::supported`](crate::tensor::isa::Isa::supported)),
+/// `level_tests!(name);` defines the tests `name::portable`, `name::avx2` and `name::avx512`,
+/// each calling `name` with that one level. A level the CPU that built the tests lacks is marked
+/// ignored with the reason (see the crate's `build.rs`), so a machine without AVX-512 reports
+/// those kernels as not tested instead of passing without them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! level_tests {
+    ($name:ident) => {
+        // A module may share the function's name: they live in different namespaces.
+        mod $name {
+            use $crate::tensor::isa::Isa;
+
+            #[test]
+            fn portable() {
+                super::$name($crate::testing::only(Isa::Portable))
+            }
+
+            #[test]
+            #[cfg_attr(
+                not(frostnet_cpu_avx2),
+                ignore = "this CPU lacks AVX2+FMA: those kernels cannot run here"
+            )]
+            fn avx2() {
+                super::$name($crate::testing::only(Isa::Avx2))
+            }
+
+            #[test]
+            #[cfg_attr(
+                not(frostnet_cpu_avx512),
+                ignore = "this CPU lacks AVX-512F: those kernels cannot run here"
+            )]
+            fn avx512() {
+                super::$name($crate::testing::only(Isa::Avx512))
+            }
+        }
+    };
+}
+
+/// `[level]`, for [`level_tests!`].
+///
+/// # Panics
+/// If this CPU cannot run `level` (a test binary moved to a narrower CPU than the one that built
+/// it): the level's test fails rather than passing without its kernels.
+#[doc(hidden)]
+pub fn only(level: crate::tensor::isa::Isa) -> Vec<crate::tensor::isa::Isa> {
+    assert!(
+        level.is_supported(),
+        "this CPU lacks {level}: its kernels cannot be tested here (a test built on another CPU, \
+         or run with --ignored)"
+    );
+    vec![level]
+}

@@ -100,11 +100,10 @@ fn input(seed: u64, batch: usize) -> Tensor {
     .unwrap()
 }
 
-#[test]
-fn fused_inference_is_bit_identical_on_every_isa_and_after_set_weights() {
+fn fused_inference_is_bit_identical_on_every_isa_and_after_set_weights(levels: Vec<Isa>) {
     let (mut fused, mut plain) = pair(1);
     let x = input(7, 5);
-    for isa_level in Isa::supported() {
+    for isa_level in levels.clone() {
         isa::with_forced(isa_level, || {
             let a = fused.call(&x).unwrap();
             assert_eq!(fused.last_fused_layers(), ["c1", "c2", "c3"]);
@@ -123,6 +122,7 @@ fn fused_inference_is_bit_identical_on_every_isa_and_after_set_weights() {
     let (mut first, _) = pair(1);
     assert_ne!(first.predict(&x, 2).unwrap(), a);
 }
+frostnet::level_tests!(fused_inference_is_bit_identical_on_every_isa_and_after_set_weights);
 
 #[test]
 fn training_with_bn_flipping_between_frozen_and_trainable_matches_unfused() {
@@ -189,8 +189,7 @@ fn training_with_bn_flipping_between_frozen_and_trainable_matches_unfused() {
 /// (`Model::set_fusion`): the same weighted sums in another order, so the outputs agree with the
 /// layer-by-layer path to f32 rounding. A second branch keeps the pooling first (its 1x1
 /// convolution has a tanh of its own) and must stay bit-identical.
-#[test]
-fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding() {
+fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding(levels: Vec<Isa>) {
     let build = || {
         clear_session();
         let mut f = Functional::new();
@@ -220,7 +219,7 @@ fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding(
     randomize(&mut plain, 4);
     plain.set_fusion(false);
     let x = Tensor::from_vec(&[3, 7, 9, 12], uniform(5, 3 * 7 * 9 * 12, -2.0, 2.0)).unwrap();
-    for isa_level in Isa::supported() {
+    for isa_level in levels.clone() {
         isa::with_forced(isa_level, || {
             let got = fused.call(&x).unwrap();
             let mut names = fused.last_fused_layers().to_vec();
@@ -248,3 +247,6 @@ fn average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding(
         });
     }
 }
+frostnet::level_tests!(
+    average_pooling_before_a_pointwise_convolution_runs_after_it_within_rounding
+);

@@ -427,8 +427,7 @@ mod tests {
     /// `x * scale + shift` exactly +0 and -0: channel 0 has gamma 0 and beta -0 (scale 0),
     /// channel 1 beta 0 and inputs equal to its moving mean, channel 2 beta -0, moving mean 0
     /// and inputs -0 (the last two with moving statistics).
-    #[test]
-    fn forward_relu_is_bit_identical_to_the_two_layers() {
+    fn forward_relu_is_bit_identical_to_the_two_layers(levels: Vec<Isa>) {
         let mut r = random::rng(Some(17));
         for (rows, c) in [(37usize, 5usize), (2621, 13)] {
             let n = rows * c;
@@ -460,7 +459,7 @@ mod tests {
             ] {
                 for (form, level) in [FusedRelu::Max, FusedRelu::Positive]
                     .into_iter()
-                    .flat_map(|f| Isa::supported().into_iter().map(move |l| (f, l)))
+                    .flat_map(|f| levels.clone().into_iter().map(move |l| (f, l)))
                 {
                     isa::with_forced(level, || {
                         let what =
@@ -516,4 +515,5 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(forward_relu_is_bit_identical_to_the_two_layers);
 }

@@ -628,8 +628,7 @@ mod tests {
 
     /// The epilogue (bias, BN affine, ReLU) in the convolution's output pass equals the
     /// definition computed in f64, on odd sizes, pointwise and im2col paths, with every ISA.
-    #[test]
-    fn fused_epilogue_matches_f64_reference() {
+    fn fused_epilogue_matches_f64_reference(levels: Vec<crate::tensor::isa::Isa>) {
         let mut r = random::rng(Some(11));
         let cases = [
             ([2, 7, 5, 3], (3, 3), (2, 1), Padding::Same, 5),
@@ -665,7 +664,7 @@ mod tests {
                 ("im2col", conv2d_forward_im2col),
                 ("direct", crate::tensor::direct_conv::conv2d_direct),
             ];
-            for isa in crate::tensor::isa::Isa::supported() {
+            for isa in levels.clone() {
                 for (name, engine) in engines {
                     let run = |steps: &[EpilogueStep]| {
                         crate::tensor::isa::with_forced(isa, || engine(&x, &g, &kern, f, steps))
@@ -684,6 +683,7 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(fused_epilogue_matches_f64_reference);
 }
 
 #[cfg(test)]
@@ -696,8 +696,7 @@ mod kept_tests {
     /// the packed kernel gives the bits of an unpacked call (the same operations in the same
     /// order): im2col, pointwise, and both Winograd engines' planes, at every level this CPU
     /// runs; a new version is not packed until it is seen twice.
-    #[test]
-    fn kept_packed_kernels_give_the_same_bits() {
+    fn kept_packed_kernels_give_the_same_bits(levels: Vec<Isa>) {
         let mut r = random::rng(Some(31));
         let cases = [
             (
@@ -733,7 +732,7 @@ mod kept_tests {
                 [1u64, 2].map(|v| (v, random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0)));
             let bias = random::uniform(&mut r, f, -0.5, 0.5);
             let steps = [EpilogueStep::Bias(&bias), EpilogueStep::Relu];
-            for level in Isa::supported() {
+            for level in levels.clone() {
                 isa::with_forced(level, || {
                     let mut cache = KernelCache::default();
                     for (version, kern) in &kernels {
@@ -777,6 +776,7 @@ mod kept_tests {
             }
         }
     }
+    crate::level_tests!(kept_packed_kernels_give_the_same_bits);
 }
 
 #[cfg(test)]
@@ -789,8 +789,7 @@ mod backward_tests {
     /// input-gradient path when the channels suit it, im2col otherwise), strided, both paddings,
     /// even and rectangular kernels, pointwise; every ISA this CPU runs; kernel gradient
     /// accumulated onto a non-zero start. Tolerance 1e-5 relative to the sum of |terms|.
-    #[test]
-    fn backward_matches_f64_reference_on_every_isa() {
+    fn backward_matches_f64_reference_on_every_isa(levels: Vec<Isa>) {
         let mut r = random::rng(Some(23));
         let cases = [
             ([2, 9, 11, 5], (3, 3), (1, 1), Padding::Same, 17),
@@ -812,7 +811,7 @@ mod backward_tests {
             let dy = random::uniform(&mut r, g.n * g.oh * g.ow * f, -1.0, 1.0);
             let ((dx_want, dx_scale), (dk_want, dk_scale)) =
                 reference::backward(&x, &g, &k, f, &dy);
-            for level in Isa::supported() {
+            for level in levels.clone() {
                 isa::with_forced(level, || {
                     let mut dk = vec![0.25f32; k.len()];
                     let dx = conv2d_backward(&x, &g, &k, f, &dy, Some(&mut dk), true).unwrap();
@@ -840,6 +839,7 @@ mod backward_tests {
             }
         }
     }
+    crate::level_tests!(backward_matches_f64_reference_on_every_isa);
 }
 
 /// The definitions the convolution kernels' tests compare against (conv, direct, Winograd,

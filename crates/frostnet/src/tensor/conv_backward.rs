@@ -916,8 +916,7 @@ mod tests {
     /// Every input-gradient and kernel-gradient engine, forced to every ISA this CPU runs,
     /// against the f64 definition within 1e-5 relative to the sum of |terms|; the kernel
     /// gradient accumulates onto a non-zero start.
-    #[test]
-    fn every_engine_matches_f64_reference_on_every_isa() {
+    fn every_engine_matches_f64_reference_on_every_isa(levels: Vec<Isa>) {
         let mut r = random::rng(Some(31));
         for (shape, ks, s, p, f) in CASES {
             let g = Conv2dGeometry::new(&shape, ks, s, p).unwrap();
@@ -925,7 +924,7 @@ mod tests {
             let k = random::uniform(&mut r, g.patch_len() * f, -1.0, 1.0);
             let dy = random::uniform(&mut r, g.n * g.oh * g.ow * f, -1.0, 1.0);
             let (dx_want, dk_want) = crate::tensor::conv::reference::backward(&x, &g, &k, f, &dy);
-            for level in Isa::supported() {
+            for level in levels.clone() {
                 isa::with_forced(level, || {
                     let tag = format!("{level} {shape:?} {ks:?} {s:?} {p:?} f={f}");
                     for e in DxEngine::ALL {
@@ -947,13 +946,13 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(every_engine_matches_f64_reference_on_every_isa);
 
     /// The 1-D Winograd phase runs where `winograd_1d` is preferred forward, 3x3 as before.
-    #[test]
-    fn winograd_dx_choice() {
+    fn winograd_dx_choice(levels: Vec<Isa>) {
         let g =
             |shape: [usize; 4], k| Conv2dGeometry::new(&shape, k, (1, 1), Padding::Same).unwrap();
-        for level in Isa::supported() {
+        for level in levels.clone() {
             let fast = level != Isa::Portable;
             let wide = g([1, 17, 16, 130], (7, 1));
             assert_eq!(prefer_winograd_dx(level, &wide, 128), fast, "{level}");
@@ -968,6 +967,7 @@ mod tests {
             assert!(!prefer_winograd_dx(level, &g([1, 8, 8, 384], (1, 3)), 384));
         }
     }
+    crate::level_tests!(winograd_dx_choice);
 
     /// The phase plan: which geometries decompose, and that the phases cover the input.
     #[test]

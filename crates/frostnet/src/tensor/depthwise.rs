@@ -858,8 +858,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn matches_f64_reference_at_every_isa() {
+    fn matches_f64_reference_at_every_isa(levels: Vec<Isa>) {
         // (n, h, w, c, kernel, strides, padding, dm): odd sizes, channel counts around and
         // between the 16-wide blocks, strides 1 and 2, both paddings, multipliers 1 and 2.
         let cases = [
@@ -890,7 +889,7 @@ mod tests {
             let k = values(ks.0 * ks.1 * c * dm, 100 + case as u64);
             let dy = values(n * g.oh * g.ow * c * dm, 200 + case as u64);
             let [y_ref, dx_ref, dk_ref] = reference(&x, &g, &k, dm, &dy);
-            for level in Isa::supported() {
+            for level in levels.clone() {
                 isa::with_forced(level, || {
                     let tag = format!("case {case} {level}");
                     assert_close(
@@ -906,6 +905,7 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(matches_f64_reference_at_every_isa);
 
     #[test]
     fn kernel_grad_is_the_same_on_any_thread_count() {

@@ -651,8 +651,7 @@ mod tests {
     /// Odd sizes (pixel and channel tails on every path), strides, both paddings, rectangular
     /// kernels, every block width and tile size of each level, every ISA this CPU runs;
     /// tolerance 1e-5 relative to the sum of |x||k| terms.
-    #[test]
-    fn matches_f64_reference_on_every_isa() {
+    fn matches_f64_reference_on_every_isa(levels: Vec<isa::Isa>) {
         let mut r = random::rng(Some(5));
         let cases = [
             ([2, 11, 13, 3], (3, 3), (2, 2), Padding::Valid, 33),
@@ -682,7 +681,7 @@ mod tests {
             let ax: Vec<f32> = x.iter().map(|v| v.abs()).collect();
             let ak: Vec<f32> = kern.iter().map(|v| v.abs()).collect();
             let scale = reference::forward(&ax, &g, &ak, f);
-            for level in isa::Isa::supported() {
+            for level in levels.clone() {
                 let got = isa::with_forced(level, || conv2d_direct(&x, &g, &kern, f, &[]));
                 assert_eq!(got.len(), want.len());
                 for i in 0..got.len() {
@@ -697,4 +696,5 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(matches_f64_reference_on_every_isa);
 }

@@ -212,8 +212,7 @@ mod tests {
     use crate::tensor::isa::{with_forced, Isa};
 
     /// Every level, serial and parallel sizes: the same bits as the plain scalar loop.
-    #[test]
-    fn equal_to_scalar_loops_at_every_level() {
+    fn equal_to_scalar_loops_at_every_level(levels: Vec<Isa>) {
         for n in [1usize, 17, 1000, PAR_THRESHOLD + 37] {
             let a: Vec<f32> = (0..n)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -221,7 +220,7 @@ mod tests {
             let b: Vec<f32> = (0..n)
                 .map(|i| ((i * 53 % 97) as f32 - 40.0) / 9.0)
                 .collect();
-            for isa in Isa::supported() {
+            for isa in levels.clone() {
                 with_forced(isa, || {
                     let mut x = a.clone();
                     map_in_place(&mut x, |v| v.max(0.0) * 0.5);
@@ -256,7 +255,9 @@ mod tests {
                     let (mut x, mut m, mut v) = (a.clone(), b.clone(), vec![0.5f32; n]);
                     adam_update(&mut x, &mut m, &mut v, &b, 1e-3, 0.9, 0.999, 1e-7);
                     for i in 0..n {
-                        let mi = b[i] + (b[i] - b[i]) * (1.0 - 0.9f32);
+                        // The moment starts at `b` and the gradient is `b` too.
+                        let (m0, g) = (b[i], b[i]);
+                        let mi = m0 + (g - m0) * (1.0 - 0.9f32);
                         let vi = 0.5 + (b[i] * b[i] - 0.5) * (1.0 - 0.999f32);
                         let xi = a[i] - 1e-3 * mi / (vi.sqrt() + 1e-7);
                         assert_eq!((x[i], m[i], v[i]), (xi, mi, vi), "{isa} n={n} i={i}");
@@ -265,4 +266,5 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(equal_to_scalar_loops_at_every_level);
 }

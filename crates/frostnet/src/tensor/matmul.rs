@@ -440,11 +440,9 @@ mod tests {
     /// sizes (tails in every micro-kernel dimension), all transpose combinations, overwrite and
     /// accumulate, serial and parallel (>= 64^3) products. Tolerance: 1e-5 relative to the sum of
     /// |a||b| terms, the f32 rounding bound of a length-k dot product.
-    #[test]
-    fn every_isa_matches_f64_reference_on_odd_sizes_and_transposes() {
+    fn every_isa_matches_f64_reference_on_odd_sizes_and_transposes(levels: Vec<Isa>) {
         let mut r = crate::tensor::random::rng(Some(1));
-        let isas = Isa::supported();
-        assert!(isas.contains(&Isa::Portable));
+        let isas = levels.clone();
         for &(m, k, n) in &[
             (1, 1, 1),
             (3, 5, 7),
@@ -494,6 +492,7 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(every_isa_matches_f64_reference_on_odd_sizes_and_transposes);
 
     #[test]
     fn degenerate_sizes() {

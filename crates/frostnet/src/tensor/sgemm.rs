@@ -1162,8 +1162,7 @@ mod tests {
     /// also with a row stride longer than `n`, or packed when its rows are 2 KiB apart) and
     /// transposed, edge tiles in every dimension, several depth blocks (k > KC), overwrite and
     /// accumulate, and the split-depth driver.
-    #[test]
-    fn every_path_matches_f64_reference_on_odd_sizes() {
+    fn every_path_matches_f64_reference_on_odd_sizes(levels: Vec<Isa>) {
         let mut r = rng(Some(7));
         let sizes = [1usize, 7, 13, 31, 65, 129, 257];
         let mut shapes = Vec::new();
@@ -1241,7 +1240,7 @@ mod tests {
             for a in &views_a {
                 for b in &views_b {
                     let (want, scale) = reference(m, n, k, a, b);
-                    for isa in Isa::supported() {
+                    for isa in levels.clone() {
                         isa::with_forced(isa, || {
                             let check = |c: &[f32], plus: f64, what: &str| {
                                 for i in 0..m * n {
@@ -1283,4 +1282,5 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(every_path_matches_f64_reference_on_odd_sizes);
 }

@@ -438,8 +438,7 @@ mod tests {
     /// Max |winograd - f64| / max(1, |ref|) over odd sizes, both paddings, batch 2, with an
     /// epilogue (bias, affine, ReLU), at every ISA the CPU runs; inputs N(0, 1) and post-ReLU,
     /// He-initialised kernels.
-    #[test]
-    fn matches_f64_reference_on_odd_sizes_and_every_isa() {
+    fn matches_f64_reference_on_odd_sizes_and_every_isa(levels: Vec<Isa>) {
         let cases = [
             ([2, 7, 9, 5], Padding::Same, 6),
             ([2, 7, 9, 5], Padding::Valid, 6),
@@ -481,7 +480,7 @@ mod tests {
                 let raw = crate::tensor::conv::reference::forward(&x, &g, &k, f);
                 let want =
                     crate::tensor::conv::reference::bias_affine_relu(&raw, &bias, &scale, &shift);
-                for level in Isa::supported() {
+                for level in levels.clone() {
                     let (plain, fused) = isa::with_forced(level, || {
                         (conv2d(&x, &g, &k, f, &[]), conv2d(&x, &g, &k, f, &steps))
                     });
@@ -514,14 +513,14 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(matches_f64_reference_on_odd_sizes_and_every_isa);
 
-    #[test]
-    fn prefers_only_3x3_stride_1() {
+    fn prefers_only_3x3_stride_1(levels: Vec<Isa>) {
         let g = |k: (usize, usize), s: usize| {
             Conv2dGeometry::new(&[1, 35, 35, 64], k, (s, s), Padding::Same).unwrap()
         };
         let tiny = Conv2dGeometry::new(&[1, 4, 4, 64], (3, 3), (1, 1), Padding::Same).unwrap();
-        for level in Isa::supported() {
+        for level in levels.clone() {
             let at = |g: &Conv2dGeometry, f| isa::with_forced(level, || prefers(g, f, false));
             assert!(!at(&g((3, 3), 2), 96));
             assert!(!at(&g((1, 7), 1), 96));
@@ -537,4 +536,5 @@ mod tests {
             assert_eq!(kept, level != Isa::Portable, "{level}");
         }
     }
+    crate::level_tests!(prefers_only_3x3_stride_1);
 }

@@ -352,8 +352,7 @@ mod tests {
     /// Max |winograd_1d - f64| / max(1, |ref|) over odd sizes, both axes, both paddings, with an
     /// epilogue (bias, affine, ReLU), at every ISA the CPU runs; inputs N(0, 1) and post-ReLU,
     /// He-initialised kernels.
-    #[test]
-    fn matches_f64_reference_on_odd_sizes_and_every_isa() {
+    fn matches_f64_reference_on_odd_sizes_and_every_isa(levels: Vec<Isa>) {
         let cases = [
             ([2, 7, 9, 5], (1, 7), Padding::Same, 6),
             ([2, 9, 7, 5], (7, 1), Padding::Same, 6),
@@ -392,7 +391,7 @@ mod tests {
                 ];
                 let raw = reference::forward(&x, &g, &k, f);
                 let want = reference::bias_affine_relu(&raw, &bias, &scale, &shift);
-                for level in Isa::supported() {
+                for level in levels.clone() {
                     let (plain, fused) = isa::with_forced(level, || {
                         (conv2d(&x, &g, &k, f, &[]), conv2d(&x, &g, &k, f, &steps))
                     });
@@ -420,6 +419,7 @@ mod tests {
             }
         }
     }
+    crate::level_tests!(matches_f64_reference_on_odd_sizes_and_every_isa);
 
     #[test]
     fn scheme_only_for_1xr_and_rx1_at_stride_1() {
@@ -440,11 +440,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn prefers_the_measured_range() {
+    fn prefers_the_measured_range(levels: Vec<Isa>) {
         let g =
             |shape: [usize; 4], k| Conv2dGeometry::new(&shape, k, (1, 1), Padding::Same).unwrap();
-        for level in Isa::supported() {
+        for level in levels.clone() {
             let at = |g: &Conv2dGeometry, f| isa::with_forced(level, || prefers(g, f));
             let fast = level != Isa::Portable;
             assert_eq!(at(&g([1, 17, 17, 128], (1, 7)), 128), fast, "{level}");
@@ -457,4 +456,5 @@ mod tests {
             assert!(!at(&g([8, 17, 17, 128], (3, 3)), 128));
         }
     }
+    crate::level_tests!(prefers_the_measured_range);
 }
