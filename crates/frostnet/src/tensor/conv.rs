@@ -296,7 +296,8 @@ pub fn conv2d_forward(
 /// (a pass over them, per Winograd chunk) or reads them in place, one 64-byte line per kernel
 /// row. InceptionV3 at batch 1 (`inception_infer`, Zen 4 AVX2, 2 threads, 14 interleaved pairs
 /// of 15-rep runs): median step 86.3 -> 82.6 ms, 10 of 14 pairs faster; the price is a second
-/// copy of those weights (peak RSS 274 -> 383 MiB).
+/// copy of those weights (peak RSS 274 -> 383 MiB; 330 since Winograd's transformed copy is
+/// freed once its packed form exists, see `winograd_planes`).
 #[derive(Default)]
 pub struct KernelCache {
     /// Winograd's transformed kernel (2-D or 1-D: a layer's kernel shape picks one for good).
@@ -314,16 +315,16 @@ pub struct KernelCache {
 /// A packed kernel's slot: the values, under the version and level they were packed for.
 type PackedSlot = Option<((u64, isa::Isa), Vec<f32>)>;
 
-/// `planes` row-major `k x n` matrices stored back to back in `b` (a kernel, or a transformed
-/// kernel's planes), each packed for [`super::matmul::matmul_packed_then`] at the calling thread's
-/// level and kept in `slot`, unless this is the first call with `version` (`seen` remembers the
-/// last version; see [`KernelCache`]).
+/// `planes` row-major `k x n` matrices stored back to back in what `b` returns (a kernel, or a
+/// transformed kernel's planes), each packed for [`super::matmul::matmul_packed_then`] at the
+/// calling thread's level and kept in `slot`, unless this is the first call with `version`
+/// (`seen` remembers the last version; see [`KernelCache`]). `b` is called only to pack.
 #[cfg(target_arch = "x86_64")]
-fn packed_planes<'c>(
+fn packed_planes<'c, 'b>(
     slot: &'c mut PackedSlot,
     seen: &mut Option<u64>,
     version: u64,
-    b: &[f32],
+    b: impl FnOnce() -> &'b [f32],
     (planes, k, n): (usize, usize, usize),
 ) -> Option<(isa::Isa, &'c [f32])> {
     use super::matmul::{pack_rhs, packed_rhs_len};
@@ -341,6 +342,7 @@ fn packed_planes<'c>(
         return None;
     }
     let packed = kept(slot, key, planes * per, |dst| {
+        let b = b();
         for (p, d) in dst.chunks_exact_mut(per).enumerate() {
             pack_rhs(level, &b[p * k * n..(p + 1) * k * n], k, n, d);
         }
@@ -350,14 +352,48 @@ fn packed_planes<'c>(
 
 /// Nothing is packed ahead where the matmul is the `gemm` crate's.
 #[cfg(not(target_arch = "x86_64"))]
-fn packed_planes<'c>(
+fn packed_planes<'c, 'b>(
     _slot: &'c mut PackedSlot,
     _seen: &mut Option<u64>,
     _version: u64,
-    _b: &[f32],
+    _b: impl FnOnce() -> &'b [f32],
     _dims: (usize, usize, usize),
 ) -> Option<(isa::Isa, &'c [f32])> {
     None
+}
+
+/// The planes a Winograd engine multiplies by (`dims` = planes, `c`, `f`): transformed by
+/// `transform` and kept in `cache`, or, from the second call with `version` on, packed for the
+/// matmul. Once packed, the transformed copy is freed: a frozen layer keeps two forms of its
+/// kernel (HWIO and packed), not three (InceptionV3: 36 MB less). A new version or level is
+/// transformed again from the HWIO kernel.
+fn winograd_planes<'c>(
+    cache: &'c mut KernelCache,
+    version: u64,
+    (planes, c, f): (usize, usize, usize),
+    transform: impl Fn(&mut [f32]),
+) -> super::winograd::Planes<'c> {
+    use super::winograd::Planes;
+    let KernelCache {
+        winograd,
+        planes: slot,
+        seen,
+        ..
+    } = cache;
+    let len = planes * c * f;
+    let (w, t) = (&mut *winograd, &transform);
+    // Moving `w` in makes the closure `FnOnce`, so the values may outlive its call.
+    let transformed = move || {
+        let w = w;
+        kept(w, version, len, t)
+    };
+    match packed_planes(slot, seen, version, transformed, (planes, c, f)) {
+        Some((level, packed)) => {
+            *winograd = None;
+            Planes::Packed(level, packed)
+        }
+        None => Planes::Transformed(kept(winograd, version, len, &transform)),
+    }
 }
 
 /// The values in `slot` if they were made under `key` and have `len` values; otherwise `fill`
@@ -409,22 +445,18 @@ fn run_engine(
 ) -> Vec<f32> {
     let (c, f) = (g.c, filters);
     if super::winograd::prefers(g, filters, kept) {
-        let u = self::kept(&mut cache.winograd, version, 16 * c * f, |u| {
+        let u = winograd_planes(cache, version, (16, c, f), |u| {
             super::winograd::transform_kernel_into(kernel, c, f, u)
         });
-        let packed = packed_planes(&mut cache.planes, &mut cache.seen, version, u, (16, c, f));
-        return super::winograd::conv2d_kept(x, g, u, packed, filters, epilogue);
+        return super::winograd::conv2d_kept(x, g, u, filters, epilogue);
     }
     if let Some((s, _)) =
         super::winograd_1d::scheme(g).filter(|_| super::winograd_1d::prefers(g, filters))
     {
-        let len = s.kernel_len(c, f);
-        let u = self::kept(&mut cache.winograd, version, len, |u| {
+        let u = winograd_planes(cache, version, (s.planes(), c, f), |u| {
             super::winograd_1d::transform_kernel_into(s, kernel, c, f, u)
         });
-        let dims = (s.planes(), c, f);
-        let packed = packed_planes(&mut cache.planes, &mut cache.seen, version, u, dims);
-        return super::winograd_1d::conv2d_kept(x, g, u, packed, filters, epilogue);
+        return super::winograd_1d::conv2d_kept(x, g, u, filters, epilogue);
     }
     if super::direct_conv::prefers_direct(g, filters) {
         let packed = &mut cache.direct;
@@ -434,7 +466,7 @@ fn run_engine(
     }
     let packed = if kept {
         let dims = (1, g.patch_len(), filters);
-        packed_planes(&mut cache.gemm, &mut cache.seen, version, kernel, dims)
+        packed_planes(&mut cache.gemm, &mut cache.seen, version, || kernel, dims)
     } else {
         None
     };
@@ -764,12 +796,37 @@ mod kept_tests {
                                 (false, _) => Some(&cache.gemm),
                             };
                             if let Some(slot) = slot {
+                                let packed = call > 0 && cfg!(target_arch = "x86_64");
                                 assert_eq!(
                                     slot.is_some(),
-                                    call > 0 && cfg!(target_arch = "x86_64"),
+                                    packed,
                                     "{level} {name} version {version} call {call}: packed?"
                                 );
+                                // Once packed, Winograd's transformed copy is freed.
+                                if name.starts_with("winograd") {
+                                    assert_eq!(cache.winograd.is_some(), !packed, "{level} {name}");
+                                }
                             }
+                        }
+                    }
+                    // Another level on the same cache: the planes packed at this one cannot
+                    // serve it, and their transformed source was freed, so it transforms anew.
+                    if level == Isa::Avx512 {
+                        let (version, kern) = &kernels[1];
+                        let run = |cache: &mut KernelCache| {
+                            isa::with_forced(Isa::Avx2, || {
+                                conv2d_forward_cached(&x, &g, kern, f, &steps, cache, *version)
+                            })
+                        };
+                        let want = run(&mut KernelCache::default());
+                        for call in 0..2 {
+                            let got = run(&mut cache);
+                            assert!(
+                                got.iter()
+                                    .zip(&want)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{name}: avx2 call {call} after avx512 packing"
+                            );
                         }
                     }
                 });

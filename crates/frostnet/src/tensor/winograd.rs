@@ -118,23 +118,21 @@ pub fn conv2d_with(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    conv2d_kept(x, g, u, None, filters, epilogue)
+    conv2d_kept(x, g, Planes::Transformed(u), filters, epilogue)
 }
 
-/// [`conv2d_with`], the products reading `u`'s planes from `packed` (each packed for the matmul,
-/// see [`plane_products`]) when given.
+/// [`conv2d_with`] with the transformed kernel in either form (see [`Planes`]).
 pub(crate) fn conv2d_kept(
     x: &[f32],
     g: &Conv2dGeometry,
-    u: &[f32],
-    packed: Option<PackedPlanes>,
+    u: Planes,
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
     assert!(applicable(g), "winograd: needs a 3x3 stride-1 geometry");
     let (c, f) = (g.c, filters);
     assert!(
-        x.len() >= g.n * g.h * g.w * c && u.len() >= 16 * c * f,
+        x.len() >= g.n * g.h * g.w * c && u.holds(16 * c * f),
         "winograd: input or transformed kernel too short"
     );
     let isa = isa::active();
@@ -162,7 +160,7 @@ pub(crate) fn conv2d_kept(
                         input_tile(src, g, ty, tx, &zeros, &mut tmp, &mut v, tiles, t);
                     }
                 }
-                plane_products(isa, &v, u, packed, &mut m, (tiles, c, f));
+                plane_products(isa, &v, u, &mut m, (tiles, c, f));
                 drop(v);
                 let mut s = vec![0.0f32; 8 * f];
                 let mut y = vec![0.0f32; 4 * f];
@@ -195,26 +193,46 @@ pub(crate) fn conv2d_kept(
     out
 }
 
-/// A transformed kernel's planes, each packed for the matmul at one level (`Isa`), back to back
-/// (`conv::KernelCache` keeps them for a kernel that stands).
-pub(crate) type PackedPlanes<'a> = (isa::Isa, &'a [f32]);
+/// A transformed kernel's planes (`[plane][c][f]`) as the products read them.
+#[derive(Clone, Copy)]
+pub(crate) enum Planes<'a> {
+    /// As the transform writes them.
+    Transformed(&'a [f32]),
+    /// Each plane packed for the matmul at this level, back to back: the form
+    /// `conv::KernelCache` keeps (and then the only one) for a kernel that stands.
+    Packed(isa::Isa, &'a [f32]),
+}
+
+impl Planes<'_> {
+    /// Whether a transformed kernel of `len` values is all here (packed planes are checked
+    /// plane by plane by the products that read them).
+    pub(crate) fn holds(&self, len: usize) -> bool {
+        match self {
+            Planes::Transformed(u) => u.len() >= len,
+            Planes::Packed(..) => true,
+        }
+    }
+}
 
 /// `M[p] (tiles x f) = V[p] (tiles x c) · U[p] (c x f)` for every plane `p` of `v` / `u` / `m`
 /// (`[plane][tiles][c]`, `[plane][c][f]`, `[plane][tiles][f]`), on the calling thread: the
-/// chunks already share the work out. With `packed` at `isa`'s level, `U`'s planes are read
-/// from it (the same operations, so the same values) instead of being packed by every chunk's
-/// products or read in place.
+/// chunks already share the work out. Packed planes give the same values as transformed ones
+/// (the same operations), without the products packing `U` per chunk or reading it in place.
+///
+/// # Panics
+/// If `u` is packed at another level than `isa` (the caller packs and runs at the thread's
+/// active level, in one call), or on a target where the matmul takes no packed operand.
 pub(crate) fn plane_products(
     isa: isa::Isa,
     v: &[f32],
-    u: &[f32],
-    packed: Option<PackedPlanes>,
+    u: Planes,
     m: &mut [f32],
     (tiles, c, f): (usize, usize, usize),
 ) {
-    super::matmul::serially(|| {
+    super::matmul::serially(|| match u {
         #[cfg(target_arch = "x86_64")]
-        if let Some((_, packed)) = packed.filter(|(level, _)| *level == isa) {
+        Planes::Packed(level, packed) => {
+            assert_eq!(level, isa, "winograd: planes packed at another level");
             let per = super::matmul::packed_rhs_len(isa, c, f);
             for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
                 super::matmul::matmul_packed_then(
@@ -228,23 +246,24 @@ pub(crate) fn plane_products(
                     None,
                 );
             }
-            return;
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = packed;
-        for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
-            matmul_with(
-                isa,
-                &v[p * tiles * c..(p + 1) * tiles * c],
-                Transpose::No,
-                &u[p * c * f..(p + 1) * c * f],
-                Transpose::No,
-                m,
-                tiles,
-                c,
-                f,
-                false,
-            );
+        Planes::Packed(..) => unreachable!("planes are packed for the x86-64 matmul only"),
+        Planes::Transformed(u) => {
+            for (p, m) in m.chunks_exact_mut(tiles * f).enumerate() {
+                matmul_with(
+                    isa,
+                    &v[p * tiles * c..(p + 1) * tiles * c],
+                    Transpose::No,
+                    &u[p * c * f..(p + 1) * c * f],
+                    Transpose::No,
+                    m,
+                    tiles,
+                    c,
+                    f,
+                    false,
+                );
+            }
         }
     });
 }

@@ -24,7 +24,7 @@
 
 use super::conv::{apply_epilogue_serial, Conv2dGeometry, EpilogueStep};
 use super::isa;
-use super::winograd::{plane_products, tile_row_chunks};
+use super::winograd::{plane_products, tile_row_chunks, Planes};
 use rayon::prelude::*;
 
 /// A 1-D Winograd algorithm for `m` outputs of an `r`-tap correlation,
@@ -224,23 +224,21 @@ pub fn conv2d_with(
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
-    conv2d_kept(x, g, u, None, filters, epilogue)
+    conv2d_kept(x, g, Planes::Transformed(u), filters, epilogue)
 }
 
-/// [`conv2d_with`], the products reading `u`'s planes from `packed` when given (see
-/// [`super::winograd::plane_products`]).
+/// [`conv2d_with`] with the transformed kernel in either form (see [`Planes`]).
 pub(crate) fn conv2d_kept(
     x: &[f32],
     g: &Conv2dGeometry,
-    u: &[f32],
-    packed: Option<super::winograd::PackedPlanes>,
+    u: Planes,
     filters: usize,
     epilogue: &[EpilogueStep],
 ) -> Vec<f32> {
     let (s, (ay, ax)) = scheme(g).expect("winograd_1d: needs a 1xr or rx1 stride-1 geometry");
     let (c, f, m, planes) = (g.c, filters, s.m, s.planes());
     assert!(
-        x.len() >= g.n * g.h * g.w * c && u.len() >= s.kernel_len(c, f),
+        x.len() >= g.n * g.h * g.w * c && u.holds(s.kernel_len(c, f)),
         "winograd_1d: input or transformed kernel too short"
     );
     let isa = isa::active();
@@ -293,7 +291,7 @@ pub(crate) fn conv2d_kept(
                     }
                 }
                 let mut mm = super::buffer::Buffer(super::buffer::overwritten(planes * tiles * f));
-                plane_products(isa, &v, u, packed, &mut mm, (tiles, c, f));
+                plane_products(isa, &v, u, &mut mm, (tiles, c, f));
                 drop(v);
                 let first_row = (r0 / th) * g.oh + mh * (r0 % th);
                 let mut terms: Vec<(&[f32], f32)> = Vec::with_capacity(planes);
