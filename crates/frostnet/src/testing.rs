@@ -184,7 +184,7 @@ macro_rules! level_tests {
             #[test]
             #[cfg_attr(
                 not(frostnet_cpu_avx2),
-                ignore = "this CPU lacks AVX2+FMA: those kernels cannot run here"
+                ignore = "this CPU lacks AVX2+FMA (or is not x86-64): those kernels cannot run here"
             )]
             fn avx2() {
                 super::$name($crate::testing::only(Isa::Avx2))
@@ -193,7 +193,7 @@ macro_rules! level_tests {
             #[test]
             #[cfg_attr(
                 not(frostnet_cpu_avx512),
-                ignore = "this CPU lacks AVX-512F: those kernels cannot run here"
+                ignore = "this CPU lacks AVX-512F (or is not x86-64): those kernels cannot run here"
             )]
             fn avx512() {
                 super::$name($crate::testing::only(Isa::Avx512))

@@ -199,7 +199,9 @@ pub(crate) enum Planes<'a> {
     /// As the transform writes them.
     Transformed(&'a [f32]),
     /// Each plane packed for the matmul at this level, back to back: the form
-    /// `conv::KernelCache` keeps (and then the only one) for a kernel that stands.
+    /// `conv::KernelCache` keeps (and then the only one) for a kernel that stands. Built on
+    /// x86-64 only: elsewhere the matmul is the `gemm` crate's, which takes no packed operand.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Packed(isa::Isa, &'a [f32]),
 }
 
