@@ -2,10 +2,11 @@
 # Seeds each target's corpus with the Keras-written fixtures (run from fuzz/).
 set -e
 fx=../crates/frostnet/tests/fixtures
-mkdir -p corpus/keras corpus/legacy_h5 corpus/weights_h5 corpus/native corpus/npy
+mkdir -p corpus/keras corpus/legacy_h5 corpus/weights_h5 corpus/native corpus/npy corpus/image
 cp $fx/cnn_*.keras corpus/keras/
 cp $fx/cnn_*_tfkeras.h5 $fx/cnn_*_keras3_legacy.h5 corpus/legacy_h5/
 cp $fx/cnn_*.weights.h5 $fx/cnn_*_weights_only.h5 corpus/weights_h5/
 cp $fx/cnn_input.npy $fx/cnn_*_output*.npy corpus/npy/
+find $fx/image_folder -type f ! -name '*.txt' -exec cp {} corpus/image/ \;
 # A native file: written by the CLI from a fixture.
 cargo run -q --manifest-path ../Cargo.toml -p frostnet-cli -- convert $fx/cnn_nested.keras corpus/native/cnn_nested.frostnet

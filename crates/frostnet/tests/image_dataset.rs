@@ -296,6 +296,54 @@ fn a_corrupt_file_is_an_error_naming_it_and_bad_options_are_refused() {
     assert!(e.to_string().contains("/nonexistent/frostnet"), "{e}");
 }
 
+/// A PNG whose palette is not whole RGB entries (found by the `image` fuzz target; `png` 0.18.1
+/// panics on it, image-rs/image-png#694) is a one-line error naming the file, from `load_image`
+/// and from a folder, and the same file's bytes with a whole palette get past the check.
+#[test]
+fn a_png_with_a_broken_palette_is_an_error_not_a_panic() {
+    let path = fixture("fuzz_png_plte_49_bytes.png");
+    for mode in [ColorMode::Rgb, ColorMode::Grayscale, ColorMode::Rgba] {
+        let e = load_image(&path, (4, 4), mode, Interpolation::Bilinear)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&path) && e.contains("PLTE chunk) is 49 bytes") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("frostnet_plte_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::copy(&path, dir.join("a/bad.png")).unwrap();
+    let opts = ImageDatasetOptions {
+        image_size: (4, 4),
+        batch_size: 1,
+        verbose: false,
+        ..Default::default()
+    };
+    let mut ds = image_dataset_from_directory(&dir, &opts).unwrap();
+    let results: Vec<_> = ds.epoch().unwrap().collect();
+    let e = results[0].as_ref().unwrap_err().to_string();
+    assert!(e.contains("bad.png") && e.contains("PLTE"), "{e}");
+    // The same file with the palette cut to 48 bytes (16 whole entries) passes the check,
+    // whatever the decoder then says of it (the chunk's CRC no longer matches).
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[0x25..0x29], b"PLTE");
+    bytes[0x24] = 48;
+    bytes.remove(0x29 + 48);
+    std::fs::write(dir.join("a/bad.png"), &bytes).unwrap();
+    let got = load_image(
+        dir.join("a/bad.png"),
+        (4, 4),
+        ColorMode::Rgb,
+        Interpolation::Bilinear,
+    );
+    if let Err(e) = got {
+        assert!(!e.to_string().contains("PLTE chunk) is"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn explicit_labels_follow_the_sorted_file_list() {
     // Keras's `labels=[...]`: one label per file of the whole tree (as with labels=None: the

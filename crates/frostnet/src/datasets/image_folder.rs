@@ -21,6 +21,7 @@ use super::resize::{crop_box, resize_into, Image8, Interpolation};
 use super::{Batch, Batches, Dataset};
 use crate::error::{Error, Result};
 use crate::tensor::{random, Tensor};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -213,12 +214,21 @@ fn load_image_with(path: &Path, p: &Pipeline) -> Result<Vec<f32>> {
         path: path.display().to_string(),
         message: m,
     };
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+    let io = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    if let Some(len) = bad_png_palette(&mut file).map_err(io)? {
+        return Err(bad(format!(
+            "cannot decode image: its PNG palette (PLTE chunk) is {len} bytes, not whole \
+             3-byte RGB entries"
+        )));
+    }
+    file.rewind().map_err(io)?;
+    let reader = image::ImageReader::new(file)
+        .with_guessed_format()
+        .map_err(io)?;
     if reader.format().is_none() {
         return Err(bad(
             "not a BMP, GIF, JPEG or PNG image (unrecognised content)".into(),
@@ -267,6 +277,29 @@ fn load_image_with(path: &Path, p: &Pipeline) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; oh * ow * c];
     resize_into(&src, window, oh, ow, p.interpolation, &mut out);
     Ok(out)
+}
+
+/// The length of a PLTE chunk that is not a whole number of RGB entries, if `file` is a PNG
+/// with one (read from the start, chunk headers only: every other chunk is skipped by seeking).
+/// Why: `png` 0.18.1, the newest release, panics on such a palette instead of reporting it
+/// (image-rs/image-png#694; the fix is merged upstream, not yet released), and a folder of
+/// images may hold any file. A file that is not a PNG, or ends early, is left to the decoder.
+fn bad_png_palette(file: &mut (impl Read + Seek)) -> std::io::Result<Option<u32>> {
+    let mut signature = [0u8; 8];
+    if file.read_exact(&mut signature).is_err() || signature != *b"\x89PNG\r\n\x1a\n" {
+        return Ok(None);
+    }
+    let mut head = [0u8; 8];
+    while file.read_exact(&mut head).is_ok() {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        match &head[4..] {
+            b"PLTE" if len % 3 != 0 => return Ok(Some(len)),
+            b"IEND" => break,
+            // The chunk's data and CRC.
+            _ => file.seek_relative(i64::from(len) + 4)?,
+        }
+    }
+    Ok(None)
 }
 
 /// One image file as a `(1, height, width, channels)` tensor in 0..255, decoded and resized exactly
