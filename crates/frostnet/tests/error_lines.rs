@@ -98,6 +98,20 @@ fn npy_header_nesting_brackets_is_refused_at_once() {
     read_npy(&fixture("cnn_input.npy")).unwrap();
 }
 
+/// Found by cargo-fuzz (docs/FUZZING.md), kept as `fuzz_npy_header_longer_than_file.npy`: a
+/// 29-byte `.npy` whose version-3 header declares 1,867,382,902 bytes, which npyz allocated
+/// before reading. It is refused from the declared length.
+#[test]
+fn npy_header_longer_than_the_file_is_refused_before_allocating() {
+    let path = fixture("fuzz_npy_header_longer_than_file.npy");
+    let e = read_npy(&path).unwrap_err();
+    assert_short(
+        &e.to_string(),
+        &path,
+        &["header declares 1867382902 bytes but only 17 follow"],
+    );
+}
+
 /// The same header inside an `.npz` member is refused the same way, naming the member.
 #[test]
 fn npz_member_header_nesting_brackets_is_refused_at_once() {

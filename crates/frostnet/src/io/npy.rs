@@ -54,16 +54,26 @@ fn to_tensor<R: Read>(path: &str, arr: npyz::NpyFile<R>) -> Result<Tensor> {
 /// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` nests 2.
 const MAX_HEADER_DEPTH: usize = 2;
 
-/// Refuses a header that nests brackets deeper than a plain array's. npyz parses the header with
-/// a backtracking grammar that takes exponential time on nested brackets: cargo-fuzz found a
-/// 153-byte file (`{{{...` inside the header) that ran for minutes (docs/FUZZING.md).
-fn check_header_depth(path: &str, bytes: &[u8]) -> Result<()> {
+/// Refuses two headers npyz would choke on, both found by cargo-fuzz (docs/FUZZING.md):
+/// - one longer than the bytes the file has: npyz allocates the declared length (up to 4 GiB
+///   in a version 2 or 3 header) before reading it, 1.8 GB for a 29-byte file;
+/// - one that nests brackets deeper than a plain array's: npyz parses the header with a
+///   backtracking grammar that takes exponential time on nested brackets (a 153-byte file,
+///   `{{{...` inside the header, ran for minutes).
+fn check_header(path: &str, bytes: &[u8]) -> Result<()> {
     let (start, len) = match (bytes.get(6), bytes.get(8..12)) {
         (Some(1), Some(b)) => (10, u16::from_le_bytes([b[0], b[1]]) as usize),
         (Some(2 | 3), Some(b)) => (12, u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
         _ => return Ok(()), // not a header npyz accepts either; it reports the problem
     };
-    let header = &bytes[start.min(bytes.len())..start.saturating_add(len).min(bytes.len())];
+    let rest = bytes.len().saturating_sub(start);
+    if len > rest {
+        return Err(file_err(
+            path,
+            format!("header declares {len} bytes but only {rest} follow"),
+        ));
+    }
+    let header = &bytes[start..start + len];
     let (mut depth, mut deepest) = (0usize, 0usize);
     for &c in header {
         match c {
@@ -90,7 +100,7 @@ pub fn read_npy(path: &str) -> Result<Tensor> {
         path: path.into(),
         source: e,
     })?;
-    check_header_depth(path, &bytes)?;
+    check_header(path, &bytes)?;
     let arr = npyz::NpyFile::new(&bytes[..]).map_err(|e| file_err(path, e))?;
     to_tensor(path, arr)
 }
@@ -102,7 +112,7 @@ const MAX_NPZ_MEMBER: u64 = 4 << 30;
 /// Reads every array of an `.npz` archive, keyed by name (without `.npy`, as NumPy's `np.load`).
 ///
 /// Each member is read through the zip reader with a size cap and its header checked for
-/// nesting before npyz parses it, exactly as [`read_npy`] does for a single file.
+/// length and nesting before npyz parses it, exactly as [`read_npy`] does for a single file.
 pub fn read_npz(path: &str) -> Result<HashMap<String, Tensor>> {
     let file = std::fs::File::open(path).map_err(|e| Error::Io {
         path: path.into(),
@@ -129,7 +139,7 @@ pub fn read_npz(path: &str) -> Result<HashMap<String, Tensor>> {
                 format!("member inflates past {MAX_NPZ_MEMBER} bytes"),
             ));
         }
-        check_header_depth(&place, &bytes)?;
+        check_header(&place, &bytes)?;
         let arr = npyz::NpyFile::new(&bytes[..]).map_err(|e| file_err(&place, e))?;
         out.insert(key.to_string(), to_tensor(&place, arr)?);
     }
